@@ -1,0 +1,165 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Record layouts and map keys shared by the BPF programs and user space.
+ * This header is the only definition: src/kernel/layout.ts mirrors it and
+ * test/kernel/layout.test.ts checks the two against each other.
+ * Fixed-width types only; every struct is padded by hand to a multiple of 8.
+ */
+#ifndef SIGIL_H
+#define SIGIL_H
+
+#define SIGIL_PATH_MAX 256
+#define SIGIL_COMM_LEN 16
+
+/* Rule entries one (subject, peer) pair or one CIDR chain can hold. */
+#define SIGIL_RULES_PER_KEY 16
+
+/* Record types carried in sigil_record_header.type. */
+enum sigil_record_type {
+	SIGIL_RECORD_EXEC = 1,
+	SIGIL_RECORD_EXIT = 2,
+	SIGIL_RECORD_CONNECT = 3,
+};
+
+/* Actions a rule or a posture can take. */
+enum sigil_action {
+	SIGIL_ACTION_NONE = 0,
+	SIGIL_ACTION_ALLOW = 1,
+	SIGIL_ACTION_AUDIT = 2,
+	SIGIL_ACTION_BLOCK = 3,
+};
+
+/* How a connect decision was reached, carried in sigil_connect_record.reason. */
+enum sigil_decision_reason {
+	SIGIL_REASON_NO_POLICY = 0,	/* the subject has no egress rules: allowed */
+	SIGIL_REASON_RULE = 1,		/* a rule matched; rule_index names it */
+	SIGIL_REASON_POSTURE = 2,	/* no rule matched and the subject has Allow rules */
+};
+
+/* Reasons a record could not be written, indexes of the drops map. */
+enum sigil_drop_reason {
+	SIGIL_DROP_RINGBUF_FULL = 0,
+	SIGIL_DROP_REASONS = 1,
+};
+
+/* Flags of sigil_subject.flags. */
+#define SIGIL_SUBJECT_HAS_EGRESS_ALLOW (1u << 0)
+
+/* Value of the settings array map (one entry, index 0). */
+struct sigil_settings {
+	__u32 generation;	/* rule-set generation the programs read */
+	__u32 flags;
+	__u32 agent_tgid;	/* the agent's own tgid, whose connects are never denied */
+	__u32 pad;
+};
+
+#define SIGIL_SETTINGS_EMIT_ALL_CONNECTS (1u << 0)
+
+/* Value of the identities map, keyed by tgid (__u32). */
+struct sigil_identity {
+	__u32 id;		/* small integer for a SPIFFE ID; 0 means no identity */
+	__u32 flags;
+};
+
+/* Flag of sigil_identity.flags: the id was copied from the parent at fork or exec. */
+#define SIGIL_IDENTITY_INHERITED (1u << 0)
+
+/* Per-subject settings of one rule-set generation, keyed by identity id (__u32). */
+struct sigil_subject {
+	__u32 flags;
+	__u8 egress_posture;	/* enum sigil_action used when no egress rule matches */
+	__u8 pad[3];
+};
+
+/* One rule as the kernel sees it: port range and protocol, and what to do. */
+struct sigil_rule {
+	__u16 port_lo;		/* host byte order; 0..65535 */
+	__u16 port_hi;
+	__u8 protocol;		/* IPPROTO_TCP, IPPROTO_UDP, or 0 for any */
+	__u8 action;		/* enum sigil_action */
+	__u16 pad;
+	__u32 rule_index;	/* index into the generation's rule table in user space */
+};
+
+/* Value of the peer-rule and CIDR-rule maps: the rules for one key, in order. */
+struct sigil_rule_list {
+	__u32 count;
+	__u32 pad;
+	struct sigil_rule rules[SIGIL_RULES_PER_KEY];
+};
+
+/* Key of the peer-rule map: the subject's and the peer's identity ids. */
+struct sigil_peer_key {
+	__u32 subject;
+	__u32 peer;
+};
+
+/*
+ * Key of the CIDR LPM trie. prefixlen counts the 32 bits of subject plus the
+ * address bits. IPv4 addresses are stored IPv4-mapped (::ffff:a.b.c.d), so an
+ * IPv4 /n is an IPv6 /(96 + n) and one trie serves both families.
+ */
+struct sigil_cidr_key {
+	__u32 prefixlen;
+	__u32 subject;		/* big-endian, so the subject is the first 32 prefix bits */
+	__u8 addr[16];
+};
+
+/* Value stored on a socket at bind time (socket local storage). */
+struct sigil_socket_owner {
+	__u32 tgid;
+	__u32 id;		/* identity of the owner when it bound */
+};
+
+/* Header of every ring-buffer record. */
+struct sigil_record_header {
+	__u32 type;		/* enum sigil_record_type */
+	__u32 size;		/* whole record, header included */
+	__u64 ktime_ns;		/* bpf_ktime_get_boot_ns() */
+};
+
+struct sigil_exec_record {
+	struct sigil_record_header header;
+	__u32 tgid;
+	__u32 ppid;
+	__u32 uid;
+	__u32 gid;
+	__u32 inherited_id;	/* identity the process has until user space attests it */
+	__u32 pad;
+	__u64 start_boottime_ns;	/* task->start_boottime, to detect pid reuse */
+	__u64 cgroup_id;
+	char comm[SIGIL_COMM_LEN];
+	char filename[SIGIL_PATH_MAX];
+};
+
+struct sigil_exit_record {
+	struct sigil_record_header header;
+	__u32 tgid;
+	__u32 exit_code;
+	__u64 start_boottime_ns;
+};
+
+struct sigil_connect_record {
+	struct sigil_record_header header;
+	__u32 tgid;
+	__u32 ppid;
+	__u32 uid;
+	__u32 gid;
+	__u32 subject_id;
+	__u32 peer_id;
+	__u32 generation;	/* rule-set generation that decided */
+	__u32 rule_index;	/* valid when reason is SIGIL_REASON_RULE */
+	__u64 cgroup_id;
+	__u16 family;		/* AF_INET or AF_INET6 */
+	__u16 port;		/* destination port, host byte order */
+	__u8 protocol;		/* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 action;		/* enum sigil_action that applied */
+	__u8 reason;		/* enum sigil_decision_reason */
+	__u8 denied;		/* 1 when connect() returned EPERM */
+	__u8 addr[16];		/* destination, IPv4-mapped for AF_INET */
+	__u32 peer_tgid;	/* owner of the local listener, 0 when none was found */
+	__u32 pad;
+	char comm[SIGIL_COMM_LEN];
+};
+
+#endif /* SIGIL_H */
