@@ -11,6 +11,14 @@
 #define SIGIL_PATH_MAX 256
 #define SIGIL_COMM_LEN 16
 
+/* Map sizes. User space creates the inner rule maps with the same sizes. */
+#define SIGIL_MAX_PROCESSES 131072
+#define SIGIL_MAX_SUBJECTS 65536
+#define SIGIL_MAX_PEER_KEYS 262144
+#define SIGIL_MAX_CIDR_KEYS 262144
+#define SIGIL_GENERATIONS 4
+#define SIGIL_RINGBUF_BYTES (16 * 1024 * 1024)
+
 /* Rule entries one (subject, peer) pair or one CIDR chain can hold. */
 #define SIGIL_RULES_PER_KEY 16
 
@@ -49,8 +57,7 @@ enum sigil_drop_reason {
 struct sigil_settings {
 	__u32 generation;	/* rule-set generation the programs read */
 	__u32 flags;
-	__u32 agent_tgid;	/* the agent's own tgid, whose connects are never denied */
-	__u32 pad;
+	__u32 pad[2];
 };
 
 #define SIGIL_SETTINGS_EMIT_ALL_CONNECTS (1u << 0)

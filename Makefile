@@ -1,0 +1,78 @@
+# Sigil build. `make` builds the BPF object, the native addon and the
+# TypeScript; a second `make` with nothing changed does nothing.
+# `make deps` installs what a fresh Debian machine is missing.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := all
+
+CLANG ?= clang
+BPFTOOL ?= bpftool
+NODE ?= node
+# Node's headers for node-gyp: the tree above the node binary holds include/node.
+NODEDIR ?= $(shell dirname "$$(dirname "$$(readlink -f "$$(command -v $(NODE))")")")
+
+APT_PACKAGES := clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ \
+	python3 util-linux iproute2 procps
+
+BPF_OUT := bpf/.output
+BPF_SOURCES := $(wildcard bpf/*.bpf.c)
+BPF_OBJECTS := $(patsubst bpf/%.bpf.c,$(BPF_OUT)/%.bpf.o,$(BPF_SOURCES))
+BPF_HEADERS := $(wildcard bpf/include/*.h)
+VMLINUX_H := $(BPF_OUT)/vmlinux.h
+SIGIL_BPF := $(BPF_OUT)/sigil.bpf.o
+
+NATIVE := build/Release/sigil_native.node
+NATIVE_SOURCES := $(wildcard native/*.cc native/*.h) binding.gyp
+
+TS_SOURCES := $(shell find src -name '*.ts' 2>/dev/null)
+TS_STAMP := dist/.stamp
+
+.PHONY: all deps bpf native ts run test clean
+
+all: bpf native ts
+
+deps:
+	@bash scripts/install-deps.sh $(APT_PACKAGES)
+
+bpf: $(SIGIL_BPF)
+
+$(VMLINUX_H):
+	@mkdir -p $(BPF_OUT)
+	@test -r /sys/kernel/btf/vmlinux || \
+		{ echo "error: /sys/kernel/btf/vmlinux is missing: this kernel has no BTF" >&2; exit 1; }
+	$(BPFTOOL) btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+
+$(BPF_OUT)/%.bpf.o: bpf/%.bpf.c $(BPF_HEADERS) $(VMLINUX_H)
+	$(CLANG) -g -O2 -Wall -target bpf -D__TARGET_ARCH_x86 -I$(BPF_OUT) -Ibpf/include \
+		-c $< -o $@
+
+# libbpf's static linker joins the objects and resolves the extern maps.
+$(SIGIL_BPF): $(filter-out $(SIGIL_BPF),$(BPF_OBJECTS))
+	$(BPFTOOL) gen object $@ $^
+
+native: $(NATIVE)
+
+$(NATIVE): $(NATIVE_SOURCES) node_modules/.package-lock.json
+	@test -r "$(NODEDIR)/include/node/node_api.h" || { \
+		echo "error: Node.js headers not found in $(NODEDIR)/include/node;" \
+			"install the headers of node $$($(NODE) --version) there or set NODEDIR" >&2; \
+		exit 1; }
+	npx --no-install node-gyp rebuild --nodedir="$(NODEDIR)" --loglevel=warn
+
+ts: $(TS_STAMP)
+
+$(TS_STAMP): $(TS_SOURCES) tsconfig.json node_modules/.package-lock.json
+	npx --no-install tsc -p tsconfig.json
+	@touch $@
+
+node_modules/.package-lock.json: package-lock.json
+	npm ci --no-audit --no-fund
+
+run: deps all
+	bash examples/demo.sh
+
+test: deps all
+	npx --no-install vitest run
+
+clean:
+	rm -rf $(BPF_OUT) build dist

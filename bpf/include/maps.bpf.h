@@ -1,0 +1,65 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Map declarations shared by the BPF programs. maps.bpf.c defines each map
+ * once; the other objects see these extern declarations, and the static
+ * linker (bpftool gen object) resolves them to the one definition.
+ */
+#ifndef SIGIL_MAPS_BPF_H
+#define SIGIL_MAPS_BPF_H
+
+#include "sigil.h"
+
+#ifdef SIGIL_DEFINE_MAPS
+#define SIGIL_MAP
+#else
+#define SIGIL_MAP extern
+#endif
+
+/* Rule-set settings: index 0 holds the active generation. */
+SIGIL_MAP struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct sigil_settings);
+} sigil_settings SEC(".maps");
+
+/* tgid -> identity. Filled at fork (inherited) and by user space after attestation. */
+SIGIL_MAP struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, SIGIL_MAX_PROCESSES);
+	__type(key, __u32);
+	__type(value, struct sigil_identity);
+} sigil_identities SEC(".maps");
+
+/* Records for user space. */
+SIGIL_MAP struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, SIGIL_RINGBUF_BYTES);
+} sigil_events SEC(".maps");
+
+/* Records that could not be written, per CPU, indexed by enum sigil_drop_reason. */
+SIGIL_MAP struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, SIGIL_DROP_REASONS);
+	__type(key, __u32);
+	__type(value, __u64);
+} sigil_drops SEC(".maps");
+
+/* Counts a record that could not be written. */
+static __always_inline void sigil_count_drop(__u32 reason)
+{
+	__u64 *count = bpf_map_lookup_elem(&sigil_drops, &reason);
+
+	if (count)
+		__sync_fetch_and_add(count, 1);
+}
+
+/* Returns the identity id of a tgid, or 0 when it has none. */
+static __always_inline __u32 sigil_identity_of(__u32 tgid)
+{
+	struct sigil_identity *identity = bpf_map_lookup_elem(&sigil_identities, &tgid);
+
+	return identity ? identity->id : 0;
+}
+
+#endif /* SIGIL_MAPS_BPF_H */

@@ -1,0 +1,17 @@
+// Registration of the addon's free functions, grouped by source file.
+#pragma once
+
+#include <napi.h>
+
+namespace sigil {
+
+// probe.cc: probeProgramType, probeMapType, probeHelper.
+void InitProbes(Napi::Env env, Napi::Object exports);
+
+// map_ops.cc: mapUpdate, mapLookup, mapDelete, mapGetNextKey, mapCreate, numPossibleCpus.
+void InitMapOps(Napi::Env env, Napi::Object exports);
+
+// system.cc: closeFd, objGet, objPin, mount, and the `constants` object.
+void InitSystem(Napi::Env env, Napi::Object exports);
+
+} // namespace sigil

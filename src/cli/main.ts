@@ -1,0 +1,180 @@
+import { Command, InvalidArgumentError, Option } from 'commander';
+import { hostname } from 'node:os';
+import { Agent } from '../enforce/agent';
+import { AuditEvent, EventType } from '../events/audit-event';
+import { watchEvents } from '../events/grpc-client';
+import { loadRegistrationFile } from '../identity/registration';
+import { loadPolicyFiles } from '../policy/loader';
+import { ConfigError, formatIssue } from '../util/config-error';
+import {
+  chooseDefault,
+  DEFAULT_SOCKET,
+  EXAMPLE_POLICIES,
+  EXAMPLE_REGISTRATION,
+  NODE_POLICIES,
+  NODE_REGISTRATION,
+} from './defaults';
+import { formatEventRow } from './event-format';
+import { createEventLog, createLogger } from './logger';
+
+interface RunOptions {
+  registration?: string;
+  policy?: string[];
+  socket: string;
+  eventsLog: string;
+  watch: boolean;
+  node: string;
+  logLevel: string;
+  cgroup?: string;
+}
+
+async function runAgent(options: RunOptions): Promise<void> {
+  const log = createLogger(options.logLevel);
+  const registration = options.registration
+    ? { path: options.registration, example: false }
+    : chooseDefault(NODE_REGISTRATION, EXAMPLE_REGISTRATION);
+  const policies = options.policy?.length
+    ? options.policy.map((path) => ({ path, example: false }))
+    : [chooseDefault(NODE_POLICIES, EXAMPLE_POLICIES)];
+  if (registration.example) log.warn(`${NODE_REGISTRATION} not found; using the bundled example ${registration.path}`);
+  if (policies.some((p) => p.example)) log.warn(`${NODE_POLICIES} not found; using the bundled examples`);
+
+  let agent: Agent;
+  try {
+    agent = await Agent.start({
+      registrationFile: registration.path,
+      policyFiles: policies.map((p) => p.path),
+      socketPath: options.socket,
+      watch: options.watch,
+      node: options.node,
+      cgroupPath: options.cgroup,
+      logger: log,
+    });
+  } catch (error) {
+    if (error instanceof ConfigError) {
+      for (const issue of error.issues) log.error(formatIssue(issue));
+      log.fatal('invalid configuration; the agent did not start');
+    } else {
+      log.fatal({ err: error }, `agent failed to start: ${(error as Error).message}`);
+    }
+    process.exitCode = 1;
+    return;
+  }
+
+  const eventLog = createEventLog(options.eventsLog);
+  agent.hub.subscribe({ filter: { types: [], subjectPrefix: '' }, deliver: (event) => eventLog.info(event) });
+
+  const shutdown = (signal: string) => {
+    log.info({ signal }, 'stopping: enforcement ends with the agent');
+    agent.stop().then(
+      () => process.exit(0),
+      (error) => {
+        log.error({ err: error }, 'stop failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGINT', shutdown);
+  process.once('SIGTERM', shutdown);
+}
+
+function printEvent(format: string, event: AuditEvent): void {
+  process.stdout.write(format === 'table' ? `${formatEventRow(event)}\n` : `${JSON.stringify(event)}\n`);
+}
+
+function followEvents(options: { socket: string; type: EventType[]; subject?: string; format: string }): void {
+  const stream = watchEvents(
+    { socketPath: options.socket, types: options.type, subjectPrefix: options.subject },
+    (event) => printEvent(options.format, event),
+  );
+  stream.on('error', (error: Error & { code?: number }) => {
+    if (error.code === 1) return; // cancelled by us
+    process.stderr.write(`sigil events: ${options.socket}: ${error.message}\n`);
+    process.exitCode = 1;
+  });
+  process.once('SIGINT', () => stream.cancel());
+}
+
+function checkFiles(kind: 'policy' | 'registration', files: string[]): void {
+  try {
+    if (kind === 'policy') {
+      const set = loadPolicyFiles(files);
+      process.stdout.write(`${set.policies.length} policies in ${set.files.length} files: valid\n`);
+    } else {
+      for (const file of files) {
+        const registration = loadRegistrationFile(file);
+        for (const warning of registration.warnings) process.stderr.write(`${formatIssue(warning)}\n`);
+        process.stdout.write(`${file}: ${registration.entries.length} entries: valid\n`);
+      }
+    }
+  } catch (error) {
+    if (!(error instanceof ConfigError)) throw error;
+    for (const issue of error.issues) process.stderr.write(`${formatIssue(issue)}\n`);
+    process.exitCode = 1;
+  }
+}
+
+function collect(value: string, previous: string[] = []): string[] {
+  return [...previous, value];
+}
+
+function eventType(value: string, previous: EventType[] = []): EventType[] {
+  const types: EventType[] = ['exec', 'connect', 'agent', 'loss'];
+  if (!types.includes(value as EventType)) {
+    throw new InvalidArgumentError(`expected one of ${types.join(', ')}`);
+  }
+  return [...previous, value as EventType];
+}
+
+export function buildProgram(): Command {
+  const program = new Command('sigil').description(
+    'Runtime enforcement by SPIFFE workload identity, with eBPF',
+  );
+
+  program
+    .command('run')
+    .description('run the node agent (as root): attest processes, enforce policies, stream audit events')
+    .option('-r, --registration <file>', `registration file (default ${NODE_REGISTRATION}, else the bundled example)`)
+    .option('-p, --policy <path>', `policy file or directory, repeatable (default ${NODE_POLICIES}, else the bundled examples)`, collect)
+    .option('-s, --socket <path>', 'unix socket of the audit gRPC service', DEFAULT_SOCKET)
+    .option('-e, --events-log <path>', "where JSON lines of audit events go ('-' is stdout)", '-')
+    .option('--no-watch', 'do not reload the registration and policy files when they change')
+    .option('--node <name>', 'node name in events', hostname())
+    .option('--cgroup <path>', 'cgroup v2 directory to attach the socket programs to (default: the cgroup2 root)')
+    .addOption(new Option('--log-level <level>', 'operational log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
+    .action((options: RunOptions) => runAgent(options));
+
+  program
+    .command('events')
+    .description("print the agent's audit event stream")
+    .option('-s, --socket <path>', 'unix socket of the audit gRPC service', DEFAULT_SOCKET)
+    .option('-t, --type <type>', 'event type to show (exec, connect, agent, loss), repeatable', eventType)
+    .option('--subject <spiffe-id>', 'only events whose subject SPIFFE ID is this one or below it')
+    .addOption(new Option('-o, --format <format>', 'output format').choices(['json', 'table']).default('json'))
+    .action((options) => followEvents({ ...options, type: options.type ?? [] }));
+
+  const policy = program.command('policy').description('work with policy files');
+  policy
+    .command('check')
+    .description('validate policy files or directories; exits 1 on errors')
+    .argument('<paths...>')
+    .action((paths: string[]) => checkFiles('policy', paths));
+
+  const registration = program.command('registration').description('work with registration files');
+  registration
+    .command('check')
+    .description('validate registration files; exits 1 on errors')
+    .argument('<files...>')
+    .action((files: string[]) => checkFiles('registration', files));
+
+  return program;
+}
+
+export function main(argv: string[]): void {
+  buildProgram()
+    .parseAsync(argv)
+    .catch((error: Error) => {
+      process.stderr.write(`sigil: ${error.message}\n`);
+      process.exitCode = 1;
+    });
+}

@@ -1,0 +1,368 @@
+import type { Logger } from 'pino';
+import { RegistrationAttestor } from '../identity/attestor';
+import { listPids } from '../identity/process-info';
+import { loadRegistrationFile, Registration } from '../identity/registration';
+import { compilePolicySet } from '../policy/compile';
+import { CompiledRuleSet, RuleRef } from '../policy/compiled-rule-set';
+import { loadPolicyFiles } from '../policy/loader';
+import { PolicySet, SpiffeSelector } from '../policy/types';
+import { matchesSpiffeIdPrefix } from '../identity/spiffe-id';
+import { ConfigError, formatIssue } from '../util/config-error';
+import { decodeBatch, ExecRecord, ConnectRecord, KernelRecord, MalformedRecord } from '../kernel/codec';
+import { Datapath, KernelRuleSet } from '../kernel/datapath';
+import { KernelAction } from '../kernel/layout';
+import { ensureKernelFilesystems, findCgroup2Root } from '../kernel/mounts';
+import { probeEnforcers } from '../kernel/probe';
+import { EventHub } from '../events/event-hub';
+import { AuditServer } from '../events/grpc-server';
+import { connectEvent, execEvent } from './event-builder';
+import { ProcessCache } from './process-cache';
+import { IdentityRegistry } from './identity-registry';
+import { ConfigWatcher } from './config-watcher';
+
+export interface AgentOptions {
+  registrationFile: string;
+  policyFiles: string[];
+  /** Unix socket of the gRPC audit service. */
+  socketPath: string;
+  /** Path of the linked BPF object; defaults to the build output. */
+  bpfObject?: string;
+  /** cgroup v2 directory the socket programs attach to; defaults to the cgroup2 root. */
+  cgroupPath?: string;
+  /** Reload the registration and policy files when they change. */
+  watch: boolean;
+  node?: string;
+  logger: Logger;
+}
+
+// /proc/<pid>/stat counts start time in clock ticks; USER_HZ is 100 on Linux.
+const NS_PER_CLOCK_TICK = 10_000_000n;
+// Rule tables kept for decoding records of generations that are no longer active.
+const KEPT_GENERATIONS = 8;
+const DROP_POLL_MS = 1000;
+
+/** Loads the registration file, throwing ConfigError with every issue in it. */
+function loadRegistration(file: string): Registration {
+  return loadRegistrationFile(file);
+}
+
+/**
+ * The node agent: keeps the kernel's identity and rule maps in step with the
+ * registration and policy files, and turns kernel records into audit events.
+ */
+export class Agent {
+  readonly hub: EventHub;
+  private readonly log: Logger;
+  private readonly registry = new IdentityRegistry();
+  private readonly processes = new ProcessCache();
+  private readonly rulesByGeneration = new Map<number, RuleRef[]>();
+  private registration!: Registration;
+  private attestor!: RegistrationAttestor;
+  private policySet!: PolicySet;
+  private datapath: Datapath | null = null;
+  private server: AuditServer | null = null;
+  private watcher: ConfigWatcher | null = null;
+  private dropTimer: NodeJS.Timeout | null = null;
+  private reportedDrops: bigint[] = [];
+  private malformed = 0;
+
+  private constructor(private readonly options: AgentOptions) {
+    this.log = options.logger;
+    this.hub = new EventHub(options.node);
+  }
+
+  /**
+   * Starts the agent. Throws ConfigError for an invalid registration or policy
+   * file, and Error for kernel failures; on a throw nothing stays attached.
+   */
+  static async start(options: AgentOptions): Promise<Agent> {
+    const agent = new Agent(options);
+    try {
+      await agent.startUp();
+    } catch (error) {
+      await agent.stop();
+      throw error;
+    }
+    return agent;
+  }
+
+  private async startUp(): Promise<void> {
+    const { options, log } = this;
+
+    // Configuration first: an invalid file stops the agent before it touches the kernel.
+    this.registration = loadRegistration(options.registrationFile);
+    this.policySet = loadPolicyFiles(options.policyFiles);
+    for (const warning of this.registration.warnings) log.warn(formatIssue(warning));
+    this.attestor = new RegistrationAttestor(this.registration);
+    for (const entry of this.registration.entries) this.registry.idFor(entry.spiffeId);
+
+    for (const mounted of ensureKernelFilesystems()) log.info(`mounted ${mounted}`);
+    this.reportEnforcers();
+
+    const datapath = Datapath.load(options.bpfObject);
+    this.datapath = datapath;
+    this.applyPolicies();
+    datapath.startEvents((batch) => this.handleBatch(batch));
+
+    // Track fork and exec before reading /proc, so no process falls between the two.
+    datapath.attachProcessTracking();
+    this.attestRunningProcesses();
+    const cgroupPath = options.cgroupPath ?? findCgroup2Root();
+    datapath.attachSocketPrograms(cgroupPath);
+    log.info({ cgroup: cgroupPath }, 'attached connect and bind programs');
+
+    this.server = new AuditServer(this.hub, options.socketPath);
+    await this.server.start();
+    log.info({ socket: options.socketPath }, 'audit gRPC service listening');
+
+    this.dropTimer = setInterval(() => this.reportDrops(), DROP_POLL_MS);
+    this.dropTimer.unref();
+    if (options.watch) {
+      this.watcher = new ConfigWatcher(
+        [options.registrationFile, ...options.policyFiles],
+        (changed) => this.reload(changed),
+      );
+    }
+    this.hub.publish({
+      type: 'agent',
+      ktimeNs: '0',
+      message: `agent started: ${this.registry.size} identities, ${this.ruleCount()} rules`,
+    });
+    log.info(
+      { identities: this.registry.size, rules: this.ruleCount(), generation: datapath.currentGeneration },
+      'agent started',
+    );
+  }
+
+  private reportEnforcers(): void {
+    for (const report of probeEnforcers()) {
+      const fields = { enforcer: report.enforcer, purpose: report.purpose, missing: report.missing };
+      if (report.used) this.log.info(fields, `enforcer ${report.enforcer} in use`);
+      else if (report.available) this.log.info(fields, `enforcer ${report.enforcer} available but not used`);
+      else this.log.warn(fields, `enforcer ${report.enforcer} unavailable: ${report.missing.join('; ')}`);
+    }
+  }
+
+  private ruleCount(): number {
+    return this.rulesByGeneration.get(this.datapath?.currentGeneration ?? 0)?.length ?? 0;
+  }
+
+  /** Compiles the current policy set against the known identities and swaps it in. */
+  private applyPolicies(): void {
+    const datapath = this.datapath as Datapath;
+    const compiled = compilePolicySet(this.policySet, this.registry.entries());
+    const generation = datapath.applyRuleSet(toKernelRuleSet(compiled));
+    this.rulesByGeneration.set(generation, compiled.rules);
+    this.rulesByGeneration.delete(generation - KEPT_GENERATIONS);
+  }
+
+  /** Attests every running process and writes its identity; two passes catch forks during the first. */
+  private attestRunningProcesses(): void {
+    const seen = new Set<number>();
+    for (let pass = 0; pass < 2; pass++) {
+      for (const pid of listPids()) {
+        if (seen.has(pid) || pid === process.pid) continue;
+        seen.add(pid);
+        this.attestAndWrite(pid, null);
+      }
+    }
+  }
+
+  /** Attests one process and writes its identity id (0 when no entry matches). */
+  private attestAndWrite(pid: number, expectedStartTime: bigint | null): string | null | undefined {
+    let result;
+    try {
+      result = this.attestor.attest(pid, expectedStartTime === null ? {} : { expectedStartTime });
+    } catch (error) {
+      // Such as EACCES on /proc/1/exe inside a sandbox: the process keeps its kernel identity.
+      this.log.debug({ pid, err: error }, 'attest process failed');
+      return undefined;
+    }
+    // Gone, reused or a kernel thread: nothing to write.
+    if (!result || result.info.exePath === null) return undefined;
+    const id = result.spiffeId ? this.registry.idFor(result.spiffeId) : 0;
+    this.processes.remember(pid, result.info.exePath, result.info.startTimeTicks);
+    try {
+      this.datapath?.setIdentity(pid, id);
+    } catch (error) {
+      this.log.error({ pid, err: error }, 'write identity to the kernel map failed');
+    }
+    return result.spiffeId;
+  }
+
+  private handleBatch(batch: Buffer): void {
+    for (const record of decodeBatch(batch)) {
+      try {
+        this.handleRecord(record);
+      } catch (error) {
+        this.log.error({ err: error, record: record.type }, 'handle kernel record failed');
+      }
+    }
+  }
+
+  private handleRecord(record: KernelRecord | MalformedRecord): void {
+    switch (record.type) {
+      case 'exec':
+        return this.handleExec(record);
+      case 'exit':
+        this.processes.forget(record.tgid);
+        return;
+      case 'connect':
+        return this.handleConnect(record);
+      case 'malformed':
+        this.malformed++;
+        this.log.warn({ reason: record.reason }, 'skipped a malformed kernel record');
+        this.hub.publish({
+          type: 'loss',
+          ktimeNs: '0',
+          loss: { where: 'decode', count: 1 },
+          message: `skipped a malformed kernel record: ${record.reason}`,
+        });
+        return;
+    }
+  }
+
+  private handleExec(record: ExecRecord): void {
+    const startTicks = record.startBoottimeNs / NS_PER_CLOCK_TICK;
+    const spiffeId = this.attestAndWrite(record.tgid, startTicks);
+    // The process exited before it could be read: it keeps no identity to report.
+    if (spiffeId === undefined) this.processes.remember(record.tgid, record.filename, startTicks);
+    const executable = this.processes.executable(record.tgid) ?? record.filename;
+    this.hub.publish(execEvent(record, spiffeId ?? null, executable));
+  }
+
+  private handleConnect(record: ConnectRecord): void {
+    const rules = this.rulesByGeneration.get(record.generation);
+    const rule = record.reason === 1 ? rules?.[record.ruleIndex] : undefined;
+    const subjectPolicy = record.reason === 2 ? this.postureSource(record.subjectId) : undefined;
+    this.hub.publish(
+      connectEvent(record, {
+        subject: this.registry.spiffeIdOf(record.subjectId),
+        peer: this.registry.spiffeIdOf(record.peerId),
+        executable: this.processes.executable(record.tgid),
+        rule,
+        posturePolicy: subjectPolicy,
+      }),
+    );
+  }
+
+  /** Names the policies whose posture decided for a subject, for posture decisions. */
+  private postureSource(subjectId: number): string | undefined {
+    const spiffeId = this.registry.spiffeIdOf(subjectId);
+    if (!spiffeId) return undefined;
+    const names = this.policySet.policies
+      .filter((policy) => policySelects(policy.subject, spiffeId))
+      .map((policy) => policy.name);
+    return names.length ? names.join(',') : undefined;
+  }
+
+  private reportDrops(): void {
+    if (!this.datapath) return;
+    let drops: bigint[];
+    try {
+      drops = this.datapath.readDrops();
+    } catch (error) {
+      this.log.error({ err: error }, 'read kernel drop counters failed');
+      return;
+    }
+    drops.forEach((total, reason) => {
+      const previous = this.reportedDrops[reason] ?? 0n;
+      if (total === previous) return;
+      this.reportedDrops[reason] = total;
+      const count = Number(total - previous);
+      this.log.warn({ count, total: total.toString() }, 'kernel ring buffer full: records dropped');
+      this.hub.publish({
+        type: 'loss',
+        ktimeNs: '0',
+        loss: { where: 'kernel-ringbuf', count },
+        message: `${count} kernel records were dropped because the ring buffer was full`,
+      });
+    });
+  }
+
+  /**
+   * Reloads changed files. A file with errors is rejected with every issue in
+   * the log, and the last good registration and policies keep enforcing.
+   */
+  reload(changed: string[]): void {
+    const registrationChanged = changed.includes(this.options.registrationFile);
+    let registration = this.registration;
+    let policySet = this.policySet;
+    try {
+      if (registrationChanged) registration = loadRegistration(this.options.registrationFile);
+      policySet = loadPolicyFiles(this.options.policyFiles);
+    } catch (error) {
+      this.rejectReload(error);
+      return;
+    }
+
+    const previous = { registration: this.registration, attestor: this.attestor, policySet: this.policySet };
+    try {
+      this.registration = registration;
+      this.policySet = policySet;
+      if (registrationChanged) {
+        this.attestor = new RegistrationAttestor(registration);
+        for (const entry of registration.entries) this.registry.idFor(entry.spiffeId);
+      }
+      this.applyPolicies();
+    } catch (error) {
+      Object.assign(this, previous);
+      this.rejectReload(error);
+      return;
+    }
+    if (registrationChanged) this.attestRunningProcesses();
+    const generation = this.datapath?.currentGeneration;
+    this.log.info({ files: changed, generation, rules: this.ruleCount() }, 'configuration reloaded');
+    this.hub.publish({
+      type: 'agent',
+      ktimeNs: '0',
+      message: `configuration reloaded: generation ${generation}, ${this.ruleCount()} rules`,
+    });
+  }
+
+  private rejectReload(error: unknown): void {
+    const detail = error instanceof ConfigError ? error.issues.map(formatIssue) : [(error as Error).message];
+    this.log.error({ errors: detail }, 'configuration rejected; the last good configuration stays in force');
+    this.hub.publish({
+      type: 'agent',
+      ktimeNs: '0',
+      message: `configuration rejected; the last good configuration stays in force: ${detail.join('; ')}`,
+    });
+  }
+
+  /** The kernel identity of a process, for tests and status output. */
+  identityOf(pid: number): string | null {
+    const entry = this.datapath?.getIdentity(pid);
+    return entry ? this.registry.spiffeIdOf(entry.id) : null;
+  }
+
+  /** Stops watching, serving and enforcing. Enforcement ends with this call. */
+  async stop(): Promise<void> {
+    this.watcher?.close();
+    this.watcher = null;
+    if (this.dropTimer) clearInterval(this.dropTimer);
+    this.dropTimer = null;
+    await this.server?.stop();
+    this.server = null;
+    this.datapath?.close();
+    this.datapath = null;
+  }
+}
+
+function policySelects(subject: SpiffeSelector, spiffeId: string): boolean {
+  if (subject.kind === 'spiffeId') return subject.spiffeId === spiffeId;
+  return matchesSpiffeIdPrefix(spiffeId, subject.spiffeIdPrefix);
+}
+
+/** Converts the policy compiler's output to the datapath's input. */
+export function toKernelRuleSet(compiled: CompiledRuleSet): KernelRuleSet {
+  return {
+    subjects: [...compiled.subjects].map(([id, settings]) => ({
+      id,
+      hasEgressAllow: settings.hasEgressAllow,
+      egressPosture: settings.egressPosture === 'Block' ? KernelAction.Block : KernelAction.Audit,
+    })),
+    peerRules: compiled.peerRules.values(),
+    cidrRules: compiled.cidrRules,
+  };
+}

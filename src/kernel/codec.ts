@@ -1,0 +1,325 @@
+import { isIPv4, isIPv6 } from 'node:net';
+import {
+  cidrKeyLayout,
+  connectRecordLayout,
+  execRecordLayout,
+  exitRecordLayout,
+  identityLayout,
+  KernelAction,
+  peerKeyLayout,
+  RecordType,
+  recordHeaderLayout,
+  ruleLayout,
+  ruleListLayout,
+  settingsLayout,
+  SIGIL_RULES_PER_KEY,
+  StructLayout,
+  subjectLayout,
+} from './layout';
+
+/** One rule as the kernel stores it in a sigil_rule_list. */
+export interface KernelRuleEntry {
+  portLo: number;
+  portHi: number;
+  protocol: number;
+  action: KernelAction;
+  ruleIndex: number;
+}
+
+export interface ExecRecord {
+  type: 'exec';
+  ktimeNs: bigint;
+  tgid: number;
+  ppid: number;
+  uid: number;
+  gid: number;
+  inheritedId: number;
+  startBoottimeNs: bigint;
+  cgroupId: bigint;
+  comm: string;
+  filename: string;
+}
+
+export interface ExitRecord {
+  type: 'exit';
+  ktimeNs: bigint;
+  tgid: number;
+  exitCode: number;
+  startBoottimeNs: bigint;
+}
+
+export interface ConnectRecord {
+  type: 'connect';
+  ktimeNs: bigint;
+  tgid: number;
+  ppid: number;
+  uid: number;
+  gid: number;
+  subjectId: number;
+  peerId: number;
+  generation: number;
+  ruleIndex: number;
+  cgroupId: bigint;
+  family: 'ipv4' | 'ipv6';
+  address: string;
+  port: number;
+  protocol: number;
+  action: KernelAction;
+  reason: number;
+  denied: boolean;
+  peerTgid: number;
+  comm: string;
+}
+
+export type KernelRecord = ExecRecord | ExitRecord | ConnectRecord;
+
+/** A record that could not be decoded; the stream goes on past it. */
+export interface MalformedRecord {
+  type: 'malformed';
+  reason: string;
+}
+
+const AF_INET = 2;
+
+function field(layout: StructLayout, name: string): number {
+  return layout.offsetOf(name);
+}
+
+function cString(buffer: Buffer, offset: number, length: number): string {
+  const end = buffer.indexOf(0, offset);
+  const stop = end === -1 || end > offset + length ? offset + length : end;
+  return buffer.toString('utf8', offset, stop);
+}
+
+/** Formats 16 address bytes as IPv4 text when IPv4-mapped, else as compressed IPv6 text. */
+export function formatAddress(bytes: Buffer): string {
+  const mapped = bytes.subarray(0, 10).every((b) => b === 0) && bytes[10] === 0xff && bytes[11] === 0xff;
+  if (mapped) return `${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}`;
+  const groups: number[] = [];
+  for (let i = 0; i < 16; i += 2) groups.push(bytes.readUInt16BE(i));
+  // Compress the longest run of two or more zero groups into '::'.
+  let bestStart = -1;
+  let bestLength = 0;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) {
+      i++;
+      continue;
+    }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLength && j - i >= 2) {
+      bestStart = i;
+      bestLength = j - i;
+    }
+    i = j;
+  }
+  const hex = groups.map((g) => g.toString(16));
+  if (bestStart === -1) return hex.join(':');
+  const head = hex.slice(0, bestStart).join(':');
+  const tail = hex.slice(bestStart + bestLength).join(':');
+  return `${head}::${tail}`;
+}
+
+/** Encodes an IPv4 or IPv6 address as 16 bytes, IPv4 as IPv4-mapped. Throws on invalid text. */
+export function encodeAddress(text: string): Buffer {
+  const out = Buffer.alloc(16);
+  if (isIPv4(text)) {
+    out[10] = 0xff;
+    out[11] = 0xff;
+    text.split('.').forEach((part, i) => (out[12 + i] = Number(part)));
+    return out;
+  }
+  if (!isIPv6(text)) throw new TypeError(`invalid IP address: ${JSON.stringify(text)}`);
+  let body = text;
+  // An embedded IPv4 tail (::ffff:1.2.3.4) becomes two hex groups.
+  const v4Tail = body.match(/(\d+\.\d+\.\d+\.\d+)$/);
+  if (v4Tail) {
+    const parts = v4Tail[1].split('.').map(Number);
+    const hex = `${((parts[0] << 8) | parts[1]).toString(16)}:${((parts[2] << 8) | parts[3]).toString(16)}`;
+    body = body.slice(0, -v4Tail[1].length) + hex;
+  }
+  const [headText, tailText] = body.split('::');
+  const head = headText ? headText.split(':') : [];
+  const tail = tailText !== undefined && tailText !== '' ? tailText.split(':') : [];
+  const groups = body.includes('::')
+    ? [...head, ...Array(8 - head.length - tail.length).fill('0'), ...tail]
+    : head;
+  groups.forEach((group, i) => out.writeUInt16BE(parseInt(group, 16), i * 2));
+  return out;
+}
+
+export function encodeU32(value: number): Buffer {
+  const out = Buffer.alloc(4);
+  out.writeUInt32LE(value >>> 0);
+  return out;
+}
+
+export function encodeSettings(generation: number, flags: number): Buffer {
+  const out = Buffer.alloc(settingsLayout.size);
+  out.writeUInt32LE(generation >>> 0, field(settingsLayout, 'generation'));
+  out.writeUInt32LE(flags >>> 0, field(settingsLayout, 'flags'));
+  return out;
+}
+
+export function decodeSettings(buffer: Buffer): { generation: number; flags: number } {
+  return {
+    generation: buffer.readUInt32LE(field(settingsLayout, 'generation')),
+    flags: buffer.readUInt32LE(field(settingsLayout, 'flags')),
+  };
+}
+
+export function encodeIdentity(id: number, flags: number): Buffer {
+  const out = Buffer.alloc(identityLayout.size);
+  out.writeUInt32LE(id >>> 0, field(identityLayout, 'id'));
+  out.writeUInt32LE(flags >>> 0, field(identityLayout, 'flags'));
+  return out;
+}
+
+export function decodeIdentity(buffer: Buffer): { id: number; flags: number } {
+  return {
+    id: buffer.readUInt32LE(field(identityLayout, 'id')),
+    flags: buffer.readUInt32LE(field(identityLayout, 'flags')),
+  };
+}
+
+export function encodeSubject(flags: number, egressPosture: KernelAction): Buffer {
+  const out = Buffer.alloc(subjectLayout.size);
+  out.writeUInt32LE(flags >>> 0, field(subjectLayout, 'flags'));
+  out.writeUInt8(egressPosture, field(subjectLayout, 'egress_posture'));
+  return out;
+}
+
+export function encodePeerKey(subject: number, peer: number): Buffer {
+  const out = Buffer.alloc(peerKeyLayout.size);
+  out.writeUInt32LE(subject >>> 0, field(peerKeyLayout, 'subject'));
+  out.writeUInt32LE(peer >>> 0, field(peerKeyLayout, 'peer'));
+  return out;
+}
+
+/** Encodes an LPM key: prefixLen counts address bits (0..128) in the IPv4-mapped space. */
+export function encodeCidrKey(subject: number, prefixLen: number, addr: Buffer): Buffer {
+  if (addr.length !== 16) throw new RangeError(`CIDR address must be 16 bytes, got ${addr.length}`);
+  if (prefixLen < 0 || prefixLen > 128) throw new RangeError(`invalid prefix length ${prefixLen}`);
+  const out = Buffer.alloc(cidrKeyLayout.size);
+  out.writeUInt32LE(32 + prefixLen, field(cidrKeyLayout, 'prefixlen'));
+  // The subject is part of the prefix, so it is stored big-endian like the address.
+  out.writeUInt32BE(subject >>> 0, field(cidrKeyLayout, 'subject'));
+  addr.copy(out, field(cidrKeyLayout, 'addr'));
+  return out;
+}
+
+export function encodeRuleList(rules: readonly KernelRuleEntry[]): Buffer {
+  if (rules.length > SIGIL_RULES_PER_KEY) {
+    throw new RangeError(`a rule list holds at most ${SIGIL_RULES_PER_KEY} rules, got ${rules.length}`);
+  }
+  const out = Buffer.alloc(ruleListLayout.size);
+  out.writeUInt32LE(rules.length, field(ruleListLayout, 'count'));
+  const base = field(ruleListLayout, 'rules');
+  rules.forEach((rule, i) => {
+    const at = base + i * ruleLayout.size;
+    out.writeUInt16LE(rule.portLo, at + field(ruleLayout, 'port_lo'));
+    out.writeUInt16LE(rule.portHi, at + field(ruleLayout, 'port_hi'));
+    out.writeUInt8(rule.protocol, at + field(ruleLayout, 'protocol'));
+    out.writeUInt8(rule.action, at + field(ruleLayout, 'action'));
+    out.writeUInt32LE(rule.ruleIndex >>> 0, at + field(ruleLayout, 'rule_index'));
+  });
+  return out;
+}
+
+function decodeExec(buffer: Buffer, at: number): ExecRecord {
+  const l = execRecordLayout;
+  return {
+    type: 'exec',
+    ktimeNs: buffer.readBigUInt64LE(at + field(recordHeaderLayout, 'ktime_ns')),
+    tgid: buffer.readUInt32LE(at + field(l, 'tgid')),
+    ppid: buffer.readUInt32LE(at + field(l, 'ppid')),
+    uid: buffer.readUInt32LE(at + field(l, 'uid')),
+    gid: buffer.readUInt32LE(at + field(l, 'gid')),
+    inheritedId: buffer.readUInt32LE(at + field(l, 'inherited_id')),
+    startBoottimeNs: buffer.readBigUInt64LE(at + field(l, 'start_boottime_ns')),
+    cgroupId: buffer.readBigUInt64LE(at + field(l, 'cgroup_id')),
+    comm: cString(buffer, at + field(l, 'comm'), 16),
+    filename: cString(buffer, at + field(l, 'filename'), 256),
+  };
+}
+
+function decodeExit(buffer: Buffer, at: number): ExitRecord {
+  const l = exitRecordLayout;
+  return {
+    type: 'exit',
+    ktimeNs: buffer.readBigUInt64LE(at + field(recordHeaderLayout, 'ktime_ns')),
+    tgid: buffer.readUInt32LE(at + field(l, 'tgid')),
+    exitCode: buffer.readUInt32LE(at + field(l, 'exit_code')),
+    startBoottimeNs: buffer.readBigUInt64LE(at + field(l, 'start_boottime_ns')),
+  };
+}
+
+function decodeConnect(buffer: Buffer, at: number): ConnectRecord {
+  const l = connectRecordLayout;
+  const addrAt = at + field(l, 'addr');
+  return {
+    type: 'connect',
+    ktimeNs: buffer.readBigUInt64LE(at + field(recordHeaderLayout, 'ktime_ns')),
+    tgid: buffer.readUInt32LE(at + field(l, 'tgid')),
+    ppid: buffer.readUInt32LE(at + field(l, 'ppid')),
+    uid: buffer.readUInt32LE(at + field(l, 'uid')),
+    gid: buffer.readUInt32LE(at + field(l, 'gid')),
+    subjectId: buffer.readUInt32LE(at + field(l, 'subject_id')),
+    peerId: buffer.readUInt32LE(at + field(l, 'peer_id')),
+    generation: buffer.readUInt32LE(at + field(l, 'generation')),
+    ruleIndex: buffer.readUInt32LE(at + field(l, 'rule_index')),
+    cgroupId: buffer.readBigUInt64LE(at + field(l, 'cgroup_id')),
+    family: buffer.readUInt16LE(at + field(l, 'family')) === AF_INET ? 'ipv4' : 'ipv6',
+    address: formatAddress(buffer.subarray(addrAt, addrAt + 16)),
+    port: buffer.readUInt16LE(at + field(l, 'port')),
+    protocol: buffer.readUInt8(at + field(l, 'protocol')),
+    action: buffer.readUInt8(at + field(l, 'action')),
+    reason: buffer.readUInt8(at + field(l, 'reason')),
+    denied: buffer.readUInt8(at + field(l, 'denied')) !== 0,
+    peerTgid: buffer.readUInt32LE(at + field(l, 'peer_tgid')),
+    comm: cString(buffer, at + field(l, 'comm'), 16),
+  };
+}
+
+const DECODERS: Record<number, { layout: StructLayout; decode: (b: Buffer, at: number) => KernelRecord }> = {
+  [RecordType.Exec]: { layout: execRecordLayout, decode: decodeExec },
+  [RecordType.Exit]: { layout: exitRecordLayout, decode: decodeExit },
+  [RecordType.Connect]: { layout: connectRecordLayout, decode: decodeConnect },
+};
+
+/** Decodes one record; a record of unknown type or wrong size comes back as malformed. */
+export function decodeRecord(buffer: Buffer, at = 0, length = buffer.length - at): KernelRecord | MalformedRecord {
+  if (length < recordHeaderLayout.size) {
+    return { type: 'malformed', reason: `record of ${length} bytes is shorter than its header` };
+  }
+  const type = buffer.readUInt32LE(at + field(recordHeaderLayout, 'type'));
+  const size = buffer.readUInt32LE(at + field(recordHeaderLayout, 'size'));
+  const decoder = DECODERS[type];
+  if (!decoder) return { type: 'malformed', reason: `unknown record type ${type}` };
+  if (size !== decoder.layout.size || length < size) {
+    return {
+      type: 'malformed',
+      reason: `${decoder.layout.name} of ${length} bytes (header size ${size}), expected ${decoder.layout.size}`,
+    };
+  }
+  return decoder.decode(buffer, at);
+}
+
+/**
+ * Decodes a batch from the ring-buffer consumer: each record framed as a
+ * u32 length, a u32 zero, the record bytes, and padding to 8 bytes.
+ */
+export function decodeBatch(batch: Buffer): (KernelRecord | MalformedRecord)[] {
+  const records: (KernelRecord | MalformedRecord)[] = [];
+  let at = 0;
+  while (at + 8 <= batch.length) {
+    const length = batch.readUInt32LE(at);
+    if (at + 8 + length > batch.length) {
+      records.push({ type: 'malformed', reason: `frame of ${length} bytes overruns the batch` });
+      break;
+    }
+    records.push(decodeRecord(batch, at + 8, length));
+    at += 8 + Math.ceil(length / 8) * 8;
+  }
+  return records;
+}

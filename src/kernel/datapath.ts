@@ -1,0 +1,241 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import {
+  encodeCidrKey,
+  encodeIdentity,
+  encodePeerKey,
+  encodeRuleList,
+  encodeSettings,
+  encodeSubject,
+  encodeU32,
+  decodeIdentity,
+  KernelRuleEntry,
+} from './codec';
+import {
+  cidrKeyLayout,
+  DROP_REASON_COUNT,
+  identityLayout,
+  KernelAction,
+  peerKeyLayout,
+  ruleListLayout,
+  SIGIL_MAX_CIDR_KEYS,
+  SIGIL_MAX_PEER_KEYS,
+  SIGIL_MAX_SUBJECTS,
+  subjectLayout,
+  SUBJECT_HAS_EGRESS_ALLOW,
+} from './layout';
+import {
+  BpfObject,
+  closeFd,
+  Link,
+  mapCreate,
+  mapDelete,
+  mapLookup,
+  mapUpdate,
+  numPossibleCpus,
+  RingBufferConsumer,
+} from './native';
+
+const BPF_MAP_TYPE_HASH = 1;
+const BPF_MAP_TYPE_LPM_TRIE = 11;
+const BPF_F_NO_PREALLOC = 1;
+const BPF_ANY = 0;
+
+/** A compiled rule set in the form the kernel maps take. */
+export interface KernelRuleSet {
+  subjects: Iterable<{ id: number; hasEgressAllow: boolean; egressPosture: KernelAction }>;
+  peerRules: Iterable<{ subject: number; peer: number; rules: readonly KernelRuleEntry[] }>;
+  /** prefixLen counts address bits (0..128) in the IPv4-mapped space. */
+  cidrRules: Iterable<{ subject: number; prefixLen: number; addr: Buffer; rules: readonly KernelRuleEntry[] }>;
+}
+
+/** Returns the default path of the linked BPF object, relative to the package root. */
+export function defaultBpfObjectPath(): string {
+  return join(__dirname, '..', '..', 'bpf', '.output', 'sigil.bpf.o');
+}
+
+const PROCESS_PROGRAMS = [
+  { program: 'sigil_process_fork', kind: 'raw_tp', target: 'sched_process_fork' },
+  { program: 'sigil_process_exit', kind: 'raw_tp', target: 'sched_process_exit' },
+  { program: 'sigil_process_exec', kind: 'tracepoint', target: 'sched/sched_process_exec' },
+] as const;
+
+const SOCKET_PROGRAMS = [
+  'sigil_post_bind4',
+  'sigil_post_bind6',
+  'sigil_connect4',
+  'sigil_connect6',
+] as const;
+
+/**
+ * The loaded Sigil BPF object: its programs, links and maps. Methods block
+ * on bpf(2) calls, which return in microseconds; errors carry the operation
+ * and the object name. One instance per agent.
+ */
+export class Datapath {
+  private readonly object: BpfObject;
+  private readonly links: Link[] = [];
+  private consumer: RingBufferConsumer | null = null;
+  private generation = 0;
+  private readonly fds: Record<string, number> = {};
+
+  private constructor(object: BpfObject) {
+    this.object = object;
+  }
+
+  /** Opens and loads the BPF object (verifier included); nothing is attached yet. */
+  static load(path = defaultBpfObjectPath()): Datapath {
+    if (!existsSync(path)) throw new Error(`BPF object ${path} not found: run \`make\``);
+    const object = new BpfObject(path);
+    object.load();
+    const datapath = new Datapath(object);
+    for (const name of object.mapNames()) datapath.fds[name] = object.mapFd(name);
+    return datapath;
+  }
+
+  private fd(name: string): number {
+    const fd = this.fds[name];
+    if (fd === undefined) throw new Error(`BPF object has no map ${name}`);
+    return fd;
+  }
+
+  /** Attaches the fork, exit and exec programs that keep the identity map current. */
+  attachProcessTracking(): void {
+    for (const { program, kind, target } of PROCESS_PROGRAMS) {
+      if (kind === 'raw_tp') this.links.push(this.object.attachRawTracepoint(program, target));
+      else {
+        const [category, name] = target.split('/');
+        this.links.push(this.object.attachTracepoint(program, category, name));
+      }
+    }
+  }
+
+  /** Attaches the bind and connect programs to a cgroup v2 directory, normally the root. */
+  attachSocketPrograms(cgroupPath: string): void {
+    for (const program of SOCKET_PROGRAMS) {
+      this.links.push(this.object.attachCgroup(program, cgroupPath));
+    }
+  }
+
+  /** Starts delivering ring-buffer batches to onBatch on the JavaScript thread. */
+  startEvents(onBatch: (batch: Buffer, count: number) => void): void {
+    if (this.consumer) throw new Error('the event consumer is already running');
+    this.consumer = new RingBufferConsumer(this.fd('sigil_events'), onBatch);
+    this.consumer.start();
+  }
+
+  setIdentity(tgid: number, id: number, flags = 0): void {
+    mapUpdate(this.fd('sigil_identities'), encodeU32(tgid), encodeIdentity(id, flags), BPF_ANY);
+  }
+
+  clearIdentity(tgid: number): void {
+    mapDelete(this.fd('sigil_identities'), encodeU32(tgid));
+  }
+
+  getIdentity(tgid: number): { id: number; flags: number } | null {
+    const value = mapLookup(this.fd('sigil_identities'), encodeU32(tgid), identityLayout.size);
+    return value ? decodeIdentity(value) : null;
+  }
+
+  /** Returns the kernel's drop counters summed over CPUs, indexed by drop reason. */
+  readDrops(): bigint[] {
+    const cpus = numPossibleCpus();
+    const drops: bigint[] = [];
+    for (let reason = 0; reason < DROP_REASON_COUNT; reason++) {
+      const value = mapLookup(this.fd('sigil_drops'), encodeU32(reason), 8 * cpus);
+      let total = 0n;
+      for (let cpu = 0; value && cpu < cpus; cpu++) total += value.readBigUInt64LE(cpu * 8);
+      drops.push(total);
+    }
+    return drops;
+  }
+
+  /**
+   * Writes a rule set into fresh inner maps, then switches the programs to it
+   * with one write of the settings map, so a connect sees either the whole
+   * old set or the whole new one. On failure the old set stays in force.
+   * Returns the new generation.
+   */
+  applyRuleSet(ruleSet: KernelRuleSet, settingsFlags = 0): number {
+    const generation = this.generation + 1;
+    const created: number[] = [];
+    const outers = ['sigil_subjects', 'sigil_peer_rules', 'sigil_cidr_rules'];
+    const inserted: string[] = [];
+    try {
+      const subjects = mapCreate({
+        type: BPF_MAP_TYPE_HASH,
+        name: 'sigil_subj_in',
+        keySize: 4,
+        valueSize: subjectLayout.size,
+        maxEntries: SIGIL_MAX_SUBJECTS,
+        flags: BPF_F_NO_PREALLOC,
+      });
+      created.push(subjects);
+      for (const subject of ruleSet.subjects) {
+        const flags = subject.hasEgressAllow ? SUBJECT_HAS_EGRESS_ALLOW : 0;
+        mapUpdate(subjects, encodeU32(subject.id), encodeSubject(flags, subject.egressPosture), BPF_ANY);
+      }
+
+      const peers = mapCreate({
+        type: BPF_MAP_TYPE_HASH,
+        name: 'sigil_peer_in',
+        keySize: peerKeyLayout.size,
+        valueSize: ruleListLayout.size,
+        maxEntries: SIGIL_MAX_PEER_KEYS,
+        flags: BPF_F_NO_PREALLOC,
+      });
+      created.push(peers);
+      for (const entry of ruleSet.peerRules) {
+        mapUpdate(peers, encodePeerKey(entry.subject, entry.peer), encodeRuleList(entry.rules), BPF_ANY);
+      }
+
+      const cidrs = mapCreate({
+        type: BPF_MAP_TYPE_LPM_TRIE,
+        name: 'sigil_cidr_in',
+        keySize: cidrKeyLayout.size,
+        valueSize: ruleListLayout.size,
+        maxEntries: SIGIL_MAX_CIDR_KEYS,
+        flags: BPF_F_NO_PREALLOC,
+      });
+      created.push(cidrs);
+      for (const entry of ruleSet.cidrRules) {
+        const key = encodeCidrKey(entry.subject, entry.prefixLen, entry.addr);
+        mapUpdate(cidrs, key, encodeRuleList(entry.rules), BPF_ANY);
+      }
+
+      // Publish the inner maps under the new generation, then switch to it.
+      const key = encodeU32(generation);
+      created.forEach((inner, i) => {
+        mapUpdate(this.fd(outers[i]), key, encodeU32(inner), BPF_ANY);
+        inserted.push(outers[i]);
+      });
+      mapUpdate(this.fd('sigil_settings'), encodeU32(0), encodeSettings(generation, settingsFlags), BPF_ANY);
+    } catch (cause) {
+      for (const outer of inserted) mapDelete(this.fd(outer), encodeU32(generation));
+      throw new Error(`apply rule set generation ${generation}: ${(cause as Error).message}`, { cause });
+    } finally {
+      // The outer maps hold their own references to the inner maps.
+      for (const fd of created) closeFd(fd);
+    }
+
+    // Retire the previous generation. A program still running on it keeps its
+    // inner map alive until the kernel's RCU grace period ends.
+    if (this.generation > 0) {
+      for (const outer of outers) mapDelete(this.fd(outer), encodeU32(this.generation));
+    }
+    this.generation = generation;
+    return generation;
+  }
+
+  get currentGeneration(): number {
+    return this.generation;
+  }
+
+  /** Detaches every program and stops the consumer. Enforcement ends with this call. */
+  close(): void {
+    this.consumer?.stop();
+    this.consumer = null;
+    for (const link of this.links.splice(0)) link.destroy();
+    this.object.close();
+  }
+}

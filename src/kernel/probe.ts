@@ -1,0 +1,72 @@
+import { probeHelper, probeMapType, probeProgramType } from './native';
+import { readActiveLsms } from './mounts';
+
+/** Whether one enforcer can run on this kernel, and why not when it cannot. */
+export interface EnforcerReport {
+  enforcer: 'cgroup-sock' | 'process-tracking' | 'bpf-lsm';
+  purpose: string;
+  available: boolean;
+  used: boolean;
+  missing: string[];
+}
+
+function missingProgramTypes(types: string[]): string[] {
+  return types
+    .map((type) => ({ type, result: probeProgramType(type) }))
+    .filter(({ result }) => !result.supported)
+    .map(({ type, result }) => `program type ${type} (${result.error ?? 'not supported'})`);
+}
+
+function missingMapTypes(types: string[]): string[] {
+  return types
+    .map((type) => ({ type, result: probeMapType(type) }))
+    .filter(({ result }) => !result.supported)
+    .map(({ type, result }) => `map type ${type} (${result.error ?? 'not supported'})`);
+}
+
+function missingHelpers(programType: string, helpers: string[]): string[] {
+  return helpers
+    .map((helper) => ({ helper, result: probeHelper(programType, helper) }))
+    .filter(({ result }) => !result.supported)
+    .map(({ helper }) => `helper bpf_${helper} in ${programType} programs`);
+}
+
+/** Probes the running kernel for what each enforcer needs. Probe results do not change while it runs. */
+export function probeEnforcers(): EnforcerReport[] {
+  const cgroupSock = [
+    ...missingProgramTypes(['cgroup_sock_addr', 'cgroup_sock']),
+    ...missingMapTypes(['ringbuf', 'hash_of_maps', 'lpm_trie', 'sk_storage']),
+    ...missingHelpers('cgroup_sock_addr', ['sk_lookup_tcp', 'sk_storage_get', 'get_current_pid_tgid']),
+  ];
+  const tracking = [
+    ...missingProgramTypes(['tracepoint', 'raw_tracepoint']),
+    ...missingMapTypes(['ringbuf']),
+  ];
+  const lsms = readActiveLsms();
+  const lsm = [...missingProgramTypes(['lsm'])];
+  if (lsms && !lsms.includes('bpf')) lsm.push(`"bpf" in the active LSMs (${lsms.join(',')})`);
+  return [
+    {
+      enforcer: 'process-tracking',
+      purpose: 'identity inheritance at fork and attestation at exec',
+      available: tracking.length === 0,
+      used: tracking.length === 0,
+      missing: tracking,
+    },
+    {
+      enforcer: 'cgroup-sock',
+      purpose: 'connect() enforcement by SPIFFE ID, CIDR and port',
+      available: cgroupSock.length === 0,
+      used: cgroupSock.length === 0,
+      missing: cgroupSock,
+    },
+    {
+      enforcer: 'bpf-lsm',
+      purpose: 'exec, file and socket LSM hooks',
+      available: lsm.length === 0,
+      // NOTE: this version ships no LSM programs; the probe only reports what the kernel allows.
+      used: false,
+      missing: lsm,
+    },
+  ];
+}

@@ -1,0 +1,72 @@
+import { EgressPosture, RuleAction } from './types';
+
+/** Rules one kernel map key can hold (SIGIL_RULES_PER_KEY in bpf/include/sigil.h). */
+export const RULES_PER_KEY = 16;
+
+/** Kernel protocol numbers: IPPROTO_TCP, IPPROTO_UDP, or 0 for any. */
+export type KernelProtocol = 0 | 6 | 17;
+
+/** Kernel action codes (enum sigil_action): 1 Allow, 2 Audit, 3 Block. */
+export type KernelAction = 1 | 2 | 3;
+
+/** One `struct sigil_rule`: a port range and protocol, and the action for a match. */
+export interface KernelRule {
+  /** Inclusive port range in host byte order; 0-65535 when the rule gives no ports. */
+  portLo: number;
+  portHi: number;
+  protocol: KernelProtocol;
+  action: KernelAction;
+  /** Index into `CompiledRuleSet.rules`. */
+  ruleIndex: number;
+}
+
+/** A policy rule as the rule table names it, so a kernel record can be traced to its source. */
+export interface RuleRef {
+  policy: string;
+  rule: string;
+  action: RuleAction;
+  file: string;
+  line: number;
+}
+
+/** Value of the subjects map (`struct sigil_subject`). */
+export interface SubjectSettings {
+  /** True when any policy of the subject has an Allow egress rule, so the posture applies. */
+  hasEgressAllow: boolean;
+  egressPosture: EgressPosture;
+}
+
+/** One entry of the peer-rule map, keyed by the subject's and the peer's identity ids. */
+export interface PeerRuleEntry {
+  subject: number;
+  peer: number;
+  rules: KernelRule[];
+}
+
+/**
+ * One entry of the CIDR LPM trie. `rules` also contains the rules of every shorter prefix of
+ * the same subject that contains this one, because the trie returns only the longest match.
+ */
+export interface CidrRuleEntry {
+  subject: number;
+  /** Address bits in the IPv6 space, 0..128; the trie key's prefixlen is 32 more. */
+  prefixLen: number;
+  /** Network address, 16 bytes, IPv4 stored IPv4-mapped. */
+  addr: Buffer;
+  rules: KernelRule[];
+}
+
+/**
+ * A policy set compiled for the kernel maps of one rule-set generation. Every rule list is
+ * sorted by `ruleIndex` and holds at most `RULES_PER_KEY` entries.
+ */
+export interface CompiledRuleSet {
+  /** Keyed by identity id, in ascending id order. */
+  subjects: Map<number, SubjectSettings>;
+  /** Keyed by `"<subject>:<peer>"`, in ascending (subject, peer) order. */
+  peerRules: Map<string, PeerRuleEntry>;
+  /** Sorted by subject, then address bytes, then prefix length. */
+  cidrRules: CidrRuleEntry[];
+  /** The rule table: `rules[i]` is the rule with `ruleIndex` i, in (policy, rule) order. */
+  rules: RuleRef[];
+}

@@ -1,0 +1,132 @@
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { ConfigError, ConfigIssue } from '../util/config-error';
+import { parseYamlSource } from '../util/yaml-source';
+import { formatPosition, NamedAt, readPolicyDocument } from './policy-document';
+import { Policy, PolicySet } from './types';
+
+const POLICY_FILE_PATTERN = /\.ya?ml$/;
+
+/**
+ * Parses the policy documents of one YAML text (documents separated by `---`).
+ * Throws `ConfigError` with every issue found, including duplicate policy names.
+ */
+export function parsePolicies(text: string, file: string): Policy[] {
+  const issues: ConfigIssue[] = [];
+  const names: NamedAt[] = [];
+  const policies = parsePolicyText(text, file, issues, names);
+  checkDuplicateNames(names, issues);
+  throwOnIssues(issues, [file]);
+  return policies;
+}
+
+/**
+ * Loads policy files in the given order. A directory stands for its `*.yaml` and `*.yml` files
+ * (not its subdirectories), sorted by name. Throws `ConfigError` listing every issue of every
+ * file, including unreadable files and policy names used more than once across the set.
+ */
+export function loadPolicyFiles(files: string[]): PolicySet {
+  const issues: ConfigIssue[] = [];
+  const expanded = expandPolicyFiles(files, issues);
+  const names: NamedAt[] = [];
+  const policies: Policy[] = [];
+  for (const file of expanded) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (error) {
+      issues.push(fileIssue(file, `cannot read the file: ${(error as Error).message}`));
+      continue;
+    }
+    policies.push(...parsePolicyText(text, file, issues, names));
+  }
+  checkDuplicateNames(names, issues);
+  throwOnIssues(issues, expanded);
+  return { policies, files: expanded };
+}
+
+/** Replaces each directory with its policy files; records unreadable paths as issues. */
+function expandPolicyFiles(paths: readonly string[], issues: ConfigIssue[]): string[] {
+  const files: string[] = [];
+  for (const path of paths) {
+    let isDirectory: boolean;
+    try {
+      isDirectory = statSync(path).isDirectory();
+    } catch (error) {
+      issues.push(fileIssue(path, `cannot read the path: ${(error as Error).message}`));
+      continue;
+    }
+    if (!isDirectory) {
+      files.push(path);
+      continue;
+    }
+    let entries: string[];
+    try {
+      entries = readdirSync(path, { withFileTypes: true })
+        .filter((entry) => !entry.isDirectory() && POLICY_FILE_PATTERN.test(entry.name))
+        .map((entry) => entry.name);
+    } catch (error) {
+      issues.push(fileIssue(path, `cannot list the directory: ${(error as Error).message}`));
+      continue;
+    }
+    // Plain code-unit order, so the result does not depend on the locale.
+    entries.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    files.push(...entries.map((name) => join(path, name)));
+  }
+  return files;
+}
+
+function parsePolicyText(
+  text: string,
+  file: string,
+  issues: ConfigIssue[],
+  names: NamedAt[],
+): Policy[] {
+  const { source, issues: syntaxIssues } = parseYamlSource(text, file);
+  issues.push(...syntaxIssues);
+  const policies: Policy[] = [];
+  for (const document of source.documents) {
+    // Field checks on a document that failed to parse would mostly repeat the syntax error.
+    if (document.errors.length > 0) continue;
+    const result = readPolicyDocument(source, document, issues);
+    if (result?.name) names.push(result.name);
+    if (result?.policy) policies.push(result.policy);
+  }
+  return policies;
+}
+
+function checkDuplicateNames(names: readonly NamedAt[], issues: ConfigIssue[]): void {
+  const first = new Map<string, NamedAt>();
+  for (const named of names) {
+    const earlier = first.get(named.name);
+    if (!earlier) {
+      first.set(named.name, named);
+      continue;
+    }
+    issues.push({
+      position: named.position,
+      fieldPath: 'metadata.name',
+      message: `duplicate policy name "${named.name}", first used at ${formatPosition(earlier.position)}`,
+      hint: 'policy names must be unique across all policy files',
+      severity: 'error',
+    });
+  }
+}
+
+function fileIssue(file: string, message: string): ConfigIssue {
+  return { position: { file, line: 1, column: 1 }, fieldPath: '', message, severity: 'error' };
+}
+
+/** Throws `ConfigError` with the issues sorted by file (in load order), line and column. */
+function throwOnIssues(issues: ConfigIssue[], files: readonly string[]): void {
+  if (!issues.some((issue) => issue.severity === 'error')) return;
+  const fileOrder = new Map(files.map((file, index) => [file, index]));
+  const rank = (file: string) => fileOrder.get(file) ?? -1;
+  const sorted = [...issues].sort(
+    (a, b) =>
+      rank(a.position.file) - rank(b.position.file) ||
+      a.position.line - b.position.line ||
+      a.position.column - b.position.column,
+  );
+  throw new ConfigError(sorted);
+}

@@ -1,0 +1,213 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AgentProcess, SIGIL } from '../helpers/agent-process';
+import { TestCgroups } from '../helpers/cgroups';
+import { Workload, clientArgv, connectFrom, listenerArgv, spawnInCgroup } from '../helpers/workloads';
+
+// The real agent on the running kernel: identities from a registration file
+// (cgroup and uid selectors), a policy keyed by SPIFFE ID, and connects
+// between real processes decided by the cgroup connect4 program.
+
+const TD = 'spiffe://sigil-test.example';
+const A = `${TD}/workload/a`;
+const B = `${TD}/workload/b`;
+const C = `${TD}/workload/c`;
+const D = `${TD}/workload/d`;
+const D_UID = 4243;
+const BASE_PORT = 20000 + (process.pid % 20000);
+const PORT_B = BASE_PORT;
+const PORT_C = BASE_PORT + 1;
+const PORT_D = BASE_PORT + 2;
+
+let work: string;
+let cgroups: TestCgroups;
+let agent: AgentProcess;
+let policyFile: string;
+const workloads: Workload[] = [];
+let a: Workload;
+
+function registration(): string {
+  return [
+    'apiVersion: sigil.dev/v1alpha1',
+    'kind: Registration',
+    'entries:',
+    ...['a', 'b', 'c'].flatMap((name) => [
+      `  - spiffeId: ${TD}/workload/${name}`,
+      `    selectors: [cgroup:path:${cgroups.relative}/${name}]`,
+    ]),
+    `  - spiffeId: ${D}`,
+    `    selectors: [unix:uid:${D_UID}]`,
+  ].join('\n');
+}
+
+function policy(extraAllow = ''): string {
+  return `apiVersion: sigil.dev/v1alpha1
+kind: IdentityPolicy
+metadata:
+  name: a-egress
+spec:
+  subject:
+    spiffeId: ${A}
+  egressPosture: Block
+  egress:
+    - name: a-to-b
+      action: Allow
+      to:
+        spiffeId: ${B}
+      ports: [${PORT_B}]
+      protocol: TCP
+${extraAllow}`;
+}
+
+const ALLOW_C = `    - name: a-to-c
+      action: Allow
+      to:
+        spiffeId: ${C}
+`;
+
+function connectEventsFrom(pid: number, port: number) {
+  return agent.events.filter(
+    (event) => event.type === 'connect' && event.process?.pid === pid && event.connection?.port === port,
+  );
+}
+
+async function startWorkload(workload: Workload, expectedId: string): Promise<Workload> {
+  workloads.push(workload);
+  expect(await agent.identityOf(workload.pid)).toBe(expectedId);
+  return workload;
+}
+
+beforeAll(async () => {
+  work = mkdtempSync(join(tmpdir(), 'sigil-agent-'));
+  cgroups = new TestCgroups('sigil-test');
+  for (const name of ['a', 'b', 'c', 'd']) cgroups.create(name);
+  writeFileSync(join(work, 'registration.yaml'), registration());
+  policyFile = join(work, 'policy.yaml');
+  writeFileSync(policyFile, policy());
+
+  agent = AgentProcess.spawn(
+    ['--registration', join(work, 'registration.yaml'), '--policy', policyFile],
+    join(work, 'sigil.sock'),
+  );
+  await agent.ready();
+
+  const b = await startWorkload(spawnInCgroup(cgroups.path('b'), listenerArgv(PORT_B)), B);
+  const c = await startWorkload(spawnInCgroup(cgroups.path('c'), listenerArgv(PORT_C)), C);
+  const d = await startWorkload(
+    spawnInCgroup(cgroups.path('d'), listenerArgv(PORT_D), { uid: D_UID, gid: D_UID }),
+    D,
+  );
+  for (const listener of [b, c, d]) await listener.waitForLine('listening', (l) => l.startsWith('listening'));
+  a = await startWorkload(spawnInCgroup(cgroups.path('a'), clientArgv()), A);
+});
+
+afterAll(async () => {
+  for (const workload of workloads) workload.kill();
+  await agent?.stop();
+  cgroups?.remove(['a', 'b', 'c', 'd']);
+  rmSync(work, { recursive: true, force: true });
+});
+
+describe('agent enforcing by SPIFFE ID', () => {
+  it('allows A to connect to the listener of B', async () => {
+    expect(await connectFrom(a, '127.0.0.1', PORT_B)).toBe(`connect 127.0.0.1:${PORT_B} ok`);
+    const event = await agent.waitForEvent('connect event a->b', (e) => connectEventsFrom(a.pid, PORT_B).includes(e));
+    expect(event.subject?.spiffeId).toBe(A);
+    expect(event.connection?.peerSpiffeId).toBe(B);
+    expect(event.result).toBe('allowed');
+    expect(event.action).toBe('allow');
+    expect(event.policy?.name).toBe('a-egress');
+    expect(event.policy?.rule).toBe('a-to-b');
+    expect(event.enforcer).toBe('cgroup-sock');
+  });
+
+  it('denies A to C with EPERM and reports both SPIFFE IDs', async () => {
+    expect(await connectFrom(a, '127.0.0.1', PORT_C)).toBe(`connect 127.0.0.1:${PORT_C} failed EPERM`);
+    const event = await agent.waitForEvent('connect event a->c', (e) => connectEventsFrom(a.pid, PORT_C).includes(e));
+    expect(event.subject?.spiffeId).toBe(A);
+    expect(event.connection?.peerSpiffeId).toBe(C);
+    expect(event.connection?.address).toBe('127.0.0.1');
+    expect(event.result).toBe('denied');
+    expect(event.errno).toBe(1);
+    expect(event.action).toBe('block');
+    expect(event.policy?.name).toBe('a-egress');
+    expect(event.policy?.reason).toBe('posture');
+    expect(event.enforcer).toBe('cgroup-sock');
+    expect(event.process?.executable).toBe(process.execPath);
+  });
+
+  it('denies A to the uid-identified listener D', async () => {
+    expect(await connectFrom(a, '127.0.0.1', PORT_D)).toBe(`connect 127.0.0.1:${PORT_D} failed EPERM`);
+    const event = await agent.waitForEvent('connect event a->d', (e) => connectEventsFrom(a.pid, PORT_D).includes(e));
+    expect(event.connection?.peerSpiffeId).toBe(D);
+  });
+
+  it('gives a forked child of A the identity of A in the kernel', async () => {
+    // bash forks a subshell for ( ... ) without exec, so the subshell's only
+    // identity is the one the fork program copied from its parent.
+    const script = `read go; ( exec 3<>/dev/tcp/127.0.0.1/${PORT_C} && echo "child $BASHPID ok" || echo "child $BASHPID failed" )`;
+    const shell = spawnInCgroup(cgroups.path('a'), ['/bin/bash', '-c', script]);
+    workloads.push(shell);
+    expect(await agent.identityOf(shell.pid)).toBe(A);
+    shell.send('go');
+    const line = await shell.waitForLine('subshell result', (l) => l.startsWith('child '));
+    const childPid = Number(line.split(' ')[1]);
+    expect(childPid).not.toBe(shell.pid);
+    expect(line).toBe(`child ${childPid} failed`);
+    const event = await agent.waitForEvent('connect event of the subshell', (e) => e.type === 'connect' && e.process?.pid === childPid);
+    expect(event.subject?.spiffeId).toBe(A);
+    expect(event.result).toBe('denied');
+    expect(agent.events.some((e) => e.type === 'exec' && e.process?.pid === childPid)).toBe(false);
+  });
+
+  it('applies an edited policy file without a restart', async () => {
+    const seen = agent.events.length;
+    writeFileSync(policyFile, policy(ALLOW_C));
+    await agent.waitForEvent('reload event', (e) => agent.events.indexOf(e) >= seen && e.type === 'agent' && /reloaded/.test(e.message ?? ''));
+    expect(await connectFrom(a, '127.0.0.1', PORT_C)).toBe(`connect 127.0.0.1:${PORT_C} ok`);
+  });
+
+  it('rejects an invalid edit and keeps the last good policy', async () => {
+    const seen = agent.events.length;
+    writeFileSync(policyFile, policy(ALLOW_C).replace('action: Allow', 'action: Permit'));
+    const rejected = await agent.waitForEvent('reject event', (e) => agent.events.indexOf(e) >= seen && e.type === 'agent' && /rejected/.test(e.message ?? ''));
+    expect(rejected.message).toContain(`${policyFile}:`);
+    expect(rejected.message).toContain('Permit');
+    expect(await connectFrom(a, '127.0.0.1', PORT_C)).toBe(`connect 127.0.0.1:${PORT_C} ok`);
+    expect(await connectFrom(a, '127.0.0.1', PORT_D)).toBe(`connect 127.0.0.1:${PORT_D} failed EPERM`);
+  });
+});
+
+/** Runs `sigil run` with args until it exits; returns its exit code and stderr. */
+async function runAgentToExit(args: string[]): Promise<{ code: number | null; stderr: string }> {
+  const child = spawn(process.execPath, [SIGIL, 'run', '--socket', join(work, 'bad.sock'), ...args], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  return { code, stderr };
+}
+
+describe('agent start with bad input', () => {
+  it('exits 1 naming the file and line of an invalid policy', async () => {
+    const bad = join(work, 'bad-policy.yaml');
+    writeFileSync(bad, policy().replace(`spiffeId: ${A}`, 'spiffeId: spiffe://Bad_Domain/x'));
+    const { code, stderr } = await runAgentToExit(['--registration', join(work, 'registration.yaml'), '--policy', bad]);
+    expect(code).toBe(1);
+    expect(stderr).toMatch(new RegExp(`${bad}:7:\\d+`));
+    expect(stderr).toContain('Bad_Domain');
+  });
+
+  it('exits 1 naming the file and line of an invalid registration', async () => {
+    const bad = join(work, 'bad-registration.yaml');
+    writeFileSync(bad, registration().replace(`unix:uid:${D_UID}`, 'unix:uid:-5'));
+    const { code, stderr } = await runAgentToExit(['--registration', bad, '--policy', policyFile]);
+    expect(code).toBe(1);
+    expect(stderr).toMatch(new RegExp(`${bad}:\\d+:\\d+`));
+    expect(stderr).toContain('unix:uid:-5');
+  });
+});

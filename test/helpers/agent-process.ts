@@ -1,0 +1,84 @@
+import { ChildProcess, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ClientReadableStream } from '@grpc/grpc-js';
+import { AuditEvent } from '../../src/events/audit-event';
+import { watchEvents } from '../../src/events/grpc-client';
+
+export const REPO = join(__dirname, '..', '..');
+export const SIGIL = join(REPO, 'bin', 'sigil');
+
+/** Polls until check returns a value other than undefined, or throws after timeoutMs. */
+export async function waitFor<T>(what: string, check: () => T | undefined, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/** The real agent, started as `sigil run` in a child process, with its event stream collected. */
+export class AgentProcess {
+  readonly events: AuditEvent[] = [];
+  stderr = '';
+  exitCode: number | null = null;
+  private stream: ClientReadableStream<AuditEvent> | null = null;
+  private readonly exited: Promise<number | null>;
+
+  private constructor(
+    readonly child: ChildProcess,
+    readonly socketPath: string,
+  ) {
+    child.stderr?.on('data', (chunk: Buffer) => (this.stderr += chunk.toString()));
+    this.exited = new Promise((resolve) =>
+      child.once('exit', (code) => {
+        this.exitCode = code;
+        resolve(code);
+      }),
+    );
+  }
+
+  /** Spawns the agent; call ready() to wait for its socket and subscribe to events. */
+  static spawn(args: string[], socketPath: string): AgentProcess {
+    const child = spawn(process.execPath, [SIGIL, 'run', '--socket', socketPath, '--events-log', '/dev/null', ...args], {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    return new AgentProcess(child, socketPath);
+  }
+
+  async ready(): Promise<void> {
+    await waitFor('the agent socket', () => {
+      if (this.exitCode !== null) throw new Error(`agent exited with ${this.exitCode}:\n${this.stderr}`);
+      return existsSync(this.socketPath) ? true : undefined;
+    }, 30_000);
+    this.stream = watchEvents({ socketPath: this.socketPath }, (event) => this.events.push(event));
+    this.stream.on('error', () => undefined);
+    // The stream is live once the server has seen the call; an agent event proves nothing here,
+    // so wait until the client reports the stream's metadata.
+    await new Promise<void>((resolve) => this.stream?.once('metadata', () => resolve()));
+  }
+
+  async waitForEvent(what: string, match: (event: AuditEvent) => boolean, timeoutMs = 10_000): Promise<AuditEvent> {
+    return waitFor(what, () => this.events.find(match), timeoutMs);
+  }
+
+  /** Waits until the agent reports the exec of pid with a SPIFFE ID, and returns that ID. */
+  async identityOf(pid: number): Promise<string> {
+    const event = await this.waitForEvent(`exec event of pid ${pid}`, (e) => e.type === 'exec' && e.process?.pid === pid);
+    return event.subject?.spiffeId ?? '';
+  }
+
+  waitForExit(): Promise<number | null> {
+    return this.exited;
+  }
+
+  async stop(): Promise<void> {
+    this.stream?.cancel();
+    if (this.exitCode === null) {
+      this.child.kill('SIGTERM');
+      await this.exited;
+    }
+  }
+}

@@ -1,0 +1,98 @@
+import { CidrRuleEntry, CompiledRuleSet, KernelRule } from '../../src/policy/compiled-rule-set';
+
+/** How the model breaks ties between matching rules with the same action. */
+export type TieBreak =
+  /** The lowest rule index wins, the contract that `compilePolicySet` documents. */
+  | 'lowest-index'
+  /**
+   * The first match in scan order wins (peer list, then CIDR list), which is what
+   * `scan_rules` in bpf/connect.bpf.c does with its strict `>` comparison.
+   */
+  | 'scan-order';
+
+/** A kernel verdict with the codes of `struct sigil_connect_record`. */
+export interface KernelVerdict {
+  /** enum sigil_action: 0 None, 1 Allow, 2 Audit, 3 Block. */
+  action: number;
+  /** enum sigil_decision_reason: 0 no policy, 1 rule, 2 posture. */
+  reason: number;
+  ruleIndex: number;
+}
+
+/**
+ * JavaScript model of `decide()` in bpf/connect.bpf.c over a compiled rule set: subject
+ * lookup, exact peer-rule lookup, longest-prefix match in the CIDR trie, list scan, posture.
+ */
+export class KernelModel {
+  private readonly cidrBySubject = new Map<number, CidrRuleEntry[]>();
+
+  constructor(
+    private readonly compiled: CompiledRuleSet,
+    private readonly tieBreak: TieBreak = 'lowest-index',
+  ) {
+    for (const entry of compiled.cidrRules) {
+      const entries = this.cidrBySubject.get(entry.subject) ?? [];
+      entries.push(entry);
+      this.cidrBySubject.set(entry.subject, entries);
+    }
+  }
+
+  /** Decides a connect; subject and peer are identity ids, 0 when unknown. */
+  decide(subject: number, peer: number, addr: Buffer, port: number, protocol: 6 | 17): KernelVerdict {
+    const verdict: KernelVerdict = { action: 0, reason: 0, ruleIndex: 0 };
+    const settings = this.compiled.subjects.get(subject);
+    if (!settings) return verdict;
+
+    if (peer !== 0) {
+      const list = this.compiled.peerRules.get(`${subject}:${peer}`);
+      if (list) this.scan(list.rules, port, protocol, verdict);
+    }
+    const longest = this.lookupLongestPrefix(subject, addr);
+    if (longest) this.scan(longest.rules, port, protocol, verdict);
+
+    if (verdict.action === 0 && settings.hasEgressAllow) {
+      verdict.action = settings.egressPosture === 'Block' ? 3 : 2;
+      verdict.reason = 2;
+    }
+    return verdict;
+  }
+
+  /** Returns the entry an LPM trie lookup with the full 160-bit key would return. */
+  private lookupLongestPrefix(subject: number, addr: Buffer): CidrRuleEntry | undefined {
+    let longest: CidrRuleEntry | undefined;
+    for (const entry of this.cidrBySubject.get(subject) ?? []) {
+      if (!bitsEqual(entry.addr, addr, entry.prefixLen)) continue;
+      if (!longest || entry.prefixLen > longest.prefixLen) longest = entry;
+    }
+    return longest;
+  }
+
+  private scan(rules: readonly KernelRule[], port: number, protocol: number, verdict: KernelVerdict) {
+    for (const rule of rules) {
+      if (rule.protocol !== 0 && rule.protocol !== protocol) continue;
+      if (port < rule.portLo || port > rule.portHi) continue;
+      const stronger = rule.action > verdict.action;
+      const tie =
+        this.tieBreak === 'lowest-index' &&
+        rule.action === verdict.action &&
+        rule.ruleIndex < verdict.ruleIndex;
+      if (stronger || tie) {
+        verdict.action = rule.action;
+        verdict.ruleIndex = rule.ruleIndex;
+        verdict.reason = 1;
+      }
+    }
+  }
+}
+
+/**
+ * Compares the first `bits` bits of two 16-byte addresses as 128-bit integers. It is written
+ * apart from the policy module's own prefix test, so a bug there cannot hide in both.
+ */
+function bitsEqual(a: Buffer, b: Buffer, bits: number): boolean {
+  if (bits === 0) return true;
+  const shift = BigInt(128 - bits);
+  const valueA = BigInt(`0x${a.toString('hex')}`);
+  const valueB = BigInt(`0x${b.toString('hex')}`);
+  return valueA >> shift === valueB >> shift;
+}
