@@ -46,8 +46,10 @@ $(BPF_OUT)/%.bpf.o: bpf/%.bpf.c $(BPF_HEADERS) $(VMLINUX_H)
 	$(CLANG) -g -O2 -Wall -target bpf -D__TARGET_ARCH_x86 -I$(BPF_OUT) -Ibpf/include \
 		-c $< -o $@
 
-# libbpf's static linker joins the objects and resolves the extern maps.
-$(SIGIL_BPF): $(filter-out $(SIGIL_BPF),$(BPF_OBJECTS))
+# libbpf's static linker joins the objects and resolves the extern maps. The
+# object that defines the maps goes first: libbpf 1.1 mislocates map
+# relocations when an extern declaration precedes the definition.
+$(SIGIL_BPF): $(BPF_OUT)/maps.bpf.o $(filter-out $(SIGIL_BPF) $(BPF_OUT)/maps.bpf.o,$(BPF_OBJECTS))
 	$(BPFTOOL) gen object $@ $^
 
 native: $(NATIVE)

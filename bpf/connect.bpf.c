@@ -207,7 +207,9 @@ static __always_inline void scan_rules(const struct sigil_rule_list *list,
 			continue;
 		if (dst->port < rule->port_lo || dst->port > rule->port_hi)
 			continue;
-		if (rule->action > verdict->action) {
+		/* the strongest action wins; among equals, the rule that comes first in the set */
+		if (rule->action > verdict->action ||
+		    (rule->action == verdict->action && rule->rule_index < verdict->rule_index)) {
 			verdict->action = rule->action;
 			verdict->rule_index = rule->rule_index;
 			verdict->reason = SIGIL_REASON_RULE;

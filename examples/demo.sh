@@ -38,7 +38,7 @@ mkdir -p "$demo_cgroup"/{web,api,db}
 in_cgroup() {
   local name=$1
   shift
-  sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$demo_cgroup/$name" "$@"
+  exec sh -c 'echo $$ > "$0/cgroup.procs" && exec "$@"' "$demo_cgroup/$name" "$@"
 }
 
 wait_for() {
@@ -77,7 +77,7 @@ for pid in $api $db $web; do
     "grep -q '\"type\":\"exec\".*\"spiffeId\":\"spiffe://[^\"]*\".*\"pid\":$pid,' '$events'"
 done
 wait_for "the listeners" 'grep -q listening "$work/api.out" && grep -q listening "$work/db.out"'
-grep '"type":"exec"' "$events" | grep -E "\"pid\":($api|$db|$web)," |
+grep '"type":"exec"' "$events" | grep '"spiffeId":"spiffe:' | grep -E "\"pid\":($api|$db|$web)," |
   sed -E 's/.*"spiffeId":"([^"]*)".*"pid":([0-9]+).*/   pid \2 is \1/'
 
 echo "== web connects to api:18080, then to db:15432"

@@ -10,7 +10,11 @@ const readline = require('node:readline');
 const [mode, host, port] = process.argv.slice(2);
 
 if (mode === 'listen') {
-  const server = net.createServer((socket) => socket.end(`hello from pid ${process.pid}\n`));
+  const server = net.createServer((socket) => {
+    // A client that closes first resets the connection; that is not an error here.
+    socket.on('error', () => {});
+    socket.end(`hello from pid ${process.pid}\n`);
+  });
   server.listen(Number(port), host, () => console.log(`listening ${port}`));
 } else if (mode === 'client') {
   const lines = readline.createInterface({ input: process.stdin });

@@ -21,8 +21,8 @@ Napi::Object InitAddon(Napi::Env env, Napi::Object exports)
 	auto *state = new AddonState();
 	env.SetInstanceData(state);
 	// Stops consumer threads, destroys links and closes objects when the environment shuts
-	// down (process exit or the end of a worker thread). The hook holds the registry, not the
-	// state, so it stays valid whichever Node frees first.
+	// down, such as when a worker thread ends. The hook captures the registry, not the state,
+	// so it stays valid whichever of the two Node frees first.
 	std::shared_ptr<ResourceRegistry> registry = state->registry;
 	env.AddCleanupHook([registry]() { registry->ReleaseAll(); });
 

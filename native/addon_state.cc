@@ -1,8 +1,9 @@
+#include "addon_state.h"
+
 #include <vector>
 
 #include <napi.h>
 
-#include "addon_state.h"
 #include "errors.h"
 
 namespace sigil {
@@ -12,7 +13,7 @@ void ResourceRegistry::ReleaseAll() noexcept
 	// Copy first, because a release may run code that calls Remove.
 	std::vector<Resource *> pending(resources_.begin(), resources_.end());
 	for (Resource::Kind kind :
-	     { Resource::Kind::kConsumer, Resource::Kind::kLink, Resource::Kind::kObject }) {
+	     {Resource::Kind::kConsumer, Resource::Kind::kLink, Resource::Kind::kObject}) {
 		for (Resource *resource : pending) {
 			if (resource->ResourceKind() == kind)
 				resource->ReleaseResource();

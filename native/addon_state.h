@@ -1,5 +1,5 @@
-// Per-environment state of the addon. Node can load the addon into several environments (the
-// main thread and worker threads); each one gets its own AddonState as instance data and a
+// Per-environment state of the addon. Node can load the addon into several environments, such as
+// the main thread and worker threads. Each one gets its own AddonState as instance data, and a
 // cleanup hook that releases whatever that environment still owns when it shuts down.
 #pragma once
 
@@ -15,12 +15,16 @@ class Resource {
 public:
 	// Order in which the cleanup hook releases resources: consumer threads stop first because
 	// they read maps, then links detach, then objects close.
-	enum class Kind { kConsumer = 0, kLink = 1, kObject = 2 };
+	enum class Kind {
+		kConsumer = 0,
+		kLink = 1,
+		kObject = 2
+	};
 
 	virtual ~Resource() = default;
 	virtual Kind ResourceKind() const = 0;
-	// Frees the native handle. Called more than once (by the JavaScript method, the cleanup hook
-	// and the destructor), so it must do nothing after the first call.
+	// Frees the native handle. Called more than once (by the JavaScript method, the cleanup
+	// hook and the destructor), so it must do nothing after the first call.
 	virtual void ReleaseResource() noexcept = 0;
 };
 

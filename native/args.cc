@@ -1,3 +1,5 @@
+#include "args.h"
+
 #include <math.h>
 #include <stdint.h>
 
@@ -5,7 +7,6 @@
 
 #include <napi.h>
 
-#include "args.h"
 #include "errors.h"
 
 namespace sigil {
@@ -22,7 +23,8 @@ int64_t CheckInteger(Napi::Env env, Napi::Value value, const std::string &name, 
 		ThrowTypeError(env, name + " must be an integer, got " + std::to_string(number));
 	if (number < static_cast<double>(min) || number > static_cast<double>(max))
 		ThrowRangeError(env, name + " must be from " + std::to_string(min) + " to " +
-					     std::to_string(max) + ", got " + std::to_string(number));
+					     std::to_string(max) + ", got " +
+					     std::to_string(number));
 	return static_cast<int64_t>(number);
 }
 
@@ -60,7 +62,7 @@ ByteView ArgBytes(const Napi::CallbackInfo &info, size_t index, const char *name
 	    value.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
 		ThrowTypeError(info.Env(), std::string(name) + " must be a Buffer or Uint8Array");
 	Napi::Uint8Array array = value.As<Napi::Uint8Array>();
-	return ByteView{ array.Data(), array.ByteLength() };
+	return ByteView{array.Data(), array.ByteLength()};
 }
 
 Napi::Function ArgFunction(const Napi::CallbackInfo &info, size_t index, const char *name)

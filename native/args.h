@@ -1,6 +1,6 @@
 // Argument readers for the exported functions. The TypeScript wrapper validates every argument
-// first and gives the friendlier messages; these checks keep a direct caller of the addon from
-// passing values that would make a system call read or write the wrong memory.
+// first and gives the friendlier messages. These checks remain so that a direct caller of the
+// addon cannot pass values that would make a system call read or write the wrong memory.
 #pragma once
 
 #include <stddef.h>

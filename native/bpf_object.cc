@@ -1,3 +1,5 @@
+#include "bpf_object.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <unistd.h>
@@ -9,7 +11,6 @@
 #include <napi.h>
 
 #include "args.h"
-#include "bpf_object.h"
 #include "errors.h"
 #include "libbpf_log.h"
 #include "link.h"
@@ -121,11 +122,11 @@ bpf_map *BpfObject::FindMap(Napi::Env env, const std::string &operation,
 	if (map != nullptr)
 		return map;
 	std::string known;
-	bpf_map *each;
-	bpf_object__for_each_map(each, object_)
+	bpf_map *candidate;
+	bpf_object__for_each_map(candidate, object_)
 	{
 		known += known.empty() ? "" : ", ";
-		known += bpf_map__name(each);
+		known += bpf_map__name(candidate);
 	}
 	ThrowError(env, operation + ": BPF object " + path_ + " has no map named " + name +
 				" (maps: " + known + ")");
@@ -138,11 +139,11 @@ bpf_program *BpfObject::FindProgram(Napi::Env env, const std::string &operation,
 	if (program != nullptr)
 		return program;
 	std::string known;
-	bpf_program *each;
-	bpf_object__for_each_program(each, object_)
+	bpf_program *candidate;
+	bpf_object__for_each_program(candidate, object_)
 	{
 		known += known.empty() ? "" : ", ";
-		known += bpf_program__name(each);
+		known += bpf_program__name(candidate);
 	}
 	ThrowError(env, operation + ": BPF object " + path_ + " has no program named " + name +
 				" (programs: " + known + ")");

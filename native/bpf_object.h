@@ -25,7 +25,12 @@ public:
 	void ReleaseResource() noexcept override;
 
 private:
-	enum class State { kOpened, kLoaded, kLoadFailed, kClosed };
+	enum class State {
+		kOpened,
+		kLoaded,
+		kLoadFailed,
+		kClosed
+	};
 
 	void Load(const Napi::CallbackInfo &info);
 	Napi::Value ProgramNames(const Napi::CallbackInfo &info);
@@ -51,7 +56,8 @@ private:
 	// Throw unless the object is open and not yet loaded.
 	void RequireNotLoaded(Napi::Env env, const std::string &operation) const;
 
-	bpf_map *FindMap(Napi::Env env, const std::string &operation, const std::string &name) const;
+	bpf_map *FindMap(Napi::Env env, const std::string &operation,
+			 const std::string &name) const;
 	bpf_program *FindProgram(Napi::Env env, const std::string &operation,
 				 const std::string &name) const;
 

@@ -1,3 +1,5 @@
+#include "errors.h"
+
 #include <errno.h>
 #include <string.h>
 
@@ -6,8 +8,6 @@
 #include <bpf/libbpf.h>
 
 #include <napi.h>
-
-#include "errors.h"
 
 namespace sigil {
 
@@ -78,9 +78,10 @@ std::string ErrnoText(int err)
 	return "Unknown error " + std::to_string(err);
 }
 
-Napi::Error ErrnoError(Napi::Env env, const std::string &what, int err, const std::string &detail)
+Napi::Error ErrnoError(Napi::Env env, const std::string &action, int err, const std::string &detail)
 {
-	std::string message = what + ": " + ErrnoText(err) + " (errno " + std::to_string(err) + ")";
+	std::string message =
+		action + ": " + ErrnoText(err) + " (errno " + std::to_string(err) + ")";
 	if (!detail.empty())
 		message += "\n" + detail;
 	Napi::Error error = Napi::Error::New(env, message);
@@ -89,9 +90,9 @@ Napi::Error ErrnoError(Napi::Env env, const std::string &what, int err, const st
 	return error;
 }
 
-void ThrowErrno(Napi::Env env, const std::string &what, int err, const std::string &detail)
+void ThrowErrno(Napi::Env env, const std::string &action, int err, const std::string &detail)
 {
-	throw ErrnoError(env, what, err, detail);
+	throw ErrnoError(env, action, err, detail);
 }
 
 void ThrowTypeError(Napi::Env env, const std::string &message)

@@ -16,13 +16,13 @@ std::string ErrnoName(int err);
 // Returns the description of a positive errno value or libbpf error code, as strerror does.
 std::string ErrnoText(int err);
 
-// Builds the Error for a failed call. `what` is "<operation> <name>", `err` a positive errno
+// Builds the Error for a failed call. `action` is "<operation> <name>", `err` a positive errno
 // value. `detail`, when not empty, is appended on the lines after the first one.
-Napi::Error ErrnoError(Napi::Env env, const std::string &what, int err,
+Napi::Error ErrnoError(Napi::Env env, const std::string &action, int err,
 		       const std::string &detail = std::string());
 
-// Throws ErrnoError(env, what, err, detail).
-[[noreturn]] void ThrowErrno(Napi::Env env, const std::string &what, int err,
+// Throws ErrnoError(env, action, err, detail).
+[[noreturn]] void ThrowErrno(Napi::Env env, const std::string &action, int err,
 			     const std::string &detail = std::string());
 
 // Throws a TypeError naming the argument and the type it must have.

@@ -1,3 +1,5 @@
+#include "libbpf_log.h"
+
 #include <stdarg.h>
 #include <stdio.h>
 
@@ -8,8 +10,6 @@
 
 #include <bpf/libbpf.h>
 
-#include "libbpf_log.h"
-
 namespace sigil {
 
 namespace {
@@ -18,7 +18,8 @@ constexpr size_t kMaxKeptLines = 256;
 
 struct ThreadLog {
 	std::deque<std::string> lines;
-	// Number of complete lines ever appended by this thread; the position LibbpfLogMark returns.
+	// Number of complete lines ever appended by this thread; the position LibbpfLogMark
+	// returns.
 	uint64_t total_lines = 0;
 	// Text after the last newline, completed by the next message.
 	std::string partial;

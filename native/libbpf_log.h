@@ -1,7 +1,6 @@
 // Keeps recent libbpf messages so that errors can quote them. libbpf prints through one
-// process-wide callback; the addon installs a callback that never prints and instead appends
-// each line to a buffer owned by the calling thread. Each JavaScript thread therefore sees only
-// the messages of its own libbpf calls.
+// process-wide callback. The addon's callback never prints: it appends each line to a buffer
+// owned by the calling thread, so each JavaScript thread gets only the messages of its own calls.
 #pragma once
 
 #include <stddef.h>

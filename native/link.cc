@@ -1,3 +1,5 @@
+#include "link.h"
+
 #include <errno.h>
 
 #include <string>
@@ -8,22 +10,21 @@
 
 #include "args.h"
 #include "errors.h"
-#include "link.h"
 
 namespace sigil {
 
 void Link::Init(Napi::Env env, Napi::Object exports, AddonState &state)
 {
-	Napi::Function constructor = DefineClass(
-		env, "Link",
-		{
-			InstanceMethod<&Link::Pin>("pin"),
-			InstanceMethod<&Link::Unpin>("unpin"),
-			InstanceMethod<&Link::Destroy>("destroy"),
-			InstanceAccessor<&Link::GetFd>("fd"),
-			InstanceAccessor<&Link::GetPinPath>("pinPath"),
-			InstanceAccessor<&Link::GetDescription>("description"),
-		});
+	Napi::Function constructor =
+		DefineClass(env, "Link",
+			    {
+				    InstanceMethod<&Link::Pin>("pin"),
+				    InstanceMethod<&Link::Unpin>("unpin"),
+				    InstanceMethod<&Link::Destroy>("destroy"),
+				    InstanceAccessor<&Link::GetFd>("fd"),
+				    InstanceAccessor<&Link::GetPinPath>("pinPath"),
+				    InstanceAccessor<&Link::GetDescription>("description"),
+			    });
 	state.link_constructor = Napi::Persistent(constructor);
 	exports.Set("Link", constructor);
 }
@@ -33,7 +34,7 @@ Napi::Object Link::Create(Napi::Env env, bpf_link *link, const std::string &desc
 	AddonState &state = GetAddonState(env);
 	Napi::Object object;
 	try {
-		object = state.link_constructor.New({ Napi::External<bpf_link>::New(env, link) });
+		object = state.link_constructor.New({Napi::External<bpf_link>::New(env, link)});
 	} catch (...) {
 		bpf_link__destroy(link);
 		throw;

@@ -1,6 +1,6 @@
-// Map operations on file descriptors. Keys and values are Uint8Arrays of the map's exact sizes;
-// each call reads the map's sizes from the kernel first, so that a wrong buffer size is an
-// error instead of a kernel read or write past the end of the buffer.
+// Map operations on file descriptors. Keys and values are Uint8Arrays of the map's exact sizes.
+// Each call first reads the map's sizes from the kernel, so that a buffer of the wrong size is an
+// error instead of a kernel read or write past its end.
 #include <errno.h>
 
 #include <string>
@@ -51,9 +51,9 @@ MapShape DescribeMap(Napi::Env env, const std::string &operation, int fd)
 		ThrowErrno(env, operation + " map fd " + std::to_string(fd), errno);
 
 	MapShape shape;
-	shape.label = info.name[0] != '\0' ? std::string("map ") + info.name + " (fd " +
-						     std::to_string(fd) + ")"
-					   : "map fd " + std::to_string(fd);
+	shape.label = info.name[0] != '\0'
+			      ? std::string("map ") + info.name + " (fd " + std::to_string(fd) + ")"
+			      : "map fd " + std::to_string(fd);
 	shape.key_bytes = info.key_size;
 	shape.value_size = info.value_size;
 	shape.per_cpu = IsPerCpuMap(info.type);
@@ -62,21 +62,21 @@ MapShape DescribeMap(Napi::Env env, const std::string &operation, int fd)
 	if (shape.per_cpu) {
 		// The kernel copies one value per possible CPU, each padded to 8 bytes.
 		shape.cpus = PossibleCpus(env);
-		shape.value_bytes = ((static_cast<size_t>(info.value_size) + 7) & ~size_t{ 7 }) *
+		shape.value_bytes = ((static_cast<size_t>(info.value_size) + 7) & ~size_t{7}) *
 				    static_cast<size_t>(shape.cpus);
 	}
 	return shape;
 }
 
-void CheckKeySize(Napi::Env env, const std::string &what, const MapShape &shape, size_t size)
+void CheckKeySize(Napi::Env env, const std::string &action, const MapShape &shape, size_t size)
 {
 	if (size != shape.key_bytes)
-		ThrowRangeError(env, what + ": key is " + std::to_string(size) +
+		ThrowRangeError(env, action + ": key is " + std::to_string(size) +
 					     " bytes but the map's keys are " +
 					     std::to_string(shape.key_bytes) + " bytes");
 }
 
-void CheckValueSize(Napi::Env env, const std::string &what, const MapShape &shape, size_t size)
+void CheckValueSize(Napi::Env env, const std::string &action, const MapShape &shape, size_t size)
 {
 	if (size == shape.value_bytes)
 		return;
@@ -85,7 +85,7 @@ void CheckValueSize(Napi::Env env, const std::string &what, const MapShape &shap
 		expected += " (" + std::to_string(shape.value_size) +
 			    " bytes rounded up to 8, for each of " + std::to_string(shape.cpus) +
 			    " possible CPUs)";
-	ThrowRangeError(env, what + ": value is " + std::to_string(size) +
+	ThrowRangeError(env, action + ": value is " + std::to_string(size) +
 				     " bytes but the map's values are " + expected);
 }
 
@@ -103,11 +103,11 @@ Napi::Value MapUpdate(const Napi::CallbackInfo &info)
 	ByteView value = ArgBytes(info, 2, "value");
 	uint64_t flags = static_cast<uint64_t>(ArgInteger(info, 3, "flags", 0, UINT32_MAX));
 	MapShape shape = DescribeMap(env, "update", fd);
-	std::string what = "update " + shape.label;
-	CheckKeySize(env, what, shape, key.size);
-	CheckValueSize(env, what, shape, value.size);
+	std::string action = "update " + shape.label;
+	CheckKeySize(env, action, shape, key.size);
+	CheckValueSize(env, action, shape, value.size);
 	if (bpf_map_update_elem(fd, KeyPointer(key), value.data, flags) < 0)
-		ThrowErrno(env, what, errno);
+		ThrowErrno(env, action, errno);
 	return env.Undefined();
 }
 
@@ -118,16 +118,16 @@ Napi::Value MapLookup(const Napi::CallbackInfo &info)
 	ByteView key = ArgBytes(info, 1, "key");
 	size_t value_size = static_cast<size_t>(ArgInteger(info, 2, "valueSize", 0, INT32_MAX));
 	MapShape shape = DescribeMap(env, "look up in", fd);
-	std::string what = "look up in " + shape.label;
-	CheckKeySize(env, what, shape, key.size);
-	CheckValueSize(env, what, shape, value_size);
+	std::string action = "look up in " + shape.label;
+	CheckKeySize(env, action, shape, key.size);
+	CheckValueSize(env, action, shape, value_size);
 	// The kernel writes straight into the new Buffer, so nothing is copied twice.
 	Napi::Buffer<uint8_t> value = Napi::Buffer<uint8_t>::New(env, value_size);
 	if (bpf_map_lookup_elem(fd, KeyPointer(key), value.Data()) < 0) {
 		int err = errno;
 		if (err == ENOENT)
 			return env.Null();
-		ThrowErrno(env, what, err);
+		ThrowErrno(env, action, err);
 	}
 	return value;
 }
@@ -138,13 +138,13 @@ Napi::Value MapDelete(const Napi::CallbackInfo &info)
 	int fd = ArgFd(info, 0, "fd");
 	ByteView key = ArgBytes(info, 1, "key");
 	MapShape shape = DescribeMap(env, "delete from", fd);
-	std::string what = "delete from " + shape.label;
-	CheckKeySize(env, what, shape, key.size);
+	std::string action = "delete from " + shape.label;
+	CheckKeySize(env, action, shape, key.size);
 	if (bpf_map_delete_elem(fd, KeyPointer(key)) < 0) {
 		int err = errno;
 		if (err == ENOENT)
 			return Napi::Boolean::New(env, false);
-		ThrowErrno(env, what, err);
+		ThrowErrno(env, action, err);
 	}
 	return Napi::Boolean::New(env, true);
 }
@@ -154,20 +154,20 @@ Napi::Value MapGetNextKey(const Napi::CallbackInfo &info)
 	Napi::Env env = info.Env();
 	int fd = ArgFd(info, 0, "fd");
 	bool from_start = info[1].IsNull() || info[1].IsUndefined();
-	ByteView key = from_start ? ByteView{ nullptr, 0 } : ArgBytes(info, 1, "key");
+	ByteView key = from_start ? ByteView{nullptr, 0} : ArgBytes(info, 1, "key");
 	size_t key_size = static_cast<size_t>(ArgInteger(info, 2, "keySize", 1, INT32_MAX));
 	MapShape shape = DescribeMap(env, "get next key of", fd);
-	std::string what = "get next key of " + shape.label;
-	CheckKeySize(env, what, shape, key_size);
+	std::string action = "get next key of " + shape.label;
+	CheckKeySize(env, action, shape, key_size);
 	if (!from_start)
-		CheckKeySize(env, what, shape, key.size);
+		CheckKeySize(env, action, shape, key.size);
 	Napi::Buffer<uint8_t> next = Napi::Buffer<uint8_t>::New(env, key_size);
 	// A null key returns the first key.
 	if (bpf_map_get_next_key(fd, from_start ? nullptr : key.data, next.Data()) < 0) {
 		int err = errno;
 		if (err == ENOENT)
 			return env.Null();
-		ThrowErrno(env, what, err);
+		ThrowErrno(env, action, err);
 	}
 	return next;
 }
@@ -182,7 +182,7 @@ Napi::Value MapCreate(const Napi::CallbackInfo &info)
 	if (!name_value.IsString())
 		ThrowTypeError(env, "options.name must be a string");
 	std::string name = name_value.As<Napi::String>().Utf8Value();
-	for (const char *required : { "type", "keySize", "valueSize", "maxEntries" }) {
+	for (const char *required : {"type", "keySize", "valueSize", "maxEntries"}) {
 		if (options.Get(required).IsUndefined())
 			ThrowTypeError(env, std::string("options.") + required + " is required");
 	}
@@ -203,7 +203,8 @@ Napi::Value MapCreate(const Napi::CallbackInfo &info)
 	int fd = bpf_map_create(type, name.empty() ? nullptr : name.c_str(), key_size, value_size,
 				max_entries, &create_options);
 	if (fd < 0)
-		ThrowErrno(env, "create map " + (name.empty() ? std::string("(unnamed)") : name), -fd);
+		ThrowErrno(env, "create map " + (name.empty() ? std::string("(unnamed)") : name),
+			   -fd);
 	return Napi::Number::New(env, fd);
 }
 

@@ -1,5 +1,5 @@
 // Feature probes: ask the kernel whether it supports a program type, a map type, or a helper in
-// a program type. libbpf answers by loading a minimal program or creating a minimal map.
+// a program type. libbpf finds out by loading a minimal program or creating a minimal map.
 #include <string.h>
 
 #include <string>
@@ -23,17 +23,17 @@ struct ProgramTypeName {
 };
 
 const ProgramTypeName kProgramTypes[] = {
-	{ "cgroup_sock_addr", BPF_PROG_TYPE_CGROUP_SOCK_ADDR },
-	{ "cgroup_sock", BPF_PROG_TYPE_CGROUP_SOCK },
-	{ "cgroup_skb", BPF_PROG_TYPE_CGROUP_SKB },
-	{ "cgroup_sockopt", BPF_PROG_TYPE_CGROUP_SOCKOPT },
-	{ "sock_ops", BPF_PROG_TYPE_SOCK_OPS },
-	{ "tracepoint", BPF_PROG_TYPE_TRACEPOINT },
-	{ "raw_tracepoint", BPF_PROG_TYPE_RAW_TRACEPOINT },
-	{ "socket_filter", BPF_PROG_TYPE_SOCKET_FILTER },
-	{ "lsm", BPF_PROG_TYPE_LSM },
-	{ "tracing", BPF_PROG_TYPE_TRACING },
-	{ "kprobe", BPF_PROG_TYPE_KPROBE },
+	{"cgroup_sock_addr", BPF_PROG_TYPE_CGROUP_SOCK_ADDR},
+	{"cgroup_sock", BPF_PROG_TYPE_CGROUP_SOCK},
+	{"cgroup_skb", BPF_PROG_TYPE_CGROUP_SKB},
+	{"cgroup_sockopt", BPF_PROG_TYPE_CGROUP_SOCKOPT},
+	{"sock_ops", BPF_PROG_TYPE_SOCK_OPS},
+	{"tracepoint", BPF_PROG_TYPE_TRACEPOINT},
+	{"raw_tracepoint", BPF_PROG_TYPE_RAW_TRACEPOINT},
+	{"socket_filter", BPF_PROG_TYPE_SOCKET_FILTER},
+	{"lsm", BPF_PROG_TYPE_LSM},
+	{"tracing", BPF_PROG_TYPE_TRACING},
+	{"kprobe", BPF_PROG_TYPE_KPROBE},
 };
 
 struct MapTypeName {
@@ -42,18 +42,18 @@ struct MapTypeName {
 };
 
 const MapTypeName kMapTypes[] = {
-	{ "hash", BPF_MAP_TYPE_HASH },
-	{ "array", BPF_MAP_TYPE_ARRAY },
-	{ "percpu_hash", BPF_MAP_TYPE_PERCPU_HASH },
-	{ "percpu_array", BPF_MAP_TYPE_PERCPU_ARRAY },
-	{ "lru_hash", BPF_MAP_TYPE_LRU_HASH },
-	{ "ringbuf", BPF_MAP_TYPE_RINGBUF },
-	{ "array_of_maps", BPF_MAP_TYPE_ARRAY_OF_MAPS },
-	{ "hash_of_maps", BPF_MAP_TYPE_HASH_OF_MAPS },
-	{ "lpm_trie", BPF_MAP_TYPE_LPM_TRIE },
-	{ "sk_storage", BPF_MAP_TYPE_SK_STORAGE },
-	{ "task_storage", BPF_MAP_TYPE_TASK_STORAGE },
-	{ "inode_storage", BPF_MAP_TYPE_INODE_STORAGE },
+	{"hash", BPF_MAP_TYPE_HASH},
+	{"array", BPF_MAP_TYPE_ARRAY},
+	{"percpu_hash", BPF_MAP_TYPE_PERCPU_HASH},
+	{"percpu_array", BPF_MAP_TYPE_PERCPU_ARRAY},
+	{"lru_hash", BPF_MAP_TYPE_LRU_HASH},
+	{"ringbuf", BPF_MAP_TYPE_RINGBUF},
+	{"array_of_maps", BPF_MAP_TYPE_ARRAY_OF_MAPS},
+	{"hash_of_maps", BPF_MAP_TYPE_HASH_OF_MAPS},
+	{"lpm_trie", BPF_MAP_TYPE_LPM_TRIE},
+	{"sk_storage", BPF_MAP_TYPE_SK_STORAGE},
+	{"task_storage", BPF_MAP_TYPE_TASK_STORAGE},
+	{"inode_storage", BPF_MAP_TYPE_INODE_STORAGE},
 };
 
 struct HelperName {
@@ -62,8 +62,11 @@ struct HelperName {
 };
 
 // Every helper that the build's linux/bpf.h declares, under its name without "bpf_".
-#define SIGIL_HELPER_ENTRY(name, ...) { #name, BPF_FUNC_##name }
-const HelperName kHelpers[] = { __BPF_FUNC_MAPPER(SIGIL_HELPER_ENTRY) };
+#define SIGIL_HELPER_ENTRY(name, ...)                                                              \
+	{                                                                                          \
+#name, BPF_FUNC_##name                                                             \
+	}
+const HelperName kHelpers[] = {__BPF_FUNC_MAPPER(SIGIL_HELPER_ENTRY)};
 #undef SIGIL_HELPER_ENTRY
 
 template <typename Entry>
@@ -81,8 +84,8 @@ bpf_prog_type LookUpProgramType(Napi::Env env, const std::string &name)
 		if (name == entry.name)
 			return entry.type;
 	}
-	ThrowTypeError(env, "unknown program type " + name + " (known: " +
-				    JoinNames(kProgramTypes) + ")");
+	ThrowTypeError(env, "unknown program type " + name +
+				    " (known: " + JoinNames(kProgramTypes) + ")");
 }
 
 Napi::Object ProbeResult(Napi::Env env, int result)
@@ -105,7 +108,8 @@ Napi::Value ProbeMapType(const Napi::CallbackInfo &info)
 	std::string name = ArgString(info, 0, "type");
 	for (const auto &entry : kMapTypes) {
 		if (name == entry.name)
-			return ProbeResult(info.Env(), libbpf_probe_bpf_map_type(entry.type, nullptr));
+			return ProbeResult(info.Env(),
+					   libbpf_probe_bpf_map_type(entry.type, nullptr));
 	}
 	ThrowTypeError(info.Env(),
 		       "unknown map type " + name + " (known: " + JoinNames(kMapTypes) + ")");

@@ -1,3 +1,5 @@
+#include "ring_buffer_consumer.h"
+
 #include <errno.h>
 #include <poll.h>
 #include <string.h>
@@ -14,7 +16,6 @@
 
 #include "args.h"
 #include "errors.h"
-#include "ring_buffer_consumer.h"
 
 namespace sigil {
 
@@ -52,8 +53,8 @@ void FreeDeliveredBatch(Napi::Env, uint8_t *, ConsumerBatch *batch)
 
 } // namespace
 
-// Runs on the JavaScript thread. Node calls it with a null env for batches still queued when the
-// thread-safe function is destroyed (after stop() aborted it); those are counted and freed.
+// Runs on the JavaScript thread. When the thread-safe function is destroyed after stop() aborted
+// it, Node calls this with a null env for each batch still queued, which is counted and freed.
 void DeliverBatch(Napi::Env env, Napi::Function on_batch, DeliveryContext *context,
 		  ConsumerBatch *batch)
 {
@@ -68,7 +69,7 @@ void DeliverBatch(Napi::Env env, Napi::Function on_batch, DeliveryContext *conte
 		delete batch;
 		if (context->on_error.IsEmpty())
 			throw error; // reported as an uncaught exception
-		context->on_error.Call({ error.Value() });
+		context->on_error.Call({error.Value()});
 		return;
 	}
 
@@ -77,7 +78,7 @@ void DeliverBatch(Napi::Env env, Napi::Function on_batch, DeliveryContext *conte
 	// buffers are not allowed, NewOrCopy copies the bytes and frees the batch at once.
 	Napi::Buffer<uint8_t> buffer = Napi::Buffer<uint8_t>::NewOrCopy(
 		env, batch->bytes.data(), batch->bytes.size(), FreeDeliveredBatch, batch);
-	on_batch.Call({ buffer, Napi::Number::New(env, count) });
+	on_batch.Call({buffer, Napi::Number::New(env, count)});
 }
 
 void RingBufferConsumer::Init(Napi::Env env, Napi::Object exports)
@@ -115,6 +116,9 @@ RingBufferConsumer::RingBufferConsumer(const Napi::CallbackInfo &info)
 	if (!on_error.IsUndefined() && !on_error.IsFunction())
 		ThrowTypeError(env, "options.onError must be a function");
 	registry_ = GetAddonState(env).registry;
+	on_batch_ = Napi::Persistent(on_batch);
+	if (on_error.IsFunction())
+		on_error_ = Napi::Persistent(on_error.As<Napi::Function>());
 
 	std::string operation = "create ring buffer consumer for map fd " + std::to_string(map_fd_);
 	wake_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -127,10 +131,6 @@ RingBufferConsumer::RingBufferConsumer(const Napi::CallbackInfo &info)
 		wake_fd_ = -1;
 		ThrowErrno(env, operation, err);
 	}
-
-	on_batch_ = Napi::Persistent(on_batch);
-	if (on_error.IsFunction())
-		on_error_ = Napi::Persistent(on_error.As<Napi::Function>());
 	registry_->Add(this);
 }
 
@@ -151,8 +151,9 @@ void RingBufferConsumer::Start(const Napi::CallbackInfo &info)
 	if (state_ == State::kRunning)
 		ThrowError(env, "start ring buffer consumer: the consumer is already running");
 	if (state_ == State::kStopped)
-		ThrowError(env, "start ring buffer consumer: the consumer was stopped; create a new "
-				"RingBufferConsumer");
+		ThrowError(env,
+			   "start ring buffer consumer: the consumer was stopped; create a new "
+			   "RingBufferConsumer");
 
 	auto *context = new DeliveryContext();
 	if (!on_error_.IsEmpty())
@@ -185,14 +186,14 @@ void RingBufferConsumer::Shutdown() noexcept
 {
 	if (state_ == State::kRunning) {
 		stop_requested_ = true;
-		uint64_t one = 1;
+		uint64_t increment = 1;
 		// Only fails if the counter would overflow, which one write cannot cause.
-		(void)!write(wake_fd_, &one, sizeof(one));
-		// Abort wakes the thread if it waits for queue space in BlockingCall, so joining
-		// cannot deadlock even when this runs inside onBatch. Batches still queued are
-		// discarded (DeliverBatch with a null env). The thread-safe function is deleted
-		// only by this JavaScript thread's event loop, so the worker may still call it
-		// until the join below returns.
+		(void)!write(wake_fd_, &increment, sizeof(increment));
+		// Abort wakes the thread if it waits for queue space in BlockingCall, so the join
+		// below also returns when this runs inside onBatch or with a full queue. Batches
+		// still queued are discarded (DeliverBatch with a null env). The thread-safe
+		// function is deleted only by this JavaScript thread's event loop, so the worker
+		// may still call it until the join below returns.
 		delivery_.Abort();
 		thread_.join();
 	}
@@ -228,8 +229,8 @@ Napi::Value RingBufferConsumer::GetRunning(const Napi::CallbackInfo &info)
 void RingBufferConsumer::Run()
 {
 	pollfd fds[2] = {
-		{ ring_buffer__epoll_fd(ring_), POLLIN, 0 },
-		{ wake_fd_, POLLIN, 0 },
+		{ring_buffer__epoll_fd(ring_), POLLIN, 0},
+		{wake_fd_, POLLIN, 0},
 	};
 	while (!stop_requested_.load()) {
 		int ready = poll(fds, 2, poll_timeout_ms_);

@@ -29,10 +29,10 @@ struct ring_buffer;
 namespace sigil {
 
 struct ConsumerCounters {
-	std::atomic<uint64_t> records{ 0 };
-	std::atomic<uint64_t> batches{ 0 };
-	std::atomic<uint64_t> bytes{ 0 };
-	std::atomic<uint64_t> discarded_records{ 0 };
+	std::atomic<uint64_t> records{0};
+	std::atomic<uint64_t> batches{0};
+	std::atomic<uint64_t> bytes{0};
+	std::atomic<uint64_t> discarded_records{0};
 };
 
 // One item of the thread-safe function's queue: framed records, or a failure of the thread.
@@ -52,7 +52,8 @@ struct DeliveryContext {
 void DeliverBatch(Napi::Env env, Napi::Function on_batch, DeliveryContext *context,
 		  ConsumerBatch *batch);
 
-using DeliveryFunction = Napi::TypedThreadSafeFunction<DeliveryContext, ConsumerBatch, DeliverBatch>;
+using DeliveryFunction =
+	Napi::TypedThreadSafeFunction<DeliveryContext, ConsumerBatch, DeliverBatch>;
 
 class RingBufferConsumer : public Napi::ObjectWrap<RingBufferConsumer>, public Resource {
 public:
@@ -65,7 +66,11 @@ public:
 	void ReleaseResource() noexcept override;
 
 private:
-	enum class State { kCreated, kRunning, kStopped };
+	enum class State {
+		kCreated,
+		kRunning,
+		kStopped
+	};
 
 	void Start(const Napi::CallbackInfo &info);
 	void Stop(const Napi::CallbackInfo &info);
@@ -91,7 +96,7 @@ private:
 	ring_buffer *ring_ = nullptr;
 	// Written by Shutdown to wake the thread from poll(2) at once.
 	int wake_fd_ = -1;
-	std::atomic<bool> stop_requested_{ false };
+	std::atomic<bool> stop_requested_{false};
 	std::thread thread_;
 	DeliveryFunction delivery_;
 	Napi::FunctionReference on_batch_;

@@ -52,8 +52,8 @@ Napi::Value Mount(const Napi::CallbackInfo &info)
 	std::string fstype = ArgString(info, 2, "fstype");
 	auto flags = static_cast<unsigned long>(ArgInteger(info, 3, "flags", 0, UINT32_MAX));
 	std::string data = ArgString(info, 4, "data");
-	if (mount(source.c_str(), target.c_str(), fstype.empty() ? nullptr : fstype.c_str(),
-		  flags, data.empty() ? nullptr : data.c_str()) < 0) {
+	if (mount(source.c_str(), target.c_str(), fstype.empty() ? nullptr : fstype.c_str(), flags,
+		  data.empty() ? nullptr : data.c_str()) < 0) {
 		std::string type = fstype.empty() ? "" : " (" + fstype + ")";
 		ThrowErrno(info.Env(), "mount " + source + " on " + target + type, errno);
 	}

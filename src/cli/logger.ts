@@ -5,14 +5,17 @@ export function createLogger(level: string): Logger {
   return pino({ level, base: { component: 'agent' } }, pino.destination({ dest: 2, sync: true }));
 }
 
+/** Writer of audit events as JSON lines. */
+export interface EventLog {
+  write(event: object): void;
+}
+
 /**
- * JSON lines of audit events on stdout ('-') or appended to a file. Written
- * asynchronously, so a slow reader of stdout does not stall the agent.
+ * JSON lines of audit events on stdout ('-') or appended to a file, through
+ * pino's asynchronous destination, so a slow reader of stdout does not stall
+ * the agent. Each line is the event object itself, with no log envelope.
  */
-export function createEventLog(target: string): Logger {
-  const dest = target === '-' ? 1 : target;
-  return pino(
-    { base: null, timestamp: false, formatters: { level: () => ({}) } },
-    pino.destination({ dest, sync: false, mkdir: true }),
-  );
+export function createEventLog(target: string): EventLog {
+  const destination = pino.destination({ dest: target === '-' ? 1 : target, sync: false, mkdir: true });
+  return { write: (event) => destination.write(`${JSON.stringify(event)}\n`) };
 }

@@ -62,7 +62,7 @@ async function runAgent(options: RunOptions): Promise<void> {
   }
 
   const eventLog = createEventLog(options.eventsLog);
-  agent.hub.subscribe({ filter: { types: [], subjectPrefix: '' }, deliver: (event) => eventLog.info(event) });
+  agent.hub.subscribe({ filter: { types: [], subjectPrefix: '' }, deliver: (event) => eventLog.write(event) });
 
   const shutdown = (signal: string) => {
     log.info({ signal }, 'stopping: enforcement ends with the agent');

@@ -3,22 +3,26 @@
  *
  * The addon is thin: it owns libbpf handles, makes system calls and moves bytes. This module
  * checks every argument before the native call and throws TypeError or RangeError naming the
- * argument, so the native side only sees values of the right type and range.
+ * argument, so the native side only receives values of the right type and range.
  *
  * Errors from the kernel or libbpf are `NativeSystemError`s: the message reads
  * `<operation> <name>: <strerror> (errno N)`, and `errno` and `code` (such as 'EPERM') are set.
  * Calls on a closed object or destroyed link throw a plain Error that says so.
  *
  * Every function and method is synchronous and blocks the calling thread for the system calls
- * it makes. Most take microseconds; the exceptions are noted on each symbol. Only
- * RingBufferConsumer runs work on another thread.
+ * it makes. Most make one or two bpf(2) calls; the slower ones (load and the probes) say so
+ * on their symbol. Only RingBufferConsumer runs work on another thread.
  *
- * All functions need root (CAP_BPF, CAP_NET_ADMIN and CAP_PERFMON, or CAP_SYS_ADMIN).
+ * Calls into the kernel need root, or CAP_BPF with CAP_PERFMON and CAP_NET_ADMIN; mount needs
+ * CAP_SYS_ADMIN.
  */
 import { existsSync } from 'node:fs';
 import path from 'node:path';
 
-/** Path of the compiled addon. From src/kernel (vitest) and dist/kernel (tsc) alike, two levels up is the package root. */
+/**
+ * Path of the compiled addon. From src/kernel (vitest) and dist/kernel (tsc) alike, two levels up
+ * is the package root.
+ */
 export const NATIVE_ADDON_PATH = path.join(
   __dirname,
   '..',
@@ -59,7 +63,8 @@ export type ProgramTypeName =
   | 'tracing'
   | 'kprobe';
 
-const PROGRAM_TYPE_NAMES: readonly ProgramTypeName[] = [
+/** Program types that the probes accept. */
+export const PROGRAM_TYPE_NAMES: readonly ProgramTypeName[] = [
   'cgroup_sock_addr',
   'cgroup_sock',
   'cgroup_skb',
@@ -88,7 +93,8 @@ export type MapTypeName =
   | 'task_storage'
   | 'inode_storage';
 
-const MAP_TYPE_NAMES: readonly MapTypeName[] = [
+/** Map types that probeMapType accepts. */
+export const MAP_TYPE_NAMES: readonly MapTypeName[] = [
   'hash',
   'array',
   'percpu_hash',
@@ -201,13 +207,22 @@ export interface RingBufferStats {
 
 /** Options of RingBufferConsumer. */
 export interface RingBufferConsumerOptions {
-  /** Maximum size of one batch including framing, from 16 bytes to 1 GiB; default 1 MiB. A larger record goes out alone. */
+  /**
+   * Maximum size of one batch in bytes, framing included, from 16 to 2^30; default 1 MiB. A record
+   * whose frame is larger goes out alone in an oversized batch.
+   */
   maxBatchBytes?: number;
-  /** Maximum time in ms between two reads of the ring buffer when no wakeup arrives, 1 to 60000; default 100. */
+  /**
+   * Maximum time in ms between two reads of the ring buffer when no wakeup arrives, from 1 to
+   * 60000; default 100. Records submitted with BPF_RB_NO_WAKEUP wait up to this long.
+   */
   pollTimeoutMs?: number;
   /** Maximum batches waiting for onBatch before the thread blocks, 1 to 65536; default 64. */
   maxQueuedBatches?: number;
-  /** Receives a failure of the consumer thread, after which the thread has ended. Without it, the failure is thrown as an uncaught exception. */
+  /**
+   * Receives a failure of the consumer thread, after which the thread has ended; call stop() to
+   * release the consumer. Without onError, the failure is thrown as an uncaught exception.
+   */
   onError?: (error: NativeSystemError) => void;
 }
 
@@ -294,7 +309,7 @@ function addon(): NativeAddon {
   return loadedAddon;
 }
 
-/** Returns the constants the addon was compiled with (linux/bpf.h, sys/mount.h), keyed by C name. */
+/** Returns the constants the addon was compiled with (linux/bpf.h, sys/mount.h) by C name. */
 export function nativeConstants(): Record<string, number> {
   return { ...addon().constants };
 }
@@ -313,7 +328,9 @@ function describeValue(value: unknown): string {
   }
   if (value === null) return 'null';
   if (Array.isArray(value)) return 'an array';
-  return typeof value === 'object' ? `an object (${value.constructor?.name ?? 'null prototype'})` : typeof value;
+  return typeof value === 'object'
+    ? `an object (${value.constructor?.name ?? 'null prototype'})`
+    : typeof value;
 }
 
 function checkString(where: string, name: string, value: unknown): asserts value is string {
@@ -327,7 +344,9 @@ function checkCString(where: string, name: string, value: unknown): asserts valu
   checkString(where, name, value);
   if (value.length === 0) throw new TypeError(`${where}: ${name} must not be empty`);
   if (value.includes('\0')) {
-    throw new TypeError(`${where}: ${name} must not contain NUL characters, got ${describeValue(value)}`);
+    throw new TypeError(
+      `${where}: ${name} must not contain NUL characters, got ${describeValue(value)}`,
+    );
   }
 }
 
@@ -352,7 +371,9 @@ function checkFd(where: string, name: string, value: unknown): asserts value is 
 
 function checkBytes(where: string, name: string, value: unknown): asserts value is Uint8Array {
   if (!(value instanceof Uint8Array)) {
-    throw new TypeError(`${where}: ${name} must be a Buffer or Uint8Array, got ${describeValue(value)}`);
+    throw new TypeError(
+      `${where}: ${name} must be a Buffer or Uint8Array, got ${describeValue(value)}`,
+    );
   }
 }
 
@@ -385,27 +406,34 @@ function checkOneOf<T extends string>(
 // Feature probes. Each loads a minimal program or creates a minimal map, which takes about a
 // millisecond.
 
-/** Probes whether the kernel supports a program type, with libbpf_probe_bpf_prog_type. */
-export function probeProgramType(type: ProgramTypeName): ProbeResult {
+/**
+ * Probes whether the kernel supports a program type, with libbpf_probe_bpf_prog_type. `type` is
+ * one of PROGRAM_TYPE_NAMES; another string throws TypeError.
+ */
+export function probeProgramType(type: string): ProbeResult {
   checkOneOf('probeProgramType', 'type', type, PROGRAM_TYPE_NAMES);
   return addon().probeProgramType(type);
 }
 
-/** Probes whether the kernel supports a map type, with libbpf_probe_bpf_map_type. */
-export function probeMapType(type: MapTypeName): ProbeResult {
+/**
+ * Probes whether the kernel supports a map type, with libbpf_probe_bpf_map_type. `type` is one of
+ * MAP_TYPE_NAMES; another string throws TypeError.
+ */
+export function probeMapType(type: string): ProbeResult {
   checkOneOf('probeMapType', 'type', type, MAP_TYPE_NAMES);
   return addon().probeMapType(type);
 }
 
 /**
- * Probes whether programs of `progType` may call a helper, with libbpf_probe_bpf_helper.
+ * Probes whether programs of `progType` (one of PROGRAM_TYPE_NAMES) may call a helper, with
+ * libbpf_probe_bpf_helper.
  * `helperName` is the helper's name with or without the "bpf_" prefix, such as
  * 'get_current_pid_tgid'; any helper in the build's linux/bpf.h is accepted, and an unknown name
  * throws TypeError. libbpf cannot probe helpers of lsm and tracing programs: those return
  * `{ supported: false, error: 'Operation not supported' }`. libbpf reports a helper as supported
  * unless the verifier names it unknown, so a true result can be optimistic.
  */
-export function probeHelper(progType: ProgramTypeName, helperName: string): ProbeResult {
+export function probeHelper(progType: string, helperName: string): ProbeResult {
   checkOneOf('probeHelper', 'progType', progType, PROGRAM_TYPE_NAMES);
   checkCString('probeHelper', 'helperName', helperName);
   return addon().probeHelper(progType, helperName);
@@ -429,12 +457,12 @@ export class Link {
     this[HANDLE] = handle;
   }
 
-  /** @internal Wraps a native link; not for use outside this module. */
+  /** Wraps a native link. Only this module has the WRAP symbol, so only it can call this. */
   static [WRAP](handle: NativeLink): Link {
     return new Link(handle);
   }
 
-  /** Attachment this link stands for, such as "program deny_connect4 on cgroup /sys/fs/cgroup/x". */
+  /** Attachment of the link, such as "program deny_connect4 on cgroup /sys/fs/cgroup/x". */
   get description(): string {
     return this[HANDLE].description;
   }
@@ -460,12 +488,18 @@ export class Link {
     this[HANDLE].pin(path);
   }
 
-  /** Removes the pin created by pin(). The link stays attached while this object lives. Throws if the link is not pinned. */
+  /**
+   * Removes the pin created by pin(). The link stays attached while this object lives. Throws if
+   * the link is not pinned.
+   */
   unpin(): void {
     this[HANDLE].unpin();
   }
 
-  /** Closes the link, which detaches the program unless the link is pinned. Calling it again does nothing. */
+  /**
+   * Closes the link, which detaches the program unless the link is pinned. Calling it again does
+   * nothing.
+   */
   destroy(): void {
     this[HANDLE].destroy();
   }
@@ -475,8 +509,8 @@ export class Link {
  * A BPF ELF object file opened with libbpf (bpf_object__open_file).
  *
  * Lifecycle: construct, optionally configure (setMapPinPath, setProgramAutoload), load(), then
- * attach programs and use maps. close() frees the object's programs and maps; links created
- * from it stay attached until they are destroyed, because each holds its own reference to its
+ * attach programs and use maps. close() frees the object's programs and maps. Links created from
+ * it stay attached until they are destroyed, because each link keeps its own reference to its
  * program. The end of the process or worker thread closes the object too.
  *
  * Errors: a missing or invalid file throws from the constructor; a failed load throws with the
@@ -538,7 +572,7 @@ export class BpfObject {
 
   /**
    * Sets where load() looks for a pinned copy of the map (bpf_map__set_pin_path). If the path
-   * holds a compatible map, load() reuses it instead of creating one; otherwise load() creates
+   * contains a compatible map, load() reuses it instead of creating one; otherwise load() creates
    * the map and pins it there. An incompatible pinned map makes load() fail. Before load() only.
    */
   setMapPinPath(name: string, path: string): void {
@@ -564,7 +598,10 @@ export class BpfObject {
     this[HANDLE].unpinMap(name, path);
   }
 
-  /** Chooses whether load() loads a program. Sections named "?..." start with autoload off. Before load() only. */
+  /**
+   * Chooses whether load() loads a program. Sections named "?..." start with autoload off.
+   * Before load() only.
+   */
   setProgramAutoload(name: string, autoload: boolean): void {
     checkCString('BpfObject.setProgramAutoload', 'name', name);
     checkBoolean('BpfObject.setProgramAutoload', 'autoload', autoload);
@@ -594,7 +631,7 @@ export class BpfObject {
     return Link[WRAP](this[HANDLE].attachTracepoint(programName, category, name));
   }
 
-  /** Attaches a raw tracepoint program by tracepoint name, such as 'sched_process_exec'. Needs no tracefs. */
+  /** Attaches a raw tracepoint program to a tracepoint such as 'sched_process_exec', without tracefs. */
   attachRawTracepoint(programName: string, tracepointName: string): Link {
     checkCString('BpfObject.attachRawTracepoint', 'programName', programName);
     checkCString('BpfObject.attachRawTracepoint', 'tracepointName', tracepointName);
@@ -650,7 +687,7 @@ export function mapUpdate(
 /**
  * Returns a copy of the value stored under `key`, or null when there is none. `valueSize` must
  * equal the map's value size; for per-CPU maps pass perCpuValueSize(valueSize), and the Buffer
- * holds one 8-byte-aligned slot per possible CPU. For map-in-map and program array maps the
+ * contains one 8-byte-aligned slot per possible CPU. For map-in-map and program array maps the
  * value is the inner object's u32 id.
  */
 export function mapLookup(fd: number, key: Uint8Array, valueSize: number): Buffer | null {
@@ -680,19 +717,22 @@ export function mapGetNextKey(fd: number, key: Uint8Array | null, keySize: numbe
 
 /**
  * Creates a map (bpf_map_create) and returns its file descriptor, which the caller owns and
- * closes with closeFd. Inner maps for a map-in-map must match the type, key size and value size
- * of the outer map's template, and also its maxEntries unless the template has MapFlag.INNER_MAP.
+ * closes with closeFd. An inner map for a map-in-map must match the type, key size, value size
+ * and flags of the outer map's template, or inserting it throws EINVAL. Array inner maps must
+ * also match maxEntries unless the template has MapFlag.INNER_MAP.
  */
 export function mapCreate(options: MapCreateOptions): number {
   const where = 'mapCreate';
   if (typeof options !== 'object' || options === null) {
     throw new TypeError(`${where}: options must be an object, got ${describeValue(options)}`);
   }
+
   checkInteger(where, 'options.type', options.type, 1, FD_MAX);
   checkString(where, 'options.name', options.name);
   if (options.name.length > BPF_OBJ_NAME_MAX || !/^[A-Za-z0-9_.]*$/.test(options.name)) {
     throw new RangeError(
-      `${where}: options.name must be at most ${BPF_OBJ_NAME_MAX} characters of [A-Za-z0-9_.], got ${describeValue(options.name)}`,
+      `${where}: options.name must be at most ${BPF_OBJ_NAME_MAX} characters of [A-Za-z0-9_.], ` +
+        `got ${describeValue(options.name)}`,
     );
   }
   checkInteger(where, 'options.keySize', options.keySize, 0, UINT32_MAX);
@@ -700,6 +740,7 @@ export function mapCreate(options: MapCreateOptions): number {
   checkInteger(where, 'options.maxEntries', options.maxEntries, 0, UINT32_MAX);
   const flags = options.flags ?? 0;
   checkInteger(where, 'options.flags', flags, 0, UINT32_MAX);
+
   const native: MapCreateOptions = {
     type: options.type,
     name: options.name,
@@ -712,6 +753,7 @@ export function mapCreate(options: MapCreateOptions): number {
     checkFd(where, 'options.innerMapFd', options.innerMapFd);
     native.innerMapFd = options.innerMapFd;
   }
+
   return addon().mapCreate(native);
 }
 
@@ -744,8 +786,8 @@ export function objPin(fd: number, path: string): void {
 
 /**
  * Calls mount(2), for example `mount('bpf', '/sys/fs/bpf', 'bpf', 0, '')`. `flags` is a sum of
- * MountFlag values; `fstype` and `data` may be empty. Throws EBUSY when `source` is already
- * mounted there.
+ * MountFlag values, and `fstype` and `data` may be empty. A failure throws with mount's errno,
+ * such as ENOENT for a missing target or EPERM without CAP_SYS_ADMIN.
  */
 export function mount(
   source: string,
@@ -764,7 +806,9 @@ export function mount(
     ['data', data],
   ] as const) {
     if (value.includes('\0')) {
-      throw new TypeError(`mount: ${name} must not contain NUL characters, got ${describeValue(value)}`);
+      throw new TypeError(
+        `mount: ${name} must not contain NUL characters, got ${describeValue(value)}`,
+      );
     }
   }
   addon().mount(source, target, fstype, flags, data);
@@ -789,7 +833,8 @@ export function* batchRecords(batch: Buffer): Generator<Buffer> {
     const end = start + length;
     if (end > batch.length) {
       throw new RangeError(
-        `batchRecords: record at offset ${offset} has length ${length}, past the batch end ${batch.length}`,
+        `batchRecords: record at offset ${offset} has length ${length}, ` +
+          `past the batch end ${batch.length}`,
       );
     }
     yield batch.subarray(start, end);
@@ -802,7 +847,7 @@ export function* batchRecords(batch: Buffer): Generator<Buffer> {
  * with batches of framed records (see batchRecords).
  *
  * Backpressure: at most `maxQueuedBatches` batches wait for `onBatch`. When the queue is full the
- * thread blocks, stops reading, and the ring buffer fills; the BPF side then sees failed
+ * thread blocks, stops reading, and the ring buffer fills; the BPF side then gets failed
  * reserves and counts them. The consumer drops records only in stop(), which discards the
  * batches `onBatch` has not received yet (stats().discardedRecords).
  *
@@ -855,10 +900,11 @@ export class RingBufferConsumer {
   }
 
   /**
-   * Stops the thread and waits for it to exit, then frees the ring buffer mapping. Returns within
-   * milliseconds, also when the queue is full or when called from inside `onBatch`. Batches not
-   * yet delivered are discarded, and `onBatch` is not called after stop() returns. Calling it
-   * again does nothing; a stopped consumer cannot be restarted.
+   * Stops the thread and waits for it to exit, then frees the ring buffer mapping. The thread is
+   * woken at once, without waiting for the poll timeout or for queue space, so stop() returns
+   * promptly also when the queue is full or when called from inside `onBatch`. Batches not yet
+   * delivered are discarded, and `onBatch` is not called after stop() returns. Calling it again
+   * does nothing. A stopped consumer cannot be restarted.
    */
   stop(): void {
     this[HANDLE].stop();

@@ -1,6 +1,6 @@
 import { Cidr } from './types';
 
-/** Address bytes in the IPv6 space, which also holds IPv4 addresses as `::ffff:a.b.c.d`. */
+/** Address bytes in the IPv6 space, which also stores IPv4 addresses as `::ffff:a.b.c.d`. */
 export const ADDRESS_BYTES = 16;
 
 /** Prefix length of `::ffff:0:0/96`, the IPv4-mapped block. */
@@ -12,14 +12,14 @@ export interface ParsedAddress {
   family: 4 | 6;
 }
 
-/** Result of parsing a CIDR; on failure a reason and a suggested fix. */
+/** Result of parsing a CIDR, with a reason and a suggested fix on failure. */
 export type CidrParseResult =
   { ok: true; cidr: Cidr } | { ok: false; reason: string; hint: string };
 
 const CIDR_EXAMPLES =
   'expected an address or prefix such as 10.0.0.0/8, 2001:db8::/32 or 127.0.0.2';
 
-/** Parses dotted-quad IPv4 text into 4 bytes; returns undefined when the text is not one. */
+/** Parses dotted-quad IPv4 text into 4 bytes, or returns undefined when the text is not one. */
 function parseIpv4Bytes(text: string): number[] | undefined {
   const parts = text.split('.');
   if (parts.length !== 4) return undefined;
@@ -34,7 +34,7 @@ function parseIpv4Bytes(text: string): number[] | undefined {
   return bytes;
 }
 
-/** Parses colon-separated 16-bit groups (no `::`) into bytes; undefined when invalid. */
+/** Parses colon-separated 16-bit groups (no `::`) into bytes, or returns undefined. */
 function parseHexGroups(text: string): number[] | undefined {
   if (text === '') return [];
   const bytes: number[] = [];
@@ -73,7 +73,7 @@ function parseIpv6Bytes(text: string): number[] | undefined {
   return [...head, ...new Array<number>(zeros).fill(0), ...tail];
 }
 
-/** Parses IPv4 or IPv6 text into the IPv6 space; returns undefined when the text is neither. */
+/** Parses IPv4 or IPv6 text into the IPv6 space, or returns undefined when it is neither. */
 export function parseIpAddress(text: string): ParsedAddress | undefined {
   const ipv4 = parseIpv4Bytes(text);
   if (ipv4) {
@@ -124,7 +124,7 @@ export function formatIpv6(addr: Buffer): string {
   const groups: number[] = [];
   for (let i = 0; i < ADDRESS_BYTES; i += 2) groups.push(addr.readUInt16BE(i));
 
-  // Find the longest run of zero groups; RFC 5952 compresses it when it is at least 2 long.
+  // RFC 5952 compresses the longest run of zero groups, the first on a tie, if it is 2 or longer.
   let bestStart = -1;
   let bestLength = 0;
   for (let start = 0; start < groups.length;) {

@@ -1,4 +1,4 @@
-import { formatPrefix, prefixContains } from './cidr';
+import { ADDRESS_BYTES, formatPrefix, prefixContains } from './cidr';
 import {
   CidrRuleEntry,
   CompiledRuleSet,
@@ -12,10 +12,10 @@ import {
 } from './compiled-rule-set';
 import { mergePortRanges } from './ports';
 import { RuleListOverflow, RuleListOverflowError } from './rule-list-overflow-error';
-import { canonicalSpiffeId, selectorKey, selectorMatches } from './spiffe-selector';
+import { canonicalSpiffeId, selectorMatches } from './spiffe-selector';
 import { EgressRule, Policy, PolicySet, RuleAction, RuleProtocol, SpiffeSelector } from './types';
 
-/** A SPIFFE ID the agent knows, with the small integer the kernel maps use for it. */
+/** A known SPIFFE ID and the identity id that the kernel maps use for it. */
 export interface KnownIdentity {
   id: number;
   spiffeId: string;
@@ -24,7 +24,8 @@ export interface KnownIdentity {
 const KERNEL_ACTIONS: Record<RuleAction, KernelAction> = { Allow: 1, Audit: 2, Block: 3 };
 const KERNEL_PROTOCOLS: Record<RuleProtocol, KernelProtocol> = { Any: 0, TCP: 6, UDP: 17 };
 const MAX_IDENTITY_ID = 0xffffffff;
-const EVERY_ADDRESS = Buffer.alloc(16);
+const EVERY_ADDRESS = Buffer.alloc(ADDRESS_BYTES);
+const NO_IDS: readonly number[] = [];
 
 /** A policy rule with its index in the rule table and its kernel entries. */
 interface IndexedRule {
@@ -43,11 +44,27 @@ interface PrefixRules {
   merged: number[];
 }
 
-/** Kernel lists shared by subjects that the same policies apply to. */
-interface GroupLists {
+/** Facts about the whole set that compiling a group of policies needs. */
+interface CompileContext {
+  rules: readonly RuleRef[];
+  indexedByPolicy: readonly (readonly IndexedRule[])[];
+  /** Every rule, indexed by rule index. */
+  indexedRules: readonly IndexedRule[];
+  resolver: SelectorResolver;
+  spiffeIdOf: ReadonlyMap<number, string>;
+}
+
+/** An overflow before the subject is filled in, found once for a whole group. */
+type GroupOverflow = Omit<RuleListOverflow, 'subject' | 'subjectSpiffeId'>;
+
+/** Kernel lists shared by every subject that the same policies apply to. */
+interface CompiledGroup {
   settings: SubjectSettings;
-  peerLists: Map<number, number[]>;
-  prefixes: PrefixRules[];
+  /** Sorted by peer id. Lists that overflow are left out and reported in `overflows`. */
+  peerLists: { peer: number; rules: KernelRule[] }[];
+  /** Sorted by address, then prefix length. Overflowing lists are left out as well. */
+  prefixLists: { addr: Buffer; prefixLen: number; rules: KernelRule[] }[];
+  overflows: GroupOverflow[];
 }
 
 /**
@@ -57,12 +74,14 @@ interface GroupLists {
  * but their Allow rules still set `hasEgressAllow` for the subject.
  *
  * Posture: each policy contributes its `egressPosture` (Block when the file gives none), and a
- * subject gets Audit only when every policy that applies to it says Audit.
+ * subject gets Audit only when every policy that applies to it sets Audit.
  *
  * Tie-break contract: lists are sorted by ruleIndex, and the rule table is in (policy, rule)
  * order. The kernel must report the matching rule with the strongest action and, among those,
  * the lowest ruleIndex across the peer list and the CIDR list, to name the rule that
  * `decideConnect` names.
+ * NOTE: `scan_rules` in bpf/connect.bpf.c keeps the first match in scan order (peer list, then
+ * CIDR list), so on a tie it can name another rule of the same action than `decideConnect`.
  *
  * Throws `RuleListOverflowError` listing every key whose list would exceed `RULES_PER_KEY`
  * entries, and `Error` for invalid or duplicate identities.
@@ -76,7 +95,14 @@ export function compilePolicySet(
   const resolver = new SelectorResolver(known);
   const { rules, indexedByPolicy } = buildRuleTable(set.policies);
 
-  // Subjects that the same policies apply to get the same lists, so compute them once.
+  const context: CompileContext = {
+    rules,
+    indexedByPolicy,
+    indexedRules: indexedByPolicy.flat(),
+    resolver,
+    spiffeIdOf,
+  };
+
   const policiesBySubject = new Map<number, number[]>();
   set.policies.forEach((policy, policyIndex) => {
     for (const subject of resolver.resolve(policy.subject)) {
@@ -85,93 +111,67 @@ export function compilePolicySet(
       policiesBySubject.set(subject, policyIndexes);
     }
   });
-  const subjectsByGroup = new Map<string, number[]>();
-  for (const subject of [...policiesBySubject.keys()].sort((a, b) => a - b)) {
-    const groupKey = policiesBySubject.get(subject)!.join(',');
-    const subjects = subjectsByGroup.get(groupKey) ?? [];
-    subjects.push(subject);
-    subjectsByGroup.set(groupKey, subjects);
-  }
 
-  const entriesOf = (indexes: readonly number[]): KernelRule[] =>
-    indexes.flatMap((index) => indexedRules[index].entries);
-  const indexedRules = indexedByPolicy.flat();
-  const subjects = new Map<number, SubjectSettings>();
-  const peerRules: PeerRuleEntry[] = [];
-  const cidrRules: CidrRuleEntry[] = [];
+  // Subjects that the same policies apply to get the same lists, so each distinct list of
+  // policies is compiled once.
+  const groups = new Map<string, CompiledGroup>();
+  const subjectGroups: [number, CompiledGroup][] = [];
+  const groupUses = new Map<CompiledGroup, number>();
   const overflows: RuleListOverflow[] = [];
-
-  for (const [groupKey, groupSubjects] of subjectsByGroup) {
-    const policyIndexes = groupKey.split(',').map(Number);
-    const group = buildGroupLists(
-      policyIndexes.map((index) => set.policies[index]),
-      policyIndexes.map((index) => indexedByPolicy[index]),
-      resolver,
-    );
-
-    // Check each list once for the group, then name every subject of the group in the error.
-    const listTooLong = (indexes: readonly number[], key: string): boolean => {
-      const entryCount = indexes.reduce(
-        (sum, index) => sum + indexedRules[index].entries.length,
-        0,
-      );
-      if (entryCount <= RULES_PER_KEY) return false;
-      for (const subject of groupSubjects) {
-        overflows.push({
-          subject,
-          subjectSpiffeId: spiffeIdOf.get(subject)!,
-          key,
-          entryCount,
-          limit: RULES_PER_KEY,
-          rules: indexes.map((index) => rules[index]),
-        });
-      }
-      return true;
-    };
-    const peers = [...group.peerLists.keys()].sort((a, b) => a - b);
-    const peerOk = peers.filter((peer) => {
-      const key = `peer ${spiffeIdOf.get(peer)} (id ${peer})`;
-      return !listTooLong(group.peerLists.get(peer)!, key);
-    });
-    const prefixesOk = group.prefixes.filter(
-      (prefix) =>
-        !listTooLong(prefix.merged, `CIDR ${formatPrefix(prefix.addr, prefix.prefixLen)}`),
-    );
-
-    for (const subject of groupSubjects) {
-      subjects.set(subject, { ...group.settings });
-      for (const peer of peerOk) {
-        peerRules.push({ subject, peer, rules: entriesOf(group.peerLists.get(peer)!) });
-      }
-      for (const prefix of prefixesOk) {
-        cidrRules.push({
-          subject,
-          prefixLen: prefix.prefixLen,
-          addr: Buffer.from(prefix.addr),
-          rules: entriesOf(prefix.merged),
-        });
-      }
+  for (const subject of [...policiesBySubject.keys()].sort((a, b) => a - b)) {
+    const policyIndexes = policiesBySubject.get(subject)!;
+    const groupKey = policyIndexes.join(',');
+    let group = groups.get(groupKey);
+    if (!group) {
+      group = compileGroup(policyIndexes, set.policies, context);
+      groups.set(groupKey, group);
+    }
+    subjectGroups.push([subject, group]);
+    groupUses.set(group, (groupUses.get(group) ?? 0) + 1);
+    for (const overflow of group.overflows) {
+      overflows.push({ subject, subjectSpiffeId: spiffeIdOf.get(subject)!, ...overflow });
     }
   }
-  if (overflows.length > 0) {
-    overflows.sort((a, b) => a.subject - b.subject);
-    throw new RuleListOverflowError(overflows);
-  }
+  if (overflows.length > 0) throw new RuleListOverflowError(overflows);
+  return emitRuleSet(subjectGroups, groupUses, rules);
+}
 
-  return {
-    subjects: new Map([...subjects].sort((a, b) => a[0] - b[0])),
-    peerRules: new Map(
-      peerRules
-        .sort((a, b) => a.subject - b.subject || a.peer - b.peer)
-        .map((entry) => [`${entry.subject}:${entry.peer}`, entry]),
-    ),
-    // Groups are visited in the order of their first subject, so sort again by subject.
-    cidrRules: cidrRules.sort(
-      (a, b) =>
-        a.subject - b.subject || Buffer.compare(a.addr, b.addr) || a.prefixLen - b.prefixLen,
-    ),
-    rules,
-  };
+/**
+ * Writes every subject's entries in key order. A group used by one subject hands over its
+ * lists, and a shared group's lists are copied, so no two entries share an array.
+ */
+function emitRuleSet(
+  subjectGroups: readonly [number, CompiledGroup][],
+  groupUses: ReadonlyMap<CompiledGroup, number>,
+  rules: RuleRef[],
+): CompiledRuleSet {
+  const subjects = new Map<number, SubjectSettings>();
+  const peerRules = new Map<string, PeerRuleEntry>();
+  const cidrRules: CidrRuleEntry[] = [];
+
+  // One buffer stores the addresses of all CIDR entries, which saves an allocation per entry.
+  let cidrCount = 0;
+  for (const [, group] of subjectGroups) cidrCount += group.prefixLists.length;
+  const addrPool = Buffer.alloc(cidrCount * ADDRESS_BYTES);
+
+  for (const [subject, group] of subjectGroups) {
+    const shared = groupUses.get(group)! > 1;
+    subjects.set(subject, { ...group.settings });
+    for (const { peer, rules: list } of group.peerLists) {
+      peerRules.set(`${subject}:${peer}`, { subject, peer, rules: shared ? list.slice() : list });
+    }
+    for (const { addr, prefixLen, rules: list } of group.prefixLists) {
+      const offset = cidrRules.length * ADDRESS_BYTES;
+      addr.copy(addrPool, offset);
+      cidrRules.push({
+        subject,
+        prefixLen,
+        addr: addrPool.subarray(offset, offset + ADDRESS_BYTES),
+        rules: shared ? list.slice() : list,
+      });
+    }
+  }
+  return { subjects, peerRules, cidrRules, rules };
 }
 
 /** Validates the identities and returns them with canonical SPIFFE IDs, sorted by id. */
@@ -212,29 +212,26 @@ function checkIdentities(identities: ReadonlyArray<KnownIdentity>): KnownIdentit
   return [...byId].sort((a, b) => a[0] - b[0]).map(([id, spiffeId]) => ({ id, spiffeId }));
 }
 
-/** Resolves SPIFFE ID selectors to the ids of known identities, caching each selector. */
+/** Resolves SPIFFE ID selectors to the ids of known identities, caching each prefix. */
 class SelectorResolver {
-  private readonly idBySpiffeId: Map<string, number>;
-  private readonly cache = new Map<string, readonly number[]>();
+  /** Result for each known SPIFFE ID, a list of its one id. */
+  private readonly byId: Map<string, readonly number[]>;
+  private readonly byPrefix = new Map<string, readonly number[]>();
 
   constructor(private readonly known: readonly KnownIdentity[]) {
-    this.idBySpiffeId = new Map(known.map((identity) => [identity.spiffeId, identity.id]));
+    this.byId = new Map(known.map((identity) => [identity.spiffeId, [identity.id]]));
   }
 
   /** Returns the matching identity ids in ascending order. */
   resolve(selector: SpiffeSelector): readonly number[] {
-    const key = selectorKey(selector);
-    let ids = this.cache.get(key);
-    if (ids) return ids;
-    if (selector.kind === 'spiffeId') {
-      const id = this.idBySpiffeId.get(selector.spiffeId);
-      ids = id === undefined ? [] : [id];
-    } else {
+    if (selector.kind === 'spiffeId') return this.byId.get(selector.spiffeId) ?? NO_IDS;
+    let ids = this.byPrefix.get(selector.spiffeIdPrefix);
+    if (!ids) {
       ids = this.known
         .filter((identity) => selectorMatches(selector, identity.spiffeId))
         .map((identity) => identity.id);
+      this.byPrefix.set(selector.spiffeIdPrefix, ids);
     }
-    this.cache.set(key, ids);
     return ids;
   }
 }
@@ -275,12 +272,16 @@ function kernelEntries(rule: EgressRule, ruleIndex: number): readonly KernelRule
   );
 }
 
-/** Builds the settings, peer lists and merged CIDR lists for the policies of one group. */
-function buildGroupLists(
-  policies: readonly Policy[],
-  rulesByPolicy: readonly (readonly IndexedRule[])[],
-  resolver: SelectorResolver,
-): GroupLists {
+/**
+ * Builds the settings, peer lists and ancestor-merged CIDR lists for the subjects that exactly
+ * the policies at `policyIndexes` apply to, and checks every list against `RULES_PER_KEY`.
+ */
+function compileGroup(
+  policyIndexes: readonly number[],
+  allPolicies: readonly Policy[],
+  context: CompileContext,
+): CompiledGroup {
+  const policies = policyIndexes.map((index) => allPolicies[index]);
   const settings: SubjectSettings = {
     hasEgressAllow: policies.some((policy) =>
       policy.egress.some((rule) => rule.action === 'Allow'),
@@ -289,7 +290,7 @@ function buildGroupLists(
   };
 
   // Policies and their rules are visited in rule-table order, so every list stays sorted.
-  const peerLists = new Map<number, number[]>();
+  const peerEntries = new Map<number, KernelRule[]>();
   const prefixesByKey = new Map<string, PrefixRules>();
   const addPrefix = (addr: Buffer, prefixLen: number, index: number): void => {
     const key = `${addr.toString('hex')}/${prefixLen}`;
@@ -301,24 +302,50 @@ function buildGroupLists(
     // A rule that lists one prefix twice is stored once.
     if (prefix.own[prefix.own.length - 1] !== index) prefix.own.push(index);
   };
-  for (const indexedRules of rulesByPolicy) {
-    for (const { index, rule } of indexedRules) {
+  for (const policyIndex of policyIndexes) {
+    for (const { index, rule, entries } of context.indexedByPolicy[policyIndex]) {
       const to = rule.to;
       if (to.kind === 'any') {
         addPrefix(EVERY_ADDRESS, 0, index);
       } else if (to.kind === 'cidrs') {
         for (const cidr of to.cidrs) addPrefix(cidr.addr, cidr.prefixLen, index);
       } else {
-        for (const peer of resolver.resolve(to.peer)) {
-          const list = peerLists.get(peer) ?? [];
-          list.push(index);
-          peerLists.set(peer, list);
+        for (const peer of context.resolver.resolve(to.peer)) {
+          const list = peerEntries.get(peer);
+          if (list) list.push(...entries);
+          else peerEntries.set(peer, [...entries]);
         }
       }
     }
   }
 
-  return { settings, peerLists, prefixes: mergeAncestors([...prefixesByKey.values()]) };
+  const group: CompiledGroup = { settings, peerLists: [], prefixLists: [], overflows: [] };
+  // Returns whether the list fits, and records an overflow when it does not.
+  const fits = (entries: readonly KernelRule[], key: () => string): boolean => {
+    if (entries.length <= RULES_PER_KEY) return true;
+    const indexes = [...new Set(entries.map((entry) => entry.ruleIndex))];
+    group.overflows.push({
+      key: key(),
+      entryCount: entries.length,
+      limit: RULES_PER_KEY,
+      rules: indexes.map((index) => context.rules[index]),
+    });
+    return false;
+  };
+  for (const peer of [...peerEntries.keys()].sort((a, b) => a - b)) {
+    const rules = peerEntries.get(peer)!;
+    const key = () => `peer ${context.spiffeIdOf.get(peer)} (id ${peer})`;
+    if (fits(rules, key)) group.peerLists.push({ peer, rules });
+  }
+  for (const prefix of mergeAncestors([...prefixesByKey.values()])) {
+    const rules: KernelRule[] = [];
+    for (const index of prefix.merged) rules.push(...context.indexedRules[index].entries);
+    const key = () => `CIDR ${formatPrefix(prefix.addr, prefix.prefixLen)}`;
+    if (fits(rules, key)) {
+      group.prefixLists.push({ addr: prefix.addr, prefixLen: prefix.prefixLen, rules });
+    }
+  }
+  return group;
 }
 
 /**

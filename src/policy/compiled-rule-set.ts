@@ -1,6 +1,6 @@
 import { EgressPosture, RuleAction } from './types';
 
-/** Rules one kernel map key can hold (SIGIL_RULES_PER_KEY in bpf/include/sigil.h). */
+/** Maximum rules per kernel map key (SIGIL_RULES_PER_KEY in bpf/include/sigil.h). */
 export const RULES_PER_KEY = 16;
 
 /** Kernel protocol numbers: IPPROTO_TCP, IPPROTO_UDP, or 0 for any. */
@@ -11,7 +11,7 @@ export type KernelAction = 1 | 2 | 3;
 
 /** One `struct sigil_rule`: a port range and protocol, and the action for a match. */
 export interface KernelRule {
-  /** Inclusive port range in host byte order; 0-65535 when the rule gives no ports. */
+  /** Inclusive port range in host byte order, 0-65535 when the rule gives no ports. */
   portLo: number;
   portHi: number;
   protocol: KernelProtocol;
@@ -49,7 +49,7 @@ export interface PeerRuleEntry {
  */
 export interface CidrRuleEntry {
   subject: number;
-  /** Address bits in the IPv6 space, 0..128; the trie key's prefixlen is 32 more. */
+  /** Address bits in the IPv6 space, 0..128. The trie key's prefixlen adds 32 for the subject. */
   prefixLen: number;
   /** Network address, 16 bytes, IPv4 stored IPv4-mapped. */
   addr: Buffer;
@@ -58,7 +58,8 @@ export interface CidrRuleEntry {
 
 /**
  * A policy set compiled for the kernel maps of one rule-set generation. Every rule list is
- * sorted by `ruleIndex` and holds at most `RULES_PER_KEY` entries.
+ * sorted by `ruleIndex` and contains at most `RULES_PER_KEY` entries. KernelRule objects are
+ * frozen and may appear in several lists, but no two entries share a list array.
  */
 export interface CompiledRuleSet {
   /** Keyed by identity id, in ascending id order. */

@@ -2,13 +2,13 @@ import { parseIpAddress, prefixContains } from './cidr';
 import { canonicalSpiffeId, selectorMatches } from './spiffe-selector';
 import { EgressPosture, EgressRule, PolicySet, RuleAction } from './types';
 
-/** A connect() to decide, as the kernel sees it. */
+/** A connect() to decide, described by the values the kernel decides on. */
 export interface ConnectQuery {
   /** SPIFFE ID of the connecting process, or null when it has no identity. */
   subject: string | null;
   /** SPIFFE ID of the local listener's owner, or null when the destination is not one. */
   peer: string | null;
-  /** Destination IPv4 or IPv6 address; `::ffff:a.b.c.d` is the same as `a.b.c.d`. */
+  /** Destination IPv4 or IPv6 address. `::ffff:a.b.c.d` is the same as `a.b.c.d`. */
   address: string;
   /** Destination port, 0-65535. */
   port: number;
@@ -17,7 +17,7 @@ export interface ConnectQuery {
 
 /** Outcome of a connect(), with the same meaning as the kernel's connect record. */
 export interface Decision {
-  /** Action that applied; None when no rule matched and no posture applied. */
+  /** Action that applied, or None when no rule matched and no posture applied. */
   action: RuleAction | 'None';
   reason: 'rule' | 'posture' | 'no-policy';
   /** True when connect() fails with EPERM, which is exactly when the action is Block. */
@@ -39,7 +39,7 @@ export interface RuleMatch {
 /** A decision with the facts behind it. */
 export interface ConnectExplanation {
   decision: Decision;
-  /** Every matching rule in (policy, rule) order; the decision names the first strongest. */
+  /** Every matching rule in (policy, rule) order. The decision names the first strongest. */
   matches: RuleMatch[];
   /** Names of the policies whose subject selects the query's subject, in set order. */
   policies: string[];
@@ -55,7 +55,7 @@ const ACTION_STRENGTH: Record<RuleAction, number> = { Allow: 1, Audit: 2, Block:
  * check what the kernel does. Every rule of every policy that selects the subject is tested.
  * The strongest action wins (Block > Audit > Allow), and a tie goes to the first rule in
  * (policy set order, rule order). With no match, a subject with Allow rules gets its posture
- * (Block when any of its policies says Block), and any other connect is allowed with action
+ * (Block when any of its policies sets Block), and any other connect is allowed with action
  * None. Throws `Error` when the query has an invalid SPIFFE ID, address, port or protocol.
  */
 export function decideConnect(set: PolicySet, query: ConnectQuery): Decision {

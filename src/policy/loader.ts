@@ -45,7 +45,7 @@ export function loadPolicyFiles(files: string[]): PolicySet {
   return { policies, files: expanded };
 }
 
-/** Replaces each directory with its policy files; records unreadable paths as issues. */
+/** Replaces each directory with its policy files and records unreadable paths as issues. */
 function expandPolicyFiles(paths: readonly string[], issues: ConfigIssue[]): string[] {
   const files: string[] = [];
   for (const path of paths) {
@@ -69,8 +69,8 @@ function expandPolicyFiles(paths: readonly string[], issues: ConfigIssue[]): str
       issues.push(fileIssue(path, `cannot list the directory: ${(error as Error).message}`));
       continue;
     }
-    // Plain code-unit order, so the result does not depend on the locale.
-    entries.sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    // The default sort compares UTF-16 code units, so the order does not depend on the locale.
+    entries.sort();
     files.push(...entries.map((name) => join(path, name)));
   }
   return files;

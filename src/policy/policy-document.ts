@@ -53,7 +53,7 @@ export function formatPosition(position: SourcePosition): string {
   return `${position.file}:${position.line}:${position.column}`;
 }
 
-/** What one document yields: the policy when it is valid, and its name whenever it was read. */
+/** Result of reading one document: the policy when it is valid, and its name when that is. */
 export interface PolicyDocumentResult {
   policy?: Policy;
   name?: NamedAt;
@@ -311,7 +311,10 @@ function readEgress(reader: YamlFieldReader, field: YamlField): EgressRule[] | u
   return valid ? rules.map((read) => read.rule) : undefined;
 }
 
-/** Reads one egress rule; `rule` is absent when it has errors, `name` when the name does. */
+/**
+ * Reads one egress rule. The result has no `rule` when the rule has errors, and no `name` when
+ * the name is invalid.
+ */
 function readRule(
   reader: YamlFieldReader,
   node: Node | null,

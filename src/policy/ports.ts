@@ -3,7 +3,7 @@ import { PortRange } from './types';
 export const MIN_PORT = 1;
 export const MAX_PORT = 65535;
 
-/** Result of parsing one entry of a rule's `ports` list; on failure a reason and a fix. */
+/** Result of parsing one entry of a rule's `ports` list, with a reason and a fix on failure. */
 export type PortParseResult =
   { ok: true; range: PortRange } | { ok: false; reason: string; hint: string };
 

@@ -6,14 +6,14 @@ export interface RuleListOverflow {
   subjectSpiffeId: string;
   /** The key, such as `peer spiffe://example.org/api (id 4)` or `CIDR 10.0.0.0/8`. */
   key: string;
-  /** Kernel rule entries the list would need; each port range of a rule takes one. */
+  /** Kernel rule entries the list would need. Each port range of a rule takes one. */
   entryCount: number;
   limit: number;
   /** Policy rules that contribute to the list, in rule-table order. */
   rules: RuleRef[];
 }
 
-/** Maximum overflows spelled out in the message; `overflows` always has all of them. */
+/** Maximum overflows spelled out in the message. The `overflows` field has all of them. */
 const MESSAGE_OVERFLOW_LIMIT = 20;
 
 /** Error thrown when one or more kernel rule lists would exceed their fixed capacity. */

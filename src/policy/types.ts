@@ -4,17 +4,17 @@ import { SourcePosition } from '../util/config-error';
 export const POLICY_API_VERSION = 'sigil.dev/v1alpha1';
 export const POLICY_KIND = 'IdentityPolicy';
 
-/** What a matching egress rule does with a connect(). */
+/** Action of a matching egress rule on a connect(). */
 export type RuleAction = 'Allow' | 'Audit' | 'Block';
 
 /** Action for egress that no rule matches, used only when the subject has Allow rules. */
 export type EgressPosture = 'Block' | 'Audit';
 
-/** Transport protocol of an egress rule; `Any` matches TCP and UDP. */
+/** Transport protocol of an egress rule. `Any` matches TCP and UDP. */
 export type RuleProtocol = 'TCP' | 'UDP' | 'Any';
 
 /**
- * Workload identities a policy applies to or a rule points at. Both forms hold the canonical
+ * Workload identities a policy applies to or a rule points at. Both forms contain the canonical
  * text returned by the SPIFFE ID parser. A prefix matches on a path segment boundary, and a
  * prefix of only a trust domain matches every ID in that trust domain.
  */

@@ -8,7 +8,7 @@ export type FieldPath = (string | number)[];
 /** One `key: value` entry of a YAML map, with the path of its value. */
 export interface YamlField {
   key: Scalar;
-  /** The value node, with aliases resolved; null when the entry has no value node at all. */
+  /** The value node with aliases resolved, or null when the entry has no value node at all. */
   value: Node | null;
   path: FieldPath;
 }

@@ -64,9 +64,16 @@ export class AgentProcess {
     return waitFor(what, () => this.events.find(match), timeoutMs);
   }
 
-  /** Waits until the agent reports the exec of pid with a SPIFFE ID, and returns that ID. */
-  async identityOf(pid: number): Promise<string> {
-    const event = await this.waitForEvent(`exec event of pid ${pid}`, (e) => e.type === 'exec' && e.process?.pid === pid);
+  /**
+   * Waits until the agent reports that pid executed executable, and returns
+   * the SPIFFE ID it attested (empty for none). Earlier execs of the same pid,
+   * such as the shell that moved itself into a cgroup, are passed over.
+   */
+  async identityOf(pid: number, executable: string = process.execPath): Promise<string> {
+    const event = await this.waitForEvent(
+      `exec of ${executable} by pid ${pid}`,
+      (e) => e.type === 'exec' && e.process?.pid === pid && e.process.executable === executable,
+    );
     return event.subject?.spiffeId ?? '';
   }
 

@@ -44,6 +44,12 @@ export function spawnInCgroup(cgroupPath: string, argv: string[], options: Spawn
   return new Workload(child);
 }
 
+/** Runs argv directly, for workloads identified by uid rather than by cgroup. */
+export function spawnWorkload(argv: string[], options: SpawnOptions = {}): Workload {
+  const child = spawn(argv[0], argv.slice(1), { stdio: ['pipe', 'pipe', 'inherit'], ...options });
+  return new Workload(child);
+}
+
 export function listenerArgv(port: number, host = '127.0.0.1'): string[] {
   return [process.execPath, WORKLOAD, 'listen', host, String(port)];
 }

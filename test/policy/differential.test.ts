@@ -171,7 +171,8 @@ function checkListInvariants(compiled: CompiledRuleSet): string[] {
   for (const rules of lists) {
     if (rules.length > RULES_PER_KEY) problems.push(`list of ${rules.length} rules`);
     for (let i = 1; i < rules.length; i++) {
-      if (rules[i - 1].ruleIndex > rules[i].ruleIndex) problems.push('list not sorted by ruleIndex');
+      if (rules[i - 1].ruleIndex > rules[i].ruleIndex)
+        problems.push('list not sorted by ruleIndex');
     }
     for (const rule of rules) {
       if (!compiled.rules[rule.ruleIndex]) problems.push(`ruleIndex ${rule.ruleIndex} unknown`);

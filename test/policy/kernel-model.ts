@@ -38,7 +38,13 @@ export class KernelModel {
   }
 
   /** Decides a connect; subject and peer are identity ids, 0 when unknown. */
-  decide(subject: number, peer: number, addr: Buffer, port: number, protocol: 6 | 17): KernelVerdict {
+  decide(
+    subject: number,
+    peer: number,
+    addr: Buffer,
+    port: number,
+    protocol: 6 | 17,
+  ): KernelVerdict {
     const verdict: KernelVerdict = { action: 0, reason: 0, ruleIndex: 0 };
     const settings = this.compiled.subjects.get(subject);
     if (!settings) return verdict;
@@ -67,7 +73,12 @@ export class KernelModel {
     return longest;
   }
 
-  private scan(rules: readonly KernelRule[], port: number, protocol: number, verdict: KernelVerdict) {
+  private scan(
+    rules: readonly KernelRule[],
+    port: number,
+    protocol: number,
+    verdict: KernelVerdict,
+  ) {
     for (const rule of rules) {
       if (rule.protocol !== 0 && rule.protocol !== protocol) continue;
       if (port < rule.portLo || port > rule.portHi) continue;
