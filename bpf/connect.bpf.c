@@ -2,8 +2,8 @@
 /*
  * Identity-keyed egress enforcement with cgroup sock_addr programs.
  * connect4/connect6 decide every connect() in the cgroup subtree they are
- * attached to; post_bind4/post_bind6 record which process owns each bound
- * socket, so a local listener's identity is known to its clients.
+ * attached to. post_bind4/post_bind6 record which process owns each bound
+ * socket, so the clients of a local listener know its identity.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -82,7 +82,7 @@ struct {
 	__type(value, struct sigil_socket_owner);
 } sigil_socket_owners SEC(".maps");
 
-/* What the rule maps decided for one connect. */
+/* Verdict of the rule maps for one connect. */
 struct sigil_verdict {
 	__u32 rule_index;
 	__u8 action;

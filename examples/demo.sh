@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs the agent on the bundled examples and shows a connection blocked by
-# SPIFFE ID: three workloads in their own cgroups get their identities from
-# registration.yaml; web may reach api on port 18080, and its connect to db
-# on port 15432 is denied with EPERM by the cgroup connect4 program.
+# SPIFFE ID. Three workloads in their own cgroups get their identities from
+# registration.yaml. The web workload may reach api on port 18080, and the
+# cgroup connect4 program denies its connect to db on port 15432 with EPERM.
 # Needs root. Cleans up its cgroups and processes on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -330,7 +330,7 @@ export class Agent {
     });
   }
 
-  /** The kernel identity of a process, for tests and status output. */
+  /** Returns the SPIFFE ID the kernel map holds for a process, or null. */
   identityOf(pid: number): string | null {
     const entry = this.datapath?.getIdentity(pid);
     return entry ? this.registry.spiffeIdOf(entry.id) : null;

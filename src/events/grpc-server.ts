@@ -16,10 +16,10 @@ interface WatchRequest {
 }
 
 /**
- * One Watch stream. Events go straight to the stream while it accepts them;
- * once grpc-js reports a full buffer they wait in a bounded queue, and past
- * that they are dropped and counted. The count reaches the client as a loss
- * event before the next event it receives.
+ * One Watch stream. Events go straight to the stream while it accepts them.
+ * When grpc-js reports a full buffer, events wait in a bounded queue, and
+ * events past that queue are dropped and counted. The count reaches the
+ * client as a loss event before the next event it receives.
  */
 class StreamSink implements EventSink {
   private readonly queue: AuditEvent[] = [];
@@ -110,6 +110,8 @@ export class AuditServer {
       return;
     }
     const unsubscribe = this.hub.subscribe(new StreamSink(filter, call, this.hub, this.maxClientQueue));
+    // Headers now, so a client knows its subscription is live before the first event.
+    call.sendMetadata(new grpc.Metadata());
     call.on('cancelled', unsubscribe);
     call.on('close', unsubscribe);
     call.on('error', unsubscribe);

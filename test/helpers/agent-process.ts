@@ -55,8 +55,8 @@ export class AgentProcess {
     }, 30_000);
     this.stream = watchEvents({ socketPath: this.socketPath }, (event) => this.events.push(event));
     this.stream.on('error', () => undefined);
-    // The stream is live once the server has seen the call; an agent event proves nothing here,
-    // so wait until the client reports the stream's metadata.
+    // The server sends headers once it has subscribed the stream, so their arrival means no
+    // later event can be missed.
     await new Promise<void>((resolve) => this.stream?.once('metadata', () => resolve()));
   }
 

@@ -1,0 +1,98 @@
+import { describe, expect, it } from 'vitest';
+import {
+  decodeBatch,
+  encodeAddress,
+  encodeCidrKey,
+  encodeRuleList,
+  formatAddress,
+} from '../../src/kernel/codec';
+import { connectRecordLayout, KernelAction, RecordType, SIGIL_RULES_PER_KEY } from '../../src/kernel/layout';
+
+describe('address codec', () => {
+  it.each([
+    ['127.0.0.1', '00000000000000000000ffff7f000001'],
+    ['10.1.2.3', '00000000000000000000ffff0a010203'],
+    ['::1', '00000000000000000000000000000001'],
+    ['2001:db8::8:1', '20010db8000000000000000000080001'],
+    ['::', '00000000000000000000000000000000'],
+    ['fe80::1:2:3:4', 'fe800000000000000001000200030004'],
+  ])('encodes %s', (text, hex) => {
+    expect(encodeAddress(text).toString('hex')).toBe(hex);
+  });
+
+  it.each([
+    ['00000000000000000000ffff7f000001', '127.0.0.1'],
+    ['00000000000000000000000000000001', '::1'],
+    ['20010db8000000000000000000080001', '2001:db8::8:1'],
+    ['20010db8000100000000000000000001', '2001:db8:1::1'],
+    ['00000000000000000000000000000000', '::'],
+    ['20010db8000000010000000000000001', '2001:db8:0:1::1'],
+  ])('formats %s as %s', (hex, text) => {
+    expect(formatAddress(Buffer.from(hex, 'hex'))).toBe(text);
+  });
+
+  it.each(['1.2.3', 'not-an-address', '1.2.3.256', ''])('rejects %j', (text) => {
+    expect(() => encodeAddress(text)).toThrow(/invalid IP address/);
+  });
+});
+
+describe('map key and value encoders', () => {
+  it('puts the subject big-endian in front of the address in a CIDR key', () => {
+    const key = encodeCidrKey(0x01020304, 104, encodeAddress('10.0.0.0'));
+    expect(key.readUInt32LE(0)).toBe(32 + 104);
+    expect(key.subarray(4, 8).toString('hex')).toBe('01020304');
+    expect(key.subarray(8).toString('hex')).toBe('00000000000000000000ffff0a000000');
+  });
+
+  it('rejects a rule list longer than the kernel holds', () => {
+    const rule = { portLo: 1, portHi: 2, protocol: 6, action: KernelAction.Allow, ruleIndex: 0 };
+    expect(() => encodeRuleList(Array(SIGIL_RULES_PER_KEY + 1).fill(rule))).toThrow(/at most 16/);
+  });
+});
+
+function frame(record: Buffer): Buffer {
+  const header = Buffer.alloc(8);
+  header.writeUInt32LE(record.length, 0);
+  const padded = Buffer.alloc(Math.ceil(record.length / 8) * 8);
+  record.copy(padded);
+  return Buffer.concat([header, padded]);
+}
+
+function connectRecord(port: number): Buffer {
+  const record = Buffer.alloc(connectRecordLayout.size);
+  record.writeUInt32LE(RecordType.Connect, 0);
+  record.writeUInt32LE(connectRecordLayout.size, 4);
+  record.writeUInt16LE(2, connectRecordLayout.offsetOf('family'));
+  record.writeUInt16LE(port, connectRecordLayout.offsetOf('port'));
+  encodeAddress('127.0.0.1').copy(record, connectRecordLayout.offsetOf('addr'));
+  return record;
+}
+
+describe('batch decoder', () => {
+  it('decodes framed records in order', () => {
+    const records = decodeBatch(Buffer.concat([frame(connectRecord(80)), frame(connectRecord(443))]));
+    expect(records.map((r) => (r.type === 'connect' ? r.port : r.type))).toEqual([80, 443]);
+  });
+
+  it('reports a record of unknown type and goes on', () => {
+    const unknown = Buffer.alloc(16);
+    unknown.writeUInt32LE(99, 0);
+    unknown.writeUInt32LE(16, 4);
+    const records = decodeBatch(Buffer.concat([frame(unknown), frame(connectRecord(22))]));
+    expect(records[0]).toEqual({ type: 'malformed', reason: 'unknown record type 99' });
+    expect(records[1].type).toBe('connect');
+  });
+
+  it('reports a record whose size does not match its type', () => {
+    const short = connectRecord(22).subarray(0, 40);
+    const [record] = decodeBatch(frame(Buffer.from(short)));
+    expect(record.type).toBe('malformed');
+  });
+
+  it('stops at a frame that overruns the batch', () => {
+    const batch = frame(connectRecord(22));
+    batch.writeUInt32LE(10_000, 0);
+    const records = decodeBatch(batch);
+    expect(records).toEqual([{ type: 'malformed', reason: 'frame of 10000 bytes overruns the batch' }]);
+  });
+});
