@@ -26,6 +26,7 @@ interface RunOptions {
   node: string;
   logLevel: string;
   cgroup?: string;
+  spireAdminSocket?: string;
 }
 
 async function runAgent(options: RunOptions): Promise<void> {
@@ -36,7 +37,7 @@ async function runAgent(options: RunOptions): Promise<void> {
   const policies = options.policy?.length
     ? options.policy.map((path) => ({ path, example: false }))
     : [chooseDefault(NODE_POLICIES, EXAMPLE_POLICIES)];
-  if (registration.example) log.warn(`${NODE_REGISTRATION} not found; using the bundled example ${registration.path}`);
+  if (registration.example && !options.spireAdminSocket) log.warn(`${NODE_REGISTRATION} not found; using the bundled example ${registration.path}`);
   if (policies.some((p) => p.example)) log.warn(`${NODE_POLICIES} not found; using the bundled examples`);
 
   let agent: Agent;
@@ -48,6 +49,7 @@ async function runAgent(options: RunOptions): Promise<void> {
       watch: options.watch,
       node: options.node,
       cgroupPath: options.cgroup,
+      spireAdminSocket: options.spireAdminSocket,
       logger: log,
     });
   } catch (error) {
@@ -140,6 +142,7 @@ export function buildProgram(): Command {
     .option('-e, --events-log <path>', "where JSON lines of audit events go ('-' is stdout)", '-')
     .option('--no-watch', 'do not reload the registration and policy files when they change')
     .option('--node <name>', 'node name in events', hostname())
+    .option('--spire-admin-socket <path>', 'get identities from SPIRE through this spire-agent admin socket instead of the registration file')
     .option('--cgroup <path>', 'cgroup v2 directory to attach the socket programs to (default: the cgroup2 root)')
     .addOption(new Option('--log-level <level>', 'operational log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
     .action((options: RunOptions) => runAgent(options));

@@ -1,5 +1,4 @@
 import type { Logger } from 'pino';
-import { RegistrationAttestor } from '../identity/attestor';
 import { listPids } from '../identity/process-info';
 import { loadRegistrationFile, Registration } from '../identity/registration';
 import { compilePolicySet } from '../policy/compile';
@@ -7,7 +6,7 @@ import { CompiledRuleSet, RuleRef } from '../policy/compiled-rule-set';
 import { loadPolicyFiles } from '../policy/loader';
 import { PolicySet, SpiffeSelector } from '../policy/types';
 import { matchesSpiffeIdPrefix } from '../identity/spiffe-id';
-import { ConfigError, formatIssue } from '../util/config-error';
+import { ConfigError, ConfigIssue, formatIssue } from '../util/config-error';
 import { decodeBatch, ExecRecord, ConnectRecord, KernelRecord, MalformedRecord } from '../kernel/codec';
 import { Datapath, KernelRuleSet } from '../kernel/datapath';
 import { KernelAction } from '../kernel/layout';
@@ -19,9 +18,18 @@ import { connectEvent, execEvent } from './event-builder';
 import { ProcessCache } from './process-cache';
 import { IdentityRegistry } from './identity-registry';
 import { ConfigWatcher } from './config-watcher';
+import {
+  IdentitySource,
+  RegistrationIdentitySource,
+  SpireAgentIdentitySource,
+} from './identity-source';
+import { SpireUnavailableError } from '../identity/spire';
 
 export interface AgentOptions {
+  /** Registration file of the embedded identity source; ignored when spireAdminSocket is set. */
   registrationFile: string;
+  /** spire-agent admin socket: when set, SPIRE is the identity source. */
+  spireAdminSocket?: string;
   policyFiles: string[];
   /** Unix socket of the gRPC audit service. */
   socketPath: string;
@@ -40,6 +48,8 @@ const NS_PER_CLOCK_TICK = 10_000_000n;
 // Rule tables kept for decoding records of generations that are no longer active.
 const KEPT_GENERATIONS = 8;
 const DROP_POLL_MS = 1000;
+// Processes attested at once while scanning /proc, so SPIRE sees a bounded number of streams.
+const SCAN_CONCURRENCY = 32;
 
 /** Loads the registration file, throwing ConfigError with every issue in it. */
 function loadRegistration(file: string): Registration {
@@ -56,8 +66,10 @@ export class Agent {
   private readonly registry = new IdentityRegistry();
   private readonly processes = new ProcessCache();
   private readonly rulesByGeneration = new Map<number, RuleRef[]>();
-  private registration!: Registration;
-  private attestor!: RegistrationAttestor;
+  private registration: Registration | null = null;
+  private identities!: IdentitySource;
+  /** Processes SPIRE could not attest while it was unavailable, with their start times. */
+  private readonly unattested = new Map<number, bigint | null>();
   private policySet!: PolicySet;
   private datapath: Datapath | null = null;
   private server: AuditServer | null = null;
@@ -90,11 +102,21 @@ export class Agent {
     const { options, log } = this;
 
     // Configuration first: an invalid file stops the agent before it touches the kernel.
-    this.registration = loadRegistration(options.registrationFile);
-    this.policySet = loadPolicyFiles(options.policyFiles);
-    for (const warning of this.registration.warnings) log.warn(formatIssue(warning));
-    this.attestor = new RegistrationAttestor(this.registration);
-    for (const entry of this.registration.entries) this.registry.idFor(entry.spiffeId);
+    // Every error of both kinds of file is reported at once.
+    const issues: ConfigIssue[] = [];
+    try {
+      this.policySet = loadPolicyFiles(options.policyFiles);
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      issues.push(...error.issues);
+    }
+    try {
+      this.identities = this.createIdentitySource();
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      issues.push(...error.issues);
+    }
+    if (issues.length > 0) throw new ConfigError(issues);
 
     for (const mounted of ensureKernelFilesystems()) log.info(`mounted ${mounted}`);
     this.reportEnforcers();
@@ -106,7 +128,7 @@ export class Agent {
 
     // Track fork and exec before reading /proc, so no process falls between the two.
     datapath.attachProcessTracking();
-    this.attestRunningProcesses();
+    await this.attestRunningProcesses();
     const cgroupPath = options.cgroupPath ?? findCgroup2Root();
     datapath.attachSocketPrograms(cgroupPath);
     log.info({ cgroup: cgroupPath }, 'attached connect and bind programs');
@@ -118,10 +140,8 @@ export class Agent {
     this.dropTimer = setInterval(() => this.reportDrops(), DROP_POLL_MS);
     this.dropTimer.unref();
     if (options.watch) {
-      this.watcher = new ConfigWatcher(
-        [options.registrationFile, ...options.policyFiles],
-        (changed) => this.reload(changed),
-      );
+      const files = this.registration ? [options.registrationFile, ...options.policyFiles] : options.policyFiles;
+      this.watcher = new ConfigWatcher(files, (changed) => void this.reload(changed));
     }
     this.hub.publish({
       type: 'agent',
@@ -132,6 +152,78 @@ export class Agent {
       { identities: this.registry.size, rules: this.ruleCount(), generation: datapath.currentGeneration },
       'agent started',
     );
+  }
+
+  /** Creates the identity source: SPIRE when configured, else the registration file. */
+  private createIdentitySource(): IdentitySource {
+    const { options, log } = this;
+    let source: IdentitySource;
+    if (options.spireAdminSocket) {
+      source = new SpireAgentIdentitySource(options.spireAdminSocket);
+      log.info({ adminSocket: options.spireAdminSocket }, 'identity source: SPIRE Delegated Identity API');
+    } else {
+      const registration = loadRegistration(options.registrationFile);
+      for (const warning of registration.warnings) log.warn(formatIssue(warning));
+      for (const entry of registration.entries) this.registry.idFor(entry.spiffeId);
+      this.registration = registration;
+      source = new RegistrationIdentitySource(registration);
+      log.info({ file: options.registrationFile }, 'identity source: registration file');
+    }
+    source.on('change', (pid, spiffeId) => this.handleIdentityChange(pid, spiffeId));
+    source.on('status', (status) => {
+      if (status.state === 'available') {
+        log.info('SPIRE available');
+        this.publishAgentEvent('SPIRE available');
+        void this.attestUnattested();
+        return;
+      }
+      const detail = `attempt ${status.attempt}, next in ${status.retryInMs} ms: ${status.error.message}`;
+      log.warn({ attempt: status.attempt, retryInMs: status.retryInMs, err: status.error }, 'SPIRE unavailable; enforcing with the identities already known');
+      this.publishAgentEvent(`SPIRE unavailable; enforcing with the identities already known (${detail})`);
+    });
+    return source;
+  }
+
+  private publishAgentEvent(message: string): void {
+    this.hub.publish({ type: 'agent', ktimeNs: '0', message });
+  }
+
+  /** Applies an identity change that SPIRE reported for a tracked process. */
+  private handleIdentityChange(pid: number, spiffeId: string | null): void {
+    const id = spiffeId ? this.idForNewOrKnown(spiffeId) : 0;
+    try {
+      this.datapath?.setIdentity(pid, id);
+    } catch (error) {
+      this.log.error({ pid, err: error }, 'write identity to the kernel map failed');
+      return;
+    }
+    this.log.info({ pid, spiffeId }, 'identity changed');
+    this.publishAgentEvent(`identity of pid ${pid} changed to ${spiffeId ?? 'none'}`);
+  }
+
+  /**
+   * Returns the id of a SPIFFE ID. A SPIFFE ID seen for the first time may be
+   * selected by policies, so the rule set is recompiled before the caller
+   * writes the id to the kernel, and the process is never enforced without
+   * its rules.
+   */
+  private idForNewOrKnown(spiffeId: string): number {
+    const known = this.registry.size;
+    const id = this.registry.idFor(spiffeId);
+    if (this.registry.size !== known && this.datapath) {
+      try {
+        this.applyPolicies();
+      } catch (error) {
+        this.log.error({ spiffeId, err: error }, 'recompile rules for a new SPIFFE ID failed');
+      }
+    }
+    return id;
+  }
+
+  private async attestUnattested(): Promise<void> {
+    const pending = [...this.unattested];
+    this.unattested.clear();
+    for (const [pid, startTime] of pending) await this.attestAndWrite(pid, startTime);
   }
 
   private reportEnforcers(): void {
@@ -150,6 +242,8 @@ export class Agent {
   /** Compiles the current policy set against the known identities and swaps it in. */
   private applyPolicies(): void {
     const datapath = this.datapath as Datapath;
+    // SPIFFE IDs a policy names get ids now, so their rules exist before any process has them.
+    for (const id of exactSpiffeIds(this.policySet)) this.registry.idFor(id);
     const compiled = compilePolicySet(this.policySet, this.registry.entries());
     const generation = datapath.applyRuleSet(toKernelRuleSet(compiled));
     this.rulesByGeneration.set(generation, compiled.rules);
@@ -157,31 +251,36 @@ export class Agent {
   }
 
   /** Attests every running process and writes its identity; two passes catch forks during the first. */
-  private attestRunningProcesses(): void {
-    const seen = new Set<number>();
+  private async attestRunningProcesses(): Promise<void> {
+    const seen = new Set<number>([process.pid]);
     for (let pass = 0; pass < 2; pass++) {
-      for (const pid of listPids()) {
-        if (seen.has(pid) || pid === process.pid) continue;
-        seen.add(pid);
-        this.attestAndWrite(pid, null);
+      const pids = listPids().filter((pid) => !seen.has(pid));
+      for (const pid of pids) seen.add(pid);
+      for (let i = 0; i < pids.length; i += SCAN_CONCURRENCY) {
+        await Promise.all(pids.slice(i, i + SCAN_CONCURRENCY).map((pid) => this.attestAndWrite(pid, null)));
       }
     }
   }
 
-  /** Attests one process and writes its identity id (0 when no entry matches). */
-  private attestAndWrite(pid: number, expectedStartTime: bigint | null): string | null | undefined {
+  /**
+   * Attests one process and writes its identity id (0 when no entry matches).
+   * Returns the SPIFFE ID, or undefined when the process could not be attested
+   * (gone, replaced, a kernel thread, or SPIRE unavailable); the process then
+   * keeps the identity it has in the kernel.
+   */
+  private async attestAndWrite(pid: number, expectedStartTime: bigint | null): Promise<string | null | undefined> {
     let result;
     try {
-      result = this.attestor.attest(pid, expectedStartTime === null ? {} : { expectedStartTime });
+      result = await this.identities.attest(pid, expectedStartTime);
     } catch (error) {
-      // Such as EACCES on /proc/1/exe inside a sandbox: the process keeps its kernel identity.
-      this.log.debug({ pid, err: error }, 'attest process failed');
+      if (error instanceof SpireUnavailableError) this.unattested.set(pid, expectedStartTime);
+      // Such as EACCES on /proc/1/exe inside a sandbox.
+      else this.log.debug({ pid, err: error }, 'attest process failed');
       return undefined;
     }
-    // Gone, reused or a kernel thread: nothing to write.
-    if (!result || result.info.exePath === null) return undefined;
-    const id = result.spiffeId ? this.registry.idFor(result.spiffeId) : 0;
-    this.processes.remember(pid, result.info.exePath, result.info.startTimeTicks);
+    if (!result || result.executable === null) return undefined;
+    const id = result.spiffeId ? this.idForNewOrKnown(result.spiffeId) : 0;
+    this.processes.remember(pid, result.executable, result.startTimeTicks);
     try {
       this.datapath?.setIdentity(pid, id);
     } catch (error) {
@@ -203,9 +302,14 @@ export class Agent {
   private handleRecord(record: KernelRecord | MalformedRecord): void {
     switch (record.type) {
       case 'exec':
-        return this.handleExec(record);
+        this.handleExec(record).catch((error) =>
+          this.log.error({ err: error, pid: record.tgid }, 'handle exec record failed'),
+        );
+        return;
       case 'exit':
         this.processes.forget(record.tgid);
+        this.identities.forget(record.tgid);
+        this.unattested.delete(record.tgid);
         return;
       case 'connect':
         return this.handleConnect(record);
@@ -222,9 +326,9 @@ export class Agent {
     }
   }
 
-  private handleExec(record: ExecRecord): void {
+  private async handleExec(record: ExecRecord): Promise<void> {
     const startTicks = record.startBoottimeNs / NS_PER_CLOCK_TICK;
-    const spiffeId = this.attestAndWrite(record.tgid, startTicks);
+    const spiffeId = await this.attestAndWrite(record.tgid, startTicks);
     // The process exited before it could be read: it keeps no identity to report.
     if (spiffeId === undefined) this.processes.remember(record.tgid, record.filename, startTicks);
     const executable = this.processes.executable(record.tgid) ?? record.filename;
@@ -284,8 +388,8 @@ export class Agent {
    * Reloads changed files. A file with errors is rejected with every issue in
    * the log, and the last good registration and policies keep enforcing.
    */
-  reload(changed: string[]): void {
-    const registrationChanged = changed.includes(this.options.registrationFile);
+  async reload(changed: string[]): Promise<void> {
+    const registrationChanged = this.registration !== null && changed.includes(this.options.registrationFile);
     let registration = this.registration;
     let policySet = this.policySet;
     try {
@@ -296,12 +400,11 @@ export class Agent {
       return;
     }
 
-    const previous = { registration: this.registration, attestor: this.attestor, policySet: this.policySet };
+    const previous = { registration: this.registration, policySet: this.policySet };
     try {
       this.registration = registration;
       this.policySet = policySet;
-      if (registrationChanged) {
-        this.attestor = new RegistrationAttestor(registration);
+      if (registrationChanged && registration) {
         for (const entry of registration.entries) this.registry.idFor(entry.spiffeId);
       }
       this.applyPolicies();
@@ -310,14 +413,13 @@ export class Agent {
       this.rejectReload(error);
       return;
     }
-    if (registrationChanged) this.attestRunningProcesses();
+    if (registrationChanged && registration && this.identities instanceof RegistrationIdentitySource) {
+      this.identities.setRegistration(registration);
+      await this.attestRunningProcesses();
+    }
     const generation = this.datapath?.currentGeneration;
     this.log.info({ files: changed, generation, rules: this.ruleCount() }, 'configuration reloaded');
-    this.hub.publish({
-      type: 'agent',
-      ktimeNs: '0',
-      message: `configuration reloaded: generation ${generation}, ${this.ruleCount()} rules`,
-    });
+    this.publishAgentEvent(`configuration reloaded: generation ${generation}, ${this.ruleCount()} rules`);
   }
 
   private rejectReload(error: unknown): void {
@@ -340,6 +442,7 @@ export class Agent {
   async stop(): Promise<void> {
     this.watcher?.close();
     this.watcher = null;
+    this.identities?.close();
     if (this.dropTimer) clearInterval(this.dropTimer);
     this.dropTimer = null;
     await this.server?.stop();
@@ -352,6 +455,18 @@ export class Agent {
 function policySelects(subject: SpiffeSelector, spiffeId: string): boolean {
   if (subject.kind === 'spiffeId') return subject.spiffeId === spiffeId;
   return matchesSpiffeIdPrefix(spiffeId, subject.spiffeIdPrefix);
+}
+
+/** Returns every exact SPIFFE ID the policies name as subject or peer. */
+function exactSpiffeIds(set: PolicySet): string[] {
+  const ids: string[] = [];
+  for (const policy of set.policies) {
+    if (policy.subject.kind === 'spiffeId') ids.push(policy.subject.spiffeId);
+    for (const rule of policy.egress) {
+      if (rule.to.kind === 'peer' && rule.to.peer.kind === 'spiffeId') ids.push(rule.to.peer.spiffeId);
+    }
+  }
+  return ids;
 }
 
 /** Converts the policy compiler's output to the datapath's input. */

@@ -209,7 +209,9 @@ describe('agent start with bad input', () => {
   it('exits 1 naming the file and line of an invalid registration', async () => {
     const bad = join(work, 'bad-registration.yaml');
     writeFileSync(bad, registration().replace(`unix:uid:${D_UID}`, 'unix:uid:-5'));
-    const { code, stderr } = await runAgentToExit(['--registration', bad, '--policy', policyFile]);
+    const goodPolicy = join(work, 'good-policy.yaml');
+    writeFileSync(goodPolicy, policy());
+    const { code, stderr } = await runAgentToExit(['--registration', bad, '--policy', goodPolicy]);
     expect(code).toBe(1);
     expect(stderr).toMatch(new RegExp(`${bad}:\\d+:\\d+`));
     expect(stderr).toContain('unix:uid:-5');
