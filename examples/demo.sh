@@ -21,11 +21,14 @@ demo_cgroup="$cgroup2/sigil-demo"
 work=$(mktemp -d /tmp/sigil-demo.XXXXXX)
 socket="$work/sigil.sock"
 events="$work/events.jsonl"
+# The agent pins its programs so they outlive it; the demo removes them when it ends.
+pins=/sys/fs/bpf/sigil-demo
 pids=()
 
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  node bin/sigil uninstall --bpffs-dir "$pins" --state-dir "$work/state" >/dev/null || true
   for name in web api db; do rmdir "$demo_cgroup/$name" 2>/dev/null || true; done
   rmdir "$demo_cgroup" 2>/dev/null || true
   rm -rf "$work"
@@ -53,7 +56,8 @@ wait_for() {
 
 echo "== starting the agent (operational log: $work/agent.log)"
 node bin/sigil run --registration examples/registration.yaml --policy examples/policies \
-  --socket "$socket" --events-log "$events" 2>"$work/agent.log" &
+  --socket "$socket" --events-log "$events" --bpffs-dir "$pins" --state-dir "$work/state" \
+  2>"$work/agent.log" &
 pids+=($!)
 wait_for "the agent's audit socket" '[[ -S "$socket" ]]'
 grep -o '"msg":"enforcer[^"]*"' "$work/agent.log" | sed 's/"msg":/   /'

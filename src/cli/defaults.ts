@@ -4,6 +4,9 @@ import { join } from 'node:path';
 /** Unix socket of the audit gRPC service. */
 export const DEFAULT_SOCKET = '/run/sigil/sigil.sock';
 
+/** State files of the agent; under /run, so they go away with the pins at reboot. */
+export const DEFAULT_STATE_DIR = '/run/sigil';
+
 const PACKAGE_ROOT = join(__dirname, '..', '..');
 export const EXAMPLE_REGISTRATION = join(PACKAGE_ROOT, 'examples', 'registration.yaml');
 export const EXAMPLE_POLICIES = join(PACKAGE_ROOT, 'examples', 'policies');

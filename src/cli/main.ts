@@ -1,5 +1,8 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
+import { rmSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { DEFAULT_PIN_DIR, removePinnedState } from '../kernel/datapath';
 import { Agent } from '../enforce/agent';
 import { AuditEvent, EventType } from '../events/audit-event';
 import { watchEvents } from '../events/grpc-client';
@@ -9,6 +12,7 @@ import { ConfigError, formatIssue } from '../util/config-error';
 import {
   chooseDefault,
   DEFAULT_SOCKET,
+  DEFAULT_STATE_DIR,
   EXAMPLE_POLICIES,
   EXAMPLE_REGISTRATION,
   NODE_POLICIES,
@@ -27,6 +31,9 @@ interface RunOptions {
   logLevel: string;
   cgroup?: string;
   spireAdminSocket?: string;
+  pin: boolean;
+  bpffsDir: string;
+  stateDir: string;
 }
 
 async function runAgent(options: RunOptions): Promise<void> {
@@ -50,6 +57,8 @@ async function runAgent(options: RunOptions): Promise<void> {
       node: options.node,
       cgroupPath: options.cgroup,
       spireAdminSocket: options.spireAdminSocket,
+      pinDir: options.pin ? options.bpffsDir : null,
+      stateDir: options.stateDir,
       logger: log,
     });
   } catch (error) {
@@ -67,7 +76,12 @@ async function runAgent(options: RunOptions): Promise<void> {
   agent.hub.subscribe({ filter: { types: [], subjectPrefix: '' }, deliver: (event) => eventLog.write(event) });
 
   const shutdown = (signal: string) => {
-    log.info({ signal }, 'stopping: enforcement ends with the agent');
+    log.info(
+      { signal },
+      options.pin
+        ? `stopping; the pinned programs in ${options.bpffsDir} keep enforcing until \`sigil uninstall\``
+        : 'stopping; enforcement ends with the agent',
+    );
     agent.stop().then(
       () => process.exit(0),
       (error) => {
@@ -143,6 +157,9 @@ export function buildProgram(): Command {
     .option('--no-watch', 'do not reload the registration and policy files when they change')
     .option('--node <name>', 'node name in events', hostname())
     .option('--spire-admin-socket <path>', 'get identities from SPIRE through this spire-agent admin socket instead of the registration file')
+    .option('--bpffs-dir <path>', 'bpffs directory of the pinned programs and maps', DEFAULT_PIN_DIR)
+    .option('--no-pin', 'pin nothing: enforcement ends when the agent exits')
+    .option('--state-dir <path>', 'directory of the agent state files', DEFAULT_STATE_DIR)
     .option('--cgroup <path>', 'cgroup v2 directory to attach the socket programs to (default: the cgroup2 root)')
     .addOption(new Option('--log-level <level>', 'operational log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
     .action((options: RunOptions) => runAgent(options));
@@ -155,6 +172,21 @@ export function buildProgram(): Command {
     .option('--subject <spiffe-id>', 'only events whose subject SPIFFE ID is this one or below it')
     .addOption(new Option('-o, --format <format>', 'output format').choices(['json', 'table']).default('json'))
     .action((options) => followEvents({ ...options, type: options.type ?? [] }));
+
+  program
+    .command('uninstall')
+    .description('remove the pinned programs and maps: enforcement stops on this node')
+    .option('--bpffs-dir <path>', 'bpffs directory of the pinned programs and maps', DEFAULT_PIN_DIR)
+    .option('--state-dir <path>', 'directory of the agent state files', DEFAULT_STATE_DIR)
+    .action((options: { bpffsDir: string; stateDir: string }) => {
+      const removed = removePinnedState(options.bpffsDir);
+      rmSync(join(options.stateDir, 'identities.jsonl'), { force: true });
+      process.stdout.write(
+        removed
+          ? `removed ${options.bpffsDir}: Sigil no longer enforces on this node (a running agent keeps its own programs until it exits)\n`
+          : `nothing pinned in ${options.bpffsDir}\n`,
+      );
+    });
 
   const policy = program.command('policy').description('work with policy files');
   policy

@@ -1,3 +1,5 @@
+import { existsSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { listPids } from '../identity/process-info';
 import { loadRegistrationFile, Registration } from '../identity/registration';
@@ -39,6 +41,13 @@ export interface AgentOptions {
   cgroupPath?: string;
   /** Reload the registration and policy files when they change. */
   watch: boolean;
+  /**
+   * bpffs directory for pinned maps and links, so enforcement outlives the
+   * agent and a restarted agent adopts it; null keeps nothing pinned.
+   */
+  pinDir: string | null;
+  /** Directory of the agent's state files (the SPIFFE ID to id journal). */
+  stateDir: string;
   node?: string;
   logger: Logger;
 }
@@ -63,7 +72,7 @@ function loadRegistration(file: string): Registration {
 export class Agent {
   readonly hub: EventHub;
   private readonly log: Logger;
-  private readonly registry = new IdentityRegistry();
+  private registry!: IdentityRegistry;
   private readonly processes = new ProcessCache();
   private readonly rulesByGeneration = new Map<number, RuleRef[]>();
   private registration: Registration | null = null;
@@ -100,9 +109,16 @@ export class Agent {
 
   private async startUp(): Promise<void> {
     const { options, log } = this;
+    for (const mounted of ensureKernelFilesystems()) log.info(`mounted ${mounted}`);
 
-    // Configuration first: an invalid file stops the agent before it touches the kernel.
-    // Every error of both kinds of file is reported at once.
+    // Ids in pinned maps keep their meaning only with the journal written next to them.
+    const journal = join(options.stateDir, 'identities.jsonl');
+    const pinnedMaps = options.pinDir !== null && existsSync(join(options.pinDir, 'maps'));
+    if (!pinnedMaps) rmSync(journal, { force: true });
+    this.registry = new IdentityRegistry(journal);
+
+    // An invalid file stops the agent before it loads or attaches any program. Every error of
+    // both kinds of file is reported at once.
     const issues: ConfigIssue[] = [];
     try {
       this.policySet = loadPolicyFiles(options.policyFiles);
@@ -118,10 +134,15 @@ export class Agent {
     }
     if (issues.length > 0) throw new ConfigError(issues);
 
-    for (const mounted of ensureKernelFilesystems()) log.info(`mounted ${mounted}`);
     this.reportEnforcers();
 
-    const datapath = Datapath.load(options.bpfObject);
+    const datapath = Datapath.load(options.bpfObject, options.pinDir);
+    if (datapath.adoptedPinnedState) {
+      log.info(
+        { pinDir: options.pinDir, generation: datapath.currentGeneration },
+        'adopted the pinned programs and maps of an earlier agent',
+      );
+    }
     this.datapath = datapath;
     this.applyPolicies();
     datapath.startEvents((batch) => this.handleBatch(batch));
@@ -131,7 +152,8 @@ export class Agent {
     await this.attestRunningProcesses();
     const cgroupPath = options.cgroupPath ?? findCgroup2Root();
     datapath.attachSocketPrograms(cgroupPath);
-    log.info({ cgroup: cgroupPath }, 'attached connect and bind programs');
+    datapath.releaseEarlierLinks();
+    log.info({ cgroup: cgroupPath, pinDir: options.pinDir }, 'attached connect and bind programs');
 
     this.server = new AuditServer(this.hub, options.socketPath);
     await this.server.start();

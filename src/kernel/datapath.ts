@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   encodeCidrKey,
@@ -9,6 +9,7 @@ import {
   encodeSubject,
   encodeU32,
   decodeIdentity,
+  decodeSettings,
   KernelRuleEntry,
 } from './codec';
 import {
@@ -18,6 +19,7 @@ import {
   KernelAction,
   peerKeyLayout,
   ruleListLayout,
+  settingsLayout,
   SIGIL_MAX_CIDR_KEYS,
   SIGIL_MAX_PEER_KEYS,
   SIGIL_MAX_SUBJECTS,
@@ -49,6 +51,9 @@ export interface KernelRuleSet {
   cidrRules: Iterable<{ subject: number; prefixLen: number; addr: Buffer; rules: readonly KernelRuleEntry[] }>;
 }
 
+/** Default bpffs directory of the pinned maps and links. */
+export const DEFAULT_PIN_DIR = '/sys/fs/bpf/sigil';
+
 /** Returns the default path of the linked BPF object, relative to the package root. */
 export function defaultBpfObjectPath(): string {
   return join(__dirname, '..', '..', 'bpf', '.output', 'sigil.bpf.o');
@@ -78,19 +83,68 @@ export class Datapath {
   private consumer: RingBufferConsumer | null = null;
   private generation = 0;
   private readonly fds: Record<string, number> = {};
+  /** Pinned links of an earlier agent, removed once this one has attached its own. */
+  private readonly earlierLinkPins: string[] = [];
 
-  private constructor(object: BpfObject) {
+  private constructor(
+    object: BpfObject,
+    private readonly pinDir: string | null,
+  ) {
     this.object = object;
   }
 
-  /** Opens and loads the BPF object (verifier included); nothing is attached yet. */
-  static load(path = defaultBpfObjectPath()): Datapath {
+  /**
+   * Opens and loads the BPF object (verifier included); nothing is attached
+   * yet. With pinDir, maps are pinned under pinDir/maps, and maps an earlier
+   * agent pinned there are reused with their contents: identities, the rule
+   * set in force and its generation carry over a restart.
+   */
+  static load(path = defaultBpfObjectPath(), pinDir: string | null = null): Datapath {
     if (!existsSync(path)) throw new Error(`BPF object ${path} not found: run \`make\``);
     const object = new BpfObject(path);
-    object.load();
-    const datapath = new Datapath(object);
+    if (pinDir) {
+      mkdirSync(join(pinDir, 'maps'), { recursive: true });
+      mkdirSync(join(pinDir, 'links'), { recursive: true });
+      // Maps libbpf makes for global data (.rodata and the like) are not shared state.
+      for (const name of object.mapNames().filter((n) => !n.includes('.'))) {
+        object.setMapPinPath(name, join(pinDir, 'maps', name));
+      }
+    }
+    try {
+      object.load();
+    } catch (cause) {
+      const hint = pinDir ? `; if the pinned maps in ${pinDir} come from another Sigil version, run \`sigil uninstall\`` : '';
+      throw new Error(`${(cause as Error).message}${hint}`, { cause });
+    }
+    const datapath = new Datapath(object, pinDir);
     for (const name of object.mapNames()) datapath.fds[name] = object.mapFd(name);
+    if (pinDir) {
+      datapath.earlierLinkPins.push(...readdirSync(join(pinDir, 'links')).map((n) => join(pinDir, 'links', n)));
+      const settings = mapLookup(datapath.fd('sigil_settings'), encodeU32(0), settingsLayout.size);
+      if (settings) datapath.generation = decodeSettings(settings).generation;
+    }
     return datapath;
+  }
+
+  /** Whether an earlier agent's programs were found pinned, so enforcement never stopped. */
+  get adoptedPinnedState(): boolean {
+    return this.earlierLinkPins.length > 0;
+  }
+
+  /** Keeps a new link attached beyond this process, when pinning is on. bpffs rejects '.' in names. */
+  private keep(link: Link, program: string): Link {
+    if (this.pinDir) link.pin(join(this.pinDir, 'links', `${program}-${process.pid}`));
+    this.links.push(link);
+    return link;
+  }
+
+  /**
+   * Removes the pins of an earlier agent's links, which detaches its programs.
+   * Called after this agent's programs are attached, so enforcement has no gap:
+   * for a moment both sets run, and both decide from the same maps.
+   */
+  releaseEarlierLinks(): void {
+    for (const pin of this.earlierLinkPins.splice(0)) rmSync(pin, { force: true });
   }
 
   private fd(name: string): number {
@@ -102,10 +156,10 @@ export class Datapath {
   /** Attaches the fork, exit and exec programs that keep the identity map current. */
   attachProcessTracking(): void {
     for (const { program, kind, target } of PROCESS_PROGRAMS) {
-      if (kind === 'raw_tp') this.links.push(this.object.attachRawTracepoint(program, target));
+      if (kind === 'raw_tp') this.keep(this.object.attachRawTracepoint(program, target), program);
       else {
         const [category, name] = target.split('/');
-        this.links.push(this.object.attachTracepoint(program, category, name));
+        this.keep(this.object.attachTracepoint(program, category, name), program);
       }
     }
   }
@@ -113,7 +167,7 @@ export class Datapath {
   /** Attaches the bind and connect programs to a cgroup v2 directory, normally the root. */
   attachSocketPrograms(cgroupPath: string): void {
     for (const program of SOCKET_PROGRAMS) {
-      this.links.push(this.object.attachCgroup(program, cgroupPath));
+      this.keep(this.object.attachCgroup(program, cgroupPath), program);
     }
   }
 
@@ -231,11 +285,25 @@ export class Datapath {
     return this.generation;
   }
 
-  /** Detaches every program and stops the consumer. Enforcement ends with this call. */
+  /**
+   * Stops the consumer and releases the programs. Pinned links stay attached
+   * and keep enforcing after this call; without pinning, enforcement ends.
+   */
   close(): void {
     this.consumer?.stop();
     this.consumer = null;
     for (const link of this.links.splice(0)) link.destroy();
     this.object.close();
   }
+}
+
+/**
+ * Removes every pinned map and link under pinDir, which detaches the
+ * programs of every agent that pinned there. Returns whether anything was
+ * pinned. An agent still running keeps its own links until it exits.
+ */
+export function removePinnedState(pinDir: string = DEFAULT_PIN_DIR): boolean {
+  if (!existsSync(pinDir)) return false;
+  rmSync(pinDir, { recursive: true, force: true });
+  return true;
 }

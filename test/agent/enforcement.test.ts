@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -185,9 +185,41 @@ describe('agent enforcing by SPIFFE ID', () => {
   });
 });
 
+describe('agent restart and uninstall', () => {
+  it('leaves enforcement in place when killed with SIGKILL', async () => {
+    await agent.kill();
+    expect(readdirSync(join(agent.pinDir, 'links')).length).toBeGreaterThan(0);
+    expect(await connectFrom(a, '127.0.0.1', PORT_D)).toBe(`connect 127.0.0.1:${PORT_D} failed EPERM`);
+    expect(await connectFrom(a, '127.0.0.1', PORT_B)).toBe(`connect 127.0.0.1:${PORT_B} ok`);
+  });
+
+  it('adopts the pinned state when restarted', async () => {
+    const killed = agent;
+    // The last edit left the policy invalid; the restarted agent gets the last good one.
+    writeFileSync(policyFile, policy(ALLOW_C));
+    // SIGKILL left the socket file behind; a client must not mistake it for the new agent's.
+    rmSync(killed.socketPath, { force: true });
+    agent = AgentProcess.spawn(killed.args, killed.socketPath, killed.pinDir);
+    await agent.ready();
+    const pins = readdirSync(join(agent.pinDir, 'links'));
+    expect(pins.every((name) => name.endsWith(`-${agent.child.pid}`))).toBe(true);
+    expect(agent.stderr).toContain('adopted the pinned programs and maps');
+    expect(await connectFrom(a, '127.0.0.1', PORT_D)).toBe(`connect 127.0.0.1:${PORT_D} failed EPERM`);
+    expect(await connectFrom(a, '127.0.0.1', PORT_C)).toBe(`connect 127.0.0.1:${PORT_C} ok`);
+    const event = await agent.waitForEvent('connect event after restart', (e) => e.type === 'connect' && e.process?.pid === a.pid);
+    expect(event.subject?.spiffeId).toBe(A);
+  });
+
+  it('stops enforcing after uninstall once the agent exits', async () => {
+    await agent.stop();
+    expect(existsSync(agent.pinDir)).toBe(false);
+    expect(await connectFrom(a, '127.0.0.1', PORT_D)).toBe(`connect 127.0.0.1:${PORT_D} ok`);
+  });
+});
+
 /** Runs `sigil run` with args until it exits; returns its exit code and stderr. */
 async function runAgentToExit(args: string[]): Promise<{ code: number | null; stderr: string }> {
-  const child = spawn(process.execPath, [SIGIL, 'run', '--socket', join(work, 'bad.sock'), ...args], {
+  const child = spawn(process.execPath, [SIGIL, 'run', '--socket', join(work, 'bad.sock'), '--no-pin', ...args], {
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';

@@ -1,6 +1,7 @@
 import { ChildProcess, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { ClientReadableStream } from '@grpc/grpc-js';
 import { AuditEvent } from '../../src/events/audit-event';
 import { watchEvents } from '../../src/events/grpc-client';
@@ -30,6 +31,10 @@ export class AgentProcess {
   private constructor(
     readonly child: ChildProcess,
     readonly socketPath: string,
+    readonly pinDir: string,
+    readonly stateDir: string,
+    /** The arguments given to spawn(), to start an agent the same way again. */
+    readonly args: string[],
   ) {
     child.stderr?.on('data', (chunk: Buffer) => (this.stderr += chunk.toString()));
     this.exited = new Promise((resolve) =>
@@ -40,12 +45,23 @@ export class AgentProcess {
     );
   }
 
-  /** Spawns the agent; call ready() to wait for its socket and subscribe to events. */
-  static spawn(args: string[], socketPath: string): AgentProcess {
-    const child = spawn(process.execPath, [SIGIL, 'run', '--socket', socketPath, '--events-log', '/dev/null', ...args], {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    return new AgentProcess(child, socketPath);
+  /**
+   * Spawns the agent; call ready() to wait for its socket and subscribe to
+   * events. Each test agent pins under its own bpffs directory, named after
+   * the socket's directory unless pinDir is given, so agents of different
+   * test files never adopt each other's maps.
+   */
+  static spawn(args: string[], socketPath: string, pinDir?: string): AgentProcess {
+    const pins = pinDir ?? `/sys/fs/bpf/sigil-test-${dirname(socketPath).split('/').pop()}`;
+    const stateDir = join(dirname(socketPath), 'state');
+    const argv = [SIGIL, 'run', '--socket', socketPath, '--events-log', '/dev/null', '--bpffs-dir', pins, '--state-dir', stateDir, ...args];
+    const child = spawn(process.execPath, argv, { stdio: ['ignore', 'ignore', 'pipe'] });
+    return new AgentProcess(child, socketPath, pins, stateDir, args);
+  }
+
+  /** Removes the agent's pinned programs and maps with `sigil uninstall`. */
+  uninstall(): void {
+    execFileSync(process.execPath, [SIGIL, 'uninstall', '--bpffs-dir', this.pinDir, '--state-dir', this.stateDir]);
   }
 
   async ready(): Promise<void> {
@@ -57,7 +73,9 @@ export class AgentProcess {
     this.stream.on('error', () => undefined);
     // The server sends headers once it has subscribed the stream, so their arrival means no
     // later event can be missed.
-    await new Promise<void>((resolve) => this.stream?.once('metadata', () => resolve()));
+    let streamLive = false;
+    this.stream.once('metadata', () => (streamLive = true));
+    await waitFor('the audit stream headers', () => (streamLive ? true : undefined), 30_000);
   }
 
   async waitForEvent(what: string, match: (event: AuditEvent) => boolean, timeoutMs = 10_000): Promise<AuditEvent> {
@@ -81,10 +99,21 @@ export class AgentProcess {
     return this.exited;
   }
 
+  /** Stops the agent with SIGTERM and removes its pinned programs, so no test leaves enforcement behind. */
   async stop(): Promise<void> {
     this.stream?.cancel();
     if (this.exitCode === null) {
       this.child.kill('SIGTERM');
+      await this.exited;
+    }
+    this.uninstall();
+  }
+
+  /** Kills the agent with SIGKILL and leaves its pinned programs in place. */
+  async kill(): Promise<void> {
+    this.stream?.cancel();
+    if (this.exitCode === null) {
+      this.child.kill('SIGKILL');
       await this.exited;
     }
   }
