@@ -20,8 +20,11 @@ else
   echo "deps: Debian packages present"
 fi
 
-if ! command -v node >/dev/null; then
-  echo "deps: error: node is not installed; Sigil needs Node.js >= 20" >&2
+# Debian 12's own nodejs package is 18; Node.js 20 or later comes from NodeSource or nodejs.org.
+node_major=$(node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0)
+if ((node_major < 20)); then
+  echo "deps: error: Sigil needs Node.js 20 or later with its headers (found: $(node --version 2>/dev/null || echo none));" \
+    "install it, for example from NodeSource's Debian packages, then run make again" >&2
   exit 1
 fi
 

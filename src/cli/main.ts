@@ -1,10 +1,11 @@
 import { Command, InvalidArgumentError, Option } from 'commander';
-import { rmSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_PIN_DIR, removePinnedState } from '../kernel/datapath';
 import { Agent } from '../enforce/agent';
 import { AuditEvent, EventType } from '../events/audit-event';
+import { EventHub } from '../events/event-hub';
 import { watchEvents } from '../events/grpc-client';
 import { loadRegistrationFile } from '../identity/registration';
 import { loadPolicyFiles } from '../policy/loader';
@@ -34,10 +35,20 @@ interface RunOptions {
   pin: boolean;
   bpffsDir: string;
   stateDir: string;
+  auditUnidentifiedExec: boolean;
 }
 
 async function runAgent(options: RunOptions): Promise<void> {
   const log = createLogger(options.logLevel);
+  if (process.getuid?.() !== 0) {
+    log.fatal('sigil run must run as root: it loads and attaches BPF programs (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)');
+    process.exitCode = 1;
+    return;
+  }
+  // The event log subscribes before the agent starts, so it gets every event from the first.
+  const hub = new EventHub(options.node);
+  const eventLog = createEventLog(options.eventsLog);
+  hub.subscribe({ filter: { types: [], subjectPrefix: '' }, deliver: (event) => eventLog.write(event) });
   const registration = options.registration
     ? { path: options.registration, example: false }
     : chooseDefault(NODE_REGISTRATION, EXAMPLE_REGISTRATION);
@@ -59,6 +70,8 @@ async function runAgent(options: RunOptions): Promise<void> {
       spireAdminSocket: options.spireAdminSocket,
       pinDir: options.pin ? options.bpffsDir : null,
       stateDir: options.stateDir,
+      auditUnidentifiedExec: options.auditUnidentifiedExec,
+      hub,
       logger: log,
     });
   } catch (error) {
@@ -72,8 +85,6 @@ async function runAgent(options: RunOptions): Promise<void> {
     return;
   }
 
-  const eventLog = createEventLog(options.eventsLog);
-  agent.hub.subscribe({ filter: { types: [], subjectPrefix: '' }, deliver: (event) => eventLog.write(event) });
 
   const shutdown = (signal: string) => {
     log.info(
@@ -142,10 +153,15 @@ function eventType(value: string, previous: EventType[] = []): EventType[] {
   return [...previous, value as EventType];
 }
 
+function packageVersion(): string {
+  const manifest = JSON.parse(readFileSync(join(__dirname, '..', '..', 'package.json'), 'utf8'));
+  return String(manifest.version);
+}
+
 export function buildProgram(): Command {
-  const program = new Command('sigil').description(
-    'Runtime enforcement by SPIFFE workload identity, with eBPF',
-  );
+  const program = new Command('sigil')
+    .description('Runtime enforcement by SPIFFE workload identity, with eBPF')
+    .version(packageVersion(), '-V, --version', 'print the Sigil version');
 
   program
     .command('run')
@@ -160,6 +176,7 @@ export function buildProgram(): Command {
     .option('--bpffs-dir <path>', 'bpffs directory of the pinned programs and maps', DEFAULT_PIN_DIR)
     .option('--no-pin', 'pin nothing: enforcement ends when the agent exits')
     .option('--state-dir <path>', 'directory of the agent state files', DEFAULT_STATE_DIR)
+    .option('--audit-unidentified-exec', 'also report execs of processes without a SPIFFE ID (every exec on the node)', false)
     .option('--cgroup <path>', 'cgroup v2 directory to attach the socket programs to (default: the cgroup2 root)')
     .addOption(new Option('--log-level <level>', 'operational log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
     .action((options: RunOptions) => runAgent(options));

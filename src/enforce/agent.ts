@@ -20,6 +20,7 @@ import { connectEvent, execEvent } from './event-builder';
 import { ProcessCache } from './process-cache';
 import { IdentityRegistry } from './identity-registry';
 import { ConfigWatcher } from './config-watcher';
+import { socketInUse } from './single-instance';
 import {
   IdentitySource,
   RegistrationIdentitySource,
@@ -48,6 +49,10 @@ export interface AgentOptions {
   pinDir: string | null;
   /** Directory of the agent's state files (the SPIFFE ID to id journal). */
   stateDir: string;
+  /** Publish exec events of processes without a SPIFFE ID too (every exec on the node). */
+  auditUnidentifiedExec?: boolean;
+  /** Event hub to publish to; pass one to subscribe before the first event. */
+  hub?: EventHub;
   node?: string;
   logger: Logger;
 }
@@ -89,7 +94,7 @@ export class Agent {
 
   private constructor(private readonly options: AgentOptions) {
     this.log = options.logger;
-    this.hub = new EventHub(options.node);
+    this.hub = options.hub ?? new EventHub(options.node);
   }
 
   /**
@@ -109,6 +114,12 @@ export class Agent {
 
   private async startUp(): Promise<void> {
     const { options, log } = this;
+    if (await socketInUse(options.socketPath)) {
+      throw new Error(
+        `another Sigil agent is serving ${options.socketPath}: stop it first, or give this one ` +
+          'its own --socket, --bpffs-dir and --state-dir',
+      );
+    }
     for (const mounted of ensureKernelFilesystems()) log.info(`mounted ${mounted}`);
 
     // Ids in pinned maps keep their meaning only with the journal written next to them.
@@ -353,6 +364,8 @@ export class Agent {
     const spiffeId = await this.attestAndWrite(record.tgid, startTicks);
     // The process exited before it could be read: it keeps no identity to report.
     if (spiffeId === undefined) this.processes.remember(record.tgid, record.filename, startTicks);
+    // Execs of processes without an identity are most of a node's execs; they are opt-in.
+    if (!spiffeId && !this.options.auditUnidentifiedExec) return;
     const executable = this.processes.executable(record.tgid) ?? record.filename;
     this.hub.publish(execEvent(record, spiffeId ?? null, executable));
   }
