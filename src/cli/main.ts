@@ -8,7 +8,6 @@ import { AuditEvent, EventType } from '../events/audit-event';
 import { EventHub } from '../events/event-hub';
 import { watchEvents } from '../events/grpc-client';
 import { loadRegistrationFile } from '../identity/registration';
-import { loadPolicyFiles } from '../policy/loader';
 import { ConfigError, formatIssue } from '../util/config-error';
 import {
   chooseDefault,
@@ -20,6 +19,7 @@ import {
   NODE_REGISTRATION,
 } from './defaults';
 import { formatEventRow } from './event-format';
+import { registerPolicyCommands } from './policy-commands';
 import { createEventLog, createLogger } from './logger';
 
 interface RunOptions {
@@ -122,22 +122,19 @@ function followEvents(options: { socket: string; type: EventType[]; subject?: st
   process.once('SIGINT', () => stream.cancel());
 }
 
-function checkFiles(kind: 'policy' | 'registration', files: string[]): void {
-  try {
-    if (kind === 'policy') {
-      const set = loadPolicyFiles(files);
-      process.stdout.write(`${set.policies.length} policies in ${set.files.length} files: valid\n`);
-    } else {
-      for (const file of files) {
-        const registration = loadRegistrationFile(file);
-        for (const warning of registration.warnings) process.stderr.write(`${formatIssue(warning)}\n`);
-        process.stdout.write(`${file}: ${registration.entries.length} entries: valid\n`);
-      }
+/** Validates registration files, reporting the errors of every file. */
+function checkRegistrationFiles(files: string[]): void {
+  for (const file of files) {
+    try {
+      const registration = loadRegistrationFile(file);
+      for (const warning of registration.warnings) process.stderr.write(`${formatIssue(warning)}\n`);
+      const count = registration.entries.length;
+      process.stdout.write(`${file}: ${count} ${count === 1 ? 'entry' : 'entries'}: valid\n`);
+    } catch (error) {
+      if (!(error instanceof ConfigError)) throw error;
+      for (const issue of error.issues) process.stderr.write(`${formatIssue(issue)}\n`);
+      process.exitCode = 1;
     }
-  } catch (error) {
-    if (!(error instanceof ConfigError)) throw error;
-    for (const issue of error.issues) process.stderr.write(`${formatIssue(issue)}\n`);
-    process.exitCode = 1;
   }
 }
 
@@ -206,18 +203,14 @@ export function buildProgram(): Command {
     });
 
   const policy = program.command('policy').description('work with policy files');
-  policy
-    .command('check')
-    .description('validate policy files or directories; exits 1 on errors')
-    .argument('<paths...>')
-    .action((paths: string[]) => checkFiles('policy', paths));
+  registerPolicyCommands(policy);
 
   const registration = program.command('registration').description('work with registration files');
   registration
     .command('check')
     .description('validate registration files; exits 1 on errors')
     .argument('<files...>')
-    .action((files: string[]) => checkFiles('registration', files));
+    .action((files: string[]) => checkRegistrationFiles(files));
 
   return program;
 }

@@ -6,8 +6,8 @@ import { loadRegistrationFile, Registration } from '../identity/registration';
 import { compilePolicySet } from '../policy/compile';
 import { CompiledRuleSet, RuleRef } from '../policy/compiled-rule-set';
 import { loadPolicyFiles } from '../policy/loader';
-import { PolicySet, SpiffeSelector } from '../policy/types';
-import { matchesSpiffeIdPrefix } from '../identity/spiffe-id';
+import { PolicySet } from '../policy/types';
+import { subjectMatches } from '../policy/spiffe-selector';
 import { ConfigError, ConfigIssue, formatIssue } from '../util/config-error';
 import { decodeBatch, ExecRecord, ConnectRecord, KernelRecord, MalformedRecord } from '../kernel/codec';
 import { Datapath, KernelRuleSet } from '../kernel/datapath';
@@ -144,6 +144,7 @@ export class Agent {
       issues.push(...error.issues);
     }
     if (issues.length > 0) throw new ConfigError(issues);
+    for (const warning of this.policySet.warnings) log.warn(formatIssue(warning));
 
     this.reportEnforcers();
 
@@ -387,10 +388,10 @@ export class Agent {
 
   /** Names the policies whose posture decided for a subject, for posture decisions. */
   private postureSource(subjectId: number): string | undefined {
-    const spiffeId = this.registry.spiffeIdOf(subjectId);
-    if (!spiffeId) return undefined;
+    const spiffeId = subjectId === 0 ? null : this.registry.spiffeIdOf(subjectId);
+    if (subjectId !== 0 && !spiffeId) return undefined;
     const names = this.policySet.policies
-      .filter((policy) => policySelects(policy.subject, spiffeId))
+      .filter((policy) => subjectMatches(policy.subjectSelector, spiffeId))
       .map((policy) => policy.name);
     return names.length ? names.join(',') : undefined;
   }
@@ -435,6 +436,7 @@ export class Agent {
       return;
     }
 
+    for (const warning of policySet.warnings) this.log.warn(formatIssue(warning));
     const previous = { registration: this.registration, policySet: this.policySet };
     try {
       this.registration = registration;
@@ -487,10 +489,6 @@ export class Agent {
   }
 }
 
-function policySelects(subject: SpiffeSelector, spiffeId: string): boolean {
-  if (subject.kind === 'spiffeId') return subject.spiffeId === spiffeId;
-  return matchesSpiffeIdPrefix(spiffeId, subject.spiffeIdPrefix);
-}
 
 /** Returns every exact SPIFFE ID the policies name as subject or peer. */
 function exactSpiffeIds(set: PolicySet): string[] {

@@ -10,10 +10,20 @@ import {
   RULES_PER_KEY,
   SubjectSettings,
 } from './compiled-rule-set';
+import { combinePostures, effectiveAction } from './actions';
 import { mergePortRanges } from './ports';
 import { RuleListOverflow, RuleListOverflowError } from './rule-list-overflow-error';
 import { canonicalSpiffeId, selectorMatches } from './spiffe-selector';
-import { EgressRule, Policy, PolicySet, RuleAction, RuleProtocol, SpiffeSelector } from './types';
+import {
+  EgressRule,
+  Policy,
+  PolicyMode,
+  PolicySet,
+  RuleAction,
+  RuleProtocol,
+  SpiffeSelector,
+  SubjectSelector,
+} from './types';
 
 /** A known SPIFFE ID and the identity id that the kernel maps use for it. */
 export interface KnownIdentity {
@@ -24,6 +34,9 @@ export interface KnownIdentity {
 const KERNEL_ACTIONS: Record<RuleAction, KernelAction> = { Allow: 1, Audit: 2, Block: 3 };
 const KERNEL_PROTOCOLS: Record<RuleProtocol, KernelProtocol> = { Any: 0, TCP: 6, UDP: 17 };
 const MAX_IDENTITY_ID = 0xffffffff;
+/** Identity id of processes without a SPIFFE ID, which the kernel looks up like any other. */
+const UNIDENTIFIED_ID = 0;
+const UNIDENTIFIED_IDS: readonly number[] = [UNIDENTIFIED_ID];
 const EVERY_ADDRESS = Buffer.alloc(ADDRESS_BYTES);
 const NO_IDS: readonly number[] = [];
 
@@ -68,20 +81,25 @@ interface CompiledGroup {
 }
 
 /**
- * Compiles a policy set into the contents of the kernel's subject, peer-rule and CIDR-rule
- * maps for the given identities (ids >= 1). Subjects and peers given by prefix resolve to
- * every known identity they match. Selectors that match no known identity compile to nothing,
- * but their Allow rules still set `hasEgressAllow` for the subject.
+ * Compiles the egress rules of a policy set into the contents of the kernel's subject,
+ * peer-rule and CIDR-rule maps for the given identities (ids >= 1). Subjects and peers given by
+ * prefix or trust domain resolve to every known identity they match, and an `unidentified`
+ * subject compiles to subject id 0, the id of processes without a SPIFFE ID. Selectors that
+ * match no known identity compile to nothing, but their Allow rules still set `hasEgressAllow`
+ * for the subject. Ingress, process and file rules are not compiled: no kernel program applies
+ * them.
  *
  * Posture: each policy contributes its `egressPosture` (Block when the file gives none), and a
  * subject gets Audit only when every policy that applies to it sets Audit.
  *
+ * Audit mode: the Block rules and Block postures of a policy in Audit mode compile to Audit.
+ * Their `RuleRef` has `wouldBlock`, and a subject whose posture is Audit only for that reason
+ * has `egressPostureWouldBlock`.
+ *
  * Tie-break contract: lists are sorted by ruleIndex, and the rule table is in (policy, rule)
- * order. The kernel must report the matching rule with the strongest action and, among those,
- * the lowest ruleIndex across the peer list and the CIDR list, to name the rule that
- * `decideConnect` names.
- * NOTE: `scan_rules` in bpf/connect.bpf.c keeps the first match in scan order (peer list, then
- * CIDR list), so on a tie it can name another rule of the same action than `decideConnect`.
+ * order. To name the rule that `decideConnect` names, the kernel must report the matching rule
+ * with the strongest action and, among those, the lowest ruleIndex across the peer list and the
+ * CIDR list. `scan_rules` in bpf/connect.bpf.c does so.
  *
  * Throws `RuleListOverflowError` listing every key whose list would exceed `RULES_PER_KEY`
  * entries, and `Error` for invalid or duplicate identities.
@@ -105,7 +123,7 @@ export function compilePolicySet(
 
   const policiesBySubject = new Map<number, number[]>();
   set.policies.forEach((policy, policyIndex) => {
-    for (const subject of resolver.resolve(policy.subject)) {
+    for (const subject of resolver.resolveSubject(policy.subjectSelector)) {
       const policyIndexes = policiesBySubject.get(subject) ?? [];
       policyIndexes.push(policyIndex);
       policiesBySubject.set(subject, policyIndexes);
@@ -129,7 +147,8 @@ export function compilePolicySet(
     subjectGroups.push([subject, group]);
     groupUses.set(group, (groupUses.get(group) ?? 0) + 1);
     for (const overflow of group.overflows) {
-      overflows.push({ subject, subjectSpiffeId: spiffeIdOf.get(subject)!, ...overflow });
+      // Subject 0 has no SPIFFE ID, so its overflows name an empty one.
+      overflows.push({ subject, subjectSpiffeId: spiffeIdOf.get(subject) ?? '', ...overflow });
     }
   }
   if (overflows.length > 0) throw new RuleListOverflowError(overflows);
@@ -222,6 +241,19 @@ class SelectorResolver {
     this.byId = new Map(known.map((identity) => [identity.spiffeId, [identity.id]]));
   }
 
+  /** Returns the matching identity ids in ascending order; `unidentified` is id 0. */
+  resolveSubject(selector: SubjectSelector): readonly number[] {
+    if (selector.kind === 'unidentified') return UNIDENTIFIED_IDS;
+    if (selector.kind === 'trustDomain') {
+      // A prefix of only the trust domain matches every ID in it.
+      return this.resolve({
+        kind: 'spiffeIdPrefix',
+        spiffeIdPrefix: `spiffe://${selector.trustDomain}`,
+      });
+    }
+    return this.resolve(selector);
+  }
+
   /** Returns the matching identity ids in ascending order. */
   resolve(selector: SpiffeSelector): readonly number[] {
     if (selector.kind === 'spiffeId') return this.byId.get(selector.spiffeId) ?? NO_IDS;
@@ -245,28 +277,43 @@ function buildRuleTable(policies: readonly Policy[]): {
   const indexedByPolicy = policies.map((policy) =>
     policy.egress.map((rule) => {
       const index = rules.length;
-      rules.push({
-        policy: policy.name,
-        rule: rule.name,
-        action: rule.action,
-        file: rule.position.file,
-        line: rule.position.line,
-      });
-      return { index, rule, entries: kernelEntries(rule, index) };
+      rules.push(ruleRef(policy, rule));
+      return { index, rule, entries: kernelEntries(rule, policy.mode, index) };
     }),
   );
   return { rules, indexedByPolicy };
 }
 
+/** Returns the rule table entry of a rule, with the optional fields only when they are set. */
+function ruleRef(policy: Policy, rule: EgressRule): RuleRef {
+  const ref: RuleRef = {
+    policy: policy.name,
+    rule: rule.name,
+    action: rule.action,
+    file: rule.position.file,
+    line: rule.position.line,
+  };
+  if (rule.severity !== undefined) ref.severity = rule.severity;
+  if (rule.tags.length > 0) ref.tags = rule.tags;
+  if (rule.message !== undefined) ref.message = rule.message;
+  if (effectiveAction(rule.action, policy.mode) !== rule.action) ref.wouldBlock = true;
+  return ref;
+}
+
 /** Returns one frozen kernel rule per merged port range of the rule. */
-function kernelEntries(rule: EgressRule, ruleIndex: number): readonly KernelRule[] {
+function kernelEntries(
+  rule: EgressRule,
+  mode: PolicyMode,
+  ruleIndex: number,
+): readonly KernelRule[] {
   const ranges = rule.ports === null ? [{ lo: 0, hi: 65535 }] : mergePortRanges(rule.ports);
+  const action = KERNEL_ACTIONS[effectiveAction(rule.action, mode)];
   return ranges.map((range) =>
     Object.freeze({
       portLo: range.lo,
       portHi: range.hi,
       protocol: KERNEL_PROTOCOLS[rule.protocol],
-      action: KERNEL_ACTIONS[rule.action],
+      action,
       ruleIndex,
     }),
   );
@@ -282,12 +329,14 @@ function compileGroup(
   context: CompileContext,
 ): CompiledGroup {
   const policies = policyIndexes.map((index) => allPolicies[index]);
+  const posture = combinePostures(policies, 'egress');
   const settings: SubjectSettings = {
     hasEgressAllow: policies.some((policy) =>
       policy.egress.some((rule) => rule.action === 'Allow'),
     ),
-    egressPosture: policies.some((policy) => policy.egressPosture === 'Block') ? 'Block' : 'Audit',
+    egressPosture: posture.posture,
   };
+  if (posture.wouldBlock) settings.egressPostureWouldBlock = true;
 
   // Policies and their rules are visited in rule-table order, so every list stays sorted.
   const peerEntries = new Map<number, KernelRule[]>();

@@ -1,4 +1,4 @@
-import { EgressPosture, RuleAction } from './types';
+import { EgressPosture, RuleAction, Severity } from './types';
 
 /** Maximum rules per kernel map key (SIGIL_RULES_PER_KEY in bpf/include/sigil.h). */
 export const RULES_PER_KEY = 16;
@@ -24,16 +24,28 @@ export interface KernelRule {
 export interface RuleRef {
   policy: string;
   rule: string;
+  /** The action as written; see `wouldBlock` for a Block that the kernel applies as Audit. */
   action: RuleAction;
   file: string;
   line: number;
+  /** Present when the file gives a severity. */
+  severity?: Severity;
+  /** Present when the file gives at least one tag. */
+  tags?: readonly string[];
+  /** Present when the file gives a message. */
+  message?: string;
+  /** True for a Block rule of a policy in Audit mode, which the kernel applies as Audit. */
+  wouldBlock?: true;
 }
 
 /** Value of the subjects map (`struct sigil_subject`). */
 export interface SubjectSettings {
   /** True when any policy of the subject has an Allow egress rule, so the posture applies. */
   hasEgressAllow: boolean;
+  /** The posture the kernel applies, after Audit mode turned Blocks into Audit. */
   egressPosture: EgressPosture;
+  /** True when the posture is Audit only because policies in Audit mode turned Block into Audit. */
+  egressPostureWouldBlock?: true;
 }
 
 /** One entry of the peer-rule map, keyed by the subject's and the peer's identity ids. */
@@ -62,7 +74,7 @@ export interface CidrRuleEntry {
  * frozen and may appear in several lists, but no two entries share a list array.
  */
 export interface CompiledRuleSet {
-  /** Keyed by identity id, in ascending id order. */
+  /** Keyed by identity id, in ascending id order. Id 0 is the subject of processes without a SPIFFE ID. */
   subjects: Map<number, SubjectSettings>;
   /** Keyed by `"<subject>:<peer>"`, in ascending (subject, peer) order. */
   peerRules: Map<string, PeerRuleEntry>;

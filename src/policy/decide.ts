@@ -1,6 +1,17 @@
 import { parseIpAddress, prefixContains } from './cidr';
-import { canonicalSpiffeId, selectorMatches } from './spiffe-selector';
-import { EgressPosture, EgressRule, PolicySet, RuleAction } from './types';
+import { canonicalQueryId, Decision, evaluate, Explanation } from './evaluate';
+import { selectorMatches } from './spiffe-selector';
+import { EgressDestination, EgressPosture, PolicySet, PortRange, RuleProtocol } from './types';
+
+export { Decision, Explanation, RuleMatch } from './evaluate';
+export {
+  decideExec,
+  decideOpen,
+  ExecQuery,
+  explainExec,
+  explainOpen,
+  OpenQuery,
+} from './decide-paths';
 
 /** A connect() to decide, described by the values the kernel decides on. */
 export interface ConnectQuery {
@@ -15,40 +26,29 @@ export interface ConnectQuery {
   protocol: 'TCP' | 'UDP';
 }
 
-/** Outcome of a connect(), with the same meaning as the kernel's connect record. */
-export interface Decision {
-  /** Action that applied, or None when no rule matched and no posture applied. */
-  action: RuleAction | 'None';
-  reason: 'rule' | 'posture' | 'no-policy';
-  /** True when connect() fails with EPERM, which is exactly when the action is Block. */
-  denied: boolean;
-  /** Policy and rule that decided, present when the reason is `rule`. */
-  policy?: string;
-  rule?: string;
+/**
+ * A connection accepted by a listening socket of the subject. No enforcer of this version
+ * applies ingress rules, so only this model decides them.
+ */
+export interface AcceptQuery {
+  /** SPIFFE ID of the listening socket's owner, or null when it has no identity. */
+  subject: string | null;
+  /** SPIFFE ID of the connecting process when it is local, or null. */
+  peer: string | null;
+  /** Source IPv4 or IPv6 address of the connection. */
+  address: string;
+  /** Local port that the connection reaches, 0-65535. */
+  port: number;
+  protocol: 'TCP' | 'UDP';
 }
 
-/** A rule that matches a connect. */
-export interface RuleMatch {
-  policy: string;
-  rule: string;
-  action: RuleAction;
-  file: string;
-  line: number;
-}
-
-/** A decision with the facts behind it. */
-export interface ConnectExplanation {
-  decision: Decision;
-  /** Every matching rule in (policy, rule) order. The decision names the first strongest. */
-  matches: RuleMatch[];
-  /** Names of the policies whose subject selects the query's subject, in set order. */
-  policies: string[];
+/** A connect decision with the facts behind it. */
+export interface ConnectExplanation extends Explanation {
+  /** The same as `hasAllow`. */
   hasEgressAllow: boolean;
-  /** Posture that applies when no rule matches; null when no policy selects the subject. */
+  /** The same as `posture`. */
   egressPosture: EgressPosture | null;
 }
-
-const ACTION_STRENGTH: Record<RuleAction, number> = { Allow: 1, Audit: 2, Block: 3 };
 
 /**
  * Decides a connect() from the source policies, independently of the compiled maps, so it can
@@ -56,7 +56,8 @@ const ACTION_STRENGTH: Record<RuleAction, number> = { Allow: 1, Audit: 2, Block:
  * The strongest action wins (Block > Audit > Allow), and a tie goes to the first rule in
  * (policy set order, rule order). With no match, a subject with Allow rules gets its posture
  * (Block when any of its policies sets Block), and any other connect is allowed with action
- * None. Throws `Error` when the query has an invalid SPIFFE ID, address, port or protocol.
+ * None. A null subject is selected by `unidentified` policies only. Throws `Error` when the
+ * query has an invalid SPIFFE ID, address, port or protocol.
  */
 export function decideConnect(set: PolicySet, query: ConnectQuery): Decision {
   return explainConnect(set, query).decision;
@@ -64,116 +65,86 @@ export function decideConnect(set: PolicySet, query: ConnectQuery): Decision {
 
 /** Decides a connect() like `decideConnect` and also lists every matching rule. */
 export function explainConnect(set: PolicySet, query: ConnectQuery): ConnectExplanation {
-  const { subject, peer, addr } = checkQuery(query);
-  const policies =
-    subject === null
-      ? []
-      : set.policies.filter((policy) => selectorMatches(policy.subject, subject));
-
-  const matches: RuleMatch[] = [];
-  let winner: RuleMatch | undefined;
-  for (const policy of policies) {
-    for (const rule of policy.egress) {
-      if (!ruleMatches(rule, peer, addr, query)) continue;
-      const match: RuleMatch = {
-        policy: policy.name,
-        rule: rule.name,
-        action: rule.action,
-        file: rule.position.file,
-        line: rule.position.line,
-      };
-      matches.push(match);
-      if (!winner || ACTION_STRENGTH[match.action] > ACTION_STRENGTH[winner.action]) {
-        winner = match;
-      }
-    }
-  }
-
-  const hasEgressAllow = policies.some((policy) =>
-    policy.egress.some((rule) => rule.action === 'Allow'),
-  );
-  let egressPosture: EgressPosture | null = null;
-  if (policies.length > 0) {
-    egressPosture = policies.some((policy) => policy.egressPosture === 'Block') ? 'Block' : 'Audit';
-  }
-
-  let decision: Decision;
-  if (winner) {
-    decision = {
-      action: winner.action,
-      reason: 'rule',
-      denied: winner.action === 'Block',
-      policy: winner.policy,
-      rule: winner.rule,
-    };
-  } else if (hasEgressAllow && egressPosture !== null) {
-    decision = { action: egressPosture, reason: 'posture', denied: egressPosture === 'Block' };
-  } else {
-    decision = { action: 'None', reason: 'no-policy', denied: false };
-  }
+  const { subject, peer, addr } = checkNetworkQuery(query, 'connect');
+  const explanation = evaluate(set, subject, {
+    kind: 'egress',
+    rulesOf: (policy) => policy.egress,
+    match: (rule) =>
+      networkRuleMatches(rule.to, rule.ports, rule.protocol, peer, addr, query)
+        ? { action: rule.action }
+        : null,
+  });
   return {
-    decision,
-    matches,
-    policies: policies.map((policy) => policy.name),
-    hasEgressAllow,
-    egressPosture,
+    ...explanation,
+    hasEgressAllow: explanation.hasAllow,
+    egressPosture: explanation.posture,
   };
 }
 
-function checkQuery(query: ConnectQuery): {
-  subject: string | null;
-  peer: string | null;
-  addr: Buffer;
-} {
+/**
+ * Decides a connection accepted by the subject with the ingress rules, by the same rules of
+ * combination as `decideConnect`. Throws `Error` for an invalid query.
+ */
+export function decideAccept(set: PolicySet, query: AcceptQuery): Decision {
+  return explainAccept(set, query).decision;
+}
+
+/** Decides an accepted connection like `decideAccept` and also lists every matching rule. */
+export function explainAccept(set: PolicySet, query: AcceptQuery): Explanation {
+  const { subject, peer, addr } = checkNetworkQuery(query, 'accept');
+  return evaluate(set, subject, {
+    kind: 'ingress',
+    rulesOf: (policy) => policy.ingress,
+    match: (rule) =>
+      networkRuleMatches(rule.from, rule.ports, rule.protocol, peer, addr, query)
+        ? { action: rule.action }
+        : null,
+  });
+}
+
+function checkNetworkQuery(
+  query: ConnectQuery | AcceptQuery,
+  operation: 'connect' | 'accept',
+): { subject: string | null; peer: string | null; addr: Buffer } {
   const address = parseIpAddress(query.address);
   if (!address) {
-    throw new Error(`invalid connect query: address "${query.address}" is not IPv4 or IPv6`);
+    throw new Error(`invalid ${operation} query: address "${query.address}" is not IPv4 or IPv6`);
   }
   if (!Number.isInteger(query.port) || query.port < 0 || query.port > 65535) {
-    throw new Error(`invalid connect query: port ${query.port} is not an integer from 0 to 65535`);
+    throw new Error(
+      `invalid ${operation} query: port ${query.port} is not an integer from 0 to 65535`,
+    );
   }
   if (query.protocol !== 'TCP' && query.protocol !== 'UDP') {
     throw new Error(
-      `invalid connect query: protocol "${String(query.protocol)}" is not TCP or UDP`,
+      `invalid ${operation} query: protocol "${String(query.protocol)}" is not TCP or UDP`,
     );
   }
   return {
-    subject: canonicalQueryId(query.subject, 'subject'),
-    peer: canonicalQueryId(query.peer, 'peer'),
+    subject: canonicalQueryId(query.subject, operation, 'subject'),
+    peer: canonicalQueryId(query.peer, operation, 'peer'),
     addr: address.addr,
   };
 }
 
-function canonicalQueryId(text: string | null, field: 'subject' | 'peer'): string | null {
-  if (text === null) return null;
-  try {
-    return canonicalSpiffeId(text);
-  } catch (error) {
-    throw new Error(`invalid connect query: ${field}: ${(error as Error).message}`, {
-      cause: error,
-    });
-  }
-}
-
-function ruleMatches(
-  rule: EgressRule,
+function networkRuleMatches(
+  other: EgressDestination,
+  ports: readonly PortRange[] | null,
+  protocol: RuleProtocol,
   peer: string | null,
   addr: Buffer,
-  query: ConnectQuery,
+  query: ConnectQuery | AcceptQuery,
 ): boolean {
-  if (rule.protocol !== 'Any' && rule.protocol !== query.protocol) return false;
-  if (
-    rule.ports !== null &&
-    !rule.ports.some((range) => range.lo <= query.port && query.port <= range.hi)
-  ) {
+  if (protocol !== 'Any' && protocol !== query.protocol) return false;
+  if (ports !== null && !ports.some((range) => range.lo <= query.port && query.port <= range.hi)) {
     return false;
   }
-  switch (rule.to.kind) {
+  switch (other.kind) {
     case 'any':
       return true;
     case 'peer':
-      return peer !== null && selectorMatches(rule.to.peer, peer);
+      return peer !== null && selectorMatches(other.peer, peer);
     case 'cidrs':
-      return rule.to.cidrs.some((cidr) => prefixContains(cidr.addr, cidr.prefixLen, addr));
+      return other.cidrs.some((cidr) => prefixContains(cidr.addr, cidr.prefixLen, addr));
   }
 }

@@ -2,6 +2,7 @@ import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { ConfigError, ConfigIssue } from '../util/config-error';
 import { parseYamlSource } from '../util/yaml-source';
+import { policyWarnings } from './enforcer-warnings';
 import { formatPosition, NamedAt, readPolicyDocument } from './policy-document';
 import { Policy, PolicySet } from './types';
 
@@ -21,9 +22,20 @@ export function parsePolicies(text: string, file: string): Policy[] {
 }
 
 /**
+ * Parses the policy documents of one YAML text like `parsePolicies`, and returns them as a set
+ * with its warnings.
+ */
+export function parsePolicySet(text: string, file: string): PolicySet {
+  const policies = parsePolicies(text, file);
+  return { policies, files: [file], warnings: policyWarnings(policies) };
+}
+
+/**
  * Loads policy files in the given order. A directory stands for its `*.yaml` and `*.yml` files
  * (not its subdirectories), sorted by name. Throws `ConfigError` listing every issue of every
  * file, including unreadable files and policy names used more than once across the set.
+ * Problems that do not stop the set, such as rules that no enforcer applies, are returned in
+ * `warnings`.
  */
 export function loadPolicyFiles(files: string[]): PolicySet {
   const issues: ConfigIssue[] = [];
@@ -42,7 +54,7 @@ export function loadPolicyFiles(files: string[]): PolicySet {
   }
   checkDuplicateNames(names, issues);
   throwOnIssues(issues, expanded);
-  return { policies, files: expanded };
+  return { policies, files: expanded, warnings: sortIssues(policyWarnings(policies), expanded) };
 }
 
 /** Replaces each directory with its policy files and records unreadable paths as issues. */
@@ -120,13 +132,17 @@ function fileIssue(file: string, message: string): ConfigIssue {
 /** Throws `ConfigError` with the issues sorted by file (in load order), line and column. */
 function throwOnIssues(issues: ConfigIssue[], files: readonly string[]): void {
   if (!issues.some((issue) => issue.severity === 'error')) return;
+  throw new ConfigError(sortIssues(issues, files));
+}
+
+/** Returns the issues sorted by file (in load order), line and column. */
+function sortIssues(issues: readonly ConfigIssue[], files: readonly string[]): ConfigIssue[] {
   const fileOrder = new Map(files.map((file, index) => [file, index]));
   const rank = (file: string) => fileOrder.get(file) ?? -1;
-  const sorted = [...issues].sort(
+  return [...issues].sort(
     (a, b) =>
       rank(a.position.file) - rank(b.position.file) ||
       a.position.line - b.position.line ||
       a.position.column - b.position.column,
   );
-  throw new ConfigError(sorted);
 }

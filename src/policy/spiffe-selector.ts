@@ -1,5 +1,5 @@
 import { matchesSpiffeIdPrefix, parseSpiffeId, parseSpiffeIdPrefix } from '../identity/spiffe-id';
-import { SpiffeSelector } from './types';
+import { SpiffeSelector, SubjectSelector } from './types';
 
 const SLASH = 0x2f;
 
@@ -33,4 +33,29 @@ export function selectorKey(selector: SpiffeSelector): string {
   return selector.kind === 'spiffeId'
     ? `id:${selector.spiffeId}`
     : `prefix:${selector.spiffeIdPrefix}`;
+}
+
+/**
+ * Returns whether a policy subject selects a process, given its canonical SPIFFE ID or null
+ * when it has none. Only an `unidentified` subject selects a process without a SPIFFE ID.
+ */
+export function subjectMatches(subject: SubjectSelector, spiffeId: string | null): boolean {
+  if (subject.kind === 'unidentified') return spiffeId === null;
+  if (spiffeId === null) return false;
+  if (subject.kind === 'trustDomain') {
+    const trustDomainId = `spiffe://${subject.trustDomain}`;
+    return (
+      spiffeId.startsWith(trustDomainId) &&
+      (spiffeId.length === trustDomainId.length ||
+        spiffeId.charCodeAt(trustDomainId.length) === SLASH)
+    );
+  }
+  return selectorMatches(subject, spiffeId);
+}
+
+/** Returns a stable text key for a policy subject, such as `trustDomain:example.org`. */
+export function subjectKey(subject: SubjectSelector): string {
+  if (subject.kind === 'unidentified') return 'unidentified';
+  if (subject.kind === 'trustDomain') return `trustDomain:${subject.trustDomain}`;
+  return selectorKey(subject);
 }

@@ -126,6 +126,19 @@ export class YamlFieldReader {
     return undefined;
   }
 
+  /** Returns the value of a field when it is a boolean scalar (`true` or `false`, unquoted). */
+  readBoolean(field: YamlField): boolean | undefined {
+    const node = field.value;
+    if (isScalar(node) && typeof node.value === 'boolean') return node.value;
+    this.error(
+      node ?? field.key,
+      field.path,
+      `expected true or false, found ${describeNode(node)}`,
+      'write true or false without quotes',
+    );
+    return undefined;
+  }
+
   /** Returns the items of a list field. */
   readList(field: YamlField, hint?: string): YamlItem[] | undefined {
     const node = field.value;

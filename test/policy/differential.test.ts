@@ -224,8 +224,8 @@ describe('compiled rules against decideConnect', () => {
           mismatches.push({ setIndex, specs, query, expected, actual });
         }
 
-        // The scan-order tie-break of the current BPF code may name another rule of the same
-        // action, but the action, reason and verdict must not change.
+        // A scan-order tie-break may name another rule of the same action, but the action,
+        // reason and verdict must not depend on the tie-break.
         const scanOrder = runKernel(compiled, identities, query, 'scan-order');
         if (
           scanOrder.action !== expected.action ||

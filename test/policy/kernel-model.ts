@@ -5,8 +5,8 @@ export type TieBreak =
   /** The lowest rule index wins, the contract that `compilePolicySet` documents. */
   | 'lowest-index'
   /**
-   * The first match in scan order wins (peer list, then CIDR list), which is what
-   * `scan_rules` in bpf/connect.bpf.c does with its strict `>` comparison.
+   * The first match in scan order wins (peer list, then CIDR list): a strict `>` comparison
+   * without the ruleIndex tie-break that `scan_rules` in bpf/connect.bpf.c has.
    */
   | 'scan-order';
 

@@ -180,7 +180,7 @@ describe('parsePolicies', () => {
       expected: [
         'p.yaml:3:21: error: metadata.labels: unknown field "labels" (allowed fields: name)',
         'p.yaml:5:37: error: spec.subject.selector: unknown field "selector"',
-        'p.yaml:6:3: error: spec.egres: unknown field "egres" (did you mean "egress"? allowed fields: subject, egressPosture, egress)',
+        'p.yaml:6:3: error: spec.egres: unknown field "egres" (did you mean "egress"? allowed fields: subject, mode, egressPosture, egress, ingressPosture, ingress, processPosture, process, filePosture, file)',
         'p.yaml:9:7: error: spec.egress[0].port: unknown field "port" (did you mean "ports"?',
         'p.yaml:10:12: error: spec.egress[0].to.cidr: unknown field "cidr" (did you mean "cidrs"?',
         'p.yaml:10:11: error: spec.egress[0].to: expected exactly one of spiffeId, spiffeIdPrefix, cidrs, found none',
@@ -218,7 +218,7 @@ describe('parsePolicies', () => {
         '  subject: {spiffeId: "spiffe://Example.org/web", spiffeIdPrefix: "http://a/"}',
       ),
       expected: [
-        'p.yaml:5:12: error: spec.subject: expected exactly one of spiffeId, spiffeIdPrefix, found spiffeId and spiffeIdPrefix',
+        'p.yaml:5:12: error: spec.subject: expected exactly one of spiffeId, spiffeIdPrefix, trustDomain, unidentified, found spiffeId and spiffeIdPrefix',
         'p.yaml:5:23: error: spec.subject.spiffeId: invalid SPIFFE ID "spiffe://Example.org/web": the trust domain contains',
         'p.yaml:5:67: error: spec.subject.spiffeIdPrefix: invalid SPIFFE ID prefix "http://a/": the scheme must be',
       ],
@@ -228,7 +228,7 @@ describe('parsePolicies', () => {
       name: 'missing subject selector',
       text: lines(...HEADER, 'metadata: {name: p}', 'spec:', '  subject: {}'),
       expected: [
-        'p.yaml:5:12: error: spec.subject: expected exactly one of spiffeId, spiffeIdPrefix, found none',
+        'p.yaml:5:12: error: spec.subject: expected exactly one of spiffeId, spiffeIdPrefix, trustDomain, unidentified, found none',
       ],
       count: 1,
     },

@@ -1,5 +1,5 @@
 import { stringify } from 'yaml';
-import { parsePolicies } from '../../src/policy/loader';
+import { parsePolicySet } from '../../src/policy/loader';
 import { PolicySet } from '../../src/policy/types';
 
 /** One egress rule in the YAML form of a policy file. */
@@ -39,5 +39,5 @@ export function policyYaml(spec: PolicySpec): string {
 /** Builds a policy set by writing the specs as one multi-document YAML file and loading it. */
 export function policySet(specs: PolicySpec[], file = 'policies.yaml'): PolicySet {
   const text = specs.map(policyYaml).join('---\n');
-  return { policies: parsePolicies(text, file), files: [file] };
+  return parsePolicySet(text, file);
 }
