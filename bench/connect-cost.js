@@ -66,7 +66,7 @@ async function main() {
   const binary = buildLoop();
   // The listener runs in its own process: the loop runs with spawnSync, which blocks this one.
   const port = 30000 + (process.pid % 10000);
-  const listener = spawn(process.execPath, [path.join(__dirname, '..', 'examples', 'workload.js'), 'listen', '127.0.0.1', String(port)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const listener = spawn(binary, ['listen', String(port)], { stdio: ['ignore', 'pipe', 'inherit'] });
   await new Promise((resolve) => listener.stdout.once('data', resolve));
   const cgroup = path.join(findCgroup2Root(), `sigil-bench-${process.pid}`);
   mkdirSync(cgroup);

@@ -1,6 +1,7 @@
 // Opens and connects N sockets to 127.0.0.1:PORT one after another and
 // prints the mean nanoseconds per socket()+connect()+close().
 // Usage: connect_loop tcp|udp PORT N
+//        connect_loop listen PORT   (accepts and closes TCP connections until killed)
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -18,6 +19,30 @@ static long long now_ns(void)
 	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
+/* Accepts and closes connections, so the TCP loop never waits on a full backlog. */
+static int listen_loop(int port)
+{
+	struct sockaddr_in addr = { .sin_family = AF_INET };
+	int one = 1;
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+
+	addr.sin_port = htons(port);
+	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (bind(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0 || listen(fd, 4096) != 0) {
+		perror("listen");
+		return 1;
+	}
+	printf("listening %d\n", port);
+	fflush(stdout);
+	for (;;) {
+		int client = accept(fd, NULL, NULL);
+
+		if (client >= 0)
+			close(client);
+	}
+}
+
 int main(int argc, char **argv)
 {
 	struct sockaddr_in addr = { .sin_family = AF_INET };
@@ -25,6 +50,8 @@ int main(int argc, char **argv)
 	int tcp, n, failures = 0;
 	long long start;
 
+	if (argc == 3 && strcmp(argv[1], "listen") == 0)
+		return listen_loop(atoi(argv[2]));
 	if (argc != 4) {
 		fprintf(stderr, "usage: connect_loop tcp|udp PORT N\n");
 		return 2;
