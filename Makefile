@@ -52,6 +52,25 @@ $(BPF_OUT)/%.bpf.o: bpf/%.bpf.c $(BPF_HEADERS) $(VMLINUX_H)
 $(SIGIL_BPF): $(BPF_OUT)/maps.bpf.o $(filter-out $(SIGIL_BPF) $(BPF_OUT)/maps.bpf.o,$(BPF_OBJECTS))
 	$(BPFTOOL) gen object $@ $^
 
+# BPF LSM programs: a second object, loaded only where the kernel runs BPF
+# LSM, because libbpf loads every program of an object and the host kernel
+# refuses LSM programs. It reuses the main object's pinned maps.
+LSM_BPF_SOURCES := $(wildcard bpf/lsm/*.bpf.c)
+LSM_BPF_OBJECTS := $(patsubst bpf/lsm/%.bpf.c,$(BPF_OUT)/lsm/%.bpf.o,$(LSM_BPF_SOURCES))
+LSM_BPF_HEADERS := $(wildcard bpf/lsm/*.h)
+SIGIL_LSM_BPF := $(BPF_OUT)/sigil-lsm.bpf.o
+
+bpf: $(SIGIL_LSM_BPF)
+
+$(BPF_OUT)/lsm/%.bpf.o: bpf/lsm/%.bpf.c $(BPF_HEADERS) $(LSM_BPF_HEADERS) $(VMLINUX_H)
+	@mkdir -p $(@D)
+	$(CLANG) -g -O2 -Wall -target bpf -D__TARGET_ARCH_x86 -I$(BPF_OUT) -Ibpf/include \
+		-c $< -o $@
+
+# As for sigil.bpf.o, the object that defines the maps goes first.
+$(SIGIL_LSM_BPF): $(BPF_OUT)/lsm/maps.bpf.o $(filter-out $(BPF_OUT)/lsm/maps.bpf.o,$(LSM_BPF_OBJECTS))
+	$(BPFTOOL) gen object $@ $^
+
 native: $(NATIVE)
 
 $(NATIVE): $(NATIVE_SOURCES) node_modules/.package-lock.json

@@ -23,15 +23,10 @@
 #define SIGIL_SOCK_REJECT 0
 
 /*
- * clang 14 emits only forward declarations for the key and value types of an
- * inner map, and libbpf cannot size an inner map from a forward declaration.
- * These read-only variables are never read: they make clang emit full types.
+ * The inner map templates give sizes, not BTF types: Linux 6.1 compares a
+ * BTF-derived field of the template with the same field of an inner map
+ * created from user space, which never matches, and rejects every insert.
  */
-const volatile struct sigil_subject sigil_btf_subject __attribute__((used));
-const volatile struct sigil_peer_key sigil_btf_peer_key __attribute__((used));
-const volatile struct sigil_cidr_key sigil_btf_cidr_key __attribute__((used));
-const volatile struct sigil_rule_list sigil_btf_rule_list __attribute__((used));
-
 /* Generation -> per-subject settings of that rule set. */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
@@ -41,8 +36,8 @@ struct {
 		__uint(type, BPF_MAP_TYPE_HASH);
 		__uint(map_flags, BPF_F_NO_PREALLOC);
 		__uint(max_entries, SIGIL_MAX_SUBJECTS);
-		__type(key, __u32);
-		__type(value, struct sigil_subject);
+		__uint(key_size, sizeof(__u32));
+		__uint(value_size, sizeof(struct sigil_subject));
 	});
 } sigil_subjects SEC(".maps");
 
@@ -55,8 +50,8 @@ struct {
 		__uint(type, BPF_MAP_TYPE_HASH);
 		__uint(map_flags, BPF_F_NO_PREALLOC);
 		__uint(max_entries, SIGIL_MAX_PEER_KEYS);
-		__type(key, struct sigil_peer_key);
-		__type(value, struct sigil_rule_list);
+		__uint(key_size, sizeof(struct sigil_peer_key));
+		__uint(value_size, sizeof(struct sigil_rule_list));
 	});
 } sigil_peer_rules SEC(".maps");
 
@@ -69,8 +64,8 @@ struct {
 		__uint(type, BPF_MAP_TYPE_LPM_TRIE);
 		__uint(map_flags, BPF_F_NO_PREALLOC);
 		__uint(max_entries, SIGIL_MAX_CIDR_KEYS);
-		__type(key, struct sigil_cidr_key);
-		__type(value, struct sigil_rule_list);
+		__uint(key_size, sizeof(struct sigil_cidr_key));
+		__uint(value_size, sizeof(struct sigil_rule_list));
 	});
 } sigil_cidr_rules SEC(".maps");
 

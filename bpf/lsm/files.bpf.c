@@ -1,0 +1,270 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Identity-keyed exec and file-open enforcement with BPF LSM programs.
+ * lsm/bprm_check_security decides each program that execve() runs, and
+ * lsm/file_open each open(). Both look up the rules of the subject (the
+ * identity of the current process) in the active rule-set generation.
+ * Exact-file rules match the file's (device, inode), so hard links, symlinks
+ * and renames reach the same rule. Directory rules match the path that
+ * bpf_d_path resolves.
+ *
+ * A hook returns -EPERM only for a Block rule, or for a Block posture of a
+ * subject that has Allow rules of the kind and no rule that matched. Block
+ * beats Audit beats Allow; among rules of equal action the lowest rule index
+ * is reported.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+
+#include "lsm_maps.bpf.h"
+#include "decision.bpf.h"
+#include "path.bpf.h"
+
+#define EAGAIN 11
+
+/*
+ * include/linux/fs.h and include/linux/fcntl.h. execve() opens the program
+ * with __FMODE_EXEC, which the kernel keeps in f_flags, not in f_mode.
+ */
+#define FMODE_WRITE 0x2
+#define __FMODE_EXEC 0x20
+#define O_TRUNC 01000
+#define S_IFMT 0170000
+#define S_IFDIR 0040000
+
+/*
+ * How often the path is resolved and matched again when another program run
+ * on the same CPU overwrote the per-CPU path buffer in between (possible on
+ * preemptible kernels). After that the directory rules are skipped.
+ */
+#define PATH_ATTEMPTS 3
+
+/* The file a hook decides on, and what the process wants to do with it. */
+struct file_access {
+	struct file *file;
+	__u32 kind;		/* enum sigil_lsm_kind */
+	__u8 write_intent;
+	__u8 exec_open;
+};
+
+/* Applies the exact-file rules of the subject to the file's inode. */
+static __always_inline void match_inode(__u32 gen, __u32 subject, const struct file_access *access,
+					__u32 dev, __u64 ino, struct path_verdict *verdict)
+{
+	struct sigil_lsm_inode_key key = {};
+	struct sigil_lsm_access *rules;
+	void *inodes;
+
+	inodes = bpf_map_lookup_elem(&sigil_lsm_inodes, &gen);
+	if (!inodes)
+		return;
+	key.ino = ino;
+	key.dev = dev;
+	key.subject = subject;
+	key.kind = access->kind;
+	rules = bpf_map_lookup_elem(inodes, &key);
+	if (!rules)
+		return;
+	raise_verdict(verdict, access->write_intent ? &rules->write : &rules->read,
+		      SIGIL_LSM_MATCH_INODE);
+}
+
+/*
+ * Resolves the file's path into the per-CPU buffer and, when directories is
+ * set, applies the directory rules to it. Returns bpf_d_path's result, or
+ * -EAGAIN when the buffer kept being overwritten. owner identifies this run.
+ */
+static __always_inline int resolve_and_match(struct sigil_lsm_path_buffer *buffer, __u64 owner,
+					     struct path_walk *walk, const struct file_access *access,
+					     bool is_directory, struct path_verdict *verdict)
+{
+	struct path_verdict directory_verdict;
+	int path_len = -EAGAIN;
+
+	for (int attempt = 0; attempt < PATH_ATTEMPTS; attempt++) {
+		buffer->owner = owner;
+		path_len = bpf_d_path((struct path *)&access->file->f_path, buffer->path,
+				      sizeof(buffer->path));
+		directory_verdict = (struct path_verdict){};
+		if (walk->directories && path_len > 1)
+			match_directories(walk, buffer, path_len, is_directory, &directory_verdict);
+		/* another run on this CPU took the buffer: its bytes may have been mixed into the match */
+		if (buffer->owner == owner) {
+			merge_verdict(verdict, &directory_verdict);
+			return path_len;
+		}
+	}
+	return -EAGAIN;
+}
+
+/* Writes a file-open or exec decision record; a full ring buffer is counted, never silent. */
+static __always_inline void emit_decision(const struct file_access *access,
+					  const struct sigil_path_decision *decision,
+					  struct sigil_lsm_path_buffer *buffer, __u64 owner)
+{
+	struct sigil_file_decision_record *file_record = NULL;
+	struct sigil_exec_decision_record *exec_record = NULL;
+	struct sigil_path_decision *out;
+	char *comm, *path;
+
+	/* reserve the record */
+	if (access->kind == SIGIL_LSM_KIND_EXEC) {
+		exec_record = bpf_ringbuf_reserve(&sigil_events, sizeof(*exec_record), 0);
+		if (!exec_record) {
+			sigil_count_drop(SIGIL_DROP_RINGBUF_FULL);
+			return;
+		}
+		exec_record->header.type = SIGIL_RECORD_EXEC_DECISION;
+		exec_record->header.size = sizeof(*exec_record);
+		exec_record->header.ktime_ns = bpf_ktime_get_boot_ns();
+		out = &exec_record->decision;
+		comm = exec_record->comm;
+		path = exec_record->path;
+	} else {
+		file_record = bpf_ringbuf_reserve(&sigil_events, sizeof(*file_record), 0);
+		if (!file_record) {
+			sigil_count_drop(SIGIL_DROP_RINGBUF_FULL);
+			return;
+		}
+		file_record->header.type = SIGIL_RECORD_FILE_DECISION;
+		file_record->header.size = sizeof(*file_record);
+		file_record->header.ktime_ns = bpf_ktime_get_boot_ns();
+		file_record->write_intent = access->write_intent;
+		file_record->exec_open = access->exec_open;
+		__builtin_memset(file_record->pad, 0, sizeof(file_record->pad));
+		out = &file_record->decision;
+		comm = file_record->comm;
+		path = file_record->path;
+	}
+
+	/* fill it */
+	*out = *decision;
+	bpf_get_current_comm(comm, SIGIL_COMM_LEN);
+	if (decision->path_len > 0)
+		bpf_probe_read_kernel_str(path, SIGIL_PATH_MAX, buffer->path);
+	else
+		path[0] = '\0';
+	if (buffer->owner != owner) {
+		/* the buffer was overwritten while it was copied */
+		out->path_len = -EAGAIN;
+		path[0] = '\0';
+	}
+
+	/* submit */
+	if (exec_record)
+		bpf_ringbuf_submit(exec_record, 0);
+	else if (file_record)
+		bpf_ringbuf_submit(file_record, 0);
+}
+
+/* Decides one exec or open and returns the hook's verdict: 0 or -EPERM. */
+static __always_inline int decide_access(const struct file_access *access)
+{
+	__u64 owner = bpf_get_current_pid_tgid();
+	__u32 tgid = owner >> 32;
+	struct sigil_path_decision decision = {};
+	struct path_verdict verdict = {};
+	struct path_walk walk = {};
+	struct sigil_lsm_path_buffer *buffer;
+	struct sigil_lsm_subject *subject_rules = NULL;
+	struct sigil_lsm_config *config;
+	struct sigil_settings *settings;
+	struct inode *inode;
+	struct file *file;
+	__u32 zero = 0, gen, subject, dev, posture_flag;
+	void *subjects;
+	__u64 ino;
+	bool is_directory;
+	int path_len;
+
+	settings = bpf_map_lookup_elem(&sigil_settings, &zero);
+	buffer = bpf_map_lookup_elem(&sigil_lsm_path_buffers, &zero);
+	config = bpf_map_lookup_elem(&sigil_lsm_config, &zero);
+	if (!settings || !buffer || !config)
+		return 0;
+	gen = settings->generation;
+	subject = sigil_identity_of(tgid);
+	subjects = bpf_map_lookup_elem(&sigil_lsm_subjects, &gen);
+	if (subjects)
+		subject_rules = bpf_map_lookup_elem(subjects, &subject);
+	/* no rules and no identity: nothing to decide and nothing to report */
+	if (!subject_rules && !subject)
+		return 0;
+
+	/* a local copy, so that BPF_CORE_READ relocates only kernel types */
+	file = access->file;
+	inode = BPF_CORE_READ(file, f_inode);
+	dev = BPF_CORE_READ(inode, i_sb, s_dev);
+	ino = BPF_CORE_READ(inode, i_ino);
+	is_directory = (BPF_CORE_READ(inode, i_mode) & S_IFMT) == S_IFDIR;
+
+	if (subject_rules) {
+		match_inode(gen, subject, access, dev, ino, &verdict);
+		walk.directories = bpf_map_lookup_elem(&sigil_lsm_directories, &gen);
+	}
+	walk.key.subject = subject;
+	walk.key.kind = access->kind;
+	walk.seed = config->hash_seed;
+	walk.write_intent = access->write_intent;
+	path_len = resolve_and_match(buffer, owner, &walk, access, is_directory, &verdict);
+
+	/* nothing matched: the posture applies where the subject has Allow rules of the kind */
+	posture_flag = access->kind == SIGIL_LSM_KIND_EXEC ? SIGIL_LSM_SUBJECT_HAS_EXEC_ALLOW
+							   : SIGIL_LSM_SUBJECT_HAS_FILE_ALLOW;
+	if (subject_rules && verdict.action == SIGIL_ACTION_NONE &&
+	    (subject_rules->flags & posture_flag)) {
+		verdict.action = access->kind == SIGIL_LSM_KIND_EXEC ? subject_rules->exec_posture
+								     : subject_rules->file_posture;
+		verdict.reason = SIGIL_REASON_POSTURE;
+	}
+
+	decision.tgid = tgid;
+	decision.subject_id = subject;
+	decision.generation = gen;
+	decision.rule_index = verdict.rule_index;
+	decision.dev = dev;
+	decision.ino = ino;
+	decision.path_len = path_len;
+	decision.action = verdict.action;
+	decision.reason = verdict.reason;
+	decision.denied = verdict.action == SIGIL_ACTION_BLOCK;
+	decision.match = verdict.match;
+	if (subject || verdict.action != SIGIL_ACTION_NONE || verdict.reason != SIGIL_REASON_NO_POLICY) {
+		fill_process_fields(&decision);
+		emit_decision(access, &decision, buffer, owner);
+	}
+	return decision.denied ? -EPERM : 0;
+}
+
+SEC("lsm/bprm_check_security")
+int BPF_PROG(sigil_lsm_bprm_check, struct linux_binprm *bprm, int ret)
+{
+	struct file_access access = {};
+
+	/* keep the denial of an earlier program on this hook */
+	if (ret != 0)
+		return ret;
+	access.file = bprm->file;
+	access.kind = SIGIL_LSM_KIND_EXEC;
+	return decide_access(&access);
+}
+
+SEC("lsm/file_open")
+int BPF_PROG(sigil_lsm_file_open, struct file *file, int ret)
+{
+	struct file_access access = {};
+	__u32 f_mode, f_flags;
+
+	if (ret != 0)
+		return ret;
+	f_mode = BPF_CORE_READ(file, f_mode);
+	f_flags = BPF_CORE_READ(file, f_flags);
+	access.file = file;
+	access.kind = SIGIL_LSM_KIND_FILE;
+	/* open(O_RDONLY | O_TRUNC) truncates a file after this hook allowed it as a read */
+	access.write_intent = (f_mode & FMODE_WRITE) || (f_flags & O_TRUNC);
+	access.exec_open = (f_flags & __FMODE_EXEC) != 0;
+	return decide_access(&access);
+}
