@@ -135,6 +135,9 @@ static __always_inline void read_destination(struct bpf_sock_addr *ctx, int fami
 		words[2] = bpf_htonl(0xffff);
 		words[3] = ctx->user_ip4;
 		dst->is_v4 = 1;
+		/* the kernel sends a connect to 0.0.0.0 to 127.0.0.1, so rules must see 127.0.0.1 */
+		if (!words[3])
+			words[3] = bpf_htonl(0x7f000001);
 		return;
 	}
 	words[0] = ctx->user_ip6[0];
@@ -143,6 +146,11 @@ static __always_inline void read_destination(struct bpf_sock_addr *ctx, int fami
 	words[3] = ctx->user_ip6[3];
 	/* an IPv4-mapped destination on a dual-stack socket reaches IPv4 listeners */
 	dst->is_v4 = words[0] == 0 && words[1] == 0 && words[2] == bpf_htonl(0xffff);
+	/* the kernel sends a connect to :: to ::1 and one to ::ffff:0.0.0.0 to 127.0.0.1 */
+	if (!words[0] && !words[1] && !words[2] && !words[3])
+		words[3] = bpf_htonl(1);
+	else if (dst->is_v4 && !words[3])
+		words[3] = bpf_htonl(0x7f000001);
 }
 
 /* Finds the local socket the destination reaches, and returns its owner's identity. */

@@ -17,6 +17,8 @@ import { probeEnforcers } from '../kernel/probe';
 import { EventHub } from '../events/event-hub';
 import { AuditServer } from '../events/grpc-server';
 import { connectEvent, execEvent } from './event-builder';
+import { bpfLsmUsable, dropEnforcedKindWarnings, enforcedRuleKinds, LsmEnforcer } from './lsm-enforcer';
+import { LsmRecord } from '../kernel/lsm-layout';
 import { ProcessCache } from './process-cache';
 import { IdentityRegistry } from './identity-registry';
 import { ConfigWatcher } from './config-watcher';
@@ -86,6 +88,7 @@ export class Agent {
   private readonly unattested = new Map<number, bigint | null>();
   private policySet!: PolicySet;
   private datapath: Datapath | null = null;
+  private lsm: LsmEnforcer | null = null;
   private server: AuditServer | null = null;
   private watcher: ConfigWatcher | null = null;
   private dropTimer: NodeJS.Timeout | null = null;
@@ -144,6 +147,8 @@ export class Agent {
       issues.push(...error.issues);
     }
     if (issues.length > 0) throw new ConfigError(issues);
+    const lsmUsable = bpfLsmUsable(options.pinDir, log);
+    dropEnforcedKindWarnings(this.policySet, enforcedRuleKinds(lsmUsable));
     for (const warning of this.policySet.warnings) log.warn(formatIssue(warning));
 
     this.reportEnforcers();
@@ -156,6 +161,16 @@ export class Agent {
       );
     }
     this.datapath = datapath;
+    if (lsmUsable) {
+      // The cgroup socket programs attached below decide every connect, so the LSM socket hooks stay off.
+      this.lsm = LsmEnforcer.start({
+        pinDir: options.pinDir as string,
+        socketHooks: false,
+        logger: log,
+        spiffeIdOf: (id) => this.registry.spiffeIdOf(id),
+        executableOf: (tgid) => this.processes.executable(tgid),
+      });
+    }
     this.applyPolicies();
     datapath.startEvents((batch) => this.handleBatch(batch));
 
@@ -279,7 +294,8 @@ export class Agent {
     // SPIFFE IDs a policy names get ids now, so their rules exist before any process has them.
     for (const id of exactSpiffeIds(this.policySet)) this.registry.idFor(id);
     const compiled = compilePolicySet(this.policySet, this.registry.entries());
-    const generation = datapath.applyRuleSet(toKernelRuleSet(compiled));
+    const lsmHooks = this.lsm?.prepare(this.policySet, this.registry.entries());
+    const generation = datapath.applyRuleSet(toKernelRuleSet(compiled), 0, lsmHooks);
     this.rulesByGeneration.set(generation, compiled.rules);
     this.rulesByGeneration.delete(generation - KEPT_GENERATIONS);
   }
@@ -324,7 +340,7 @@ export class Agent {
   }
 
   private handleBatch(batch: Buffer): void {
-    for (const record of decodeBatch(batch)) {
+    for (const record of this.lsm ? this.lsm.decodeBatch(batch) : decodeBatch(batch)) {
       try {
         this.handleRecord(record);
       } catch (error) {
@@ -333,7 +349,7 @@ export class Agent {
     }
   }
 
-  private handleRecord(record: KernelRecord | MalformedRecord): void {
+  private handleRecord(record: KernelRecord | MalformedRecord | LsmRecord): void {
     switch (record.type) {
       case 'exec':
         this.handleExec(record).catch((error) =>
@@ -347,6 +363,12 @@ export class Agent {
         return;
       case 'connect':
         return this.handleConnect(record);
+      case 'exec-decision':
+      case 'file-decision': {
+        const draft = this.lsm?.eventFor(record);
+        if (draft) this.hub.publish(draft);
+        return;
+      }
       case 'malformed':
         this.malformed++;
         this.log.warn({ reason: record.reason }, 'skipped a malformed kernel record');
@@ -410,6 +432,11 @@ export class Agent {
       if (total === previous) return;
       this.reportedDrops[reason] = total;
       const count = Number(total - previous);
+      // Dropped records may include execs: attest every process again, so none keeps a
+      // pre-exec identity because its exec record was lost.
+      this.attestRunningProcesses().catch((error) =>
+        this.log.error({ err: error }, 'attest processes after dropped records failed'),
+      );
       this.log.warn({ count, total: total.toString() }, 'kernel ring buffer full: records dropped');
       this.hub.publish({
         type: 'loss',
@@ -436,6 +463,7 @@ export class Agent {
       return;
     }
 
+    dropEnforcedKindWarnings(policySet, enforcedRuleKinds(this.lsm !== null));
     for (const warning of policySet.warnings) this.log.warn(formatIssue(warning));
     const previous = { registration: this.registration, policySet: this.policySet };
     try {
@@ -484,6 +512,8 @@ export class Agent {
     this.dropTimer = null;
     await this.server?.stop();
     this.server = null;
+    this.lsm?.close();
+    this.lsm = null;
     this.datapath?.close();
     this.datapath = null;
   }

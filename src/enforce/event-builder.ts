@@ -1,18 +1,31 @@
-import { ConnectRecord, ExecRecord } from '../kernel/codec';
+import { ConnectRecord, ExecRecord, ExitRecord } from '../kernel/codec';
 import { DecisionReason, KernelAction } from '../kernel/layout';
 import { RuleRef } from '../policy/compiled-rule-set';
-import { EventDraft } from '../events/audit-event';
+import {
+  Action,
+  AgentState,
+  Connection,
+  Enforcer,
+  EventDraft,
+  EventObject,
+  LossWhere,
+  PolicyRef,
+  Process,
+  ProcessRef,
+  Result,
+  Severity,
+} from '../events/audit-event';
 
 const EPERM = 1;
 
-const ACTION_NAMES: Record<number, 'allow' | 'audit' | 'block' | 'none'> = {
+const ACTION_NAMES: Record<number, Action> = {
   [KernelAction.None]: 'none',
   [KernelAction.Allow]: 'allow',
   [KernelAction.Audit]: 'audit',
   [KernelAction.Block]: 'block',
 };
 
-const REASON_NAMES: Record<number, 'rule' | 'posture' | 'no-policy'> = {
+const REASON_NAMES: Record<number, PolicyRef['reason']> = {
   [DecisionReason.NoPolicy]: 'no-policy',
   [DecisionReason.Rule]: 'rule',
   [DecisionReason.Posture]: 'posture',
@@ -24,32 +37,120 @@ function protocolName(protocol: number): 'tcp' | 'udp' | 'other' {
   return 'other';
 }
 
+/** Severity, tags and message that a rule adds to its events, when the policy file sets them. */
+export interface RuleDetails {
+  severity?: Severity;
+  tags?: readonly string[];
+  message?: string;
+}
+
+/** Process context that the kernel record lacks and the agent may have. */
+export interface ProcessContext {
+  /** argv, when the agent read it (for example from /proc/<pid>/cmdline). */
+  arguments?: string[];
+  containerId?: string;
+  /** Parent first. */
+  ancestry?: ProcessRef[];
+}
+
+/** Adds the optional process context, leaving out what is unknown. */
+function withContext(process: Process, context: ProcessContext | undefined): Process {
+  if (context?.arguments?.length) process.arguments = context.arguments;
+  if (context?.containerId) process.containerId = context.containerId;
+  if (context?.ancestry?.length) process.ancestry = context.ancestry;
+  return process;
+}
+
+/** Copies a rule's severity, tags and message into a policy reference, leaving out unset ones. */
+function withRuleDetails(policy: PolicyRef, details: RuleDetails | undefined): PolicyRef {
+  if (details?.severity) policy.severity = details.severity;
+  if (details?.tags?.length) policy.tags = [...details.tags];
+  if (details?.message) policy.message = details.message;
+  return policy;
+}
+
 /** Builds the exec event for a process the agent attested (spiffeId null: no identity). */
-export function execEvent(record: ExecRecord, spiffeId: string | null, executable: string): EventDraft {
+export function execEvent(
+  record: ExecRecord,
+  spiffeId: string | null,
+  executable: string,
+  context?: ProcessContext,
+): EventDraft {
   return {
     type: 'exec',
     ktimeNs: record.ktimeNs.toString(),
     subject: { spiffeId: spiffeId ?? '' },
-    process: {
-      pid: record.tgid,
-      ppid: record.ppid,
-      uid: record.uid,
-      gid: record.gid,
-      executable,
-      comm: record.comm,
-      cgroupId: record.cgroupId.toString(),
-    },
+    process: withContext(
+      {
+        pid: record.tgid,
+        ppid: record.ppid,
+        uid: record.uid,
+        gid: record.gid,
+        executable,
+        comm: record.comm,
+        cgroupId: record.cgroupId.toString(),
+        tgid: record.tgid,
+      },
+      context,
+    ),
     action: 'none',
     result: 'allowed',
   };
 }
 
-export interface ConnectContext {
+/**
+ * Converts the kernel's task exit_code (a wait status: the exit status in
+ * bits 8..15, the terminating signal in bits 0..6) to the shell convention:
+ * the exit status, or 128 + signal number.
+ */
+export function exitStatus(waitStatus: number): number {
+  const signal = waitStatus & 0x7f;
+  return signal !== 0 ? 128 + signal : (waitStatus >> 8) & 0xff;
+}
+
+/** Details of an exiting process that the exit record lacks, from the agent's process cache. */
+export interface ExitContext extends ProcessContext {
+  spiffeId: string | null;
+  executable: string | null;
+  ppid: number;
+  uid: number;
+  gid: number;
+  comm: string;
+  cgroupId: string;
+}
+
+/** Builds the exit event of a process. */
+export function exitEvent(record: ExitRecord, context: ExitContext): EventDraft {
+  const process = withContext(
+    {
+      pid: record.tgid,
+      ppid: context.ppid,
+      uid: context.uid,
+      gid: context.gid,
+      executable: context.executable ?? '',
+      comm: context.comm,
+      cgroupId: context.cgroupId,
+      tgid: record.tgid,
+    },
+    context,
+  );
+  process.exitCode = exitStatus(record.exitCode);
+  return {
+    type: 'exit',
+    ktimeNs: record.ktimeNs.toString(),
+    subject: { spiffeId: context.spiffeId ?? '' },
+    process,
+    action: 'none',
+    result: 'allowed',
+  };
+}
+
+export interface ConnectContext extends ProcessContext {
   subject: string | null;
   peer: string | null;
   executable: string | null;
   /** The rule that decided, when reason is 'rule'. */
-  rule?: RuleRef;
+  rule?: RuleRef & RuleDetails;
   /** The policies whose posture decided, when reason is 'posture'. */
   posturePolicy?: string;
 }
@@ -61,15 +162,19 @@ export function connectEvent(record: ConnectRecord, context: ConnectContext): Ev
     type: 'connect',
     ktimeNs: record.ktimeNs.toString(),
     subject: { spiffeId: context.subject ?? '' },
-    process: {
-      pid: record.tgid,
-      ppid: record.ppid,
-      uid: record.uid,
-      gid: record.gid,
-      executable: context.executable ?? '',
-      comm: record.comm,
-      cgroupId: record.cgroupId.toString(),
-    },
+    process: withContext(
+      {
+        pid: record.tgid,
+        ppid: record.ppid,
+        uid: record.uid,
+        gid: record.gid,
+        executable: context.executable ?? '',
+        comm: record.comm,
+        cgroupId: record.cgroupId.toString(),
+        tgid: record.tgid,
+      },
+      context,
+    ),
     connection: {
       family: record.family,
       protocol: protocolName(record.protocol),
@@ -78,15 +183,95 @@ export function connectEvent(record: ConnectRecord, context: ConnectContext): Ev
       peerSpiffeId: context.peer ?? '',
       peerPid: record.peerTgid,
     },
-    policy: {
-      name: context.rule?.policy ?? context.posturePolicy ?? '',
-      rule: context.rule?.rule ?? (reason === 'posture' ? 'egressPosture' : ''),
-      reason,
-    },
+    policy: withRuleDetails(
+      {
+        name: context.rule?.policy ?? context.posturePolicy ?? '',
+        rule: context.rule?.rule ?? (reason === 'posture' ? 'egressPosture' : ''),
+        reason,
+      },
+      context.rule,
+    ),
     action: ACTION_NAMES[record.action] ?? 'none',
     result: record.denied ? 'denied' : 'allowed',
     enforcer: 'cgroup-sock',
   };
   if (record.denied) draft.errno = EPERM;
   return draft;
+}
+
+/**
+ * A decision on an operation, in the form every enforcer can fill: the
+ * socket programs for bind and accept, BPF LSM or the fallbacks for files.
+ */
+export interface Decision {
+  ktimeNs: bigint;
+  spiffeId: string | null;
+  process: Process;
+  context?: ProcessContext;
+  policy?: PolicyRef & RuleDetails;
+  action: Action;
+  denied: boolean;
+  /** errno returned to the process when denied; EPERM when not given. */
+  errno?: number;
+  enforcer: Enforcer;
+  message?: string;
+}
+
+function decisionDraft(type: EventDraft['type'], decision: Decision): EventDraft {
+  const result: Result = decision.denied ? 'denied' : 'allowed';
+  const draft: EventDraft = {
+    type,
+    ktimeNs: decision.ktimeNs.toString(),
+    subject: { spiffeId: decision.spiffeId ?? '' },
+    process: withContext({ ...decision.process }, decision.context),
+    action: decision.action,
+    result,
+    enforcer: decision.enforcer,
+  };
+  if (decision.policy) {
+    const { name, rule, reason } = decision.policy;
+    draft.policy = withRuleDetails({ name, rule, reason }, decision.policy);
+  }
+  if (decision.denied) draft.errno = decision.errno ?? EPERM;
+  if (decision.message) draft.message = decision.message;
+  return draft;
+}
+
+/** Builds a bind event: connection.localAddress and localPort name the bound address. */
+export function bindEvent(decision: Decision, connection: Connection): EventDraft {
+  return { ...decisionDraft('bind', decision), connection };
+}
+
+/** Builds an accept event: connection.address is the client, localAddress the listener. */
+export function acceptEvent(decision: Decision, connection: Connection): EventDraft {
+  return { ...decisionDraft('accept', decision), connection };
+}
+
+/** Builds a file event for one operation on a path. */
+export function fileEvent(decision: Decision, object: EventObject): EventDraft {
+  return { ...decisionDraft('file', decision), object };
+}
+
+/**
+ * Builds a policy event: a decision reported on its own, such as a process
+ * that the tracepoint-kill enforcer ended, or an AppArmor denial. Its
+ * message describes the decision. The other event types carry the decision
+ * beside the operation instead.
+ */
+export function policyEvent(decision: Decision & { message: string }): EventDraft {
+  return decisionDraft('policy', decision);
+}
+
+/** Builds an agent status event. */
+export function agentEvent(
+  state: AgentState,
+  status: { version: string; identities: number; rules: number },
+  message: string,
+): EventDraft {
+  return { type: 'agent', ktimeNs: '0', agent: { state, ...status }, message };
+}
+
+/** Builds a loss event for records lost before they became events. */
+export function lossEvent(where: Extract<LossWhere, 'kernel-ringbuf' | 'decode'>, count: number, message: string): EventDraft {
+  return { type: 'loss', ktimeNs: '0', loss: { where, count }, message };
 }

@@ -1,23 +1,51 @@
+import { randomUUID } from 'node:crypto';
 import { hostname } from 'node:os';
-import { AuditEvent, EventDraft, EventFilter, matchesFilter } from './audit-event';
+import {
+  AuditEvent,
+  defaultSeverity,
+  EventDraft,
+  EventFilter,
+  matchesFilter,
+  MAX_ANCESTRY,
+  MAX_ARGUMENT_BYTES,
+  MAX_ARGUMENTS,
+  Process,
+} from './audit-event';
+import { ReplayBuffer } from './replay-buffer';
 
-/** A consumer of the event stream. deliver returns false when it could not take the event. */
+/** Events the hub keeps for Watch requests that resume by sequence number. */
+export const DEFAULT_REPLAY_CAPACITY = 100_000;
+
+/** A consumer of the event stream. */
 export interface EventSink {
   filter: EventFilter;
   deliver(event: AuditEvent): void;
 }
 
+export interface EventHubOptions {
+  /** Events retained for resume; 0 turns replay off. */
+  replayCapacity?: number;
+  /** Identifier of this agent run; a random UUID by default. */
+  runId?: string;
+}
+
 /**
- * Numbers events and fans them out to every sink. Sinks own their queues:
- * the hub never waits for one, so a slow consumer cannot slow enforcement.
+ * Numbers events, keeps the most recent ones for replay, and fans them out
+ * to every sink whose filter they pass. Sinks own their queues, so the hub
+ * never waits for a consumer to read. deliver() runs inside publish(), so
+ * a sink must be cheap and must not block.
  */
 export class EventHub {
   private seq = 0;
   private readonly sinks = new Set<EventSink>();
   readonly node: string;
+  readonly runId: string;
+  readonly replay: ReplayBuffer;
 
-  constructor(node = hostname()) {
+  constructor(node = hostname(), options: EventHubOptions = {}) {
     this.node = node;
+    this.runId = options.runId ?? randomUUID();
+    this.replay = new ReplayBuffer(options.replayCapacity ?? DEFAULT_REPLAY_CAPACITY);
   }
 
   publish(draft: EventDraft): AuditEvent {
@@ -26,7 +54,12 @@ export class EventHub {
       time: new Date().toISOString(),
       node: this.node,
       ...draft,
+      severity: draft.severity ?? defaultSeverity(draft),
+      runId: this.runId,
     };
+    if (event.process) event.process = boundProcess(event.process);
+    // Into the buffer before the sinks, so a sink catching up from the buffer finds it there.
+    this.replay.push(event);
     for (const sink of this.sinks) {
       if (matchesFilter(event, sink.filter)) sink.deliver(event);
     }
@@ -42,4 +75,28 @@ export class EventHub {
   get lastSeq(): number {
     return this.seq;
   }
+}
+
+/** Truncates arguments and ancestry to the limits the schema documents. */
+function boundProcess(process: Process): Process {
+  const args = process.arguments;
+  const ancestry = process.ancestry;
+  const argsTooLong =
+    args !== undefined &&
+    (args.length > MAX_ARGUMENTS || args.some((arg) => Buffer.byteLength(arg) > MAX_ARGUMENT_BYTES));
+  const ancestryTooLong = ancestry !== undefined && ancestry.length > MAX_ANCESTRY;
+  if (!argsTooLong && !ancestryTooLong) return process;
+
+  const bounded = { ...process };
+  if (args !== undefined && argsTooLong) bounded.arguments = args.slice(0, MAX_ARGUMENTS).map(truncateArgument);
+  if (ancestry !== undefined && ancestryTooLong) bounded.ancestry = ancestry.slice(0, MAX_ANCESTRY);
+  return bounded;
+}
+
+function truncateArgument(arg: string): string {
+  const bytes = Buffer.from(arg);
+  if (bytes.length <= MAX_ARGUMENT_BYTES) return arg;
+  // A cut inside a multi-byte character decodes to a trailing U+FFFD, which would
+  // add bytes: drop it with the partial character.
+  return bytes.subarray(0, MAX_ARGUMENT_BYTES).toString('utf8').replace(/\uFFFD$/, '');
 }

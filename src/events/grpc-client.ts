@@ -1,29 +1,64 @@
 import * as grpc from '@grpc/grpc-js';
-import { AuditEvent, EventType } from './audit-event';
+import { Action, AuditEvent, EventType, Result, Severity } from './audit-event';
 import { auditClientConstructor } from './audit-proto';
+import { eventFromWire } from './wire-format';
 
 export interface WatchOptions {
   socketPath: string;
   types?: EventType[];
   subjectPrefix?: string;
+  subjectId?: string;
+  actions?: Action[];
+  results?: Result[];
+  minSeverity?: Severity;
+  /** First sequence number to replay; 0 or absent for live events only. */
+  sinceSeq?: number;
+  /** Agent run that sinceSeq belongs to. */
+  runId?: string;
+  /** Use WatchBatches, several events per message, for high event rates. */
+  batched?: boolean;
 }
 
 /**
- * Opens a Watch stream on the agent's audit socket. onEvent gets each event;
- * the returned stream emits 'error' (a gRPC status error) and 'end'. Cancel
- * it with stream.cancel().
+ * Maximum size of one received message. A batch of 128 events with the
+ * maximum arguments and ancestry stays below it; grpc-js's default is 4 MiB.
+ */
+const MAX_RECEIVE_BYTES = 64 * 1024 * 1024;
+
+/**
+ * Opens a Watch stream on the agent's audit socket. onEvent receives each
+ * event in the AuditEvent shape (see eventFromWire). The returned stream
+ * emits 'metadata' when the subscription is live, then 'error' (a gRPC
+ * status error) or 'end'. Cancel it with stream.cancel().
  */
 export function watchEvents(
   options: WatchOptions,
   onEvent: (event: AuditEvent) => void,
 ): grpc.ClientReadableStream<AuditEvent> {
   const Client = auditClientConstructor();
-  const client = new Client(`unix://${options.socketPath}`, grpc.credentials.createInsecure());
-  const stream = client.watch({
+  const client = new Client(`unix://${options.socketPath}`, grpc.credentials.createInsecure(), {
+    'grpc.max_receive_message_length': MAX_RECEIVE_BYTES,
+  });
+  const request = {
     types: options.types ?? [],
     subjectPrefix: options.subjectPrefix ?? '',
-  }) as grpc.ClientReadableStream<AuditEvent>;
-  stream.on('data', (event: AuditEvent) => onEvent(event));
+    subjectId: options.subjectId ?? '',
+    actions: options.actions ?? [],
+    results: options.results ?? [],
+    minSeverity: options.minSeverity ?? '',
+    sinceSeq: String(options.sinceSeq ?? 0),
+    runId: options.runId ?? '',
+  };
+  let stream: grpc.ClientReadableStream<AuditEvent>;
+  if (options.batched) {
+    stream = client.watchBatches(request) as grpc.ClientReadableStream<AuditEvent>;
+    stream.on('data', (batch: { events: Record<string, unknown>[] }) => {
+      for (const event of batch.events) onEvent(eventFromWire(event));
+    });
+  } else {
+    stream = client.watch(request) as grpc.ClientReadableStream<AuditEvent>;
+    stream.on('data', (event: Record<string, unknown>) => onEvent(eventFromWire(event)));
+  }
   stream.on('end', () => client.close());
   stream.on('error', () => client.close());
   return stream;

@@ -1,90 +1,381 @@
 import { chmodSync, mkdirSync, rmSync } from 'node:fs';
 import { dirname } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { AuditEvent, EventFilter, EventType } from './audit-event';
+import {
+  Action,
+  ACTIONS,
+  AuditEvent,
+  defaultSeverity,
+  EventDraft,
+  EventFilter,
+  EventType,
+  EVENT_TYPES,
+  matchesFilter,
+  Result,
+  RESULTS,
+  Severity,
+  SEVERITIES,
+} from './audit-event';
 import { auditServiceDefinition } from './audit-proto';
 import { EventHub, EventSink } from './event-hub';
 
-const EVENT_TYPES: readonly EventType[] = ['exec', 'connect', 'agent', 'loss'];
-
 /** Events one client may have waiting before further events for it are dropped and counted. */
 export const DEFAULT_CLIENT_QUEUE = 10_000;
+/** Maximum events in one WatchBatches message. */
+export const MAX_BATCH_EVENTS = 128;
+/** Time stop() gives open streams to finish before it closes them by force. */
+const SHUTDOWN_GRACE_MS = 2_000;
 
-interface WatchRequest {
-  types: string[];
-  subjectPrefix: string;
+/** Response header with the agent run id of the stream. */
+export const RUN_ID_HEADER = 'sigil-run-id';
+/** Response header with the last sequence number published when the stream started. */
+export const LAST_SEQ_HEADER = 'sigil-last-seq';
+
+/** Receives the server's stream statistics, such as the agent's metrics. */
+export interface StreamObserver {
+  streamOpened(): void;
+  streamClosed(): void;
+  eventsDropped(reason: 'client-queue', count: number): void;
+}
+
+export interface AuditServerOptions {
+  /** Events one client may have waiting; default DEFAULT_CLIENT_QUEUE. */
+  maxClientQueue?: number;
+  observer?: StreamObserver;
+}
+
+/** A Watch request as @grpc/proto-loader decodes it (uint64 as a decimal string). */
+export interface WatchRequest {
+  types?: string[];
+  subjectPrefix?: string;
+  subjectId?: string;
+  actions?: string[];
+  results?: string[];
+  minSeverity?: string;
+  sinceSeq?: string | number;
+  runId?: string;
+}
+
+/** A validated Watch request. */
+export interface WatchPlan {
+  filter: EventFilter;
+  /** First sequence number to replay; 0 for live events only. */
+  sinceSeq: number;
+  runId: string;
+}
+
+function checkValues<T extends string>(
+  name: string,
+  values: string[] | undefined,
+  allowed: readonly T[],
+): T[] | string {
+  for (const value of values ?? []) {
+    if (!allowed.includes(value as T)) {
+      return `invalid ${name} ${JSON.stringify(value)}: expected one of ${allowed.join(', ')}`;
+    }
+  }
+  return (values ?? []) as T[];
+}
+
+function checkSpiffeId(name: string, value: string): string | undefined {
+  if (value && !value.startsWith('spiffe://')) {
+    return `invalid ${name} ${JSON.stringify(value)}: expected a SPIFFE ID such as spiffe://example.org/ns`;
+  }
+  return undefined;
+}
+
+/** Validates a Watch request; returns an error message or the plan. */
+export function parseWatchRequest(request: WatchRequest): WatchPlan | string {
+  const types = checkValues<EventType>('event type', request.types, EVENT_TYPES);
+  if (typeof types === 'string') return types;
+  const actions = checkValues<Action>('action', request.actions, ACTIONS);
+  if (typeof actions === 'string') return actions;
+  const results = checkValues<Result>('result', request.results, RESULTS);
+  if (typeof results === 'string') return results;
+
+  const minSeverity = request.minSeverity ?? '';
+  if (minSeverity && !SEVERITIES.includes(minSeverity as Severity)) {
+    return `invalid minimum severity ${JSON.stringify(minSeverity)}: expected one of ${SEVERITIES.join(', ')}`;
+  }
+  const subjectPrefix = request.subjectPrefix ?? '';
+  const subjectId = request.subjectId ?? '';
+  const badId = checkSpiffeId('subject prefix', subjectPrefix) ?? checkSpiffeId('subject id', subjectId);
+  if (badId) return badId;
+
+  const sinceSeq = Number(request.sinceSeq ?? 0);
+  if (!Number.isSafeInteger(sinceSeq) || sinceSeq < 0) {
+    return `invalid since_seq ${JSON.stringify(request.sinceSeq)}: expected a sequence number below 2^53`;
+  }
+  const filter: EventFilter = { types, subjectPrefix, subjectId, actions, results };
+  if (minSeverity) filter.minSeverity = minSeverity as Severity;
+  return { filter, sinceSeq, runId: request.runId ?? '' };
+}
+
+/** A first-in first-out queue with O(1) push and shift; Array.prototype.shift is O(n). */
+class Fifo<T> {
+  private items: (T | undefined)[] = [];
+  private head = 0;
+
+  get length(): number {
+    return this.items.length - this.head;
+  }
+
+  push(item: T): void {
+    this.items.push(item);
+  }
+
+  shift(): T | undefined {
+    if (this.head >= this.items.length) return undefined;
+    const item = this.items[this.head];
+    this.items[this.head++] = undefined;
+    // Drop the consumed prefix once it is half of the array, so memory stays bounded.
+    if (this.head > 1024 && this.head * 2 >= this.items.length) {
+      this.items = this.items.slice(this.head);
+      this.head = 0;
+    }
+    return item;
+  }
+
+  clear(): void {
+    this.items = [];
+    this.head = 0;
+  }
+}
+
+type WatchCall = grpc.ServerWritableStream<WatchRequest, unknown>;
+
+/**
+ * Writes a stream's events to its call. write() returns false when grpc-js
+ * applies backpressure and the caller must wait for 'drain', as with
+ * Writable.write.
+ */
+interface EventWriter {
+  write(event: AuditEvent): boolean;
+  /** Writes what is buffered now, for a call about to end. */
+  flush(): void;
+  close(): void;
+}
+
+/** One message per event (Watch). */
+class SingleEventWriter implements EventWriter {
+  constructor(private readonly call: WatchCall) {}
+
+  write(event: AuditEvent): boolean {
+    return this.call.write(event);
+  }
+
+  flush(): void {}
+
+  close(): void {}
 }
 
 /**
- * One Watch stream. Events go straight to the stream while it accepts them.
- * When grpc-js reports a full buffer, events wait in a bounded queue, and
- * events past that queue are dropped and counted. The count reaches the
- * client as a loss event before the next event it receives.
+ * Up to MAX_BATCH_EVENTS events per message (WatchBatches). A batch goes out
+ * when it is full, or at the end of the current event-loop turn, so an event
+ * waits at most one turn. onDeferredWrite receives the result of a write made
+ * at the end of the turn, when no caller is there to receive it.
  */
-class StreamSink implements EventSink {
-  private readonly queue: AuditEvent[] = [];
-  private writable = true;
-  private lost = 0;
+class BatchEventWriter implements EventWriter {
+  private batch: AuditEvent[] = [];
+  private timer: NodeJS.Immediate | null = null;
 
   constructor(
-    readonly filter: EventFilter,
-    private readonly call: grpc.ServerWritableStream<WatchRequest, AuditEvent>,
-    private readonly hub: EventHub,
-    private readonly maxQueue: number,
-  ) {
-    call.on('drain', () => this.flush());
+    private readonly call: WatchCall,
+    private readonly onDeferredWrite: (writable: boolean) => void,
+  ) {}
+
+  write(event: AuditEvent): boolean {
+    this.batch.push(event);
+    if (this.batch.length >= MAX_BATCH_EVENTS) return this.writeBatch();
+    this.timer ??= setImmediate(() => {
+      this.timer = null;
+      if (this.batch.length > 0) this.onDeferredWrite(this.writeBatch());
+    });
+    return true;
   }
 
-  deliver(event: AuditEvent): void {
-    if (this.writable && this.queue.length === 0 && this.lost === 0) {
-      this.writable = this.call.write(event);
-      return;
-    }
-    if (this.queue.length >= this.maxQueue) {
-      this.lost++;
-      return;
-    }
-    this.queue.push(event);
+  flush(): void {
+    if (this.batch.length > 0) this.writeBatch();
   }
 
-  private flush(): void {
-    this.writable = true;
-    if (this.lost > 0) {
-      const count = this.lost;
-      this.lost = 0;
-      this.writable = this.call.write(this.lossEvent(count));
-    }
-    while (this.writable && this.queue.length > 0) {
-      this.writable = this.call.write(this.queue.shift() as AuditEvent);
-    }
+  close(): void {
+    if (this.timer) clearImmediate(this.timer);
+    this.timer = null;
+    this.batch = [];
   }
 
-  private lossEvent(count: number): AuditEvent {
-    return {
-      seq: 0,
-      time: new Date().toISOString(),
-      ktimeNs: '0',
-      node: this.hub.node,
-      type: 'loss',
-      loss: { where: 'client-queue', count },
-      message: `${count} events were dropped because this client read too slowly`,
-    };
+  private writeBatch(): boolean {
+    const events = this.batch;
+    this.batch = [];
+    return this.call.write({ events });
   }
 }
 
-/** Validates a Watch request; returns an error message or the filter. */
-export function parseWatchRequest(request: WatchRequest): EventFilter | string {
-  const types = request.types ?? [];
-  for (const type of types) {
-    if (!EVENT_TYPES.includes(type as EventType)) {
-      return `invalid event type ${JSON.stringify(type)}: expected one of ${EVENT_TYPES.join(', ')}`;
+/**
+ * One Watch stream. It starts in catch-up mode when the request includes
+ * since_seq: events come from the hub's replay buffer by sequence number, as
+ * fast as the client reads, and live events wait in the buffer meanwhile.
+ * Once the cursor passes the newest event the stream is live: events go
+ * straight to the stream while grpc-js accepts them, then wait in a bounded
+ * queue, and events past that queue are dropped and counted. The count
+ * reaches the client as a client-queue loss event at the place of the gap:
+ * after the events queued before it, before the events that follow it.
+ */
+class StreamSink implements EventSink {
+  private readonly queue = new Fifo<AuditEvent>();
+  private readonly writer: EventWriter;
+  private writable = true;
+  private closed = false;
+  private dropped = 0;
+  private firstDropped = 0;
+  private lastDropped = 0;
+
+  constructor(
+    readonly filter: EventFilter,
+    call: WatchCall,
+    batched: boolean,
+    private readonly hub: EventHub,
+    private readonly maxQueue: number,
+    private readonly observer: StreamObserver | undefined,
+    /** Next sequence number to replay; null once the stream is live. */
+    private cursor: number | null,
+  ) {
+    this.writer = batched
+      ? new BatchEventWriter(call, (writable) => {
+          if (!writable) this.writable = false;
+        })
+      : new SingleEventWriter(call);
+    call.on('drain', () => this.onDrain());
+  }
+
+  /** Writes an event made for this client alone, ahead of the replay. */
+  writeFirst(event: AuditEvent): void {
+    this.write(event);
+  }
+
+  /** Starts the replay, or does nothing for a live-only stream. */
+  start(): void {
+    this.pump();
+  }
+
+  deliver(event: AuditEvent): void {
+    // While catching up, the event waits in the replay buffer for the cursor.
+    if (this.closed || this.cursor !== null) return;
+    if (this.writable && this.queue.length === 0 && this.dropped === 0) {
+      this.write(event);
+      return;
+    }
+    if (this.queue.length >= this.maxQueue) {
+      this.drop(event);
+      return;
+    }
+    if (this.dropped > 0) this.queue.push(this.takeLossEvent());
+    this.queue.push(event);
+  }
+
+  /** Writes what the writer buffers, before the call ends. */
+  flushWriter(): void {
+    if (!this.closed) this.writer.flush();
+  }
+
+  close(): void {
+    this.closed = true;
+    this.queue.clear();
+    this.writer.close();
+  }
+
+  private write(event: AuditEvent): void {
+    this.writable = this.writer.write(event);
+  }
+
+  private drop(event: AuditEvent): void {
+    if (this.dropped === 0) this.firstDropped = event.seq;
+    this.lastDropped = event.seq;
+    this.dropped++;
+    this.observer?.eventsDropped('client-queue', 1);
+  }
+
+  private onDrain(): void {
+    if (this.closed) return;
+    this.writable = true;
+    if (this.cursor !== null) this.pump();
+    else this.flushQueue();
+  }
+
+  private flushQueue(): void {
+    while (this.writable && this.queue.length > 0) this.write(this.queue.shift() as AuditEvent);
+    if (this.writable && this.queue.length === 0 && this.dropped > 0) this.write(this.takeLossEvent());
+  }
+
+  /** Replays from the buffer while the stream accepts writes; turns live when caught up. */
+  private pump(): void {
+    const replay = this.hub.replay;
+    while (this.writable && this.cursor !== null && !this.closed) {
+      if (this.cursor > this.hub.lastSeq) {
+        this.cursor = null;
+        break;
+      }
+      const oldest = replay.oldestSeq ?? this.hub.lastSeq + 1;
+      if (this.cursor < oldest) {
+        // The buffer no longer contains these: send a gap marker, then go on from the oldest retained.
+        this.write(replayGapEvent(this.hub, this.cursor, oldest - 1));
+        this.cursor = oldest;
+        continue;
+      }
+      const event = replay.get(this.cursor) as AuditEvent;
+      this.cursor++;
+      if (matchesFilter(event, this.filter)) this.write(event);
     }
   }
-  const subjectPrefix = request.subjectPrefix ?? '';
-  if (subjectPrefix && !subjectPrefix.startsWith('spiffe://')) {
-    return `invalid subject prefix ${JSON.stringify(subjectPrefix)}: expected a SPIFFE ID such as spiffe://example.org/ns`;
+
+  private takeLossEvent(): AuditEvent {
+    const count = this.dropped;
+    const event = perClientEvent(this.hub, {
+      type: 'loss',
+      ktimeNs: '0',
+      loss: { where: 'client-queue', count, firstSeq: this.firstDropped, lastSeq: this.lastDropped },
+      message:
+        `${count} events (sequence numbers ${this.firstDropped} to ${this.lastDropped} that passed this ` +
+        `stream's filter) were dropped because this client read too slowly`,
+    });
+    this.dropped = 0;
+    return event;
   }
-  return { types: types as EventType[], subjectPrefix };
+}
+
+/** Builds an event for one client: sequence number 0, outside the numbered stream. */
+function perClientEvent(hub: EventHub, draft: EventDraft): AuditEvent {
+  return {
+    seq: 0,
+    time: new Date().toISOString(),
+    node: hub.node,
+    ...draft,
+    severity: draft.severity ?? defaultSeverity(draft),
+    runId: hub.runId,
+  };
+}
+
+function replayGapEvent(hub: EventHub, firstSeq: number, lastSeq: number): AuditEvent {
+  const count = lastSeq - firstSeq + 1;
+  return perClientEvent(hub, {
+    type: 'loss',
+    ktimeNs: '0',
+    loss: { where: 'replay-gap', count, firstSeq, lastSeq },
+    message:
+      `events ${firstSeq} to ${lastSeq} are no longer in the replay buffer ` +
+      `(it holds ${hub.replay.capacity} events); the stream goes on from event ${lastSeq + 1}`,
+  });
+}
+
+function agentRestartEvent(hub: EventHub, previousRunId: string, sinceSeq: number): AuditEvent {
+  return perClientEvent(hub, {
+    type: 'loss',
+    ktimeNs: '0',
+    loss: { where: 'agent-restart', count: 0 },
+    message:
+      `the agent restarted: run ${previousRunId} ended, and its events from ${sinceSeq} on that this client ` +
+      `had not received are lost; run ${hub.runId} follows from its first retained event`,
+  });
 }
 
 /**
@@ -93,28 +384,68 @@ export function parseWatchRequest(request: WatchRequest): EventFilter | string {
  */
 export class AuditServer {
   private readonly server = new grpc.Server();
+  private readonly streams = new Map<WatchCall, StreamSink>();
+  private readonly maxClientQueue: number;
+  private readonly observer: StreamObserver | undefined;
 
+  /** options may be the client queue size alone, as in earlier versions. */
   constructor(
     private readonly hub: EventHub,
     private readonly socketPath: string,
-    private readonly maxClientQueue = DEFAULT_CLIENT_QUEUE,
+    options: AuditServerOptions | number = {},
   ) {
-    this.server.addService(auditServiceDefinition(), { watch: this.watch.bind(this) });
+    const settings = typeof options === 'number' ? { maxClientQueue: options } : options;
+    this.maxClientQueue = settings.maxClientQueue ?? DEFAULT_CLIENT_QUEUE;
+    this.observer = settings.observer;
+    this.server.addService(auditServiceDefinition(), {
+      watch: (call: WatchCall) => this.watch(call, false),
+      watchBatches: (call: WatchCall) => this.watch(call, true),
+    });
   }
 
-  private watch(call: grpc.ServerWritableStream<WatchRequest, AuditEvent>): void {
-    const filter = parseWatchRequest(call.request);
-    if (typeof filter === 'string') {
-      const status: Partial<grpc.StatusObject> = { code: grpc.status.INVALID_ARGUMENT, details: filter };
-      call.emit('error', status);
+  private watch(call: WatchCall, batched: boolean): void {
+    const plan = parseWatchRequest(call.request);
+    if (typeof plan === 'string') {
+      call.emit('error', { code: grpc.status.INVALID_ARGUMENT, details: plan });
       return;
     }
-    const unsubscribe = this.hub.subscribe(new StreamSink(filter, call, this.hub, this.maxClientQueue));
+    const sameRun = plan.runId === '' || plan.runId === this.hub.runId;
+    if (plan.sinceSeq > this.hub.lastSeq + 1 && sameRun) {
+      const details =
+        `since_seq ${plan.sinceSeq} is past the next sequence number ${this.hub.lastSeq + 1} of ` +
+        `agent run ${this.hub.runId}; pass the run_id of the events it came from to resume across a restart`;
+      call.emit('error', { code: grpc.status.OUT_OF_RANGE, details });
+      return;
+    }
+
+    let cursor: number | null = null;
+    if (plan.sinceSeq > 0) cursor = sameRun ? plan.sinceSeq : 1;
+    const sink = new StreamSink(plan.filter, call, batched, this.hub, this.maxClientQueue, this.observer, cursor);
+    const unsubscribe = this.hub.subscribe(sink);
+    this.streams.set(call, sink);
+    this.observer?.streamOpened();
+
+    let closed = false;
+    const close = () => {
+      if (closed) return;
+      closed = true;
+      sink.close();
+      unsubscribe();
+      this.streams.delete(call);
+      this.observer?.streamClosed();
+    };
+    call.on('cancelled', close);
+    call.on('close', close);
+    call.on('finish', close);
+    call.on('error', close);
+
     // Headers now, so a client knows its subscription is live before the first event.
-    call.sendMetadata(new grpc.Metadata());
-    call.on('cancelled', unsubscribe);
-    call.on('close', unsubscribe);
-    call.on('error', unsubscribe);
+    const headers = new grpc.Metadata();
+    headers.set(RUN_ID_HEADER, this.hub.runId);
+    headers.set(LAST_SEQ_HEADER, String(this.hub.lastSeq));
+    call.sendMetadata(headers);
+    if (!sameRun && plan.sinceSeq > 0) sink.writeFirst(agentRestartEvent(this.hub, plan.runId, plan.sinceSeq));
+    sink.start();
   }
 
   async start(): Promise<void> {
@@ -128,8 +459,22 @@ export class AuditServer {
     chmodSync(this.socketPath, 0o600);
   }
 
+  /**
+   * Ends every stream with status OK, waits up to SHUTDOWN_GRACE_MS for the
+   * clients to read what is queued, then closes the rest by force.
+   */
   async stop(): Promise<void> {
-    await new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
+    for (const [call, sink] of this.streams) {
+      sink.flushWriter();
+      call.end();
+    }
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, SHUTDOWN_GRACE_MS);
+      this.server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
     this.server.forceShutdown();
     rmSync(this.socketPath, { force: true });
   }

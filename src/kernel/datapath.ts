@@ -51,6 +51,17 @@ export interface KernelRuleSet {
   cidrRules: Iterable<{ subject: number; prefixLen: number; addr: Buffer; rules: readonly KernelRuleEntry[] }>;
 }
 
+/**
+ * Steps of another enforcer that run inside Datapath.applyRuleSet, so that its
+ * rules switch together with the egress rules, on the same generation.
+ */
+export interface RuleSetHooks {
+  /** Publishes under generation before the switch. A throw leaves the old generation in force. */
+  beforeSwitch?(generation: number): void;
+  /** Runs after the switch to generation; previous is the generation it replaced, 0 for none. */
+  afterSwitch?(generation: number, previous: number): void;
+}
+
 /** Default bpffs directory of the pinned maps and links. */
 export const DEFAULT_PIN_DIR = '/sys/fs/bpf/sigil';
 
@@ -210,7 +221,7 @@ export class Datapath {
    * old set or the whole new one. On failure the old set stays in force.
    * Returns the new generation.
    */
-  applyRuleSet(ruleSet: KernelRuleSet, settingsFlags = 0): number {
+  applyRuleSet(ruleSet: KernelRuleSet, settingsFlags = 0, hooks: RuleSetHooks = {}): number {
     const generation = this.generation + 1;
     const created: number[] = [];
     const outers = ['sigil_subjects', 'sigil_peer_rules', 'sigil_cidr_rules'];
@@ -263,6 +274,7 @@ export class Datapath {
         mapUpdate(this.fd(outers[i]), key, encodeU32(inner), BPF_ANY);
         inserted.push(outers[i]);
       });
+      hooks.beforeSwitch?.(generation);
       mapUpdate(this.fd('sigil_settings'), encodeU32(0), encodeSettings(generation, settingsFlags), BPF_ANY);
     } catch (cause) {
       for (const outer of inserted) mapDelete(this.fd(outer), encodeU32(generation));
@@ -277,7 +289,9 @@ export class Datapath {
     if (this.generation > 0) {
       for (const outer of outers) mapDelete(this.fd(outer), encodeU32(this.generation));
     }
+    const previous = this.generation;
     this.generation = generation;
+    hooks.afterSwitch?.(generation, previous);
     return generation;
   }
 

@@ -42,9 +42,12 @@ export function probeEnforcers(): EnforcerReport[] {
     ...missingProgramTypes(['tracepoint', 'raw_tracepoint']),
     ...missingMapTypes(['ringbuf']),
   ];
+  // A kernel may load and even attach lsm programs while the bpf LSM is not active, and then
+  // the hooks never run: only the active LSM list proves that they do.
   const lsms = readActiveLsms();
   const lsm = [...missingProgramTypes(['lsm'])];
-  if (lsms && !lsms.includes('bpf')) lsm.push(`"bpf" in the active LSMs (${lsms.join(',')})`);
+  if (lsms === null) lsm.push('a readable /sys/kernel/security/lsm (securityfs mounted)');
+  else if (!lsms.includes('bpf')) lsm.push(`"bpf" in the active LSMs (${lsms.join(',')})`);
   return [
     {
       enforcer: 'process-tracking',
@@ -64,8 +67,8 @@ export function probeEnforcers(): EnforcerReport[] {
       enforcer: 'bpf-lsm',
       purpose: 'exec, file and socket LSM hooks',
       available: lsm.length === 0,
-      // NOTE: this version ships no LSM programs; the probe only reports what the kernel allows.
-      used: false,
+      // The agent uses it only with pinning on (--bpffs-dir), because the LSM object reuses the pinned maps.
+      used: lsm.length === 0,
       missing: lsm,
     },
   ];

@@ -174,6 +174,17 @@ describe('agent enforcing by SPIFFE ID', () => {
     expect(await connectFrom(a, '127.0.0.1', PORT_C)).toBe(`connect 127.0.0.1:${PORT_C} ok`);
   });
 
+  it('decides a connect to 0.0.0.0 as one to 127.0.0.1', async () => {
+    // The kernel sends it to the loopback listener, so the peer rule a-to-c must match.
+    expect(await connectFrom(a, '0.0.0.0', PORT_C)).toBe(`connect 0.0.0.0:${PORT_C} ok`);
+    const event = await agent.waitForEvent(
+      'connect event to 0.0.0.0',
+      (e) => e.type === 'connect' && e.process?.pid === a.pid && e.connection?.port === PORT_C && e.policy?.rule === 'a-to-c',
+    );
+    expect(event.connection?.address).toBe('127.0.0.1');
+    expect(event.connection?.peerSpiffeId).toBe(C);
+  });
+
   it('rejects an invalid edit and keeps the last good policy', async () => {
     const seen = agent.events.length;
     writeFileSync(policyFile, policy(ALLOW_C).replace('action: Allow', 'action: Permit'));
@@ -213,7 +224,13 @@ describe('agent restart and uninstall', () => {
   it('stops enforcing after uninstall once the agent exits', async () => {
     await agent.stop();
     expect(existsSync(agent.pinDir)).toBe(false);
-    expect(await connectFrom(a, '127.0.0.1', PORT_D)).toBe(`connect 127.0.0.1:${PORT_D} ok`);
+    // The kernel releases a link when its last reference goes, which can trail the agent's exit.
+    let result = '';
+    for (let attempt = 0; attempt < 50 && result !== `connect 127.0.0.1:${PORT_D} ok`; attempt++) {
+      if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, 100));
+      result = await connectFrom(a, '127.0.0.1', PORT_D);
+    }
+    expect(result).toBe(`connect 127.0.0.1:${PORT_D} ok`);
   });
 });
 

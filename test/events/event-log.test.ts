@@ -1,0 +1,49 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { EventHub } from '../../src/events/event-hub';
+import { createEventLog } from '../../src/events/event-log';
+import { toOcsf } from '../../src/events/ocsf';
+import { sampleDrafts } from './fixtures';
+
+describe('event log', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'sigil-event-log-'));
+  const hub = new EventHub('log-node');
+  const events = sampleDrafts().map((draft) => hub.publish(draft));
+
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  function readLines(path: string): unknown[] {
+    return readFileSync(path, 'utf8')
+      .trimEnd()
+      .split('\n')
+      .map((line) => JSON.parse(line) as unknown);
+  }
+
+  it('writes one AuditEvent per line in json format', async () => {
+    const path = join(dir, 'nested', 'events.json');
+    const log = createEventLog(path);
+    for (const event of events) log.write(event);
+    await log.close();
+    expect(readLines(path)).toEqual(events);
+  });
+
+  it('writes one OCSF event per line in ocsf format', async () => {
+    const path = join(dir, 'events.ocsf.json');
+    const log = createEventLog(path, { format: 'ocsf', ocsf: { productVersion: '1.2.3' } });
+    for (const event of events) log.write(event);
+    await log.close();
+    expect(readLines(path)).toEqual(events.map((event) => toOcsf(event, { productVersion: '1.2.3' })));
+  });
+
+  it('appends to an existing file', async () => {
+    const path = join(dir, 'append.json');
+    for (const event of events.slice(0, 2)) {
+      const log = createEventLog(path);
+      log.write(event);
+      await log.close();
+    }
+    expect(readLines(path)).toEqual(events.slice(0, 2));
+  });
+});

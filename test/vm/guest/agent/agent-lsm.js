@@ -1,0 +1,303 @@
+// Runs in the test VM (Linux 6.1 with BPF LSM), as root in /sigil. Starts the
+// real agent (`node bin/sigil run`) with a registration that gives uid 4300 a
+// SPIFFE ID and a policy with process and file rules for it. Then checks what
+// the kernel lets that uid do, what the events log records, and that the
+// denials stay after the agent is killed with SIGKILL and after a restart.
+// Writes every check to $SIGIL_VM_RESULTS/checks.json, with the agent logs
+// and the events log, for test/vm/agent-lsm.test.ts to assert on. Exits 0
+// once the results are written.
+'use strict';
+const { spawn, spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+
+const RESULTS = process.env.SIGIL_VM_RESULTS;
+const SUBJECT_UID = 4300;
+const OTHER_UID = 4301;
+const SPIFFE_ID = 'spiffe://example.org/lsm-subject';
+const ROOT = '/tmp/sigil-agent-lsm';
+const FILES = {
+  registration: `${ROOT}/registration.yaml`,
+  policy: `${ROOT}/policy.yaml`,
+  blockedBinary: '/tmp/blocked/true',
+  hardlinkBinary: '/tmp/blocked-links/hardlink-true',
+  symlinkBinary: '/tmp/blocked-links/symlink-true',
+  freeBinary: '/tmp/free/true',
+  secret: `${ROOT}/files/secret.txt`,
+  readOnly: `${ROOT}/files/read-only.txt`,
+};
+const EVENTS_LOG = '/tmp/events.jsonl';
+const AGENT_LOG = '/tmp/agent.log';
+const RESTART_LOG = '/tmp/agent-restart.log';
+const SUBJECT_SCRIPT = path.join(__dirname, 'subject.js');
+const WAIT_MS = 60_000;
+
+const checks = {};
+const timings = {};
+
+/** Records one check: name, whether it passed, and what was seen. */
+function check(name, pass, detail) {
+  checks[name] = { pass: Boolean(pass), detail };
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Polls predicate every 100 ms until it returns a truthy value or timeoutMs passes; returns that value or null. */
+async function waitFor(predicate, timeoutMs = WAIT_MS) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const value = predicate();
+    if (value) return value;
+    await sleep(100);
+  }
+  return null;
+}
+
+function readEvents() {
+  if (!fs.existsSync(EVENTS_LOG)) return [];
+  return fs
+    .readFileSync(EVENTS_LOG, 'utf8')
+    .split('\n')
+    .filter((line) => line.trim().startsWith('{'))
+    .map((line) => JSON.parse(line));
+}
+
+function makeFixtures() {
+  for (const directory of [ROOT, `${ROOT}/files`, '/tmp/blocked', '/tmp/blocked-links', '/tmp/free']) {
+    fs.rmSync(directory, { recursive: true, force: true });
+    fs.mkdirSync(directory, { recursive: true, mode: 0o755 });
+    fs.chmodSync(directory, 0o755);
+  }
+  for (const binary of [FILES.blockedBinary, FILES.freeBinary]) {
+    fs.copyFileSync('/bin/true', binary);
+    fs.chmodSync(binary, 0o755);
+  }
+  fs.linkSync(FILES.blockedBinary, FILES.hardlinkBinary);
+  fs.symlinkSync(FILES.blockedBinary, FILES.symlinkBinary);
+  for (const file of [FILES.secret, FILES.readOnly]) {
+    fs.writeFileSync(file, `contents of ${path.basename(file)}\n`);
+    fs.chmodSync(file, 0o666);
+  }
+  fs.writeFileSync(
+    FILES.registration,
+    [
+      'apiVersion: sigil.dev/v1alpha1',
+      'kind: Registration',
+      'trustDomain: example.org',
+      'entries:',
+      `  - spiffeId: ${SPIFFE_ID}`,
+      '    selectors:',
+      `      - unix:uid:${SUBJECT_UID}`,
+      '',
+    ].join('\n'),
+  );
+  fs.writeFileSync(
+    FILES.policy,
+    [
+      'apiVersion: sigil.dev/v1alpha1',
+      'kind: IdentityPolicy',
+      'metadata:',
+      '  name: lsm-subject',
+      'spec:',
+      '  subject:',
+      `    spiffeId: ${SPIFFE_ID}`,
+      '  process:',
+      '    - name: no-blocked-true',
+      '      action: Block',
+      `      paths: [${FILES.blockedBinary}]`,
+      '  file:',
+      '    - name: no-secret',
+      '      action: Block',
+      `      paths: [${FILES.secret}]`,
+      '    - name: read-only',
+      '      action: Audit',
+      '      readOnly: true',
+      `      paths: [${FILES.readOnly}]`,
+      '',
+    ].join('\n'),
+  );
+}
+
+/** The subject process (subject.js) running as SUBJECT_UID, with a request channel. */
+class Subject {
+  constructor() {
+    this.child = spawn(process.execPath, [SUBJECT_SCRIPT], {
+      uid: SUBJECT_UID,
+      gid: SUBJECT_UID,
+      cwd: '/',
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    this.replies = [];
+    this.waiting = [];
+    this.stderr = '';
+    let buffered = '';
+    this.child.stderr.on('data', (chunk) => (this.stderr += chunk.toString()));
+    this.child.stdout.on('data', (chunk) => {
+      buffered += chunk.toString();
+      let newline;
+      while ((newline = buffered.indexOf('\n')) >= 0) {
+        const reply = JSON.parse(buffered.slice(0, newline));
+        buffered = buffered.slice(newline + 1);
+        const resolve = this.waiting.shift();
+        if (resolve) resolve(reply);
+        else this.replies.push(reply);
+      }
+    });
+  }
+
+  next() {
+    const reply = this.replies.shift();
+    if (reply) return Promise.resolve(reply);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no reply from subject.js; stderr: ${this.stderr}`)), WAIT_MS);
+      this.waiting.push((value) => {
+        clearTimeout(timer);
+        resolve(value);
+      });
+    });
+  }
+
+  request(request) {
+    this.child.stdin.write(`${JSON.stringify(request)}\n`);
+    return this.next();
+  }
+}
+
+/** Runs the exec and open checks as the subject; suffix names the phase (with the agent, or after SIGKILL). */
+async function checkDenials(subject, suffix) {
+  const blocked = await subject.request({ op: 'exec', path: FILES.blockedBinary });
+  check(`exec of the blocked binary fails with EPERM ${suffix}`, blocked.code === 'EPERM', blocked);
+  const hardlink = await subject.request({ op: 'exec', path: FILES.hardlinkBinary });
+  check(`exec of a hard link fails with EPERM ${suffix}`, hardlink.code === 'EPERM', hardlink);
+  const symlink = await subject.request({ op: 'exec', path: FILES.symlinkBinary });
+  check(`exec of a symlink fails with EPERM ${suffix}`, symlink.code === 'EPERM', symlink);
+  const free = await subject.request({ op: 'exec', path: FILES.freeBinary });
+  check(`exec of a copy in another file runs ${suffix}`, free.ok === true, free);
+  const secret = await subject.request({ op: 'open', path: FILES.secret, flags: 'r' });
+  check(`open of the blocked file fails with EPERM ${suffix}`, secret.code === 'EPERM', secret);
+  const read = await subject.request({ op: 'open', path: FILES.readOnly, flags: 'r' });
+  check(`read of the readOnly file succeeds ${suffix}`, read.ok === true, read);
+  const write = await subject.request({ op: 'open', path: FILES.readOnly, flags: 'r+' });
+  check(`write open of the readOnly file fails with EPERM ${suffix}`, write.code === 'EPERM', write);
+  const other = spawnSync(FILES.blockedBinary, [], { uid: OTHER_UID, gid: OTHER_UID, stdio: 'ignore' });
+  check(`another uid runs the blocked binary ${suffix}`, !other.error && other.status === 0, {
+    status: other.status,
+    error: other.error && other.error.code,
+  });
+}
+
+/** Starts `sigil run` with its log in logFile and waits until it logs that it started or it exits. */
+async function startAgent(logFile) {
+  const output = fs.openSync(logFile, 'w');
+  const agent = {
+    child: spawn(
+      process.execPath,
+      [
+        'bin/sigil', 'run',
+        '--registration', FILES.registration,
+        '--policy', FILES.policy,
+        '--bpffs-dir', '/sys/fs/bpf/sigil',
+        '--state-dir', '/tmp/sigil-state',
+        '--socket', '/tmp/sigil.sock',
+        '--events-log', EVENTS_LOG,
+        '--no-watch',
+      ],
+      { stdio: ['ignore', output, output] },
+    ),
+    exit: null,
+    ready: false,
+  };
+  agent.child.once('exit', (code, signal) => (agent.exit = { code, signal }));
+  const started = await waitFor(() => agent.exit || fs.readFileSync(logFile, 'utf8').includes('"msg":"agent started"'));
+  agent.ready = started === true;
+  return agent;
+}
+
+async function main() {
+  makeFixtures();
+  for (const stale of ['/tmp/sigil-state', EVENTS_LOG, '/tmp/sigil.sock']) fs.rmSync(stale, { recursive: true, force: true });
+  fs.rmSync('/sys/fs/bpf/sigil', { recursive: true, force: true });
+  check('the kernel lists bpf among the active LSMs', fs.readFileSync('/sys/kernel/security/lsm', 'utf8').split(',').includes('bpf'), fs.readFileSync('/sys/kernel/security/lsm', 'utf8'));
+
+  const started = Date.now();
+  const agent = await startAgent(AGENT_LOG);
+  timings.agentStartSeconds = (Date.now() - started) / 1000;
+  const ready = agent.ready;
+  const log = fs.readFileSync(AGENT_LOG, 'utf8');
+  check('the agent starts', ready === true, agent.exit ?? log.slice(-2000));
+  check('the agent attaches the BPF LSM programs', log.includes('attached the BPF LSM programs'), '');
+  check(
+    'the agent does not warn about process and file rules',
+    !/(process|file) rule "[^"]+" of policy "[^"]+": no enforcer/.test(log),
+    log.split('\n').filter((line) => line.includes('no enforcer')),
+  );
+  if (ready !== true) return;
+
+  const subject = new Subject();
+  const hello = await subject.next();
+  check('subject.js starts as the subject uid', hello.ready === true, hello);
+  // The agent attests the new process after its exec; its exec event carries the SPIFFE ID.
+  const attested = await waitFor(() =>
+    readEvents().find((event) => event.type === 'exec' && event.process && event.process.pid === hello.pid && event.subject && event.subject.spiffeId === SPIFFE_ID),
+  );
+  check('the agent attests the subject', Boolean(attested), { pid: hello.pid });
+
+  const checksStarted = Date.now();
+  await checkDenials(subject, 'with the agent running');
+  timings.checksSeconds = (Date.now() - checksStarted) / 1000;
+
+  const lsmEvents = await waitFor(() => {
+    const events = readEvents().filter((event) => event.enforcer === 'bpf-lsm');
+    const exec = events.find((event) => event.type === 'exec' && event.result === 'denied');
+    const file = events.find((event) => event.type === 'file' && event.result === 'denied' && event.object && event.object.path === FILES.secret);
+    const write = events.find((event) => event.type === 'file' && event.result === 'denied' && event.object && event.object.path === FILES.readOnly);
+    return exec && file && write ? { exec, file, write } : null;
+  }, 10_000);
+  const found = lsmEvents || {};
+  check('the events log has a denied exec event by bpf-lsm', Boolean(found.exec), found.exec);
+  check(
+    'the exec event names the subject, rule and program',
+    found.exec && found.exec.subject.spiffeId === SPIFFE_ID && found.exec.policy && found.exec.policy.name === 'lsm-subject' &&
+      found.exec.policy.rule === 'no-blocked-true' && found.exec.errno === 1 && found.exec.process.uid === SUBJECT_UID,
+    found.exec,
+  );
+  check('the events log has a denied file event by bpf-lsm', Boolean(found.file), found.file);
+  check(
+    'the file event names the subject, rule and path',
+    found.file && found.file.subject.spiffeId === SPIFFE_ID && found.file.policy && found.file.policy.rule === 'no-secret' &&
+      found.file.errno === 1 && found.file.action === 'block',
+    found.file,
+  );
+  check('the readOnly write denial names its rule', found.write && found.write.policy && found.write.policy.rule === 'read-only', found.write);
+
+  agent.child.kill('SIGKILL');
+  const killed = await waitFor(() => agent.exit);
+  check('the agent dies from SIGKILL', killed && killed.signal === 'SIGKILL', killed);
+  await checkDenials(subject, 'after the agent was killed');
+
+  // A restarted agent adopts the pinned state and replaces the LSM link pins with its own.
+  const restarted = await startAgent(RESTART_LOG);
+  check('a restarted agent starts', restarted.ready === true, restarted.exit ?? fs.readFileSync(RESTART_LOG, 'utf8').slice(-2000));
+  const lsmPins = fs.readdirSync('/sys/fs/bpf/sigil/links').filter((name) => name.startsWith('sigil_lsm_'));
+  check(
+    'a restarted agent replaces the LSM link pins',
+    lsmPins.length === 2 && lsmPins.every((name) => name.endsWith(`-${restarted.child.pid}`)),
+    lsmPins,
+  );
+  await checkDenials(subject, 'after an agent restart');
+  restarted.child.kill('SIGTERM');
+  await waitFor(() => restarted.exit, 10_000);
+  subject.child.stdin.end();
+}
+
+main()
+  .catch((error) => check('the guest script runs to the end', false, String(error && error.stack)))
+  .finally(() => {
+    fs.writeFileSync(path.join(RESULTS, 'checks.json'), JSON.stringify({ checks, timings }, null, 2));
+    for (const file of [AGENT_LOG, RESTART_LOG, EVENTS_LOG]) {
+      if (fs.existsSync(file)) fs.copyFileSync(file, path.join(RESULTS, path.basename(file)));
+    }
+    process.exit(0);
+  });

@@ -1,0 +1,41 @@
+// Test subject of agent-lsm.js, started as the uid that the registration
+// gives a SPIFFE ID. Reads one JSON request per stdin line and writes one
+// JSON reply per stdout line: { ok: true, ... } or { ok: false, code }.
+'use strict';
+const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const readline = require('node:readline');
+
+function failure(error) {
+  return { ok: false, code: error.code ?? 'UNKNOWN', message: error.message };
+}
+
+/** Opens request.path with request.flags ('r', 'r+', 'w' and the like) and closes it. */
+function open(request) {
+  try {
+    const fd = fs.openSync(request.path, request.flags);
+    fs.closeSync(fd);
+    return { ok: true };
+  } catch (error) {
+    return failure(error);
+  }
+}
+
+/** Runs request.path and returns its exit status. */
+function exec(request) {
+  const result = spawnSync(request.path, [], { stdio: 'ignore' });
+  if (result.error) return failure(result.error);
+  return { ok: result.status === 0, status: result.status, signal: result.signal };
+}
+
+const OPERATIONS = { open, exec };
+
+const lines = readline.createInterface({ input: process.stdin });
+lines.on('line', (line) => {
+  const request = JSON.parse(line);
+  const operation = OPERATIONS[request.op];
+  const reply = operation ? operation(request) : { ok: false, code: 'EINVAL', message: `unknown operation ${request.op}` };
+  process.stdout.write(`${JSON.stringify(reply)}\n`);
+});
+lines.on('close', () => process.exit(0));
+process.stdout.write(`${JSON.stringify({ ready: true, pid: process.pid })}\n`);
