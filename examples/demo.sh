@@ -94,7 +94,7 @@ sed 's/^/   web: /' "$work/web.out"
 echo "== connect events from the audit stream"
 wait_for "the connect events" '[[ $(grep -c "\"type\":\"connect\"" "$events") -ge 2 ]]'
 node -e '
-const { formatEventRow } = require("./dist/cli/event-format.js");
+const { formatEventRow } = require("./dist/events/event-table.js");
 for (const line of require("fs").readFileSync(process.argv[1], "utf8").split("\n")) {
   if (!line) continue;
   const event = JSON.parse(line);

@@ -4,9 +4,9 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_PIN_DIR, removePinnedState } from '../kernel/datapath';
 import { Agent } from '../enforce/agent';
-import { AuditEvent, EventType } from '../events/audit-event';
-import { EventHub } from '../events/event-hub';
-import { watchEvents } from '../events/grpc-client';
+import { DEFAULT_REPLAY_CAPACITY, EventHub } from '../events/event-hub';
+import { createEventLog, EventLogFormat } from '../events/event-log';
+import { createMetrics } from '../events/metrics';
 import { loadRegistrationFile } from '../identity/registration';
 import { ConfigError, formatIssue } from '../util/config-error';
 import {
@@ -18,9 +18,9 @@ import {
   NODE_POLICIES,
   NODE_REGISTRATION,
 } from './defaults';
-import { formatEventRow } from './event-format';
+import { registerEventsCommand } from './events-command';
 import { registerPolicyCommands } from './policy-commands';
-import { createEventLog, createLogger } from './logger';
+import { createLogger } from './logger';
 
 interface RunOptions {
   registration?: string;
@@ -32,31 +32,51 @@ interface RunOptions {
   logLevel: string;
   cgroup?: string;
   spireAdminSocket?: string;
+  spireWorkloadApi?: string;
   pin: boolean;
   bpffsDir: string;
   stateDir: string;
   auditUnidentifiedExec: boolean;
+  eventsFormat: EventLogFormat;
+  replayBuffer: number;
+  metricsAddress?: string;
 }
 
 async function runAgent(options: RunOptions): Promise<void> {
   const log = createLogger(options.logLevel);
   if (process.getuid?.() !== 0) {
-    log.fatal('sigil run must run as root: it loads and attaches BPF programs (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)');
+    log.fatal(
+      'sigil run must run as root: it loads and attaches BPF programs (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)',
+    );
     process.exitCode = 1;
     return;
   }
   // The event log subscribes before the agent starts, so it gets every event from the first.
-  const hub = new EventHub(options.node);
-  const eventLog = createEventLog(options.eventsLog);
-  hub.subscribe({ filter: { types: [], subjectPrefix: '' }, deliver: (event) => eventLog.write(event) });
+  const hub = new EventHub(options.node, { replayCapacity: options.replayBuffer });
+  const eventLog = createEventLog(options.eventsLog, { format: options.eventsFormat });
+  hub.subscribe({ filter: {}, deliver: (event) => eventLog.write(event) });
+  const metrics = createMetrics();
+  metrics.attachHub(hub);
+  if (options.metricsAddress) {
+    try {
+      const bound = await metrics.listen(options.metricsAddress);
+      log.info({ address: `${bound.address}:${bound.port}` }, 'metrics listening on /metrics');
+    } catch (error) {
+      log.fatal({ err: error }, (error as Error).message);
+      process.exitCode = 1;
+      return;
+    }
+  }
   const registration = options.registration
     ? { path: options.registration, example: false }
     : chooseDefault(NODE_REGISTRATION, EXAMPLE_REGISTRATION);
   const policies = options.policy?.length
     ? options.policy.map((path) => ({ path, example: false }))
     : [chooseDefault(NODE_POLICIES, EXAMPLE_POLICIES)];
-  if (registration.example && !options.spireAdminSocket) log.warn(`${NODE_REGISTRATION} not found; using the bundled example ${registration.path}`);
-  if (policies.some((p) => p.example)) log.warn(`${NODE_POLICIES} not found; using the bundled examples`);
+  if (registration.example && !options.spireAdminSocket)
+    log.warn(`${NODE_REGISTRATION} not found; using the bundled example ${registration.path}`);
+  if (policies.some((p) => p.example))
+    log.warn(`${NODE_POLICIES} not found; using the bundled examples`);
 
   let agent: Agent;
   try {
@@ -68,10 +88,12 @@ async function runAgent(options: RunOptions): Promise<void> {
       node: options.node,
       cgroupPath: options.cgroup,
       spireAdminSocket: options.spireAdminSocket,
+      spireWorkloadApi: options.spireWorkloadApi,
       pinDir: options.pin ? options.bpffsDir : null,
       stateDir: options.stateDir,
       auditUnidentifiedExec: options.auditUnidentifiedExec,
       hub,
+      metrics,
       logger: log,
     });
   } catch (error) {
@@ -85,7 +107,6 @@ async function runAgent(options: RunOptions): Promise<void> {
     return;
   }
 
-
   const shutdown = (signal: string) => {
     log.info(
       { signal },
@@ -93,33 +114,19 @@ async function runAgent(options: RunOptions): Promise<void> {
         ? `stopping; the pinned programs in ${options.bpffsDir} keep enforcing until \`sigil uninstall\``
         : 'stopping; enforcement ends with the agent',
     );
-    agent.stop().then(
-      () => process.exit(0),
-      (error) => {
-        log.error({ err: error }, 'stop failed');
-        process.exit(1);
-      },
-    );
+    agent
+      .stop()
+      .then(() => Promise.all([metrics.close(), eventLog.close()]))
+      .then(
+        () => process.exit(0),
+        (error) => {
+          log.error({ err: error }, 'stop failed');
+          process.exit(1);
+        },
+      );
   };
   process.once('SIGINT', shutdown);
   process.once('SIGTERM', shutdown);
-}
-
-function printEvent(format: string, event: AuditEvent): void {
-  process.stdout.write(format === 'table' ? `${formatEventRow(event)}\n` : `${JSON.stringify(event)}\n`);
-}
-
-function followEvents(options: { socket: string; type: EventType[]; subject?: string; format: string }): void {
-  const stream = watchEvents(
-    { socketPath: options.socket, types: options.type, subjectPrefix: options.subject },
-    (event) => printEvent(options.format, event),
-  );
-  stream.on('error', (error: Error & { code?: number }) => {
-    if (error.code === 1) return; // cancelled by us
-    process.stderr.write(`sigil events: ${options.socket}: ${error.message}\n`);
-    process.exitCode = 1;
-  });
-  process.once('SIGINT', () => stream.cancel());
 }
 
 /** Validates registration files, reporting the errors of every file. */
@@ -127,7 +134,8 @@ function checkRegistrationFiles(files: string[]): void {
   for (const file of files) {
     try {
       const registration = loadRegistrationFile(file);
-      for (const warning of registration.warnings) process.stderr.write(`${formatIssue(warning)}\n`);
+      for (const warning of registration.warnings)
+        process.stderr.write(`${formatIssue(warning)}\n`);
       const count = registration.entries.length;
       process.stdout.write(`${file}: ${count} ${count === 1 ? 'entry' : 'entries'}: valid\n`);
     } catch (error) {
@@ -142,12 +150,11 @@ function collect(value: string, previous: string[] = []): string[] {
   return [...previous, value];
 }
 
-function eventType(value: string, previous: EventType[] = []): EventType[] {
-  const types: EventType[] = ['exec', 'connect', 'agent', 'loss'];
-  if (!types.includes(value as EventType)) {
-    throw new InvalidArgumentError(`expected one of ${types.join(', ')}`);
+function parseCount(value: string): number {
+  if (!/^\d+$/.test(value) || !Number.isSafeInteger(Number(value))) {
+    throw new InvalidArgumentError('expected a whole number of 0 or more');
   }
-  return [...previous, value as EventType];
+  return Number(value);
 }
 
 function packageVersion(): string {
@@ -162,35 +169,81 @@ export function buildProgram(): Command {
 
   program
     .command('run')
-    .description('run the node agent (as root): attest processes, enforce policies, stream audit events')
-    .option('-r, --registration <file>', `registration file (default ${NODE_REGISTRATION}, else the bundled example)`)
-    .option('-p, --policy <path>', `policy file or directory, repeatable (default ${NODE_POLICIES}, else the bundled examples)`, collect)
+    .description(
+      'run the node agent (as root): attest processes, enforce policies, stream audit events',
+    )
+    .option(
+      '-r, --registration <file>',
+      `registration file (default ${NODE_REGISTRATION}, else the bundled example)`,
+    )
+    .option(
+      '-p, --policy <path>',
+      `policy file or directory, repeatable (default ${NODE_POLICIES}, else the bundled examples)`,
+      collect,
+    )
     .option('-s, --socket <path>', 'unix socket of the audit gRPC service', DEFAULT_SOCKET)
     .option('-e, --events-log <path>', "where JSON lines of audit events go ('-' is stdout)", '-')
     .option('--no-watch', 'do not reload the registration and policy files when they change')
     .option('--node <name>', 'node name in events', hostname())
-    .option('--spire-admin-socket <path>', 'get identities from SPIRE through this spire-agent admin socket instead of the registration file')
-    .option('--bpffs-dir <path>', 'bpffs directory of the pinned programs and maps', DEFAULT_PIN_DIR)
+    .option(
+      '--spire-admin-socket <path>',
+      'get identities from SPIRE through this spire-agent admin socket instead of the registration file',
+    )
+    .option(
+      '--spire-workload-api <address>',
+      'SPIFFE Workload API address (unix:///path) where the agent fetches its own X.509-SVID',
+    )
+    .option(
+      '--bpffs-dir <path>',
+      'bpffs directory of the pinned programs and maps',
+      DEFAULT_PIN_DIR,
+    )
     .option('--no-pin', 'pin nothing: enforcement ends when the agent exits')
     .option('--state-dir <path>', 'directory of the agent state files', DEFAULT_STATE_DIR)
-    .option('--audit-unidentified-exec', 'also report execs of processes without a SPIFFE ID (every exec on the node)', false)
-    .option('--cgroup <path>', 'cgroup v2 directory to attach the socket programs to (default: the cgroup2 root)')
-    .addOption(new Option('--log-level <level>', 'operational log level').choices(['debug', 'info', 'warn', 'error']).default('info'))
+    .option(
+      '--audit-unidentified-exec',
+      'also report execs of processes without a SPIFFE ID (every exec on the node)',
+      false,
+    )
+    .addOption(
+      new Option(
+        '--events-format <format>',
+        'format of the event log lines: json, or ocsf (OCSF 1.3.0)',
+      )
+        .choices(['json', 'ocsf'])
+        .default('json'),
+    )
+    .option(
+      '--replay-buffer <events>',
+      'events kept for clients that resume by sequence number; 0 turns replay off',
+      parseCount,
+      DEFAULT_REPLAY_CAPACITY,
+    )
+    .option(
+      '--metrics-address <host:port>',
+      'serve Prometheus metrics on GET /metrics at this address, such as 127.0.0.1:9464 (default: off)',
+    )
+    .option(
+      '--cgroup <path>',
+      'cgroup v2 directory to attach the socket programs to (default: the cgroup2 root)',
+    )
+    .addOption(
+      new Option('--log-level <level>', 'operational log level')
+        .choices(['debug', 'info', 'warn', 'error'])
+        .default('info'),
+    )
     .action((options: RunOptions) => runAgent(options));
 
-  program
-    .command('events')
-    .description("print the agent's audit event stream")
-    .option('-s, --socket <path>', 'unix socket of the audit gRPC service', DEFAULT_SOCKET)
-    .option('-t, --type <type>', 'event type to show (exec, connect, agent, loss), repeatable', eventType)
-    .option('--subject <spiffe-id>', 'only events whose subject SPIFFE ID is this one or below it')
-    .addOption(new Option('-o, --format <format>', 'output format').choices(['json', 'table']).default('json'))
-    .action((options) => followEvents({ ...options, type: options.type ?? [] }));
+  registerEventsCommand(program);
 
   program
     .command('uninstall')
     .description('remove the pinned programs and maps: enforcement stops on this node')
-    .option('--bpffs-dir <path>', 'bpffs directory of the pinned programs and maps', DEFAULT_PIN_DIR)
+    .option(
+      '--bpffs-dir <path>',
+      'bpffs directory of the pinned programs and maps',
+      DEFAULT_PIN_DIR,
+    )
     .option('--state-dir <path>', 'directory of the agent state files', DEFAULT_STATE_DIR)
     .action((options: { bpffsDir: string; stateDir: string }) => {
       const removed = removePinnedState(options.bpffsDir);

@@ -9,15 +9,26 @@ import { loadPolicyFiles } from '../policy/loader';
 import { PolicySet } from '../policy/types';
 import { subjectMatches } from '../policy/spiffe-selector';
 import { ConfigError, ConfigIssue, formatIssue } from '../util/config-error';
-import { decodeBatch, ExecRecord, ConnectRecord, KernelRecord, MalformedRecord } from '../kernel/codec';
+import {
+  decodeBatch,
+  ExecRecord,
+  ConnectRecord,
+  KernelRecord,
+  MalformedRecord,
+} from '../kernel/codec';
 import { Datapath, KernelRuleSet } from '../kernel/datapath';
 import { KernelAction } from '../kernel/layout';
 import { ensureKernelFilesystems, findCgroup2Root } from '../kernel/mounts';
 import { probeEnforcers } from '../kernel/probe';
 import { EventHub } from '../events/event-hub';
 import { AuditServer } from '../events/grpc-server';
-import { connectEvent, execEvent } from './event-builder';
-import { bpfLsmUsable, dropEnforcedKindWarnings, enforcedRuleKinds, LsmEnforcer } from './lsm-enforcer';
+import { agentEvent, connectEvent, execEvent } from './event-builder';
+import {
+  bpfLsmUsable,
+  dropEnforcedKindWarnings,
+  enforcedRuleKinds,
+  LsmEnforcer,
+} from './lsm-enforcer';
 import { LsmRecord } from '../kernel/lsm-layout';
 import { ProcessCache } from './process-cache';
 import { IdentityRegistry } from './identity-registry';
@@ -28,7 +39,10 @@ import {
   RegistrationIdentitySource,
   SpireAgentIdentitySource,
 } from './identity-source';
-import { SpireUnavailableError } from '../identity/spire';
+import { SpireUnavailableError, validateX509Svid, WorkloadApiClient } from '../identity/spire';
+import { AgentState } from '../events/audit-event';
+import { SigilMetrics } from '../events/metrics';
+import { sigilVersion } from '../events/ocsf';
 
 export interface AgentOptions {
   /** Registration file of the embedded identity source; ignored when spireAdminSocket is set. */
@@ -55,6 +69,10 @@ export interface AgentOptions {
   auditUnidentifiedExec?: boolean;
   /** Event hub to publish to; pass one to subscribe before the first event. */
   hub?: EventHub;
+  /** Prometheus metrics to keep current (rule and identity counts, stream clients). */
+  metrics?: SigilMetrics;
+  /** SPIFFE Workload API address (unix:///path): the agent fetches its own X.509-SVID there. */
+  spireWorkloadApi?: string;
   node?: string;
   logger: Logger;
 }
@@ -92,6 +110,8 @@ export class Agent {
   private server: AuditServer | null = null;
   private watcher: ConfigWatcher | null = null;
   private dropTimer: NodeJS.Timeout | null = null;
+  private ownSvidWatch: { close(): void } | null = null;
+  private ownSpiffeId: string | null = null;
   private reportedDrops: bigint[] = [];
   private malformed = 0;
 
@@ -182,23 +202,29 @@ export class Agent {
     datapath.releaseEarlierLinks();
     log.info({ cgroup: cgroupPath, pinDir: options.pinDir }, 'attached connect and bind programs');
 
-    this.server = new AuditServer(this.hub, options.socketPath);
+    this.server = new AuditServer(this.hub, options.socketPath, { observer: options.metrics });
     await this.server.start();
     log.info({ socket: options.socketPath }, 'audit gRPC service listening');
 
     this.dropTimer = setInterval(() => this.reportDrops(), DROP_POLL_MS);
     this.dropTimer.unref();
     if (options.watch) {
-      const files = this.registration ? [options.registrationFile, ...options.policyFiles] : options.policyFiles;
+      const files = this.registration
+        ? [options.registrationFile, ...options.policyFiles]
+        : options.policyFiles;
       this.watcher = new ConfigWatcher(files, (changed) => void this.reload(changed));
     }
-    this.hub.publish({
-      type: 'agent',
-      ktimeNs: '0',
-      message: `agent started: ${this.registry.size} identities, ${this.ruleCount()} rules`,
-    });
+    if (options.spireWorkloadApi) this.watchOwnSvid(options.spireWorkloadApi);
+    this.publishStatus(
+      'started',
+      `agent started: ${this.registry.size} identities, ${this.ruleCount()} rules`,
+    );
     log.info(
-      { identities: this.registry.size, rules: this.ruleCount(), generation: datapath.currentGeneration },
+      {
+        identities: this.registry.size,
+        rules: this.ruleCount(),
+        generation: datapath.currentGeneration,
+      },
       'agent started',
     );
   }
@@ -209,7 +235,10 @@ export class Agent {
     let source: IdentitySource;
     if (options.spireAdminSocket) {
       source = new SpireAgentIdentitySource(options.spireAdminSocket);
-      log.info({ adminSocket: options.spireAdminSocket }, 'identity source: SPIRE Delegated Identity API');
+      log.info(
+        { adminSocket: options.spireAdminSocket },
+        'identity source: SPIRE Delegated Identity API',
+      );
     } else {
       const registration = loadRegistration(options.registrationFile);
       for (const warning of registration.warnings) log.warn(formatIssue(warning));
@@ -222,19 +251,79 @@ export class Agent {
     source.on('status', (status) => {
       if (status.state === 'available') {
         log.info('SPIRE available');
-        this.publishAgentEvent('SPIRE available');
+        this.publishStatus('recovered', 'SPIRE available');
         void this.attestUnattested();
         return;
       }
       const detail = `attempt ${status.attempt}, next in ${status.retryInMs} ms: ${status.error.message}`;
-      log.warn({ attempt: status.attempt, retryInMs: status.retryInMs, err: status.error }, 'SPIRE unavailable; enforcing with the identities already known');
-      this.publishAgentEvent(`SPIRE unavailable; enforcing with the identities already known (${detail})`);
+      log.warn(
+        { attempt: status.attempt, retryInMs: status.retryInMs, err: status.error },
+        'SPIRE unavailable; enforcing with the identities already known',
+      );
+      this.publishStatus(
+        'degraded',
+        `SPIRE unavailable; enforcing with the identities already known (${detail})`,
+      );
     });
     return source;
   }
 
   private publishAgentEvent(message: string): void {
     this.hub.publish({ type: 'agent', ktimeNs: '0', message });
+  }
+
+  /** Publishes an agent status event and brings the rule and identity gauges up to date. */
+  private publishStatus(state: AgentState, message: string): void {
+    this.options.metrics?.setRules(this.ruleCount());
+    this.options.metrics?.setIdentities(this.registry.size);
+    const status = {
+      version: sigilVersion(),
+      identities: this.registry.size,
+      rules: this.ruleCount(),
+    };
+    this.hub.publish(agentEvent(state, status, message));
+  }
+
+  /**
+   * Follows the agent's own X.509-SVID on the Workload API, validated against
+   * its trust domain's bundle, and reports it; the SVID is what the agent
+   * presents to SPIRE-authenticated peers.
+   */
+  private watchOwnSvid(address: string): void {
+    const client = new WorkloadApiClient({ address });
+    const watch = client.watchX509Svids();
+    this.ownSvidWatch = watch;
+    watch.on('update', (update) => {
+      const svid = update.svids[0];
+      if (!svid) {
+        this.log.warn('the Workload API issued no X.509-SVID to the agent');
+        return;
+      }
+      try {
+        validateX509Svid(svid.chain, update.bundles);
+      } catch (error) {
+        this.log.error(
+          { err: error, spiffeId: svid.spiffeId },
+          'the agent X.509-SVID is invalid; ignored',
+        );
+        return;
+      }
+      this.ownSpiffeId = svid.spiffeId;
+      const expires = svid.chain[0].validTo;
+      this.log.info({ spiffeId: svid.spiffeId, expires }, 'agent X.509-SVID received');
+      this.publishAgentEvent(`agent X.509-SVID ${svid.spiffeId}, valid until ${expires}`);
+    });
+    watch.on('retry', (retry) => {
+      this.log.warn(
+        { attempt: retry.attempt, err: retry.error },
+        'Workload API unavailable; retrying',
+      );
+    });
+  }
+
+  /** The agent's own SPIFFE ID from its X.509-SVID, once the Workload API has issued one. */
+  get spiffeId(): string | null {
+    return this.ownSpiffeId;
   }
 
   /** Applies an identity change that SPIRE reported for a tracked process. */
@@ -277,10 +366,19 @@ export class Agent {
 
   private reportEnforcers(): void {
     for (const report of probeEnforcers()) {
-      const fields = { enforcer: report.enforcer, purpose: report.purpose, missing: report.missing };
+      const fields = {
+        enforcer: report.enforcer,
+        purpose: report.purpose,
+        missing: report.missing,
+      };
       if (report.used) this.log.info(fields, `enforcer ${report.enforcer} in use`);
-      else if (report.available) this.log.info(fields, `enforcer ${report.enforcer} available but not used`);
-      else this.log.warn(fields, `enforcer ${report.enforcer} unavailable: ${report.missing.join('; ')}`);
+      else if (report.available)
+        this.log.info(fields, `enforcer ${report.enforcer} available but not used`);
+      else
+        this.log.warn(
+          fields,
+          `enforcer ${report.enforcer} unavailable: ${report.missing.join('; ')}`,
+        );
     }
   }
 
@@ -307,7 +405,9 @@ export class Agent {
       const pids = listPids().filter((pid) => !seen.has(pid));
       for (const pid of pids) seen.add(pid);
       for (let i = 0; i < pids.length; i += SCAN_CONCURRENCY) {
-        await Promise.all(pids.slice(i, i + SCAN_CONCURRENCY).map((pid) => this.attestAndWrite(pid, null)));
+        await Promise.all(
+          pids.slice(i, i + SCAN_CONCURRENCY).map((pid) => this.attestAndWrite(pid, null)),
+        );
       }
     }
   }
@@ -318,7 +418,10 @@ export class Agent {
    * (gone, replaced, a kernel thread, or SPIRE unavailable); the process then
    * keeps the identity it has in the kernel.
    */
-  private async attestAndWrite(pid: number, expectedStartTime: bigint | null): Promise<string | null | undefined> {
+  private async attestAndWrite(
+    pid: number,
+    expectedStartTime: bigint | null,
+  ): Promise<string | null | undefined> {
     let result;
     try {
       result = await this.identities.attest(pid, expectedStartTime);
@@ -452,7 +555,8 @@ export class Agent {
    * the log, and the last good registration and policies keep enforcing.
    */
   async reload(changed: string[]): Promise<void> {
-    const registrationChanged = this.registration !== null && changed.includes(this.options.registrationFile);
+    const registrationChanged =
+      this.registration !== null && changed.includes(this.options.registrationFile);
     let registration = this.registration;
     let policySet = this.policySet;
     try {
@@ -478,23 +582,36 @@ export class Agent {
       this.rejectReload(error);
       return;
     }
-    if (registrationChanged && registration && this.identities instanceof RegistrationIdentitySource) {
+    if (
+      registrationChanged &&
+      registration &&
+      this.identities instanceof RegistrationIdentitySource
+    ) {
       this.identities.setRegistration(registration);
       await this.attestRunningProcesses();
     }
     const generation = this.datapath?.currentGeneration;
-    this.log.info({ files: changed, generation, rules: this.ruleCount() }, 'configuration reloaded');
-    this.publishAgentEvent(`configuration reloaded: generation ${generation}, ${this.ruleCount()} rules`);
+    this.log.info(
+      { files: changed, generation, rules: this.ruleCount() },
+      'configuration reloaded',
+    );
+    this.publishStatus(
+      'reloaded',
+      `configuration reloaded: generation ${generation}, ${this.ruleCount()} rules`,
+    );
   }
 
   private rejectReload(error: unknown): void {
-    const detail = error instanceof ConfigError ? error.issues.map(formatIssue) : [(error as Error).message];
-    this.log.error({ errors: detail }, 'configuration rejected; the last good configuration stays in force');
-    this.hub.publish({
-      type: 'agent',
-      ktimeNs: '0',
-      message: `configuration rejected; the last good configuration stays in force: ${detail.join('; ')}`,
-    });
+    const detail =
+      error instanceof ConfigError ? error.issues.map(formatIssue) : [(error as Error).message];
+    this.log.error(
+      { errors: detail },
+      'configuration rejected; the last good configuration stays in force',
+    );
+    this.publishStatus(
+      'rejected',
+      `configuration rejected; the last good configuration stays in force: ${detail.join('; ')}`,
+    );
   }
 
   /** Returns the SPIFFE ID the kernel map holds for a process, or null. */
@@ -505,8 +622,11 @@ export class Agent {
 
   /** Stops watching, serving and enforcing. Enforcement ends with this call. */
   async stop(): Promise<void> {
+    if (this.server) this.publishStatus('stopping', 'agent stopping');
     this.watcher?.close();
     this.watcher = null;
+    this.ownSvidWatch?.close();
+    this.ownSvidWatch = null;
     this.identities?.close();
     if (this.dropTimer) clearInterval(this.dropTimer);
     this.dropTimer = null;
@@ -519,14 +639,14 @@ export class Agent {
   }
 }
 
-
 /** Returns every exact SPIFFE ID the policies name as subject or peer. */
 function exactSpiffeIds(set: PolicySet): string[] {
   const ids: string[] = [];
   for (const policy of set.policies) {
     if (policy.subject.kind === 'spiffeId') ids.push(policy.subject.spiffeId);
     for (const rule of policy.egress) {
-      if (rule.to.kind === 'peer' && rule.to.peer.kind === 'spiffeId') ids.push(rule.to.peer.spiffeId);
+      if (rule.to.kind === 'peer' && rule.to.peer.kind === 'spiffeId')
+        ids.push(rule.to.peer.spiffeId);
     }
   }
   return ids;

@@ -71,7 +71,14 @@ beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), 'sigil-agent-spire-'));
   writeFileSync(join(work, 'policy.yaml'), policyText());
   agent = AgentProcess.spawn(
-    ['--spire-admin-socket', harness.adminSocketPath, '--policy', join(work, 'policy.yaml')],
+    [
+      '--spire-admin-socket',
+      harness.adminSocketPath,
+      '--spire-workload-api',
+      harness.workloadApiAddress,
+      '--policy',
+      join(work, 'policy.yaml'),
+    ],
     join(work, 'sigil.sock'),
   );
   await agent.ready();
@@ -95,6 +102,15 @@ describe('agent with SPIRE as identity source', () => {
     expect(await agent.identityOf(a.pid)).toBe(id('a'));
     expect(await agent.identityOf(b.pid)).toBe(id('b'));
     expect(await agent.identityOf(c.pid)).toBe(id('c'));
+  });
+
+  it('fetches its own X.509-SVID from the Workload API', async () => {
+    const event = await agent.waitForEvent(
+      'agent SVID event',
+      (e) => e.type === 'agent' && /agent X\.509-SVID/.test(e.message ?? ''),
+      30_000,
+    );
+    expect(event.message).toContain(harness.delegateId);
   });
 
   it('gives the same SPIFFE IDs as a registration file with the same selectors', async () => {
