@@ -53,7 +53,17 @@ async function runAgent(options: RunOptions): Promise<void> {
   }
   // The event log subscribes before the agent starts, so it gets every event from the first.
   const hub = new EventHub(options.node, { replayCapacity: options.replayBuffer });
-  const eventLog = createEventLog(options.eventsLog, { format: options.eventsFormat });
+  let droppedLines = 0;
+  const eventLog = createEventLog(options.eventsLog, {
+    format: options.eventsFormat,
+    onDrop: (lines) => (droppedLines += lines),
+  });
+  // Lines the event log dropped because its reader was too slow, reported at most every 10 s.
+  setInterval(() => {
+    if (droppedLines === 0) return;
+    log.warn({ lines: droppedLines }, 'event log reader too slow: lines dropped');
+    droppedLines = 0;
+  }, 10_000).unref();
   hub.subscribe({ filter: {}, deliver: (event) => eventLog.write(event) });
   const metrics = createMetrics();
   metrics.attachHub(hub);

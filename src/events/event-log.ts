@@ -16,7 +16,16 @@ export interface EventLog {
 export interface EventLogOptions {
   format?: EventLogFormat;
   ocsf?: OcsfOptions;
+  /**
+   * Bytes the log may hold unwritten before it drops lines, so a reader that
+   * stops cannot grow the agent's memory without bound. Default 64 MiB.
+   */
+  maxBufferedBytes?: number;
+  /** Called with the number of lines dropped because the buffer was full. */
+  onDrop?: (lines: number) => void;
 }
+
+const DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
 
 /**
  * JSON lines of audit events on stdout ('-') or appended to a file, through
@@ -25,7 +34,14 @@ export interface EventLogOptions {
  * AuditEvent with format 'json', its toOcsf() rendering with format 'ocsf'.
  */
 export function createEventLog(target: string, options: EventLogOptions = {}): EventLog {
-  const destination = pino.destination({ dest: target === '-' ? 1 : target, sync: false, mkdir: true });
+  const destination = pino.destination({
+    dest: target === '-' ? 1 : target,
+    sync: false,
+    mkdir: true,
+    maxLength: options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES,
+  });
+  // sonic-boom emits 'drop' with the text it did not buffer; each event is one line.
+  destination.on('drop', (text: string) => options.onDrop?.(text.split('\n').length - 1));
   const render =
     options.format === 'ocsf'
       ? (event: AuditEvent) => JSON.stringify(toOcsf(event, options.ocsf))

@@ -21,6 +21,18 @@ describe('event log', () => {
       .map((line) => JSON.parse(line) as unknown);
   }
 
+  it('drops and counts lines past its buffer bound', async () => {
+    const path = join(dir, 'bounded.json');
+    let dropped = 0;
+    const log = createEventLog(path, { maxBufferedBytes: 4096, onDrop: (lines) => (dropped += lines) });
+    const total = 20_000;
+    for (let i = 0; i < total; i++) log.write({ ...events[0], seq: i + 1 });
+    await log.close();
+    const written = readLines(path).length;
+    expect(dropped).toBeGreaterThan(0);
+    expect(written + dropped).toBe(total);
+  });
+
   it('writes one AuditEvent per line in json format', async () => {
     const path = join(dir, 'nested', 'events.json');
     const log = createEventLog(path);
