@@ -3,6 +3,8 @@ import { readFileSync, rmSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_PIN_DIR, removePinnedState } from '../kernel/datapath';
+import { readPinnedStatus } from '../kernel/pinned-status';
+import { probeEnforcers } from '../kernel/probe';
 import { Agent } from '../enforce/agent';
 import { DEFAULT_REPLAY_CAPACITY, EventHub } from '../events/event-hub';
 import { createEventLog, EventLogFormat } from '../events/event-log';
@@ -139,6 +141,40 @@ async function runAgent(options: RunOptions): Promise<void> {
   process.once('SIGTERM', shutdown);
 }
 
+/** Prints the pinned enforcement state and the kernel's enforcers; exits 1 when nothing is pinned. */
+function printStatus(pinDir: string, json: boolean): void {
+  const pinned = readPinnedStatus(pinDir);
+  const enforcers = probeEnforcers();
+  if (json) {
+    process.stdout.write(`${JSON.stringify({ pinned, enforcers }, null, 2)}\n`);
+  } else if (!pinned) {
+    process.stdout.write(`nothing pinned in ${pinDir}: Sigil does not enforce on this node\n`);
+  } else {
+    const agents = [...new Set(pinned.links.map((link) => link.agentPid))];
+    process.stdout.write(`pinned state: ${pinDir}\n`);
+    process.stdout.write(
+      `  programs: ${
+        pinned.links
+          .map((link) => link.program)
+          .sort()
+          .join(', ') || 'none'
+      }\n`,
+    );
+    process.stdout.write(`  attached by agent pid: ${agents.join(', ') || '-'}\n`);
+    process.stdout.write(`  rule-set generation: ${pinned.generation ?? '-'}\n`);
+    process.stdout.write(`  processes with an identity: ${pinned.identifiedProcesses ?? '-'}\n`);
+  }
+  if (!json) {
+    for (const report of enforcers) {
+      const state = report.available
+        ? 'the kernel allows it'
+        : `unavailable: ${report.missing.join('; ')}`;
+      process.stdout.write(`enforcer ${report.enforcer} (${report.purpose}): ${state}\n`);
+    }
+  }
+  if (!pinned) process.exitCode = 1;
+}
+
 /** Validates registration files, reporting the errors of every file. */
 function checkRegistrationFiles(files: string[]): void {
   for (const file of files) {
@@ -245,6 +281,21 @@ export function buildProgram(): Command {
     .action((options: RunOptions) => runAgent(options));
 
   registerEventsCommand(program);
+
+  program
+    .command('status')
+    .description(
+      'show what enforces on this node: the pinned programs, the rule-set generation, the enforcers the kernel allows',
+    )
+    .option(
+      '--bpffs-dir <path>',
+      'bpffs directory of the pinned programs and maps',
+      DEFAULT_PIN_DIR,
+    )
+    .option('--json', 'print the status as JSON')
+    .action((options: { bpffsDir: string; json?: boolean }) =>
+      printStatus(options.bpffsDir, options.json === true),
+    );
 
   program
     .command('uninstall')

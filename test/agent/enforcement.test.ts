@@ -1,4 +1,4 @@
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -221,6 +221,19 @@ describe('agent restart and uninstall', () => {
     expect(event.subject?.spiffeId).toBe(A);
   });
 
+  it('reports the pinned state with sigil status', () => {
+    const output = execFileSync(process.execPath, [SIGIL, 'status', '--bpffs-dir', agent.pinDir, '--json'], {
+      encoding: 'utf8',
+    });
+    const status = JSON.parse(output);
+    const programs = status.pinned.links.map((link: { program: string }) => link.program);
+    expect(programs).toContain('sigil_connect4');
+    expect(programs).toContain('sigil_process_fork');
+    expect(status.pinned.links.every((link: { agentPid: number }) => link.agentPid === agent.child.pid)).toBe(true);
+    expect(status.pinned.generation).toBeGreaterThanOrEqual(1);
+    expect(status.pinned.identifiedProcesses).toBeGreaterThanOrEqual(3);
+  });
+
   it('stops enforcing after uninstall once the agent exits', async () => {
     await agent.stop();
     expect(existsSync(agent.pinDir)).toBe(false);
@@ -231,6 +244,9 @@ describe('agent restart and uninstall', () => {
       result = await connectFrom(a, '127.0.0.1', PORT_D);
     }
     expect(result).toBe(`connect 127.0.0.1:${PORT_D} ok`);
+    const status = spawnSync(process.execPath, [SIGIL, 'status', '--bpffs-dir', agent.pinDir], { encoding: 'utf8' });
+    expect(status.status).toBe(1);
+    expect(status.stdout).toContain('nothing pinned');
   });
 });
 
