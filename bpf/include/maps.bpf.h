@@ -15,7 +15,7 @@
 #define SIGIL_MAP extern
 #endif
 
-/* Rule-set settings: index 0 holds the active generation. */
+/* Rule-set settings: index 0 contains the active generation. */
 SIGIL_MAP struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);

@@ -37,7 +37,7 @@ enum sigil_action {
 	SIGIL_ACTION_BLOCK = 3,
 };
 
-/* How a connect decision was reached, carried in sigil_connect_record.reason. */
+/* Reason for a connect decision, carried in sigil_connect_record.reason. */
 enum sigil_decision_reason {
 	SIGIL_REASON_NO_POLICY = 0,	/* the subject has no egress rules: allowed */
 	SIGIL_REASON_RULE = 1,		/* a rule matched; rule_index names it */
@@ -78,7 +78,7 @@ struct sigil_subject {
 	__u8 pad[3];
 };
 
-/* One rule as the kernel sees it: port range and protocol, and what to do. */
+/* One rule in kernel form: port range, protocol and action. */
 struct sigil_rule {
 	__u16 port_lo;		/* host byte order; 0..65535 */
 	__u16 port_hi;

@@ -209,7 +209,11 @@ static __always_inline __u32 find_peer(struct sock *sk, const struct endpoint *d
 	return sigil_identity_of(listener->tgid) ?: listener->id;
 }
 
-/* Raises verdict to the strongest rule of list that matches the destination. */
+/*
+ * Raises verdict to the strongest rule of list that matches the destination.
+ * NOTE: this and the egress decision below repeat bpf/connect.bpf.c; a change
+ * to one must be made to both until they move to a shared header.
+ */
 static __always_inline void scan_rules(const struct sigil_rule_list *list,
 				       const struct endpoint *destination,
 				       struct egress_verdict *verdict)

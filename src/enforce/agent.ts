@@ -82,7 +82,7 @@ const NS_PER_CLOCK_TICK = 10_000_000n;
 // Rule tables kept for decoding records of generations that are no longer active.
 const KEPT_GENERATIONS = 8;
 const DROP_POLL_MS = 1000;
-// Processes attested at once while scanning /proc, so SPIRE sees a bounded number of streams.
+// Processes attested at once while scanning /proc, which bounds the streams open on the spire-agent.
 const SCAN_CONCURRENCY = 32;
 
 /** Loads the registration file, throwing ConfigError with every issue in it. */
@@ -285,8 +285,8 @@ export class Agent {
   }
 
   /**
-   * Follows the agent's own X.509-SVID on the Workload API, validated against
-   * its trust domain's bundle, and reports it; the SVID is what the agent
+   * Follows the agent's own X.509-SVID on the Workload API, validates it
+   * against its trust domain's bundle and reports it. The SVID is what the agent
    * presents to SPIRE-authenticated peers.
    */
   private watchOwnSvid(address: string): void {
@@ -415,8 +415,8 @@ export class Agent {
   /**
    * Attests one process and writes its identity id (0 when no entry matches).
    * Returns the SPIFFE ID, or undefined when the process could not be attested
-   * (gone, replaced, a kernel thread, or SPIRE unavailable); the process then
-   * keeps the identity it has in the kernel.
+   * because it is gone, replaced, a kernel thread, or SPIRE is unavailable.
+   * The process then keeps the identity it has in the kernel.
    */
   private async attestAndWrite(
     pid: number,

@@ -2,8 +2,8 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 
 /**
- * Small integer ids for SPIFFE IDs. The kernel maps hold only ids; this
- * registry holds the mapping both ways. An id is never reused while the
+ * Small integer ids for SPIFFE IDs. The kernel maps store only ids, and this
+ * registry maps them both ways. An id is never reused while the
  * agent runs, so an event decoded late still names the right SPIFFE ID.
  * Id 0 means "no identity".
  *
@@ -56,7 +56,7 @@ export class IdentityRegistry {
     return this.spiffeIdsById.get(id) ?? null;
   }
 
-  /** Every known identity, in id order. */
+  /** Returns every known identity, in id order. */
   entries(): { id: number; spiffeId: string }[] {
     return [...this.spiffeIdsById]
       .map(([id, spiffeId]) => ({ id, spiffeId }))

@@ -5,7 +5,7 @@ import { readStartTime } from '../identity/process-info';
 import { Registration } from '../identity/registration';
 import { SpireIdentitySource, SpireSourceStatus, SpireUnavailableError } from '../identity/spire';
 
-/** What the agent learns about a process from an identity source. */
+/** Identity and executable of a process, as an identity source attests them. */
 export interface AttestedProcess {
   /** Null when no registration entry matches the process. */
   spiffeId: string | null;
@@ -24,7 +24,7 @@ export type IdentitySourceEvents = {
  * Where the agent gets SPIFFE IDs of processes: the embedded registration
  * file, or SPIRE's Delegated Identity API. attest() resolves undefined when
  * the process is gone, was replaced (start time differs), or cannot be read;
- * it rejects with SpireUnavailableError when SPIRE cannot answer.
+ * it rejects with SpireUnavailableError when SPIRE does not respond.
  */
 export interface IdentitySource extends EventEmitter<IdentitySourceEvents> {
   readonly kind: 'registration' | 'spire';
@@ -97,7 +97,7 @@ export class SpireAgentIdentitySource extends EventEmitter<IdentitySourceEvents>
     const executable = readExecutable(pid);
     // Kernel threads have no executable and no workload identity.
     if (executable === null) return undefined;
-    // An exec replaces the program, so the previous subscription's answer no longer applies.
+    // An exec replaces the program, so the previous subscription's SVIDs no longer apply.
     this.source.forget(pid);
     let spiffeId: string | null;
     try {

@@ -1,6 +1,6 @@
 import { readlinkSync } from 'node:fs';
 
-/** Processes the cache holds before it forgets the oldest. */
+/** Maximum processes in the cache; past it the oldest is forgotten. */
 const MAX_PROCESSES = 65_536;
 
 interface CachedProcess {

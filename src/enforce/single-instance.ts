@@ -2,8 +2,8 @@ import { connect } from 'node:net';
 
 /**
  * Resolves true when something accepts connections on a unix socket path,
- * which means another agent serves it; false when the path is missing or
- * stale (left behind by a killed agent).
+ * which means another agent serves it. Resolves false when the path is
+ * missing or stale, such as one left behind by a killed agent.
  */
 export function socketInUse(path: string, timeoutMs = 1000): Promise<boolean> {
   return new Promise((resolve) => {

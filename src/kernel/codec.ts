@@ -210,7 +210,7 @@ export function encodeCidrKey(subject: number, prefixLen: number, addr: Buffer):
 
 export function encodeRuleList(rules: readonly KernelRuleEntry[]): Buffer {
   if (rules.length > SIGIL_RULES_PER_KEY) {
-    throw new RangeError(`a rule list holds at most ${SIGIL_RULES_PER_KEY} rules, got ${rules.length}`);
+    throw new RangeError(`a rule list can contain at most ${SIGIL_RULES_PER_KEY} rules, got ${rules.length}`);
   }
   const out = Buffer.alloc(ruleListLayout.size);
   out.writeUInt32LE(rules.length, field(ruleListLayout, 'count'));

@@ -217,7 +217,7 @@ export class Datapath {
 
   /**
    * Writes a rule set into fresh inner maps, then switches the programs to it
-   * with one write of the settings map, so a connect sees either the whole
+   * with one write of the settings map, so a connect reads either the whole
    * old set or the whole new one. On failure the old set stays in force.
    * Returns the new generation.
    */

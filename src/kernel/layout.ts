@@ -4,7 +4,7 @@
  * test/kernel/layout.test.ts compiles the header with the host C compiler and
  * checks every size and offset here against it.
  * All integers are in the host's byte order (little-endian on x86_64), as the
- * BPF programs write them, except where a field says big-endian.
+ * BPF programs write them, except fields documented as big-endian.
  */
 
 export type ScalarType = 'u8' | 'u16' | 'u32' | 'u64';

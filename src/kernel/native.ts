@@ -7,7 +7,7 @@
  *
  * Errors from the kernel or libbpf are `NativeSystemError`s: the message reads
  * `<operation> <name>: <strerror> (errno N)`, and `errno` and `code` (such as 'EPERM') are set.
- * Calls on a closed object or destroyed link throw a plain Error that says so.
+ * Calls on a closed object or destroyed link throw a plain Error naming that state.
  *
  * Every function and method is synchronous and blocks the calling thread for the system calls
  * it makes. Most make one or two bpf(2) calls; the slower ones (load and the probes) say so

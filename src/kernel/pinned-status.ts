@@ -4,7 +4,7 @@ import { decodeIdentity, decodeSettings, encodeU32 } from './codec';
 import { identityLayout, settingsLayout } from './layout';
 import { closeFd, mapGetNextKey, mapLookup, objGet } from './native';
 
-/** What is pinned under a bpffs directory: the enforcement that runs without an agent. */
+/** Pinned state under a bpffs directory: the enforcement that runs without an agent. */
 export interface PinnedStatus {
   pinDir: string;
   /** Pinned program links by program name, each with the pid of the agent that attached it. */

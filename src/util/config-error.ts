@@ -11,7 +11,7 @@ export interface ConfigIssue {
   /** Field path from the document root, such as `spec.egress[2].ports[0]`. */
   fieldPath: string;
   message: string;
-  /** What a valid value looks like, or how to fix the problem. */
+  /** Example of a valid value, or the fix for the problem. */
   hint?: string;
   severity: 'error' | 'warning';
 }

@@ -70,10 +70,10 @@ describe('audit gRPC service', () => {
     await new Promise((resolve) => stream.once('metadata', resolve));
     hub.publish(draft('exec', 'spiffe://example.org/a'));
     hub.publish(draft('connect', 'spiffe://example.org/b'));
-    const wanted = hub.publish(draft('connect', 'spiffe://example.org/a/x'));
+    const expected = hub.publish(draft('connect', 'spiffe://example.org/a/x'));
     await waitFor('the filtered event', () => (received.length >= 1 ? true : undefined));
     stream.cancel();
-    expect(received.map((event) => Number(event.seq))).toEqual([wanted.seq]);
+    expect(received.map((event) => Number(event.seq))).toEqual([expected.seq]);
     expect(received[0].subject?.spiffeId).toBe('spiffe://example.org/a/x');
     expect(received[0].node).toBe('test-node');
   });

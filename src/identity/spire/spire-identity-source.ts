@@ -313,7 +313,7 @@ export class SpireIdentitySource extends EventEmitter<SpireIdentitySourceEvents>
     const timer = setTimeout(() => {
       this.rejectPending(
         process,
-        new SpireUnavailableError(`SPIRE did not answer for pid ${process.pid} within ${timeoutMs} ms`),
+        new SpireUnavailableError(`SPIRE did not respond for pid ${process.pid} within ${timeoutMs} ms`),
       );
     }, timeoutMs);
     return { resolve, reject, promise, timer };
