@@ -97,12 +97,22 @@ function parsePolicyText(
   const { source, issues: syntaxIssues } = parseYamlSource(text, file);
   issues.push(...syntaxIssues);
   const policies: Policy[] = [];
+  let documentsRead = 0;
   for (const document of source.documents) {
     // Field checks on a document that failed to parse would mostly repeat the syntax error.
     if (document.errors.length > 0) continue;
     const result = readPolicyDocument(source, document, issues);
+    if (result !== undefined) documentsRead += 1;
     if (result?.name) names.push(result.name);
     if (result?.policy) policies.push(result.policy);
+  }
+  if (documentsRead === 0 && syntaxIssues.length === 0) {
+    // A file caught half-written, or truncated by mistake, would otherwise remove every rule it
+    // held on the next reload.
+    issues.push({
+      ...fileIssue(file, 'the file holds no policy document'),
+      hint: 'write at least one policy in it, or delete the file to remove its policies',
+    });
   }
   return policies;
 }

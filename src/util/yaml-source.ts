@@ -1,5 +1,16 @@
 import { readFileSync } from 'node:fs';
-import { Document, isMap, isScalar, isSeq, LineCounter, Node, parseAllDocuments } from 'yaml';
+import {
+  Document,
+  isAlias,
+  isMap,
+  isPair,
+  isScalar,
+  isSeq,
+  LineCounter,
+  Node,
+  parseAllDocuments,
+  YAMLParseError,
+} from 'yaml';
 import { ConfigIssue, SourcePosition } from './config-error';
 
 /** A YAML file parsed with source positions, one entry per `---` document. */
@@ -10,7 +21,10 @@ export interface YamlSource {
 }
 
 /** Parses YAML text; syntax errors come back as issues with their positions. */
-export function parseYamlSource(text: string, file: string): { source: YamlSource; issues: ConfigIssue[] } {
+export function parseYamlSource(
+  text: string,
+  file: string,
+): { source: YamlSource; issues: ConfigIssue[] } {
   const lineCounter = new LineCounter();
   const documents = parseAllDocuments(text, { lineCounter, uniqueKeys: true });
   const issues: ConfigIssue[] = [];
@@ -25,9 +39,96 @@ export function parseYamlSource(text: string, file: string): { source: YamlSourc
         severity: 'error',
       });
     }
+    if (document.errors.length === 0) {
+      const aliasIssue = checkAliases(document);
+      if (aliasIssue) {
+        const { line, col } = lineCounter.linePos(aliasIssue.offset);
+        issues.push({
+          position: { file, line, column: col },
+          fieldPath: '',
+          message: aliasIssue.message,
+          hint: aliasIssue.hint,
+          severity: 'error',
+        });
+        // Readers would walk the same aliases; the document is reported and skipped.
+        document.errors.push(
+          new YAMLParseError(
+            [aliasIssue.offset, aliasIssue.offset + 1],
+            'ALIAS_PROPS',
+            aliasIssue.message,
+          ),
+        );
+      }
+    }
     parsed.push(document);
   }
   return { source: { file, documents: parsed, lineCounter }, issues };
+}
+
+/**
+ * Bound on the nodes a document may hold once its aliases are expanded. Readers visit aliased
+ * content once per alias, so without a bound a few lines of nested aliases ("billion laughs")
+ * would cost the agent seconds of CPU on every reload.
+ */
+export const MAX_EXPANDED_NODES = 100_000;
+
+interface AliasIssue {
+  offset: number;
+  message: string;
+  hint: string;
+}
+
+/**
+ * Counts the nodes of a document with its aliases expanded, and finds aliases that refer to a
+ * node that contains them (a cycle that readers would follow for ever). Linear in the size of
+ * the document: the size of each anchored node is computed once.
+ */
+function checkAliases(document: Document.Parsed): AliasIssue | null {
+  const anchors = new Map<string, Node>();
+  const sizes = new Map<Node, number>();
+  const open = new Set<Node>();
+  let failure: AliasIssue | null = null;
+
+  const sizeOf = (node: unknown): number => {
+    if (failure) return 0;
+    if (isAlias(node)) {
+      const target = anchors.get(node.source);
+      // An alias without an earlier anchor is already a parse error.
+      if (!target) return 1;
+      if (open.has(target)) {
+        failure = {
+          offset: node.range?.[0] ?? 0,
+          message: `alias *${node.source} refers to a node that contains it`,
+          hint: 'YAML that refers to itself cannot be read as a policy; write the values out',
+        };
+        return 0;
+      }
+      return sizes.get(target) ?? 1;
+    }
+    if (isPair(node)) return sizeOf(node.key) + sizeOf(node.value);
+    if (!isMap(node) && !isSeq(node) && !isScalar(node)) return 0;
+    const anchor = (node as Node).anchor;
+    if (anchor) anchors.set(anchor, node as Node);
+    let size = 1;
+    if (isMap(node) || isSeq(node)) {
+      open.add(node);
+      for (const item of node.items) size += sizeOf(item);
+      open.delete(node);
+    }
+    sizes.set(node as Node, size);
+    return size;
+  };
+
+  const total = sizeOf(document.contents);
+  if (failure) return failure;
+  if (total > MAX_EXPANDED_NODES) {
+    return {
+      offset: 0,
+      message: `the document's aliases expand to ${total} nodes, more than ${MAX_EXPANDED_NODES}`,
+      hint: 'use fewer or smaller aliases, or split the document',
+    };
+  }
+  return null;
 }
 
 /** Reads and parses a YAML file; a read failure throws with the path in the message. */

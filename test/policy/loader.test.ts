@@ -116,8 +116,15 @@ describe('parsePolicies', () => {
     expect(policies[1].position.line).toBe(9);
   });
 
-  it('returns nothing for an empty file', () => {
-    expect(parsePolicies('', 'empty.yaml')).toEqual([]);
+  it.each([
+    { name: 'an empty file', text: '' },
+    { name: 'a file of comments', text: '# policies moved to web.yaml\n' },
+    { name: 'a file of empty documents', text: '---\n---\n' },
+  ])('rejects $name, so a truncated file never removes its rules', ({ text }) => {
+    expect(issuesOf(text, 'empty.yaml')).toEqual([
+      'empty.yaml:1:1: error: the file holds no policy document ' +
+        '(write at least one policy in it, or delete the file to remove its policies)',
+    ]);
   });
 
   it.each([

@@ -1,0 +1,63 @@
+import { describe, expect, it } from 'vitest';
+import { parseRegistration } from '../../src/identity/registration';
+import { parsePolicies } from '../../src/policy/loader';
+import { ConfigError, formatIssue } from '../../src/util/config-error';
+import { MAX_EXPANDED_NODES, parseYamlSource } from '../../src/util/yaml-source';
+
+/** A "billion laughs" document: each level holds ten aliases of the level before. */
+function nestedAliases(levels: number): string {
+  const out = ['a0: &a0 [x, x, x, x, x, x, x, x, x, x]'];
+  for (let level = 1; level <= levels; level += 1) {
+    const refs = Array.from({ length: 10 }, () => `*a${level - 1}`).join(', ');
+    out.push(`a${level}: &a${level} [${refs}]`);
+  }
+  return `${out.join('\n')}\n`;
+}
+
+describe('parseYamlSource alias bound', () => {
+  it('accepts a few aliases', () => {
+    const { issues } = parseYamlSource('base: &b {port: 80}\nuse: [*b, *b]\n', 'a.yaml');
+    expect(issues).toEqual([]);
+  });
+
+  it('rejects aliases that expand past the bound, with the count and a fix', () => {
+    const started = process.hrtime.bigint();
+    const { issues } = parseYamlSource(nestedAliases(9), 'laughs.yaml');
+    const elapsedMs = Number(process.hrtime.bigint() - started) / 1e6;
+    expect(issues.map(formatIssue)).toEqual([
+      expect.stringMatching(
+        new RegExp(
+          `^laughs\\.yaml:1:1: error: the document's aliases expand to \\d+ nodes, more than ${MAX_EXPANDED_NODES} ` +
+            '\\(use fewer or smaller aliases, or split the document\\)$',
+        ),
+      ),
+    ]);
+    // Counting is linear in the written document, not in its expansion (10^10 nodes here).
+    expect(elapsedMs).toBeLessThan(1000);
+  });
+
+  it('rejects an alias to a node that contains it', () => {
+    const { issues } = parseYamlSource('spec: &s\n  inner: *s\n', 'loop.yaml');
+    expect(issues.map(formatIssue)).toEqual([
+      'loop.yaml:2:10: error: alias *s refers to a node that contains it ' +
+        '(YAML that refers to itself cannot be read as a policy; write the values out)',
+    ]);
+  });
+
+  it('stops a policy file with nested aliases before any field is read', () => {
+    let error: unknown;
+    try {
+      parsePolicies(nestedAliases(7), 'p.yaml');
+    } catch (caught) {
+      error = caught;
+    }
+    expect(error).toBeInstanceOf(ConfigError);
+    expect((error as ConfigError).issues.map(formatIssue)[0]).toMatch(/aliases expand to/);
+  });
+
+  it('stops a registration file the same way', () => {
+    expect(() => parseRegistration(nestedAliases(7), 'registration.yaml')).toThrow(
+      /aliases expand to/,
+    );
+  });
+});
