@@ -104,6 +104,7 @@ static __always_inline void record_owner(struct bpf_sock *sk)
 		return;
 	owner->tgid = tgid;
 	owner->id = sigil_identity_of(tgid);
+	owner->start_ticks = sigil_start_ticks((struct task_struct *)bpf_get_current_task());
 }
 
 SEC("cgroup/post_bind4")
@@ -182,13 +183,10 @@ static __always_inline __u32 find_peer(struct bpf_sock_addr *ctx,
 	if (!sk)
 		return 0;
 
-	/* the owner's current identity wins; the one recorded at bind covers an exited owner */
 	owner = bpf_sk_storage_get(&sigil_socket_owners, sk, 0, 0);
 	if (owner) {
 		*peer_tgid = owner->tgid;
-		peer = sigil_identity_of(owner->tgid);
-		if (!peer)
-			peer = owner->id;
+		peer = sigil_owner_identity(owner->tgid, owner->id, owner->start_ticks);
 	}
 	bpf_sk_release(sk);
 	return peer;

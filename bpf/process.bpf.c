@@ -35,6 +35,7 @@ int sigil_process_fork(struct bpf_raw_tracepoint_args *ctx)
 	}
 	inherited.id = parent_identity->id;
 	inherited.flags = SIGIL_IDENTITY_INHERITED;
+	inherited.start_ticks = BPF_CORE_READ(child, start_boottime) / SIGIL_NSEC_PER_CLOCK_TICK;
 	bpf_map_update_elem(&sigil_identities, &child_tgid, &inherited, BPF_ANY);
 	return 0;
 }

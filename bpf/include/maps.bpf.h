@@ -7,6 +7,7 @@
 #ifndef SIGIL_MAPS_BPF_H
 #define SIGIL_MAPS_BPF_H
 
+#include <bpf/bpf_core_read.h>
 #include "sigil.h"
 
 #ifdef SIGIL_DEFINE_MAPS
@@ -60,6 +61,30 @@ static __always_inline __u32 sigil_identity_of(__u32 tgid)
 	struct sigil_identity *identity = bpf_map_lookup_elem(&sigil_identities, &tgid);
 
 	return identity ? identity->id : 0;
+}
+
+/* Returns a task's process start time in clock ticks, as /proc/<pid>/stat gives it. */
+static __always_inline __u64 sigil_start_ticks(struct task_struct *task)
+{
+	return BPF_CORE_READ(task, group_leader, start_boottime) / SIGIL_NSEC_PER_CLOCK_TICK;
+}
+
+/*
+ * Returns the identity of a socket's owner: the owner's current identity while
+ * the process that bound it still runs (it may have executed a new program
+ * since), else the identity recorded at bind. A tgid whose start time differs
+ * from the recorded one was reused by another process after the owner exited,
+ * and that process's identity must not be taken for the owner's.
+ */
+static __always_inline __u32 sigil_owner_identity(__u32 tgid, __u32 id_at_bind, __u64 start_ticks)
+{
+	struct sigil_identity *identity = bpf_map_lookup_elem(&sigil_identities, &tgid);
+
+	if (!identity || !identity->id)
+		return id_at_bind;
+	if (identity->start_ticks && start_ticks && identity->start_ticks != start_ticks)
+		return id_at_bind;
+	return identity->id;
 }
 
 #endif /* SIGIL_MAPS_BPF_H */

@@ -62,10 +62,18 @@ struct sigil_settings {
 
 #define SIGIL_SETTINGS_EMIT_ALL_CONNECTS (1u << 0)
 
+/*
+ * Start times are kept in clock ticks since boot, the unit of field 22 of
+ * /proc/<pid>/stat, so that the kernel and user space write the same value.
+ * USER_HZ is 100 on every architecture Sigil builds for.
+ */
+#define SIGIL_NSEC_PER_CLOCK_TICK 10000000ULL
+
 /* Value of the identities map, keyed by tgid (__u32). */
 struct sigil_identity {
 	__u32 id;		/* small integer for a SPIFFE ID; 0 means no identity */
 	__u32 flags;
+	__u64 start_ticks;	/* the process's start time, which tells a reused tgid apart; 0 if unknown */
 };
 
 /* Flag of sigil_identity.flags: the id was copied from the parent at fork or exec. */
@@ -116,6 +124,7 @@ struct sigil_cidr_key {
 struct sigil_socket_owner {
 	__u32 tgid;
 	__u32 id;		/* identity of the owner when it bound */
+	__u64 start_ticks;	/* the owner's start time, to detect a reused tgid */
 };
 
 /* Header of every ring-buffer record. */

@@ -137,6 +137,7 @@ struct sigil_lsm_listener {
 	__u64 cookie;		/* socket cookie, which tells a reused struct sock apart */
 	__u32 tgid;		/* the process that called bind() */
 	__u32 id;		/* its identity at that time */
+	__u64 start_ticks;	/* its start time, to detect a reused tgid */
 };
 
 /* Fields that exec and file decision records share. */

@@ -163,6 +163,7 @@ int BPF_PROG(sigil_lsm_socket_bind, struct socket *sock, struct sockaddr *addres
 	listener.cookie = bpf_get_socket_cookie(sk);
 	listener.tgid = bpf_get_current_pid_tgid() >> 32;
 	listener.id = sigil_identity_of(listener.tgid);
+	listener.start_ticks = sigil_start_ticks((struct task_struct *)bpf_get_current_task());
 	bpf_map_update_elem(&sigil_lsm_listeners, &key, &listener, BPF_ANY);
 	return 0;
 }
@@ -204,9 +205,8 @@ static __always_inline __u32 find_peer(struct sock *sk, const struct endpoint *d
 	if (!listener)
 		return 0;
 
-	/* the owner's current identity wins; the one recorded at bind covers an exited owner */
 	*peer_tgid = listener->tgid;
-	return sigil_identity_of(listener->tgid) ?: listener->id;
+	return sigil_owner_identity(listener->tgid, listener->id, listener->start_ticks);
 }
 
 /*

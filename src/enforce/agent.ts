@@ -435,7 +435,7 @@ export class Agent {
     const id = result.spiffeId ? this.idForNewOrKnown(result.spiffeId) : 0;
     this.processes.remember(pid, result.executable, result.startTimeTicks);
     try {
-      this.datapath?.setIdentity(pid, id);
+      this.datapath?.setIdentity(pid, id, 0, result.startTimeTicks);
     } catch (error) {
       this.log.error({ pid, err: error }, 'write identity to the kernel map failed');
     }

@@ -48,7 +48,12 @@ export interface KernelRuleSet {
   subjects: Iterable<{ id: number; hasEgressAllow: boolean; egressPosture: KernelAction }>;
   peerRules: Iterable<{ subject: number; peer: number; rules: readonly KernelRuleEntry[] }>;
   /** prefixLen counts address bits (0..128) in the IPv4-mapped space. */
-  cidrRules: Iterable<{ subject: number; prefixLen: number; addr: Buffer; rules: readonly KernelRuleEntry[] }>;
+  cidrRules: Iterable<{
+    subject: number;
+    prefixLen: number;
+    addr: Buffer;
+    rules: readonly KernelRuleEntry[];
+  }>;
 }
 
 /**
@@ -124,13 +129,17 @@ export class Datapath {
     try {
       object.load();
     } catch (cause) {
-      const hint = pinDir ? `; if the pinned maps in ${pinDir} come from another Sigil version, run \`sigil uninstall\`` : '';
+      const hint = pinDir
+        ? `; if the pinned maps in ${pinDir} come from another Sigil version, run \`sigil uninstall\``
+        : '';
       throw new Error(`${(cause as Error).message}${hint}`, { cause });
     }
     const datapath = new Datapath(object, pinDir);
     for (const name of object.mapNames()) datapath.fds[name] = object.mapFd(name);
     if (pinDir) {
-      datapath.earlierLinkPins.push(...readdirSync(join(pinDir, 'links')).map((n) => join(pinDir, 'links', n)));
+      datapath.earlierLinkPins.push(
+        ...readdirSync(join(pinDir, 'links')).map((n) => join(pinDir, 'links', n)),
+      );
       const settings = mapLookup(datapath.fd('sigil_settings'), encodeU32(0), settingsLayout.size);
       if (settings) datapath.generation = decodeSettings(settings).generation;
     }
@@ -189,15 +198,26 @@ export class Datapath {
     this.consumer.start();
   }
 
-  setIdentity(tgid: number, id: number, flags = 0): void {
-    mapUpdate(this.fd('sigil_identities'), encodeU32(tgid), encodeIdentity(id, flags), BPF_ANY);
+  /**
+   * Sets the identity of a process. startTicks is its start time in clock ticks (field 22 of
+   * /proc/<pid>/stat); when it is not given, the start time the kernel recorded at fork is kept.
+   */
+  setIdentity(tgid: number, id: number, flags = 0, startTicks?: bigint): void {
+    const fd = this.fd('sigil_identities');
+    const key = encodeU32(tgid);
+    let ticks = startTicks;
+    if (ticks === undefined) {
+      const current = mapLookup(fd, key, identityLayout.size);
+      ticks = current ? decodeIdentity(current).startTicks : 0n;
+    }
+    mapUpdate(fd, key, encodeIdentity(id, flags, ticks), BPF_ANY);
   }
 
   clearIdentity(tgid: number): void {
     mapDelete(this.fd('sigil_identities'), encodeU32(tgid));
   }
 
-  getIdentity(tgid: number): { id: number; flags: number } | null {
+  getIdentity(tgid: number): { id: number; flags: number; startTicks: bigint } | null {
     const value = mapLookup(this.fd('sigil_identities'), encodeU32(tgid), identityLayout.size);
     return value ? decodeIdentity(value) : null;
   }
@@ -238,7 +258,12 @@ export class Datapath {
       created.push(subjects);
       for (const subject of ruleSet.subjects) {
         const flags = subject.hasEgressAllow ? SUBJECT_HAS_EGRESS_ALLOW : 0;
-        mapUpdate(subjects, encodeU32(subject.id), encodeSubject(flags, subject.egressPosture), BPF_ANY);
+        mapUpdate(
+          subjects,
+          encodeU32(subject.id),
+          encodeSubject(flags, subject.egressPosture),
+          BPF_ANY,
+        );
       }
 
       const peers = mapCreate({
@@ -251,7 +276,12 @@ export class Datapath {
       });
       created.push(peers);
       for (const entry of ruleSet.peerRules) {
-        mapUpdate(peers, encodePeerKey(entry.subject, entry.peer), encodeRuleList(entry.rules), BPF_ANY);
+        mapUpdate(
+          peers,
+          encodePeerKey(entry.subject, entry.peer),
+          encodeRuleList(entry.rules),
+          BPF_ANY,
+        );
       }
 
       const cidrs = mapCreate({
@@ -275,10 +305,17 @@ export class Datapath {
         inserted.push(outers[i]);
       });
       hooks.beforeSwitch?.(generation);
-      mapUpdate(this.fd('sigil_settings'), encodeU32(0), encodeSettings(generation, settingsFlags), BPF_ANY);
+      mapUpdate(
+        this.fd('sigil_settings'),
+        encodeU32(0),
+        encodeSettings(generation, settingsFlags),
+        BPF_ANY,
+      );
     } catch (cause) {
       for (const outer of inserted) mapDelete(this.fd(outer), encodeU32(generation));
-      throw new Error(`apply rule set generation ${generation}: ${(cause as Error).message}`, { cause });
+      throw new Error(`apply rule set generation ${generation}: ${(cause as Error).message}`, {
+        cause,
+      });
     } finally {
       // The outer maps hold their own references to the inner maps.
       for (const fd of created) closeFd(fd);

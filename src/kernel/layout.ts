@@ -110,6 +110,7 @@ export const settingsLayout = defineStruct('sigil_settings', [
 export const identityLayout = defineStruct('sigil_identity', [
   { name: 'id', type: 'u32' },
   { name: 'flags', type: 'u32' },
+  { name: 'start_ticks', type: 'u64' },
 ]);
 
 export const subjectLayout = defineStruct('sigil_subject', [
@@ -147,6 +148,7 @@ export const cidrKeyLayout = defineStruct('sigil_cidr_key', [
 export const socketOwnerLayout = defineStruct('sigil_socket_owner', [
   { name: 'tgid', type: 'u32' },
   { name: 'id', type: 'u32' },
+  { name: 'start_ticks', type: 'u64' },
 ]);
 
 export const recordHeaderLayout = defineStruct('sigil_record_header', [

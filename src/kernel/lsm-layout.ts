@@ -101,6 +101,7 @@ export const lsmListenerLayout = defineStruct('sigil_lsm_listener', [
   { name: 'cookie', type: 'u64' },
   { name: 'tgid', type: 'u32' },
   { name: 'id', type: 'u32' },
+  { name: 'start_ticks', type: 'u64' },
 ]);
 
 /** path_len is an __s32 in C: same size and alignment as u32, read with readInt32LE. */

@@ -28,6 +28,7 @@ const BASE_PORT = 20000 + (process.pid % 20000);
 const PORT_B = BASE_PORT;
 const PORT_C = BASE_PORT + 1;
 const PORT_D = BASE_PORT + 2;
+const PORT_REUSE = BASE_PORT + 3;
 
 let work: string;
 let cgroups: TestCgroups;
@@ -64,7 +65,7 @@ spec:
       action: Allow
       to:
         spiffeId: ${B}
-      ports: [${PORT_B}]
+      ports: [${PORT_B}, ${PORT_REUSE}]
       protocol: TCP
 ${extraAllow}`;
 }
@@ -77,7 +78,8 @@ const ALLOW_C = `    - name: a-to-c
 
 function connectEventsFrom(pid: number, port: number) {
   return agent.events.filter(
-    (event) => event.type === 'connect' && event.process?.pid === pid && event.connection?.port === port,
+    (event) =>
+      event.type === 'connect' && event.process?.pid === pid && event.connection?.port === port,
   );
 }
 
@@ -104,7 +106,8 @@ beforeAll(async () => {
   const b = await startWorkload(spawnInCgroup(cgroups.path('b'), listenerArgv(PORT_B)), B);
   const c = await startWorkload(spawnInCgroup(cgroups.path('c'), listenerArgv(PORT_C)), C);
   const d = await startWorkload(spawnWorkload(listenerArgv(PORT_D), { uid: D_UID, gid: D_UID }), D);
-  for (const listener of [b, c, d]) await listener.waitForLine('listening', (l) => l.startsWith('listening'));
+  for (const listener of [b, c, d])
+    await listener.waitForLine('listening', (l) => l.startsWith('listening'));
   a = await startWorkload(spawnInCgroup(cgroups.path('a'), clientArgv()), A);
 });
 
@@ -118,7 +121,9 @@ afterAll(async () => {
 describe('agent enforcing by SPIFFE ID', () => {
   it('allows A to connect to the listener of B', async () => {
     expect(await connectFrom(a, '127.0.0.1', PORT_B)).toBe(`connect 127.0.0.1:${PORT_B} ok`);
-    const event = await agent.waitForEvent('connect event a->b', (e) => connectEventsFrom(a.pid, PORT_B).includes(e));
+    const event = await agent.waitForEvent('connect event a->b', (e) =>
+      connectEventsFrom(a.pid, PORT_B).includes(e),
+    );
     expect(event.subject?.spiffeId).toBe(A);
     expect(event.connection?.peerSpiffeId).toBe(B);
     expect(event.result).toBe('allowed');
@@ -129,8 +134,12 @@ describe('agent enforcing by SPIFFE ID', () => {
   });
 
   it('denies A to C with EPERM and reports both SPIFFE IDs', async () => {
-    expect(await connectFrom(a, '127.0.0.1', PORT_C)).toBe(`connect 127.0.0.1:${PORT_C} failed EPERM`);
-    const event = await agent.waitForEvent('connect event a->c', (e) => connectEventsFrom(a.pid, PORT_C).includes(e));
+    expect(await connectFrom(a, '127.0.0.1', PORT_C)).toBe(
+      `connect 127.0.0.1:${PORT_C} failed EPERM`,
+    );
+    const event = await agent.waitForEvent('connect event a->c', (e) =>
+      connectEventsFrom(a.pid, PORT_C).includes(e),
+    );
     expect(event.subject?.spiffeId).toBe(A);
     expect(event.connection?.peerSpiffeId).toBe(C);
     expect(event.connection?.address).toBe('127.0.0.1');
@@ -144,8 +153,12 @@ describe('agent enforcing by SPIFFE ID', () => {
   });
 
   it('denies A to the uid-identified listener D', async () => {
-    expect(await connectFrom(a, '127.0.0.1', PORT_D)).toBe(`connect 127.0.0.1:${PORT_D} failed EPERM`);
-    const event = await agent.waitForEvent('connect event a->d', (e) => connectEventsFrom(a.pid, PORT_D).includes(e));
+    expect(await connectFrom(a, '127.0.0.1', PORT_D)).toBe(
+      `connect 127.0.0.1:${PORT_D} failed EPERM`,
+    );
+    const event = await agent.waitForEvent('connect event a->d', (e) =>
+      connectEventsFrom(a.pid, PORT_D).includes(e),
+    );
     expect(event.connection?.peerSpiffeId).toBe(D);
   });
 
@@ -161,7 +174,10 @@ describe('agent enforcing by SPIFFE ID', () => {
     const childPid = Number(line.split(' ')[1]);
     expect(childPid).not.toBe(shell.pid);
     expect(line).toBe(`child ${childPid} failed`);
-    const event = await agent.waitForEvent('connect event of the subshell', (e) => e.type === 'connect' && e.process?.pid === childPid);
+    const event = await agent.waitForEvent(
+      'connect event of the subshell',
+      (e) => e.type === 'connect' && e.process?.pid === childPid,
+    );
     expect(event.subject?.spiffeId).toBe(A);
     expect(event.result).toBe('denied');
     expect(agent.events.some((e) => e.type === 'exec' && e.process?.pid === childPid)).toBe(false);
@@ -170,8 +186,44 @@ describe('agent enforcing by SPIFFE ID', () => {
   it('applies an edited policy file without a restart', async () => {
     const seen = agent.events.length;
     writeFileSync(policyFile, policy(ALLOW_C));
-    await agent.waitForEvent('reload event', (e) => agent.events.indexOf(e) >= seen && e.type === 'agent' && /reloaded/.test(e.message ?? ''));
+    await agent.waitForEvent(
+      'reload event',
+      (e) =>
+        agent.events.indexOf(e) >= seen && e.type === 'agent' && /reloaded/.test(e.message ?? ''),
+    );
     expect(await connectFrom(a, '127.0.0.1', PORT_C)).toBe(`connect 127.0.0.1:${PORT_C} ok`);
+  });
+
+  it("keeps a listener owner's SPIFFE ID when the owner exits and its pid is reused", async () => {
+    // The owner binds and listens, forks a child that keeps the socket, and exits.
+    const owner = spawnInCgroup(cgroups.path('b'), [
+      'python3',
+      '-c',
+      HANDOFF_LISTENER,
+      String(PORT_REUSE),
+    ]);
+    workloads.push(owner);
+    const ownerPid = Number(
+      (await owner.waitForLine('owner pid', (l) => l.startsWith('owner '))).split(' ')[1],
+    );
+    await owner.waitForLine('holder', (l) => l.startsWith('holder '));
+    if (owner.child.exitCode === null) await new Promise((done) => owner.child.once('exit', done));
+
+    // A process of another identity (C, which A may not reach) takes the owner's pid.
+    const reuser = await spawnWithPid(ownerPid, () =>
+      spawnInCgroup(cgroups.path('c'), ['sleep', '60']),
+    );
+    workloads.push(reuser);
+    expect(await agent.identityOf(ownerPid, realpathSync('/bin/sleep'))).toBe(C);
+
+    expect(await connectFrom(a, '127.0.0.1', PORT_REUSE)).toBe(
+      `connect 127.0.0.1:${PORT_REUSE} ok`,
+    );
+    const event = await agent.waitForEvent('connect event a->reused', (e) =>
+      connectEventsFrom(a.pid, PORT_REUSE).includes(e),
+    );
+    expect(event.connection?.peerSpiffeId).toBe(B);
+    expect(event.connection?.peerPid).toBe(ownerPid);
   });
 
   it('decides a connect to 0.0.0.0 as one to 127.0.0.1', async () => {
@@ -179,7 +231,11 @@ describe('agent enforcing by SPIFFE ID', () => {
     expect(await connectFrom(a, '0.0.0.0', PORT_C)).toBe(`connect 0.0.0.0:${PORT_C} ok`);
     const event = await agent.waitForEvent(
       'connect event to 0.0.0.0',
-      (e) => e.type === 'connect' && e.process?.pid === a.pid && e.connection?.port === PORT_C && e.policy?.rule === 'a-to-c',
+      (e) =>
+        e.type === 'connect' &&
+        e.process?.pid === a.pid &&
+        e.connection?.port === PORT_C &&
+        e.policy?.rule === 'a-to-c',
     );
     expect(event.connection?.address).toBe('127.0.0.1');
     expect(event.connection?.peerSpiffeId).toBe(C);
@@ -188,11 +244,17 @@ describe('agent enforcing by SPIFFE ID', () => {
   it('rejects an invalid edit and keeps the last good policy', async () => {
     const seen = agent.events.length;
     writeFileSync(policyFile, policy(ALLOW_C).replace('action: Allow', 'action: Permit'));
-    const rejected = await agent.waitForEvent('reject event', (e) => agent.events.indexOf(e) >= seen && e.type === 'agent' && /rejected/.test(e.message ?? ''));
+    const rejected = await agent.waitForEvent(
+      'reject event',
+      (e) =>
+        agent.events.indexOf(e) >= seen && e.type === 'agent' && /rejected/.test(e.message ?? ''),
+    );
     expect(rejected.message).toContain(`${policyFile}:`);
     expect(rejected.message).toContain('Permit');
     expect(await connectFrom(a, '127.0.0.1', PORT_C)).toBe(`connect 127.0.0.1:${PORT_C} ok`);
-    expect(await connectFrom(a, '127.0.0.1', PORT_D)).toBe(`connect 127.0.0.1:${PORT_D} failed EPERM`);
+    expect(await connectFrom(a, '127.0.0.1', PORT_D)).toBe(
+      `connect 127.0.0.1:${PORT_D} failed EPERM`,
+    );
   });
 });
 
@@ -200,7 +262,9 @@ describe('agent restart and uninstall', () => {
   it('leaves enforcement in place when killed with SIGKILL', async () => {
     await agent.kill();
     expect(readdirSync(join(agent.pinDir, 'links')).length).toBeGreaterThan(0);
-    expect(await connectFrom(a, '127.0.0.1', PORT_D)).toBe(`connect 127.0.0.1:${PORT_D} failed EPERM`);
+    expect(await connectFrom(a, '127.0.0.1', PORT_D)).toBe(
+      `connect 127.0.0.1:${PORT_D} failed EPERM`,
+    );
     expect(await connectFrom(a, '127.0.0.1', PORT_B)).toBe(`connect 127.0.0.1:${PORT_B} ok`);
   });
 
@@ -215,21 +279,32 @@ describe('agent restart and uninstall', () => {
     const pins = readdirSync(join(agent.pinDir, 'links'));
     expect(pins.every((name) => name.endsWith(`-${agent.child.pid}`))).toBe(true);
     expect(agent.stderr).toContain('adopted the pinned programs and maps');
-    expect(await connectFrom(a, '127.0.0.1', PORT_D)).toBe(`connect 127.0.0.1:${PORT_D} failed EPERM`);
+    expect(await connectFrom(a, '127.0.0.1', PORT_D)).toBe(
+      `connect 127.0.0.1:${PORT_D} failed EPERM`,
+    );
     expect(await connectFrom(a, '127.0.0.1', PORT_C)).toBe(`connect 127.0.0.1:${PORT_C} ok`);
-    const event = await agent.waitForEvent('connect event after restart', (e) => e.type === 'connect' && e.process?.pid === a.pid);
+    const event = await agent.waitForEvent(
+      'connect event after restart',
+      (e) => e.type === 'connect' && e.process?.pid === a.pid,
+    );
     expect(event.subject?.spiffeId).toBe(A);
   });
 
   it('reports the pinned state with sigil status', () => {
-    const output = execFileSync(process.execPath, [SIGIL, 'status', '--bpffs-dir', agent.pinDir, '--json'], {
-      encoding: 'utf8',
-    });
+    const output = execFileSync(
+      process.execPath,
+      [SIGIL, 'status', '--bpffs-dir', agent.pinDir, '--json'],
+      {
+        encoding: 'utf8',
+      },
+    );
     const status = JSON.parse(output);
     const programs = status.pinned.links.map((link: { program: string }) => link.program);
     expect(programs).toContain('sigil_connect4');
     expect(programs).toContain('sigil_process_fork');
-    expect(status.pinned.links.every((link: { agentPid: number }) => link.agentPid === agent.child.pid)).toBe(true);
+    expect(
+      status.pinned.links.every((link: { agentPid: number }) => link.agentPid === agent.child.pid),
+    ).toBe(true);
     expect(status.pinned.generation).toBeGreaterThanOrEqual(1);
     expect(status.pinned.identifiedProcesses).toBeGreaterThanOrEqual(3);
   });
@@ -244,17 +319,53 @@ describe('agent restart and uninstall', () => {
       result = await connectFrom(a, '127.0.0.1', PORT_D);
     }
     expect(result).toBe(`connect 127.0.0.1:${PORT_D} ok`);
-    const status = spawnSync(process.execPath, [SIGIL, 'status', '--bpffs-dir', agent.pinDir], { encoding: 'utf8' });
+    const status = spawnSync(process.execPath, [SIGIL, 'status', '--bpffs-dir', agent.pinDir], {
+      encoding: 'utf8',
+    });
     expect(status.status).toBe(1);
     expect(status.stdout).toContain('nothing pinned');
   });
 });
 
 /** Runs `sigil run` with args until it exits; returns its exit code and stderr. */
+/** Listens on 127.0.0.1:argv[1], hands the socket to a forked child, and exits. */
+const HANDOFF_LISTENER = `
+import os, socket, sys
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('127.0.0.1', int(sys.argv[1])))
+s.listen(16)
+print('owner', os.getpid(), flush=True)
+if os.fork() == 0:
+    print('holder', os.getpid(), flush=True)
+    while True:
+        c, _ = s.accept()
+        c.close()
+os._exit(0)
+`;
+
+/**
+ * Starts processes until one gets the given pid: the kernel hands out the pid after the one in
+ * ns_last_pid, unless another process on the machine takes it first.
+ */
+async function spawnWithPid(pid: number, start: () => Workload): Promise<Workload> {
+  for (let attempt = 0; attempt < 100; attempt += 1) {
+    writeFileSync('/proc/sys/kernel/ns_last_pid', String(pid - 1));
+    const workload = start();
+    if (workload.pid === pid) return workload;
+    workload.kill();
+  }
+  throw new Error(`no process got pid ${pid} in 100 attempts`);
+}
+
 async function runAgentToExit(args: string[]): Promise<{ code: number | null; stderr: string }> {
-  const child = spawn(process.execPath, [SIGIL, 'run', '--socket', join(work, 'bad.sock'), '--no-pin', ...args], {
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [SIGIL, 'run', '--socket', join(work, 'bad.sock'), '--no-pin', ...args],
+    {
+      stdio: ['ignore', 'ignore', 'pipe'],
+    },
+  );
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
@@ -265,7 +376,12 @@ describe('agent start with bad input', () => {
   it('exits 1 naming the file and line of an invalid policy', async () => {
     const bad = join(work, 'bad-policy.yaml');
     writeFileSync(bad, policy().replace(`spiffeId: ${A}`, 'spiffeId: spiffe://Bad_Domain/x'));
-    const { code, stderr } = await runAgentToExit(['--registration', join(work, 'registration.yaml'), '--policy', bad]);
+    const { code, stderr } = await runAgentToExit([
+      '--registration',
+      join(work, 'registration.yaml'),
+      '--policy',
+      bad,
+    ]);
     expect(code).toBe(1);
     expect(stderr).toMatch(new RegExp(`${bad}:7:\\d+`));
     expect(stderr).toContain('Bad_Domain');
