@@ -93,15 +93,14 @@ function cString(buffer: Buffer, offset: number, length: number): string {
 
 /** Formats 16 address bytes as IPv4 text when IPv4-mapped, else as compressed IPv6 text. */
 export function formatAddress(bytes: Buffer): string {
-  const mapped =
-    bytes.subarray(0, 10).every((b) => b === 0) && bytes[10] === 0xff && bytes[11] === 0xff;
+  const mapped = bytes.subarray(0, 10).every((b) => b === 0) && bytes[10] === 0xff && bytes[11] === 0xff;
   if (mapped) return `${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}`;
   const groups: number[] = [];
   for (let i = 0; i < 16; i += 2) groups.push(bytes.readUInt16BE(i));
   // Compress the longest run of two or more zero groups into '::'.
   let bestStart = -1;
   let bestLength = 0;
-  for (let i = 0; i < 8;) {
+  for (let i = 0; i < 8; ) {
     if (groups[i] !== 0) {
       i++;
       continue;
@@ -214,9 +213,7 @@ export function encodeCidrKey(subject: number, prefixLen: number, addr: Buffer):
 
 export function encodeRuleList(rules: readonly KernelRuleEntry[]): Buffer {
   if (rules.length > SIGIL_RULES_PER_KEY) {
-    throw new RangeError(
-      `a rule list can contain at most ${SIGIL_RULES_PER_KEY} rules, got ${rules.length}`,
-    );
+    throw new RangeError(`a rule list can contain at most ${SIGIL_RULES_PER_KEY} rules, got ${rules.length}`);
   }
   const out = Buffer.alloc(ruleListLayout.size);
   out.writeUInt32LE(rules.length, field(ruleListLayout, 'count'));
@@ -287,21 +284,14 @@ function decodeConnect(buffer: Buffer, at: number): ConnectRecord {
   };
 }
 
-const DECODERS: Record<
-  number,
-  { layout: StructLayout; decode: (b: Buffer, at: number) => KernelRecord }
-> = {
+const DECODERS: Record<number, { layout: StructLayout; decode: (b: Buffer, at: number) => KernelRecord }> = {
   [RecordType.Exec]: { layout: execRecordLayout, decode: decodeExec },
   [RecordType.Exit]: { layout: exitRecordLayout, decode: decodeExit },
   [RecordType.Connect]: { layout: connectRecordLayout, decode: decodeConnect },
 };
 
 /** Decodes one record; a record of unknown type or wrong size comes back as malformed. */
-export function decodeRecord(
-  buffer: Buffer,
-  at = 0,
-  length = buffer.length - at,
-): KernelRecord | MalformedRecord {
+export function decodeRecord(buffer: Buffer, at = 0, length = buffer.length - at): KernelRecord | MalformedRecord {
   if (length < recordHeaderLayout.size) {
     return { type: 'malformed', reason: `record of ${length} bytes is shorter than its header` };
   }

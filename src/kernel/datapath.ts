@@ -48,12 +48,7 @@ export interface KernelRuleSet {
   subjects: Iterable<{ id: number; hasEgressAllow: boolean; egressPosture: KernelAction }>;
   peerRules: Iterable<{ subject: number; peer: number; rules: readonly KernelRuleEntry[] }>;
   /** prefixLen counts address bits (0..128) in the IPv4-mapped space. */
-  cidrRules: Iterable<{
-    subject: number;
-    prefixLen: number;
-    addr: Buffer;
-    rules: readonly KernelRuleEntry[];
-  }>;
+  cidrRules: Iterable<{ subject: number; prefixLen: number; addr: Buffer; rules: readonly KernelRuleEntry[] }>;
 }
 
 /**
@@ -129,17 +124,13 @@ export class Datapath {
     try {
       object.load();
     } catch (cause) {
-      const hint = pinDir
-        ? `; if the pinned maps in ${pinDir} come from another Sigil version, run \`sigil uninstall\``
-        : '';
+      const hint = pinDir ? `; if the pinned maps in ${pinDir} come from another Sigil version, run \`sigil uninstall\`` : '';
       throw new Error(`${(cause as Error).message}${hint}`, { cause });
     }
     const datapath = new Datapath(object, pinDir);
     for (const name of object.mapNames()) datapath.fds[name] = object.mapFd(name);
     if (pinDir) {
-      datapath.earlierLinkPins.push(
-        ...readdirSync(join(pinDir, 'links')).map((n) => join(pinDir, 'links', n)),
-      );
+      datapath.earlierLinkPins.push(...readdirSync(join(pinDir, 'links')).map((n) => join(pinDir, 'links', n)));
       const settings = mapLookup(datapath.fd('sigil_settings'), encodeU32(0), settingsLayout.size);
       if (settings) datapath.generation = decodeSettings(settings).generation;
     }
@@ -258,12 +249,7 @@ export class Datapath {
       created.push(subjects);
       for (const subject of ruleSet.subjects) {
         const flags = subject.hasEgressAllow ? SUBJECT_HAS_EGRESS_ALLOW : 0;
-        mapUpdate(
-          subjects,
-          encodeU32(subject.id),
-          encodeSubject(flags, subject.egressPosture),
-          BPF_ANY,
-        );
+        mapUpdate(subjects, encodeU32(subject.id), encodeSubject(flags, subject.egressPosture), BPF_ANY);
       }
 
       const peers = mapCreate({
@@ -276,12 +262,7 @@ export class Datapath {
       });
       created.push(peers);
       for (const entry of ruleSet.peerRules) {
-        mapUpdate(
-          peers,
-          encodePeerKey(entry.subject, entry.peer),
-          encodeRuleList(entry.rules),
-          BPF_ANY,
-        );
+        mapUpdate(peers, encodePeerKey(entry.subject, entry.peer), encodeRuleList(entry.rules), BPF_ANY);
       }
 
       const cidrs = mapCreate({
@@ -305,17 +286,10 @@ export class Datapath {
         inserted.push(outers[i]);
       });
       hooks.beforeSwitch?.(generation);
-      mapUpdate(
-        this.fd('sigil_settings'),
-        encodeU32(0),
-        encodeSettings(generation, settingsFlags),
-        BPF_ANY,
-      );
+      mapUpdate(this.fd('sigil_settings'), encodeU32(0), encodeSettings(generation, settingsFlags), BPF_ANY);
     } catch (cause) {
       for (const outer of inserted) mapDelete(this.fd(outer), encodeU32(generation));
-      throw new Error(`apply rule set generation ${generation}: ${(cause as Error).message}`, {
-        cause,
-      });
+      throw new Error(`apply rule set generation ${generation}: ${(cause as Error).message}`, { cause });
     } finally {
       // The outer maps hold their own references to the inner maps.
       for (const fd of created) closeFd(fd);

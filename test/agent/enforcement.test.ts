@@ -78,8 +78,7 @@ const ALLOW_C = `    - name: a-to-c
 
 function connectEventsFrom(pid: number, port: number) {
   return agent.events.filter(
-    (event) =>
-      event.type === 'connect' && event.process?.pid === pid && event.connection?.port === port,
+    (event) => event.type === 'connect' && event.process?.pid === pid && event.connection?.port === port,
   );
 }
 
@@ -106,8 +105,7 @@ beforeAll(async () => {
   const b = await startWorkload(spawnInCgroup(cgroups.path('b'), listenerArgv(PORT_B)), B);
   const c = await startWorkload(spawnInCgroup(cgroups.path('c'), listenerArgv(PORT_C)), C);
   const d = await startWorkload(spawnWorkload(listenerArgv(PORT_D), { uid: D_UID, gid: D_UID }), D);
-  for (const listener of [b, c, d])
-    await listener.waitForLine('listening', (l) => l.startsWith('listening'));
+  for (const listener of [b, c, d]) await listener.waitForLine('listening', (l) => l.startsWith('listening'));
   a = await startWorkload(spawnInCgroup(cgroups.path('a'), clientArgv()), A);
 });
 
@@ -121,9 +119,7 @@ afterAll(async () => {
 describe('agent enforcing by SPIFFE ID', () => {
   it('allows A to connect to the listener of B', async () => {
     expect(await connectFrom(a, '127.0.0.1', PORT_B)).toBe(`connect 127.0.0.1:${PORT_B} ok`);
-    const event = await agent.waitForEvent('connect event a->b', (e) =>
-      connectEventsFrom(a.pid, PORT_B).includes(e),
-    );
+    const event = await agent.waitForEvent('connect event a->b', (e) => connectEventsFrom(a.pid, PORT_B).includes(e));
     expect(event.subject?.spiffeId).toBe(A);
     expect(event.connection?.peerSpiffeId).toBe(B);
     expect(event.result).toBe('allowed');
@@ -134,12 +130,8 @@ describe('agent enforcing by SPIFFE ID', () => {
   });
 
   it('denies A to C with EPERM and reports both SPIFFE IDs', async () => {
-    expect(await connectFrom(a, '127.0.0.1', PORT_C)).toBe(
-      `connect 127.0.0.1:${PORT_C} failed EPERM`,
-    );
-    const event = await agent.waitForEvent('connect event a->c', (e) =>
-      connectEventsFrom(a.pid, PORT_C).includes(e),
-    );
+    expect(await connectFrom(a, '127.0.0.1', PORT_C)).toBe(`connect 127.0.0.1:${PORT_C} failed EPERM`);
+    const event = await agent.waitForEvent('connect event a->c', (e) => connectEventsFrom(a.pid, PORT_C).includes(e));
     expect(event.subject?.spiffeId).toBe(A);
     expect(event.connection?.peerSpiffeId).toBe(C);
     expect(event.connection?.address).toBe('127.0.0.1');
@@ -153,12 +145,8 @@ describe('agent enforcing by SPIFFE ID', () => {
   });
 
   it('denies A to the uid-identified listener D', async () => {
-    expect(await connectFrom(a, '127.0.0.1', PORT_D)).toBe(
-      `connect 127.0.0.1:${PORT_D} failed EPERM`,
-    );
-    const event = await agent.waitForEvent('connect event a->d', (e) =>
-      connectEventsFrom(a.pid, PORT_D).includes(e),
-    );
+    expect(await connectFrom(a, '127.0.0.1', PORT_D)).toBe(`connect 127.0.0.1:${PORT_D} failed EPERM`);
+    const event = await agent.waitForEvent('connect event a->d', (e) => connectEventsFrom(a.pid, PORT_D).includes(e));
     expect(event.connection?.peerSpiffeId).toBe(D);
   });
 
@@ -174,10 +162,7 @@ describe('agent enforcing by SPIFFE ID', () => {
     const childPid = Number(line.split(' ')[1]);
     expect(childPid).not.toBe(shell.pid);
     expect(line).toBe(`child ${childPid} failed`);
-    const event = await agent.waitForEvent(
-      'connect event of the subshell',
-      (e) => e.type === 'connect' && e.process?.pid === childPid,
-    );
+    const event = await agent.waitForEvent('connect event of the subshell', (e) => e.type === 'connect' && e.process?.pid === childPid);
     expect(event.subject?.spiffeId).toBe(A);
     expect(event.result).toBe('denied');
     expect(agent.events.some((e) => e.type === 'exec' && e.process?.pid === childPid)).toBe(false);
@@ -186,11 +171,7 @@ describe('agent enforcing by SPIFFE ID', () => {
   it('applies an edited policy file without a restart', async () => {
     const seen = agent.events.length;
     writeFileSync(policyFile, policy(ALLOW_C));
-    await agent.waitForEvent(
-      'reload event',
-      (e) =>
-        agent.events.indexOf(e) >= seen && e.type === 'agent' && /reloaded/.test(e.message ?? ''),
-    );
+    await agent.waitForEvent('reload event', (e) => agent.events.indexOf(e) >= seen && e.type === 'agent' && /reloaded/.test(e.message ?? ''));
     expect(await connectFrom(a, '127.0.0.1', PORT_C)).toBe(`connect 127.0.0.1:${PORT_C} ok`);
   });
 
@@ -231,11 +212,7 @@ describe('agent enforcing by SPIFFE ID', () => {
     expect(await connectFrom(a, '0.0.0.0', PORT_C)).toBe(`connect 0.0.0.0:${PORT_C} ok`);
     const event = await agent.waitForEvent(
       'connect event to 0.0.0.0',
-      (e) =>
-        e.type === 'connect' &&
-        e.process?.pid === a.pid &&
-        e.connection?.port === PORT_C &&
-        e.policy?.rule === 'a-to-c',
+      (e) => e.type === 'connect' && e.process?.pid === a.pid && e.connection?.port === PORT_C && e.policy?.rule === 'a-to-c',
     );
     expect(event.connection?.address).toBe('127.0.0.1');
     expect(event.connection?.peerSpiffeId).toBe(C);
@@ -244,17 +221,11 @@ describe('agent enforcing by SPIFFE ID', () => {
   it('rejects an invalid edit and keeps the last good policy', async () => {
     const seen = agent.events.length;
     writeFileSync(policyFile, policy(ALLOW_C).replace('action: Allow', 'action: Permit'));
-    const rejected = await agent.waitForEvent(
-      'reject event',
-      (e) =>
-        agent.events.indexOf(e) >= seen && e.type === 'agent' && /rejected/.test(e.message ?? ''),
-    );
+    const rejected = await agent.waitForEvent('reject event', (e) => agent.events.indexOf(e) >= seen && e.type === 'agent' && /rejected/.test(e.message ?? ''));
     expect(rejected.message).toContain(`${policyFile}:`);
     expect(rejected.message).toContain('Permit');
     expect(await connectFrom(a, '127.0.0.1', PORT_C)).toBe(`connect 127.0.0.1:${PORT_C} ok`);
-    expect(await connectFrom(a, '127.0.0.1', PORT_D)).toBe(
-      `connect 127.0.0.1:${PORT_D} failed EPERM`,
-    );
+    expect(await connectFrom(a, '127.0.0.1', PORT_D)).toBe(`connect 127.0.0.1:${PORT_D} failed EPERM`);
   });
 });
 
@@ -262,9 +233,7 @@ describe('agent restart and uninstall', () => {
   it('leaves enforcement in place when killed with SIGKILL', async () => {
     await agent.kill();
     expect(readdirSync(join(agent.pinDir, 'links')).length).toBeGreaterThan(0);
-    expect(await connectFrom(a, '127.0.0.1', PORT_D)).toBe(
-      `connect 127.0.0.1:${PORT_D} failed EPERM`,
-    );
+    expect(await connectFrom(a, '127.0.0.1', PORT_D)).toBe(`connect 127.0.0.1:${PORT_D} failed EPERM`);
     expect(await connectFrom(a, '127.0.0.1', PORT_B)).toBe(`connect 127.0.0.1:${PORT_B} ok`);
   });
 
@@ -279,32 +248,21 @@ describe('agent restart and uninstall', () => {
     const pins = readdirSync(join(agent.pinDir, 'links'));
     expect(pins.every((name) => name.endsWith(`-${agent.child.pid}`))).toBe(true);
     expect(agent.stderr).toContain('adopted the pinned programs and maps');
-    expect(await connectFrom(a, '127.0.0.1', PORT_D)).toBe(
-      `connect 127.0.0.1:${PORT_D} failed EPERM`,
-    );
+    expect(await connectFrom(a, '127.0.0.1', PORT_D)).toBe(`connect 127.0.0.1:${PORT_D} failed EPERM`);
     expect(await connectFrom(a, '127.0.0.1', PORT_C)).toBe(`connect 127.0.0.1:${PORT_C} ok`);
-    const event = await agent.waitForEvent(
-      'connect event after restart',
-      (e) => e.type === 'connect' && e.process?.pid === a.pid,
-    );
+    const event = await agent.waitForEvent('connect event after restart', (e) => e.type === 'connect' && e.process?.pid === a.pid);
     expect(event.subject?.spiffeId).toBe(A);
   });
 
   it('reports the pinned state with sigil status', () => {
-    const output = execFileSync(
-      process.execPath,
-      [SIGIL, 'status', '--bpffs-dir', agent.pinDir, '--json'],
-      {
-        encoding: 'utf8',
-      },
-    );
+    const output = execFileSync(process.execPath, [SIGIL, 'status', '--bpffs-dir', agent.pinDir, '--json'], {
+      encoding: 'utf8',
+    });
     const status = JSON.parse(output);
     const programs = status.pinned.links.map((link: { program: string }) => link.program);
     expect(programs).toContain('sigil_connect4');
     expect(programs).toContain('sigil_process_fork');
-    expect(
-      status.pinned.links.every((link: { agentPid: number }) => link.agentPid === agent.child.pid),
-    ).toBe(true);
+    expect(status.pinned.links.every((link: { agentPid: number }) => link.agentPid === agent.child.pid)).toBe(true);
     expect(status.pinned.generation).toBeGreaterThanOrEqual(1);
     expect(status.pinned.identifiedProcesses).toBeGreaterThanOrEqual(3);
   });
@@ -319,9 +277,7 @@ describe('agent restart and uninstall', () => {
       result = await connectFrom(a, '127.0.0.1', PORT_D);
     }
     expect(result).toBe(`connect 127.0.0.1:${PORT_D} ok`);
-    const status = spawnSync(process.execPath, [SIGIL, 'status', '--bpffs-dir', agent.pinDir], {
-      encoding: 'utf8',
-    });
+    const status = spawnSync(process.execPath, [SIGIL, 'status', '--bpffs-dir', agent.pinDir], { encoding: 'utf8' });
     expect(status.status).toBe(1);
     expect(status.stdout).toContain('nothing pinned');
   });
@@ -359,13 +315,9 @@ async function spawnWithPid(pid: number, start: () => Workload): Promise<Workloa
 }
 
 async function runAgentToExit(args: string[]): Promise<{ code: number | null; stderr: string }> {
-  const child = spawn(
-    process.execPath,
-    [SIGIL, 'run', '--socket', join(work, 'bad.sock'), '--no-pin', ...args],
-    {
-      stdio: ['ignore', 'ignore', 'pipe'],
-    },
-  );
+  const child = spawn(process.execPath, [SIGIL, 'run', '--socket', join(work, 'bad.sock'), '--no-pin', ...args], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
@@ -376,12 +328,7 @@ describe('agent start with bad input', () => {
   it('exits 1 naming the file and line of an invalid policy', async () => {
     const bad = join(work, 'bad-policy.yaml');
     writeFileSync(bad, policy().replace(`spiffeId: ${A}`, 'spiffeId: spiffe://Bad_Domain/x'));
-    const { code, stderr } = await runAgentToExit([
-      '--registration',
-      join(work, 'registration.yaml'),
-      '--policy',
-      bad,
-    ]);
+    const { code, stderr } = await runAgentToExit(['--registration', join(work, 'registration.yaml'), '--policy', bad]);
     expect(code).toBe(1);
     expect(stderr).toMatch(new RegExp(`${bad}:7:\\d+`));
     expect(stderr).toContain('Bad_Domain');
