@@ -121,6 +121,15 @@ export function parseSelector(text: string): Selector {
     throw new SelectorError(text, 'the selector has no value', `expected ${kind.form}`);
   }
 
+  // Process facts with bytes that are not UTF-8 are read with U+FFFD in their place, so a
+  // selector holding U+FFFD would match every name that differs from it only in such bytes.
+  if (value.includes('\uFFFD')) {
+    throw new SelectorError(
+      text,
+      'the value contains U+FFFD, which stands for bytes that are not UTF-8 in the paths and names Sigil reads',
+      'select the process by other selectors, or rename the file, cgroup or account to valid UTF-8',
+    );
+  }
   const problem = kind.check(text.slice(kind.prefix.length));
   if (problem !== null) {
     throw new SelectorError(text, problem, `expected ${kind.form}`);

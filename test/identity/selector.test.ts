@@ -69,6 +69,9 @@ describe('parseSelector', () => {
     ['cgroup:path:sigil-demo/web', 'is not absolute', 'cgroup:path:/sigil-demo/web'],
     ['cgroup:path:/sigil-demo/web/', "ends with '/'", 'cgroup:path:<cgroup v2 path'],
     ['cgroup:path:/a/../b', "'.' or '..' segment", 'cgroup:path:<cgroup v2 path'],
+    ['cgroup:path:/pods/web\uFFFD', 'contains U+FFFD', 'rename the file, cgroup or account'],
+    ['unix:path:/opt/\uFFFD/run', 'contains U+FFFD', 'select the process by other selectors'],
+    ['unix:user:w\uFFFDb', 'contains U+FFFD', 'valid UTF-8'],
   ])('rejects %j', (text, problemPart, hintPart) => {
     let caught: unknown;
     try {
