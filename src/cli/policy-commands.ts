@@ -38,6 +38,12 @@ const ENFORCEMENT: Record<RuleKind, { enforced: boolean; text: string }> = {
     text: 'no enforcer on this node applies process rules (needs BPF LSM)',
   },
   file: { enforced: false, text: 'no enforcer on this node applies file rules (needs BPF LSM)' },
+  capability: {
+    enforced: false,
+    text:
+      'no BPF enforcer applies capability rules; AppArmor profiles from ' +
+      '`sigil apparmor generate` do',
+  },
 };
 
 /**
@@ -87,6 +93,7 @@ export function registerPolicyCommands(
       '--peer <spiffe-id>',
       'with --connect: owner of the local listener; with --accept: the local client',
     )
+    .option('--capability <name>', 'decide a use of this capability, such as NET_RAW')
     .option('--json', 'print the explanation as JSON')
     .action((paths: string[], options: ExplainOptions) => {
       process.exitCode = runPolicyExplain(paths, options, output);
@@ -145,6 +152,7 @@ export interface ExplainOptions {
   from?: string;
   protocol?: string;
   peer?: string;
+  capability?: string;
   json?: boolean;
 }
 
@@ -211,7 +219,7 @@ function canonicalOption(text: string, option: string): string {
 }
 
 function operationOf(options: ExplainOptions): Operation {
-  const operationOptions = (['exec', 'open', 'connect', 'accept'] as const).filter(
+  const operationOptions = (['exec', 'open', 'connect', 'accept', 'capability'] as const).filter(
     (name) => options[name] !== undefined,
   );
   if (operationOptions.length !== 1) {
@@ -220,7 +228,7 @@ function operationOf(options: ExplainOptions): Operation {
         ? 'none'
         : operationOptions.map((name) => `--${name}`).join(' and ');
     throw new UsageError(
-      `give exactly one of --exec, --open, --connect and --accept, found ${found}`,
+      `give exactly one of --exec, --open, --connect, --accept and --capability, found ${found}`,
     );
   }
   const [kind] = operationOptions;
@@ -231,6 +239,8 @@ function operationOf(options: ExplainOptions): Operation {
   switch (kind) {
     case 'exec':
       return { kind: 'process', path: options.exec! };
+    case 'capability':
+      return { kind: 'capability', capability: options.capability! };
     case 'open':
       return {
         kind: 'file',

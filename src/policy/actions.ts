@@ -21,6 +21,7 @@ const POSTURE_FIELDS = {
   ingress: 'ingressPosture',
   process: 'processPosture',
   file: 'filePosture',
+  capability: 'capabilityPosture',
 } as const satisfies Record<RuleKind, keyof Policy>;
 
 /** Returns the posture field name of a rule kind, such as `egressPosture`. */

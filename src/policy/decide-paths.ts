@@ -1,3 +1,4 @@
+import { capabilityNameProblem } from './capability-rules';
 import { canonicalQueryId, Decision, evaluate, Explanation } from './evaluate';
 import { normaliseOperationPath, pathMatcher } from './paths';
 import { PolicySet } from './types';
@@ -72,6 +73,36 @@ export function explainOpen(set: PolicySet, query: OpenQuery): Explanation {
       if (rule.readOnly && query.write) return { action: 'Block', readOnlyWrite: true };
       return { action: rule.action };
     },
+  });
+}
+
+/** A use of a Linux capability by the subject, such as opening a raw socket (NET_RAW). */
+export interface CapabilityQuery {
+  /** SPIFFE ID of the process, or null when it has no identity. */
+  subject: string | null;
+  /** Capability name as capabilities(7) gives it without CAP_, such as NET_RAW. */
+  capability: string;
+}
+
+/**
+ * Decides a capability use with the capability rules, by the same rules of combination as
+ * `decideConnect`. Throws `Error` for an invalid SPIFFE ID or capability name.
+ */
+export function decideCapability(set: PolicySet, query: CapabilityQuery): Decision {
+  return explainCapability(set, query).decision;
+}
+
+/** Decides a capability use like `decideCapability` and also lists every matching rule. */
+export function explainCapability(set: PolicySet, query: CapabilityQuery): Explanation {
+  const subject = canonicalQueryId(query.subject, 'capability', 'subject');
+  const problem = capabilityNameProblem(query.capability);
+  if (problem) {
+    throw new Error(`invalid capability query: capability "${query.capability}": ${problem}`);
+  }
+  return evaluate(set, subject, {
+    kind: 'capability',
+    rulesOf: (policy) => policy.capability,
+    match: (rule) => (rule.capabilities.includes(query.capability) ? { action: rule.action } : null),
   });
 }
 

@@ -1,6 +1,7 @@
 import { formatPrefix } from './cidr';
 import { mergePortRanges } from './ports';
 import {
+  CapabilityRule,
   EgressDestination,
   EgressRule,
   FileRule,
@@ -19,7 +20,8 @@ export type KindedRule =
   | { kind: 'egress'; rule: EgressRule }
   | { kind: 'ingress'; rule: IngressRule }
   | { kind: 'process'; rule: ProcessRule }
-  | { kind: 'file'; rule: FileRule };
+  | { kind: 'file'; rule: FileRule }
+  | { kind: 'capability'; rule: CapabilityRule };
 
 /** Describes a policy subject, such as `spiffeIdPrefix spiffe://example.org/ns`. */
 export function describeSubject(subject: SubjectSelector): string {
@@ -58,6 +60,9 @@ export function describeRule(kinded: KindedRule): string {
       objects = `open of ${describePaths(kinded.rule)}${readOnly}`;
       break;
     }
+    case 'capability':
+      objects = `use of capabilities ${[...kinded.rule.capabilities].sort().join(', ')}`;
+      break;
   }
   return `${rule.action} ${objects}${describeAnnotations(rule)}`;
 }
@@ -68,12 +73,14 @@ export function rulesOf(policy: {
   ingress: readonly IngressRule[];
   process: readonly ProcessRule[];
   file: readonly FileRule[];
+  capability: readonly CapabilityRule[];
 }): KindedRule[] {
   return [
     ...policy.egress.map((rule) => ({ kind: 'egress' as const, rule })),
     ...policy.ingress.map((rule) => ({ kind: 'ingress' as const, rule })),
     ...policy.process.map((rule) => ({ kind: 'process' as const, rule })),
     ...policy.file.map((rule) => ({ kind: 'file' as const, rule })),
+    ...policy.capability.map((rule) => ({ kind: 'capability' as const, rule })),
   ];
 }
 
@@ -84,6 +91,7 @@ export function describeKind(kind: RuleKind): string {
     ingress: 'ingress (accept)',
     process: 'process (exec)',
     file: 'file (open)',
+    capability: 'capability (use)',
   };
   return operations[kind];
 }

@@ -4,6 +4,7 @@ import { describeRule, describeSubject, KindedRule, rulesOf } from './describe';
 import { Decision, Explanation } from './evaluate';
 import { explainOperation, Operation } from './operations';
 import { mergePortRanges } from './ports';
+import { CAPABILITY_NAMES } from './schema';
 import { subjectKey, subjectMatches } from './spiffe-selector';
 import {
   EgressDestination,
@@ -36,7 +37,13 @@ export interface SettingChange {
   subject: string;
   /** `policy` for an added or removed policy, otherwise the setting's field name. */
   setting:
-    'policy' | 'mode' | 'egressPosture' | 'ingressPosture' | 'processPosture' | 'filePosture';
+    | 'policy'
+    | 'mode'
+    | 'egressPosture'
+    | 'ingressPosture'
+    | 'processPosture'
+    | 'filePosture'
+    | 'capabilityPosture';
   /** The old value, or `absent`. */
   before: string;
   /** The new value, or `absent`. */
@@ -255,6 +262,8 @@ function operationsOfRule(kinded: KindedRule): Operation[] {
         { kind: 'file' as const, path, write: false },
         { kind: 'file' as const, path, write: true },
       ]);
+    case 'capability':
+      return kinded.rule.capabilities.map((capability) => ({ kind: 'capability', capability }));
   }
 }
 
@@ -328,6 +337,8 @@ function findMiss(
     }));
   } else if (kind === 'process') {
     candidates = MISS_PATHS.map((path) => ({ kind, path }));
+  } else if (kind === 'capability') {
+    candidates = CAPABILITY_NAMES.map((capability) => ({ kind, capability }));
   } else {
     candidates = MISS_PATHS.map((path) => ({ kind, path, write: false }));
   }

@@ -7,6 +7,7 @@ const MISSING_ENFORCER: Record<RuleKind, string> = {
   ingress: 'Sigil has no ingress enforcer yet',
   process: 'needs BPF LSM',
   file: 'needs BPF LSM',
+  capability: 'capability rules are enforced through AppArmor profiles (sigil apparmor generate)',
 };
 
 /** Rule kinds that an enforcer of this version applies on every supported kernel. */
@@ -32,6 +33,7 @@ export function policyWarnings(
       ['ingress', policy.ingress],
       ['process', policy.process],
       ['file', policy.file],
+      ['capability', policy.capability],
     ];
     for (const [kind, rules] of lists) {
       if (enforcedKinds.includes(kind)) continue;

@@ -1,5 +1,5 @@
 import { explainAccept, explainConnect } from './decide';
-import { explainExec, explainOpen } from './decide-paths';
+import { explainCapability, explainExec, explainOpen } from './decide-paths';
 import { Explanation } from './evaluate';
 import { PolicySet, RuleKind } from './types';
 
@@ -30,7 +30,8 @@ export type Operation =
       write: boolean;
       /** True when the opened file is a directory; absent means a file that is not. */
       directory?: boolean;
-    };
+    }
+  | { kind: 'capability'; capability: string };
 
 /** Decides an operation of a subject (a SPIFFE ID, or null without one) with its explanation. */
 export function explainOperation(
@@ -52,6 +53,8 @@ export function explainOperation(
         write: operation.write,
         directory: operation.directory === true,
       });
+    case 'capability':
+      return explainCapability(set, { subject, capability: operation.capability });
   }
 }
 
@@ -84,5 +87,7 @@ export function describeOperation(operation: Operation): string {
       const fileType = operation.directory ? 'directory ' : '';
       return `open ${fileType}${operation.path} for ${operation.write ? 'writing' : 'reading'}`;
     }
+    case 'capability':
+      return `use capability ${operation.capability}`;
   }
 }

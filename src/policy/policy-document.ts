@@ -2,6 +2,7 @@ import { Document, isScalar, Node } from 'yaml';
 import { parseTrustDomain, SpiffeIdError } from '../identity/spiffe-id';
 import { ConfigIssue, SourcePosition } from '../util/config-error';
 import { YamlSource } from '../util/yaml-source';
+import { readCapabilityRules } from './capability-rules';
 import { readEgressRules, readIngressRules } from './network-rules';
 import { readFileRules, readProcessRules } from './path-rules';
 import { checkExactlyOne, NAME_HINT, NamedAt, readName, readSelectorFields } from './rule-fields';
@@ -14,6 +15,7 @@ import {
   SUBJECT_SCHEMA,
 } from './schema';
 import {
+  CapabilityRule,
   EgressRule,
   FileRule,
   IngressRule,
@@ -150,6 +152,8 @@ interface ReadSpec {
   process: ProcessRule[];
   filePosture: Posture;
   file: FileRule[];
+  capabilityPosture: Posture;
+  capability: CapabilityRule[];
 }
 
 function readSpec(
@@ -182,6 +186,7 @@ function readSpec(
   const ingressPosture = readSetting('ingressPosture', schema.ingressPosture);
   const processPosture = readSetting('processPosture', schema.processPosture);
   const filePosture = readSetting('filePosture', schema.filePosture);
+  const capabilityPosture = readSetting('capabilityPosture', schema.capabilityPosture);
 
   // Rule names are unique across the lists of one policy.
   const names = new Map<string, SourcePosition>();
@@ -193,6 +198,7 @@ function readSpec(
   const ingress = readList('ingress', readIngressRules);
   const processRules = readList('process', readProcessRules);
   const fileRules = readList('file', readFileRules);
+  const capabilityRules = readList('capability', readCapabilityRules);
 
   if (
     !subject ||
@@ -201,10 +207,12 @@ function readSpec(
     !ingressPosture ||
     !processPosture ||
     !filePosture ||
+    !capabilityPosture ||
     !egress ||
     !ingress ||
     !processRules ||
-    !fileRules
+    !fileRules ||
+    !capabilityRules
   ) {
     return undefined;
   }
@@ -219,6 +227,8 @@ function readSpec(
     process: processRules,
     filePosture,
     file: fileRules,
+    capabilityPosture,
+    capability: capabilityRules,
   };
 }
 

@@ -369,6 +369,75 @@ export const FILE_RULE_SCHEMA = map(
   },
 );
 
+/**
+ * Linux capabilities by number, as capabilities(7) names them without the `CAP_` prefix. The
+ * index of each name is its capability number (CAP_CHOWN is 0, CAP_CHECKPOINT_RESTORE is 40).
+ */
+export const CAPABILITY_NAMES = [
+  'CHOWN',
+  'DAC_OVERRIDE',
+  'DAC_READ_SEARCH',
+  'FOWNER',
+  'FSETID',
+  'KILL',
+  'SETGID',
+  'SETUID',
+  'SETPCAP',
+  'LINUX_IMMUTABLE',
+  'NET_BIND_SERVICE',
+  'NET_BROADCAST',
+  'NET_ADMIN',
+  'NET_RAW',
+  'IPC_LOCK',
+  'IPC_OWNER',
+  'SYS_MODULE',
+  'SYS_RAWIO',
+  'SYS_CHROOT',
+  'SYS_PTRACE',
+  'SYS_PACCT',
+  'SYS_ADMIN',
+  'SYS_BOOT',
+  'SYS_NICE',
+  'SYS_RESOURCE',
+  'SYS_TIME',
+  'SYS_TTY_CONFIG',
+  'MKNOD',
+  'LEASE',
+  'AUDIT_WRITE',
+  'AUDIT_CONTROL',
+  'SETFCAP',
+  'MAC_OVERRIDE',
+  'MAC_ADMIN',
+  'SYSLOG',
+  'WAKE_ALARM',
+  'BLOCK_SUSPEND',
+  'AUDIT_READ',
+  'PERFMON',
+  'BPF',
+  'CHECKPOINT_RESTORE',
+] as const;
+
+export type CapabilityName = (typeof CAPABILITY_NAMES)[number];
+
+export const CAPABILITY_RULE_SCHEMA = map(
+  'A rule on the Linux capabilities the subject uses: a privileged operation that checks a ' +
+    'capability, such as opening a raw socket (NET_RAW), is matched whether or not the process ' +
+    'holds the capability. Enforced by AppArmor profiles; the BPF enforcers of this version do ' +
+    'not apply capability rules.',
+  {
+    ...ruleBaseFields('capability'),
+    capabilities: {
+      type: 'list',
+      description:
+        'Capabilities as capabilities(7) names them, without the CAP_ prefix, in upper case. ' +
+        'A name listed twice counts once.',
+      minItems: 1,
+      items: choice('A capability name such as NET_RAW or SYS_ADMIN.', CAPABILITY_NAMES),
+    } satisfies ListSchema,
+  },
+  { required: ['action', 'capabilities'] },
+);
+
 export const SUBJECT_SCHEMA = map(
   'Processes the policy applies to: exactly one of spiffeId, spiffeIdPrefix, trustDomain and ' +
     'unidentified.',
@@ -432,6 +501,8 @@ export const SPEC_SCHEMA = map(
     process: ruleList('Process (exec)', PROCESS_RULE_SCHEMA),
     filePosture: posture('file'),
     file: ruleList('File (open)', FILE_RULE_SCHEMA),
+    capabilityPosture: posture('capability'),
+    capability: ruleList('Capability', CAPABILITY_RULE_SCHEMA),
   },
   { required: ['subject'] },
 );
@@ -473,6 +544,7 @@ export const RULE_SCHEMAS = {
   ingress: INGRESS_RULE_SCHEMA,
   process: PROCESS_RULE_SCHEMA,
   file: FILE_RULE_SCHEMA,
+  capability: CAPABILITY_RULE_SCHEMA,
 } as const;
 
 /** JSON Schema dialect of the generated schema. */

@@ -14,10 +14,10 @@ export type Posture = 'Block' | 'Audit';
 export type EgressPosture = Posture;
 
 /** Kinds of rules, one list each in a policy's `spec`. */
-export type RuleKind = 'egress' | 'ingress' | 'process' | 'file';
+export type RuleKind = 'egress' | 'ingress' | 'process' | 'file' | 'capability';
 
 /** Every rule kind, in the order the `spec` lists them. */
-export const RULE_KINDS: readonly RuleKind[] = ['egress', 'ingress', 'process', 'file'];
+export const RULE_KINDS: readonly RuleKind[] = ['egress', 'ingress', 'process', 'file', 'capability'];
 
 /** `Enforce` applies every action as written; `Audit` turns every Block of the policy into Audit. */
 export type PolicyMode = 'Enforce' | 'Audit';
@@ -130,6 +130,15 @@ export interface FileRule extends RuleBase, PathObjects {
   readonly readOnly: boolean;
 }
 
+/**
+ * One entry of `spec.capability`: matches the subject's use of Linux capabilities, named as
+ * in capabilities(7) without the `CAP_` prefix, such as `NET_RAW`.
+ */
+export interface CapabilityRule extends RuleBase {
+  /** Capability names, each once, in the order written. */
+  readonly capabilities: readonly string[];
+}
+
 /** One validated `IdentityPolicy` document. */
 export interface Policy {
   readonly name: string;
@@ -153,6 +162,8 @@ export interface Policy {
   readonly process: readonly ProcessRule[];
   readonly filePosture: Posture;
   readonly file: readonly FileRule[];
+  readonly capabilityPosture: Posture;
+  readonly capability: readonly CapabilityRule[];
   /** Position of the document's root map. */
   readonly position: SourcePosition;
 }

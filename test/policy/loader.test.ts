@@ -187,7 +187,7 @@ describe('parsePolicies', () => {
       expected: [
         'p.yaml:3:21: error: metadata.labels: unknown field "labels" (allowed fields: name)',
         'p.yaml:5:37: error: spec.subject.selector: unknown field "selector"',
-        'p.yaml:6:3: error: spec.egres: unknown field "egres" (did you mean "egress"? allowed fields: subject, mode, egressPosture, egress, ingressPosture, ingress, processPosture, process, filePosture, file)',
+        'p.yaml:6:3: error: spec.egres: unknown field "egres" (did you mean "egress"? allowed fields: subject, mode, egressPosture, egress, ingressPosture, ingress, processPosture, process, filePosture, file, capabilityPosture, capability)',
         'p.yaml:9:7: error: spec.egress[0].port: unknown field "port" (did you mean "ports"?',
         'p.yaml:10:12: error: spec.egress[0].to.cidr: unknown field "cidr" (did you mean "cidrs"?',
         'p.yaml:10:11: error: spec.egress[0].to: expected exactly one of spiffeId, spiffeIdPrefix, cidrs, found none',

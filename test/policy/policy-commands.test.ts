@@ -168,7 +168,7 @@ describe('policy explain', () => {
     [
       'no operation',
       { subject: WEB },
-      'give exactly one of --exec, --open, --connect and --accept, found none',
+      'give exactly one of --exec, --open, --connect, --accept and --capability, found none',
     ],
     [
       'two operations',
@@ -354,7 +354,7 @@ describe('bin/sigil policy', () => {
   it('checks valid files', () => {
     const result = sigil('check', 'examples/policies-doc');
     expect(result.status).toBe(0);
-    expect(result.stdout).toBe('12 policies in 9 files: valid\n');
+    expect(result.stdout).toBe('13 policies in 10 files: valid\n');
   });
 
   it('exits 1 for invalid files', () => {

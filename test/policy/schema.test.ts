@@ -32,6 +32,7 @@ function baseDocument(): Json {
       ingress: [{ action: 'Allow', from: { spiffeId: 'spiffe://example.org/api' } }],
       process: [{ action: 'Allow', paths: ['/usr/bin/env'] }],
       file: [{ action: 'Allow', paths: ['/etc/hosts'] }],
+      capability: [{ action: 'Allow', capabilities: ['NET_BIND_SERVICE'] }],
     },
   };
 }
