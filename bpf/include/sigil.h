@@ -61,6 +61,8 @@ struct sigil_settings {
 };
 
 #define SIGIL_SETTINGS_EMIT_ALL_CONNECTS (1u << 0)
+/* Report exec and open decisions that no Audit or Block applied to, to record what a workload does. */
+#define SIGIL_SETTINGS_REPORT_ALLOWED_ACCESS (1u << 1)
 
 /*
  * Start times are kept in clock ticks since boot, the unit of field 22 of

@@ -189,8 +189,8 @@ static __always_inline int decide_access(const struct file_access *access)
 	subjects = bpf_map_lookup_elem(&sigil_lsm_subjects, &gen);
 	if (subjects)
 		subject_rules = bpf_map_lookup_elem(subjects, &subject);
-	/* no rules and no identity: nothing to decide and nothing to report */
-	if (!subject_rules && !subject)
+	/* no rules: nothing to decide, and nothing to report unless allowed access is recorded */
+	if (!subject_rules && !(subject && (settings->flags & SIGIL_SETTINGS_REPORT_ALLOWED_ACCESS)))
 		return 0;
 
 	/* a local copy, so that BPF_CORE_READ relocates only kernel types */
@@ -231,7 +231,13 @@ static __always_inline int decide_access(const struct file_access *access)
 	decision.reason = verdict.reason;
 	decision.denied = verdict.action == SIGIL_ACTION_BLOCK;
 	decision.match = verdict.match;
-	if (subject || verdict.action != SIGIL_ACTION_NONE || verdict.reason != SIGIL_REASON_NO_POLICY) {
+	/*
+	 * Audit and Block decisions are reported. Allowed execs and opens are
+	 * reported only on request: every open of every identified process would
+	 * flood the ring buffer and cost each open() a record.
+	 */
+	if (verdict.action == SIGIL_ACTION_AUDIT || verdict.action == SIGIL_ACTION_BLOCK ||
+	    (subject && (settings->flags & SIGIL_SETTINGS_REPORT_ALLOWED_ACCESS))) {
 		fill_process_fields(&decision);
 		emit_decision(access, &decision, buffer, owner);
 	}

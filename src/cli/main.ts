@@ -39,6 +39,7 @@ interface RunOptions {
   bpffsDir: string;
   stateDir: string;
   auditUnidentifiedExec: boolean;
+  reportAllowedAccess: boolean;
   eventsFormat: EventLogFormat;
   replayBuffer: number;
   metricsAddress?: string;
@@ -104,6 +105,7 @@ async function runAgent(options: RunOptions): Promise<void> {
       pinDir: options.pin ? options.bpffsDir : null,
       stateDir: options.stateDir,
       auditUnidentifiedExec: options.auditUnidentifiedExec,
+      reportAllowedAccess: options.reportAllowedAccess,
       hub,
       metrics,
       logger: log,
@@ -249,6 +251,11 @@ export function buildProgram(): Command {
     .option(
       '--audit-unidentified-exec',
       'also report execs of processes without a SPIFFE ID (every exec on the node)',
+      false,
+    )
+    .option(
+      '--report-allowed-access',
+      'with BPF LSM, also report the execs and file opens that rules allow (to record what a workload does)',
       false,
     )
     .addOption(

@@ -17,7 +17,7 @@ import {
   MalformedRecord,
 } from '../kernel/codec';
 import { Datapath, KernelRuleSet } from '../kernel/datapath';
-import { KernelAction } from '../kernel/layout';
+import { KernelAction, SETTINGS_REPORT_ALLOWED_ACCESS } from '../kernel/layout';
 import { ensureKernelFilesystems, findCgroup2Root } from '../kernel/mounts';
 import { probeEnforcers } from '../kernel/probe';
 import { EventHub } from '../events/event-hub';
@@ -67,6 +67,11 @@ export interface AgentOptions {
   stateDir: string;
   /** Publish exec events of processes without a SPIFFE ID too (every exec on the node). */
   auditUnidentifiedExec?: boolean;
+  /**
+   * Report the execs and file opens of identified processes that no Audit or Block rule or
+   * posture applied to (BPF LSM only), to record what a workload does.
+   */
+  reportAllowedAccess?: boolean;
   /** Event hub to publish to; pass one to subscribe before the first event. */
   hub?: EventHub;
   /** Prometheus metrics to keep current (rule and identity counts, stream clients). */
@@ -393,7 +398,8 @@ export class Agent {
     for (const id of exactSpiffeIds(this.policySet)) this.registry.idFor(id);
     const compiled = compilePolicySet(this.policySet, this.registry.entries());
     const lsmHooks = this.lsm?.prepare(this.policySet, this.registry.entries());
-    const generation = datapath.applyRuleSet(toKernelRuleSet(compiled), 0, lsmHooks);
+    const settingsFlags = this.options.reportAllowedAccess ? SETTINGS_REPORT_ALLOWED_ACCESS : 0;
+    const generation = datapath.applyRuleSet(toKernelRuleSet(compiled), settingsFlags, lsmHooks);
     this.rulesByGeneration.set(generation, compiled.rules);
     this.rulesByGeneration.delete(generation - KEPT_GENERATIONS);
   }

@@ -35,6 +35,7 @@ import {
 import {
   cidrKeyLayout,
   DecisionReason,
+  identityLayout,
   KernelAction,
   peerKeyLayout,
   RecordType,
@@ -45,6 +46,7 @@ import {
   SIGIL_MAX_SUBJECTS,
   subjectLayout,
   SUBJECT_HAS_EGRESS_ALLOW,
+  SETTINGS_REPORT_ALLOWED_ACCESS,
 } from '../../../../src/kernel/layout';
 import { decodeLsmRecord, LsmMatch, LsmRecord } from '../../../../src/kernel/lsm-layout';
 import {
@@ -358,6 +360,7 @@ function publishEgressRules(gen: number, rules: EgressRules): void {
  * The exec and file tests do not need them, so only the connect tests fail.
  */
 let egressError: Error | undefined;
+let settingsFlags = SETTINGS_REPORT_ALLOWED_ACCESS;
 
 /** Publishes both rule sets under the next generation, switches to it and retires the previous one. */
 function applyRules(lsmRules: LsmRuleSet, egressRules: EgressRules): number {
@@ -375,7 +378,8 @@ function applyRules(lsmRules: LsmRuleSet, egressRules: EgressRules): number {
       { cause },
     );
   }
-  mapUpdate(mainMap('sigil_settings'), encodeU32(0), encodeSettings(next, 0));
+  // Allowed execs and opens are recorded too, so the tests can check the rule that allowed them.
+  mapUpdate(mainMap('sigil_settings'), encodeU32(0), encodeSettings(next, settingsFlags));
   if (generation > 0) {
     retireLsmRuleSet(lsmMaps, generation);
     for (const outer of EGRESS_OUTER_MAPS) mapDelete(mainMap(outer), encodeU32(generation));
@@ -629,7 +633,7 @@ describe('BPF LSM enforcement', () => {
     }
     // Written through Datapath, read through the LSM object.
     const tgid = subject(BLOCKED_SUBJECT).pid;
-    const identity = mapLookup(lsm!.mapFd('sigil_identities'), encodeU32(tgid), 8);
+    const identity = mapLookup(lsm!.mapFd('sigil_identities'), encodeU32(tgid), identityLayout.size);
     expect(identity?.readUInt32LE(0)).toBe(BLOCKED_SUBJECT);
     const settings = mapLookup(lsm!.mapFd('sigil_settings'), encodeU32(0), 16);
     expect(settings?.readUInt32LE(0)).toBe(generation);
@@ -848,6 +852,31 @@ describe('BPF LSM enforcement', () => {
         match: LsmMatch.Inode,
         ruleIndex: RULE.blockedInAllowed,
       });
+    });
+
+    it('records an allowed open only when allowed access is reported', async () => {
+      const blocked = subject(BLOCKED_SUBJECT);
+      const before = lsmRecords.length;
+      settingsFlags = 0;
+      try {
+        mapUpdate(mainMap('sigil_settings'), encodeU32(0), encodeSettings(generation, 0));
+        expect(await blocked.open(FILES.allowedFile)).toMatchObject({ ok: true });
+        expect(await blocked.open(FILES.blockedInAllowed)).toMatchObject({ ok: false, code: 'EPERM' });
+        // The denial comes after the allowed open, so once it is here the other would be too.
+        await waitForRecord(
+          lsmRecords,
+          'file decision of the denied open',
+          (entry) => entry.type === 'file-decision' && entry.path === FILES.blockedInAllowed,
+          before,
+        );
+        const allowedRecords = lsmRecords
+          .slice(before)
+          .filter((entry) => entry.type === 'file-decision' && entry.path === FILES.allowedFile);
+        expect(allowedRecords).toEqual([]);
+      } finally {
+        settingsFlags = SETTINGS_REPORT_ALLOWED_ACCESS;
+        mapUpdate(mainMap('sigil_settings'), encodeU32(0), encodeSettings(generation, settingsFlags));
+      }
     });
 
     it('applies the file posture outside the Allow rules', async () => {
