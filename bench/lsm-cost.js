@@ -96,13 +96,20 @@ async function startAgent() {
   const child = spawn(
     process.execPath,
     [
-      'bin/sigil', 'run',
-      '--registration', `${ROOT}/registration.yaml`,
-      '--policy', `${ROOT}/policies.yaml`,
-      '--bpffs-dir', PIN_DIR,
-      '--state-dir', `${ROOT}/state`,
-      '--socket', `${ROOT}/sigil.sock`,
-      '--events-log', EVENTS_LOG,
+      'bin/sigil',
+      'run',
+      '--registration',
+      `${ROOT}/registration.yaml`,
+      '--policy',
+      `${ROOT}/policies.yaml`,
+      '--bpffs-dir',
+      PIN_DIR,
+      '--state-dir',
+      `${ROOT}/state`,
+      '--socket',
+      `${ROOT}/sigil.sock`,
+      '--events-log',
+      EVENTS_LOG,
       '--no-watch',
     ],
     { stdio: ['ignore', log, log] },
@@ -114,7 +121,9 @@ async function startAgent() {
     if (fs.readFileSync(AGENT_LOG, 'utf8').includes('"msg":"agent started"')) return child;
     await sleep(200);
   }
-  throw new Error(`the agent did not start: ${JSON.stringify(exited)}\n${fs.readFileSync(AGENT_LOG, 'utf8').slice(-3000)}`);
+  throw new Error(
+    `the agent did not start: ${JSON.stringify(exited)}\n${fs.readFileSync(AGENT_LOG, 'utf8').slice(-3000)}`,
+  );
 }
 
 async function stopAgent(child) {
@@ -139,7 +148,9 @@ function identifiedLoopExecs() {
 async function main() {
   if (!LOOP) throw new Error('usage: node bench/lsm-cost.js LOOP_BINARY [ROUNDS] [OPENS] [EXECS]');
   if (!fs.readFileSync('/sys/kernel/security/lsm', 'utf8').split(',').includes('bpf')) {
-    throw new Error('BPF LSM is not active in this kernel; run this in the VM (bench/lsm-cost-vm.sh)');
+    throw new Error(
+      'BPF LSM is not active in this kernel; run this in the VM (bench/lsm-cost-vm.sh)',
+    );
   }
   writeFixtures();
   const results = { open: { baseline: [], enforced: [] }, exec: { baseline: [], enforced: [] } };
@@ -160,7 +171,9 @@ async function main() {
     `open() and execve() cost, ${IDENTITIES * RULES_PER_KIND * 2} rules over ${IDENTITIES} identities, ` +
       `${rounds} rounds of ${OPENS} opens and ${EXECS} execs`,
   );
-  console.log(`kernel ${os.release()}, ${os.cpus().length} CPUs, LSMs ${fs.readFileSync('/sys/kernel/security/lsm', 'utf8').trim()}`);
+  console.log(
+    `kernel ${os.release()}, ${os.cpus().length} CPUs, LSMs ${fs.readFileSync('/sys/kernel/security/lsm', 'utf8').trim()}`,
+  );
   console.log(`exec events of the loop with the bench SPIFFE ID: ${identifiedLoopExecs()}`);
   for (const operation of ['open', 'exec']) {
     const { baseline, enforced } = results[operation];
