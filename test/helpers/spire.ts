@@ -50,6 +50,8 @@ export interface SpireHarnessOptions {
   trustDomain?: string;
   /** How long to wait for each process to become healthy, in milliseconds. Defaults to 60 000. */
   startTimeoutMs?: number;
+  /** X.509-SVID lifetime of the test process's own entry, in seconds; SPIRE's default when unset. */
+  delegateX509SvidTtlSeconds?: number;
 }
 
 export interface CreateEntryOptions {
@@ -158,6 +160,7 @@ export class SpireHarness {
       harness.delegateEntryId = await harness.createEntry({
         spiffeId: harness.delegateId,
         selectors: ['unix:uid:0', `unix:path:${nodeBinary}`],
+        x509SvidTtlSeconds: options.delegateX509SvidTtlSeconds,
       });
       await harness.startAgent();
     } catch (error) {
@@ -422,7 +425,7 @@ plugins {
 }
 
 /** Returns a TCP port on 127.0.0.1 that was free a moment ago. */
-async function findFreePort(): Promise<number> {
+export async function findFreePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);
