@@ -72,7 +72,9 @@ export function grpcListenSettings(
   const prefixes = flags.grpcAuthorizedIdPrefix ?? [];
   if (flags.grpcListen === undefined) {
     if (ids.length > 0 || prefixes.length > 0) {
-      throw new Error('--grpc-authorized-id and --grpc-authorized-id-prefix need --grpc-listen <ip:port>');
+      throw new Error(
+        '--grpc-authorized-id and --grpc-authorized-id-prefix need --grpc-listen <ip:port>',
+      );
     }
     return undefined;
   }
@@ -83,9 +85,14 @@ export function grpcListenSettings(
         'the TCP listener presents the agent X.509-SVID from the SPIFFE Workload API',
     );
   }
-  for (const id of ids) checkSpiffeId('--grpc-authorized-id', () => SpiffeIdAllowList.parse([id]), id);
+  for (const id of ids)
+    checkSpiffeId('--grpc-authorized-id', () => SpiffeIdAllowList.parse([id]), id);
   for (const prefix of prefixes) {
-    checkSpiffeId('--grpc-authorized-id-prefix', () => SpiffeIdAllowList.parse([], [prefix]), prefix);
+    checkSpiffeId(
+      '--grpc-authorized-id-prefix',
+      () => SpiffeIdAllowList.parse([], [prefix]),
+      prefix,
+    );
   }
   const allowList = SpiffeIdAllowList.parse(ids, prefixes);
   if (allowList.isEmpty) {

@@ -183,7 +183,9 @@ export class Agent {
     // this runs before any program is loaded.
     if (options.grpcListen) {
       if (!options.spireWorkloadApi) {
-        throw new Error('--grpc-listen needs --spire-workload-api: the TCP listener presents the agent X.509-SVID');
+        throw new Error(
+          '--grpc-listen needs --spire-workload-api: the TCP listener presents the agent X.509-SVID',
+        );
       }
       const workloadApi = options.spireWorkloadApi;
       this.mtls = await MtlsEndpoint.create({ ...options.grpcListen, workloadApi, logger: log });

@@ -107,7 +107,10 @@ export class MtlsEndpoint {
       allowList: options.allowList,
       onRejected: (call) => this.rejections.record(call, log),
       onAuthorized: (call: AuthorizedCall) =>
-        log.info({ spiffeId: call.spiffeId, peer: call.peer, method: call.method }, 'audit mTLS client authorised'),
+        log.info(
+          { spiffeId: call.spiffeId, peer: call.peer, method: call.method },
+          'audit mTLS client authorised',
+        ),
     });
     const target = tcpTarget(options.address);
     await server.bindTcp(target, credentials);
@@ -122,7 +125,7 @@ export class MtlsEndpoint {
     const { options } = this;
     const timeoutMs = options.svidTimeoutMs ?? DEFAULT_SVID_TIMEOUT_MS;
     const target = tcpTarget(options.address);
-    const refuse = (detail: string, cause?: unknown) =>
+    const startError = (detail: string, cause?: unknown) =>
       new Error(
         `--grpc-listen ${target} needs the agent's X.509-SVID, but the Workload API at ${options.workloadApi} ` +
           `${detail}. Register a SPIRE entry whose selectors match the agent's process, or remove --grpc-listen`,
@@ -133,7 +136,7 @@ export class MtlsEndpoint {
       const timer = setTimeout(() => {
         cleanUp();
         const last = lastError ? ` (last error: ${lastError.message})` : '';
-        reject(refuse(`issued no valid X.509-SVID within ${timeoutMs} ms${last}`, lastError));
+        reject(startError(`issued no valid X.509-SVID within ${timeoutMs} ms${last}`, lastError));
       }, timeoutMs);
       const onUpdate = (update: X509SvidUpdate) => {
         const svid = this.choose(update);
@@ -146,7 +149,7 @@ export class MtlsEndpoint {
       };
       const onEnd = (end: { reason: string; error?: SpireRpcError }) => {
         cleanUp();
-        reject(refuse(`failed: ${end.error?.message ?? 'the stream was closed'}`, end.error));
+        reject(startError(`failed: ${end.error?.message ?? 'the stream was closed'}`, end.error));
       };
       const cleanUp = () => {
         clearTimeout(timer);
@@ -165,7 +168,9 @@ export class MtlsEndpoint {
     const svid = update.svids[0];
     const log = this.options.logger;
     if (!svid) {
-      log.warn('the Workload API issued no X.509-SVID to the agent; the TCP listener keeps its current SVID');
+      log.warn(
+        'the Workload API issued no X.509-SVID to the agent; the TCP listener keeps its current SVID',
+      );
       return null;
     }
     try {
@@ -178,7 +183,10 @@ export class MtlsEndpoint {
         expiresAt: validated.expiresAt,
       };
     } catch (error) {
-      log.error({ err: error, spiffeId: svid.spiffeId }, 'the agent X.509-SVID is invalid; the TCP listener does not use it');
+      log.error(
+        { err: error, spiffeId: svid.spiffeId },
+        'the agent X.509-SVID is invalid; the TCP listener does not use it',
+      );
       return null;
     }
   }
@@ -203,7 +211,7 @@ export class MtlsEndpoint {
    */
   private scheduleExpiry(svid: PresentedSvid): void {
     if (this.expiryTimer) clearTimeout(this.expiryTimer);
-    // setTimeout holds at most 2^31 - 1 ms (about 24.8 days); a longer-lived SVID is re-checked then.
+    // setTimeout accepts at most 2^31 - 1 ms (about 24.8 days), so a longer-lived SVID is checked again then.
     const delay = Math.min(Math.max(svid.expiresAt.getTime() - Date.now(), 0), 2 ** 31 - 1);
     this.expiryTimer = setTimeout(() => {
       this.expiryTimer = null;
@@ -212,7 +220,9 @@ export class MtlsEndpoint {
         this.scheduleExpiry(svid);
         return;
       }
-      this.withdraw(`the X.509-SVID ${svid.spiffeId} expired at ${svid.expiresAt.toISOString()} without a successor`);
+      this.withdraw(
+        `the X.509-SVID ${svid.spiffeId} expired at ${svid.expiresAt.toISOString()} without a successor`,
+      );
     }, delay);
     this.expiryTimer.unref();
   }
@@ -235,9 +245,9 @@ export class MtlsEndpoint {
 }
 
 /**
- * Logs rejected calls. The first rejection of a peer (by SPIFFE ID, or by address when it has
- * none) within REJECTION_LOG_INTERVAL_MS is logged at once; later ones in that interval are
- * counted and reported with the next line logged for that peer.
+ * Logs rejected calls, keyed by peer: its SPIFFE ID, or its address when it has none. The first
+ * rejection of a peer in REJECTION_LOG_INTERVAL_MS is logged at once. Later ones in that interval
+ * are counted, and the count goes out with the next line logged for that peer.
  */
 class RejectionLog {
   private readonly peers = new Map<string, { loggedAt: number; suppressed: number }>();

@@ -21,10 +21,10 @@ import {
 } from '../identity/spire';
 import { chainToPem } from './mtls-server';
 
-/** Which server SPIFFE IDs the client accepts. */
+/** Server SPIFFE IDs that the client accepts. */
 export type ExpectedServer =
   | { kind: 'ids'; allowList: SpiffeIdAllowList }
-  /** Any SPIFFE ID in the client's own trust domain; an explicit opt-in. */
+  /** Any SPIFFE ID in the client's own trust domain, as an explicit opt-in. */
   | { kind: 'trust-domain' };
 
 export interface SvidClientOptions {
@@ -77,7 +77,10 @@ export class SvidChannelCredentials {
    * Starts following the Workload API and waits for the first valid SVID. Rejects with
    * SpireUnavailableError after `timeoutMs`, or SpireRpcError for a failure that is not retried.
    */
-  static async create(options: SvidClientOptions, timeoutMs = 30_000): Promise<SvidChannelCredentials> {
+  static async create(
+    options: SvidClientOptions,
+    timeoutMs = 30_000,
+  ): Promise<SvidChannelCredentials> {
     const client = new WorkloadApiClient({ address: options.workloadApi });
     const watch = client.watchX509Svids();
     const credentials = new SvidChannelCredentials(options, client, watch);
@@ -129,7 +132,11 @@ export class SvidChannelCredentials {
       const timer = setTimeout(() => {
         const last = this.lastInvalidSvid ?? lastError;
         const detail = last ? `: ${last.message}` : '';
-        reject(new SpireUnavailableError(`no valid X.509-SVID from the Workload API within ${timeoutMs} ms${detail}`));
+        reject(
+          new SpireUnavailableError(
+            `no valid X.509-SVID from the Workload API within ${timeoutMs} ms${detail}`,
+          ),
+        );
       }, timeoutMs);
       this.watch.on('retry', (retry) => (lastError = retry.error));
       this.watch.on('update', () => {
@@ -145,7 +152,11 @@ export class SvidChannelCredentials {
   }
 
   private checkServerCertificate(certificate: PeerCertificate): ServerIdentityError | undefined {
-    const error = checkServerSvid(certificate.raw, this.current as ClientSvid, this.options.expectedServer);
+    const error = checkServerSvid(
+      certificate.raw,
+      this.current as ClientSvid,
+      this.options.expectedServer,
+    );
     if (error) this.lastServerError = error;
     return error;
   }

@@ -3,7 +3,7 @@
  * client certificate, and authorises each call by the SPIFFE ID in that certificate.
  *
  * The TLS handshake requests a client certificate but does not require one, so that a client
- * without an acceptable certificate gets a gRPC status that says why, rather than a dropped
+ * without an acceptable certificate gets a gRPC status with the reason, rather than a dropped
  * connection. OpenSSL still verifies the certificate chain against the trust domain's X.509
  * bundle during the handshake, and grpc-js exposes the peer certificate of a call only when that
  * verification passed. Every call then goes through an interceptor that checks the verified leaf
@@ -47,7 +47,9 @@ export function parseTcpListenAddress(address: string, option = '--grpc-listen')
     );
   }
   if (match[1] !== undefined && isIP(host) !== 6) {
-    throw new Error(`invalid ${option} ${JSON.stringify(address)}: only IPv6 addresses go in brackets`);
+    throw new Error(
+      `invalid ${option} ${JSON.stringify(address)}: only IPv6 addresses go in brackets`,
+    );
   }
   if (port < 1 || port > 65535) {
     throw new Error(`invalid ${option} ${JSON.stringify(address)}: the port must be 1 to 65535`);
@@ -57,7 +59,9 @@ export function parseTcpListenAddress(address: string, option = '--grpc-listen')
 
 /** Returns the gRPC target text of a TCP address. */
 export function tcpTarget(address: TcpListenAddress): string {
-  return isIP(address.host) === 6 ? `[${address.host}]:${address.port}` : `${address.host}:${address.port}`;
+  return isIP(address.host) === 6
+    ? `[${address.host}]:${address.port}`
+    : `${address.host}:${address.port}`;
 }
 
 /** Returns a certificate chain as concatenated PEM, leaf first. */
@@ -130,7 +134,7 @@ export class SvidCertificateProvider implements CertificateProvider {
 
   private notify(): void {
     // grpc-js sets a new secure context after each listener call. The CA goes first, so the
-    // context set last holds the certificate and the CA of the same SVID update.
+    // context set last contains the certificate and the CA of the same SVID update.
     for (const listener of this.caListeners) listener(this.ca);
     for (const listener of this.identityListeners) listener(this.identity);
   }
@@ -172,8 +176,16 @@ export function authorizePeer(
   try {
     leaf = validateX509SvidLeaf(new X509Certificate(verifiedLeaf), { now });
   } catch (error) {
-    const detail = error instanceof X509SvidError ? error.message : `invalid certificate: ${(error as Error).message}`;
-    return { allowed: false, code: grpc.status.UNAUTHENTICATED, spiffeId: null, reason: `client certificate rejected: ${detail}` };
+    const detail =
+      error instanceof X509SvidError
+        ? error.message
+        : `invalid certificate: ${(error as Error).message}`;
+    return {
+      allowed: false,
+      code: grpc.status.UNAUTHENTICATED,
+      spiffeId: null,
+      reason: `client certificate rejected: ${detail}`,
+    };
   }
   if (leaf.trustDomain !== trustDomain) {
     return {
@@ -232,7 +244,11 @@ export function createMtlsServerCredentials(
   // round from the class it builds (grpc-js 1.14). One provider serves both roles, so the order
   // does not matter. requireClientCertificate false keeps rejectUnauthorized off; see the file
   // comment for why.
-  const tls = grpc.experimental.createCertificateProviderServerCredentials(provider, provider, false);
+  const tls = grpc.experimental.createCertificateProviderServerCredentials(
+    provider,
+    provider,
+    false,
+  );
   const interceptor: grpc.ServerInterceptor = (method, call) =>
     new grpc.ServerInterceptingCall(call, {
       start: (next) =>
@@ -245,11 +261,20 @@ export function createMtlsServerCredentials(
                     allowed: false,
                     code: grpc.status.UNAUTHENTICATED,
                     spiffeId: null,
-                    reason: 'the agent has no X.509-SVID at the moment, so it cannot authenticate clients',
+                    reason:
+                      'the agent has no X.509-SVID at the moment, so it cannot authenticate clients',
                   }
-                : authorizePeer(call.getAuthContext().sslPeerCertificate?.raw, trustDomain, options.allowList);
+                : authorizePeer(
+                    call.getAuthContext().sslPeerCertificate?.raw,
+                    trustDomain,
+                    options.allowList,
+                  );
             if (decision.allowed) {
-              options.onAuthorized?.({ spiffeId: decision.spiffeId, peer: call.getPeer(), method: method.path });
+              options.onAuthorized?.({
+                spiffeId: decision.spiffeId,
+                peer: call.getPeer(),
+                method: method.path,
+              });
               forward(metadata);
               return;
             }

@@ -39,9 +39,7 @@ export class SpiffeIdAllowList {
    */
   allows(spiffeId: string): boolean {
     if (this.ids.has(spiffeId)) return true;
-    return this.prefixes.some(
-      (prefix) => spiffeId === prefix || spiffeId.startsWith(`${prefix}/`),
-    );
+    return this.prefixes.some((prefix) => spiffeId === prefix || spiffeId.startsWith(`${prefix}/`));
   }
 
   /** Describes the list for logs and messages, such as `spiffe://td/a, spiffe://td/soc/...`. */

@@ -26,13 +26,37 @@ function openssl(args: string[]): void {
 /** Issues a certificate from the test CA with the given extensions, and returns its DER. */
 function issue(name: string, extensions: string[]): Buffer {
   openssl([
-    'req', '-new', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
-    '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`,
+    'req',
+    '-new',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    `${name}.key`,
+    '-out',
+    `${name}.csr`,
+    '-subj',
+    `/CN=${name}`,
   ]);
   writeFileSync(join(directory, `${name}.ext`), `${extensions.join('\n')}\n`);
   openssl([
-    'x509', '-req', '-in', `${name}.csr`, '-CA', 'ca.pem', '-CAkey', 'ca.key', '-CAcreateserial',
-    '-days', '1', '-extfile', `${name}.ext`, '-out', `${name}.pem`,
+    'x509',
+    '-req',
+    '-in',
+    `${name}.csr`,
+    '-CA',
+    'ca.pem',
+    '-CAkey',
+    'ca.key',
+    '-CAcreateserial',
+    '-days',
+    '1',
+    '-extfile',
+    `${name}.ext`,
+    '-out',
+    `${name}.pem`,
   ]);
   return new X509Certificate(readFileSync(join(directory, `${name}.pem`))).raw;
 }
@@ -50,17 +74,40 @@ function svidExtensions(...uris: string[]): string[] {
 beforeAll(() => {
   directory = mkdtempSync(join(tmpdir(), 'sigil-mtls-certs-'));
   openssl([
-    'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
-    '-keyout', 'ca.key', '-out', 'ca.pem', '-days', '1', '-subj', '/CN=test CA',
-    '-addext', 'basicConstraints=critical,CA:true', '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+    'req',
+    '-x509',
+    '-newkey',
+    'ec',
+    '-pkeyopt',
+    'ec_paramgen_curve:P-256',
+    '-nodes',
+    '-keyout',
+    'ca.key',
+    '-out',
+    'ca.pem',
+    '-days',
+    '1',
+    '-subj',
+    '/CN=test CA',
+    '-addext',
+    'basicConstraints=critical,CA:true',
+    '-addext',
+    'keyUsage=critical,keyCertSign,cRLSign',
   ]);
   leaves.reader = issue('reader', svidExtensions('spiffe://example.org/soc/reader'));
   leaves.socAdmin = issue('soc-admin', svidExtensions('spiffe://example.org/soc-admin'));
   leaves.web = issue('web', svidExtensions('spiffe://example.org/web'));
   leaves.agent = issue('agent', svidExtensions('spiffe://example.org/sigil/agent'));
   leaves.foreign = issue('foreign', svidExtensions('spiffe://other.example/soc/reader'));
-  leaves.twoIds = issue('two-ids', svidExtensions('spiffe://example.org/soc/reader', 'spiffe://example.org/web'));
-  leaves.noUri = issue('no-uri', ['basicConstraints=critical,CA:false', 'keyUsage=critical,digitalSignature', 'subjectAltName=DNS:reader.example.org']);
+  leaves.twoIds = issue(
+    'two-ids',
+    svidExtensions('spiffe://example.org/soc/reader', 'spiffe://example.org/web'),
+  );
+  leaves.noUri = issue('no-uri', [
+    'basicConstraints=critical,CA:false',
+    'keyUsage=critical,digitalSignature',
+    'subjectAltName=DNS:reader.example.org',
+  ]);
   leaves.rootPath = issue('root-path', svidExtensions('spiffe://example.org'));
   leaves.ca = issue('sub-ca', [
     'basicConstraints=critical,CA:true',
@@ -79,13 +126,19 @@ afterAll(() => {
 });
 
 describe('authorizePeer', () => {
-  const allowList = SpiffeIdAllowList.parse(['spiffe://example.org/sigil/agent'], ['spiffe://example.org/soc']);
+  const allowList = SpiffeIdAllowList.parse(
+    ['spiffe://example.org/sigil/agent'],
+    ['spiffe://example.org/soc'],
+  );
 
   it.each([
     ['reader', 'spiffe://example.org/soc/reader'],
     ['agent', 'spiffe://example.org/sigil/agent'],
   ])('allows %s', (leaf, spiffeId) => {
-    expect(authorizePeer(leaves[leaf], TRUST_DOMAIN, allowList)).toEqual({ allowed: true, spiffeId });
+    expect(authorizePeer(leaves[leaf], TRUST_DOMAIN, allowList)).toEqual({
+      allowed: true,
+      spiffeId,
+    });
   });
 
   it.each([
@@ -118,7 +171,11 @@ describe('authorizePeer', () => {
 
   it('rejects a call without a verified certificate', () => {
     const decision = authorizePeer(undefined, TRUST_DOMAIN, allowList);
-    expect(decision).toMatchObject({ allowed: false, code: grpc.status.UNAUTHENTICATED, spiffeId: null });
+    expect(decision).toMatchObject({
+      allowed: false,
+      code: grpc.status.UNAUTHENTICATED,
+      spiffeId: null,
+    });
   });
 
   it('rejects an expired leaf', () => {
@@ -136,7 +193,10 @@ describe('authorizePeer', () => {
 
 describe('checkServerSvid', () => {
   const client = { trustDomain: TRUST_DOMAIN };
-  const expectAgent = { kind: 'ids', allowList: SpiffeIdAllowList.parse(['spiffe://example.org/sigil/agent']) } as const;
+  const expectAgent = {
+    kind: 'ids',
+    allowList: SpiffeIdAllowList.parse(['spiffe://example.org/sigil/agent']),
+  } as const;
 
   it('accepts the expected server SPIFFE ID', () => {
     expect(checkServerSvid(leaves.agent, client, expectAgent)).toBeUndefined();
@@ -163,7 +223,9 @@ describe('checkServerSvid', () => {
   });
 
   it('rejects a server without a certificate', () => {
-    expect(checkServerSvid(undefined, client, expectAgent)?.message).toBe('the server presented no certificate');
+    expect(checkServerSvid(undefined, client, expectAgent)?.message).toBe(
+      'the server presented no certificate',
+    );
   });
 });
 
@@ -214,12 +276,28 @@ describe('grpcListenSettings', () => {
   });
 
   it.each([
-    [{ grpcListen: '127.0.0.1:7443', spireWorkloadApi: undefined, grpcAuthorizedId: ['spiffe://example.org/a'] }, 'needs --spire-workload-api'],
+    [
+      {
+        grpcListen: '127.0.0.1:7443',
+        spireWorkloadApi: undefined,
+        grpcAuthorizedId: ['spiffe://example.org/a'],
+      },
+      'needs --spire-workload-api',
+    ],
     [{ grpcListen: '127.0.0.1:7443' }, 'authorises no client'],
     [{ grpcAuthorizedId: ['spiffe://example.org/a'] }, 'need --grpc-listen'],
-    [{ grpcListen: '127.0.0.1:7443', grpcAuthorizedId: ['spiffe://example.org/a/'] }, 'invalid --grpc-authorized-id "spiffe://example.org/a/": the path must not end'],
-    [{ grpcListen: '127.0.0.1:7443', grpcAuthorizedIdPrefix: ['example.org/soc'] }, 'invalid --grpc-authorized-id-prefix "example.org/soc"'],
-    [{ grpcListen: 'localhost:7443', grpcAuthorizedId: ['spiffe://example.org/a'] }, 'is not an IP address'],
+    [
+      { grpcListen: '127.0.0.1:7443', grpcAuthorizedId: ['spiffe://example.org/a/'] },
+      'invalid --grpc-authorized-id "spiffe://example.org/a/": the path must not end',
+    ],
+    [
+      { grpcListen: '127.0.0.1:7443', grpcAuthorizedIdPrefix: ['example.org/soc'] },
+      'invalid --grpc-authorized-id-prefix "example.org/soc"',
+    ],
+    [
+      { grpcListen: 'localhost:7443', grpcAuthorizedId: ['spiffe://example.org/a'] },
+      'is not an IP address',
+    ],
   ])('rejects %j', (flags, reason) => {
     expect(() => grpcListenSettings({ ...base, ...flags })).toThrow(reason);
   });
@@ -234,10 +312,13 @@ describe('parseServerAddress', () => {
     expect(parseServerAddress(text)).toBe(target);
   });
 
-  it.each(['127.0.0.1:7443', 'tcp://127.0.0.1', 'unix:///run/sigil/sigil.sock', 'tcp://127.0.0.1:7443/path', 'tcp://user@127.0.0.1:7443'])(
-    'rejects %s',
-    (text) => {
-      expect(() => parseServerAddress(text)).toThrow('expected tcp://host:port');
-    },
-  );
+  it.each([
+    '127.0.0.1:7443',
+    'tcp://127.0.0.1',
+    'unix:///run/sigil/sigil.sock',
+    'tcp://127.0.0.1:7443/path',
+    'tcp://user@127.0.0.1:7443',
+  ])('rejects %s', (text) => {
+    expect(() => parseServerAddress(text)).toThrow('expected tcp://host:port');
+  });
 });

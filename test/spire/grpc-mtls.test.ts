@@ -36,7 +36,10 @@ function id(path: string): string {
 }
 
 /** Runs `sigil events` over TCP as another user and collects its output. */
-function sigilEvents(uid: number, extra: string[]): { child: ChildProcess; stdout: () => string; stderr: () => string } {
+function sigilEvents(
+  uid: number,
+  extra: string[],
+): { child: ChildProcess; stdout: () => string; stderr: () => string } {
   const child = spawn(
     process.execPath,
     [
@@ -66,7 +69,10 @@ function exitCode(child: ChildProcess, timeoutMs = 30_000): Promise<number | nul
       resolve(child.exitCode);
       return;
     }
-    const timer = setTimeout(() => reject(new Error(`pid ${child.pid} did not exit in ${timeoutMs} ms`)), timeoutMs);
+    const timer = setTimeout(
+      () => reject(new Error(`pid ${child.pid} did not exit in ${timeoutMs} ms`)),
+      timeoutMs,
+    );
     child.once('exit', (code) => {
       clearTimeout(timer);
       resolve(code);
@@ -76,14 +82,16 @@ function exitCode(child: ChildProcess, timeoutMs = 30_000): Promise<number | nul
 
 /** Waits for a line of the agent's log that contains every one of the texts, and returns it. */
 function agentLogLine(...texts: string[]): Promise<string> {
-  return waitFor(
-    `an agent log line with ${texts.join(' and ')}`,
-    () => agent.stderr.split('\n').find((line) => texts.every((text) => line.includes(text))),
+  return waitFor(`an agent log line with ${texts.join(' and ')}`, () =>
+    agent.stderr.split('\n').find((line) => texts.every((text) => line.includes(text))),
   );
 }
 
 /** Opens a Watch from this process and resolves with the events before the first status. */
-function watchOnce(tls: TlsServer, until: (events: AuditEvent[]) => boolean): Promise<{ events: AuditEvent[]; error?: grpc.ServiceError }> {
+function watchOnce(
+  tls: TlsServer,
+  until: (events: AuditEvent[]) => boolean,
+): Promise<{ events: AuditEvent[]; error?: grpc.ServiceError }> {
   return new Promise((resolve) => {
     const events: AuditEvent[] = [];
     const stream = watchEvents({ socketPath: '', tls, sinceSeq: 1 }, (event) => {
@@ -107,7 +115,10 @@ async function fetchSvid(address: string): Promise<X509SvidUpdate> {
 }
 
 /** PEM credentials of an SVID update's default SVID, with a CA bundle and no server ID check. */
-function rawCredentials(svid: X509SvidUpdate | null, bundle: X509Certificate[]): grpc.ChannelCredentials {
+function rawCredentials(
+  svid: X509SvidUpdate | null,
+  bundle: X509Certificate[],
+): grpc.ChannelCredentials {
   const first = svid?.svids[0];
   return grpc.credentials.createSsl(
     chainToPem(bundle),
@@ -191,7 +202,11 @@ beforeAll(async () => {
     join(work, 'sigil.sock'),
   );
   await agent.ready();
-  await waitFor('the TCP listener', () => (agent.stderr.includes('listening on TCP with mTLS') ? true : undefined), 30_000);
+  await waitFor(
+    'the TCP listener',
+    () => (agent.stderr.includes('listening on TCP with mTLS') ? true : undefined),
+    30_000,
+  );
 }, 240_000);
 
 afterAll(async () => {
@@ -227,17 +242,30 @@ describe('audit service over TCP with mTLS', () => {
     expect(intruder.stdout()).toBe('');
     expect(intruder.stderr()).toContain('PERMISSION_DENIED');
     expect(intruder.stderr()).toContain(`SPIFFE ID ${id('/web')} is not authorised`);
-    await agentLogLine('audit mTLS call rejected', `"peerSpiffeId":"${id('/web')}"`, '"code":"PERMISSION_DENIED"');
+    await agentLogLine(
+      'audit mTLS call rejected',
+      `"peerSpiffeId":"${id('/web')}"`,
+      '"code":"PERMISSION_DENIED"',
+    );
   });
 
   it('rejects a client without a certificate', async () => {
     const own = await fetchSvid(harness.workloadApiAddress);
     const bundle = own.bundles.get(harness.trustDomain) ?? [];
-    const result = await watchOnce(tlsServer(() => rawCredentials(null, bundle)), () => true);
+    const result = await watchOnce(
+      tlsServer(() => rawCredentials(null, bundle)),
+      () => true,
+    );
     expect(result.events).toEqual([]);
     expect(result.error?.code).toBe(grpc.status.UNAUTHENTICATED);
-    expect(result.error?.details).toContain('no client certificate that chains to the X.509 bundle');
-    await agentLogLine('audit mTLS call rejected', '"peerSpiffeId":null', '"code":"UNAUTHENTICATED"');
+    expect(result.error?.details).toContain(
+      'no client certificate that chains to the X.509 bundle',
+    );
+    await agentLogLine(
+      'audit mTLS call rejected',
+      '"peerSpiffeId":null',
+      '"code":"UNAUTHENTICATED"',
+    );
   });
 
   it('rejects a certificate from another trust domain', async () => {
@@ -245,10 +273,15 @@ describe('audit service over TCP with mTLS', () => {
     const other = await fetchSvid(foreign.workloadApiAddress);
     expect(other.svids[0].spiffeId).toBe(foreign.delegateId);
     const bundle = own.bundles.get(harness.trustDomain) ?? [];
-    const result = await watchOnce(tlsServer(() => rawCredentials(other, bundle)), () => true);
+    const result = await watchOnce(
+      tlsServer(() => rawCredentials(other, bundle)),
+      () => true,
+    );
     expect(result.events).toEqual([]);
     expect(result.error?.code).toBe(grpc.status.UNAUTHENTICATED);
-    expect(result.error?.details).toContain(`chains to the X.509 bundle of trust domain ${harness.trustDomain}`);
+    expect(result.error?.details).toContain(
+      `chains to the X.509 bundle of trust domain ${harness.trustDomain}`,
+    );
   });
 
   it('accepts an exact authorised SPIFFE ID', async () => {
@@ -304,7 +337,10 @@ describe('audit service over TCP with mTLS', () => {
     if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
     const fresh = await fetchSvid(harness.workloadApiAddress);
     const bundle = fresh.bundles.get(harness.trustDomain) ?? [];
-    const result = await watchOnce(tlsServer(() => rawCredentials(fresh, bundle)), (events) => events.length >= 1);
+    const result = await watchOnce(
+      tlsServer(() => rawCredentials(fresh, bundle)),
+      (events) => events.length >= 1,
+    );
     expect(result.error).toBeUndefined();
     expect(result.events.length).toBeGreaterThanOrEqual(1);
   }, 90_000);
@@ -346,7 +382,9 @@ describe('sigil run --grpc-listen without an SVID', () => {
     );
     try {
       expect(await failing.waitForExit()).toBe(1);
-      expect(failing.stderr).toContain(`--grpc-listen 127.0.0.1:${port + 1} needs the agent's X.509-SVID`);
+      expect(failing.stderr).toContain(
+        `--grpc-listen 127.0.0.1:${port + 1} needs the agent's X.509-SVID`,
+      );
       expect(failing.stderr).toContain('issued no valid X.509-SVID within 2000 ms');
       expect(listeningAddresses(port + 1)).toEqual([]);
     } finally {
