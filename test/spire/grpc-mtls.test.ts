@@ -3,7 +3,7 @@ import { X509Certificate } from 'node:crypto';
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect as tlsConnect } from 'node:tls';
+import { DetailedPeerCertificate, connect as tlsConnect } from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditEvent } from '../../src/events/audit-event';
@@ -136,8 +136,13 @@ function tlsServer(credentials: () => grpc.ChannelCredentials): TlsServer {
   };
 }
 
-/** Returns the serial number of the certificate that the TCP listener presents to a new connection. */
-function presentedSerial(client: X509SvidUpdate): Promise<{ serial: string; validTo: Date }> {
+/**
+ * Connects with TLS only, trusting only the bundle, and returns the serial number and expiry of
+ * the leaf that the TCP listener presents, with the SHA-256 fingerprints of the chain that OpenSSL built.
+ */
+function probeServerCertificate(
+  client: X509SvidUpdate,
+): Promise<{ serial: string; validTo: Date; chain: string[] }> {
   const svid = client.svids[0];
   return new Promise((resolve, reject) => {
     const socket = tlsConnect({
@@ -151,9 +156,14 @@ function presentedSerial(client: X509SvidUpdate): Promise<{ serial: string; vali
       checkServerIdentity: () => undefined,
     });
     socket.once('secureConnect', () => {
-      const certificate = socket.getPeerCertificate();
+      const certificate = socket.getPeerCertificate(true);
+      const chain: string[] = [];
+      for (let link: DetailedPeerCertificate | undefined = certificate; link;) {
+        chain.push(link.fingerprint256);
+        link = link.issuerCertificate === link ? undefined : link.issuerCertificate;
+      }
       socket.destroy();
-      resolve({ serial: certificate.serialNumber, validTo: new Date(certificate.valid_to) });
+      resolve({ serial: certificate.serialNumber, validTo: new Date(certificate.valid_to), chain });
     });
     socket.once('error', reject);
   });
@@ -174,7 +184,11 @@ function listeningAddresses(listenPort: number): string[] {
 }
 
 beforeAll(async () => {
-  harness = await SpireHarness.start({ delegateX509SvidTtlSeconds: AGENT_SVID_TTL_SECONDS });
+  // With an upstream CA, every SVID chain is the leaf plus the server CA as an intermediate.
+  harness = await SpireHarness.start({
+    delegateX509SvidTtlSeconds: AGENT_SVID_TTL_SECONDS,
+    upstreamCa: true,
+  });
   foreign = await SpireHarness.start({ trustDomain: 'sigil-foreign.example' });
   // Clients under other uids reach the Workload API socket through the harness directory.
   chmodSync(harness.directory, 0o755);
@@ -220,6 +234,21 @@ afterAll(async () => {
 describe('audit service over TCP with mTLS', () => {
   it('listens only on the address given', () => {
     expect(listeningAddresses(port)).toEqual(['0100007F']);
+  });
+
+  it('presents the SVID with its intermediate', async () => {
+    const own = await fetchSvid(harness.workloadApiAddress);
+    const intermediate = own.svids[0].chain[1];
+    expect(own.svids[0].chain).toHaveLength(2);
+    const bundle = own.bundles.get(harness.trustDomain) ?? [];
+    expect(bundle.map((certificate) => certificate.fingerprint256)).not.toContain(
+      intermediate.fingerprint256,
+    );
+    // The client trusts only the root, so the handshake succeeds only if the server sends the
+    // intermediate, and the chain that OpenSSL built runs leaf, intermediate, root.
+    const presented = await probeServerCertificate(own);
+    expect(presented.chain).toHaveLength(3);
+    expect(presented.chain[1]).toBe(intermediate.fingerprint256);
   });
 
   it('streams events to an authorised client', async () => {
@@ -320,12 +349,12 @@ describe('audit service over TCP with mTLS', () => {
 
   it('presents a rotated SVID to new connections', async () => {
     const own = await fetchSvid(harness.workloadApiAddress);
-    const before = await presentedSerial(own);
+    const before = await probeServerCertificate(own);
     let after = before;
     const deadline = Date.now() + AGENT_SVID_TTL_SECONDS * 2 * 1000;
     while (after.serial === before.serial && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 500));
-      after = await presentedSerial(await fetchSvid(harness.workloadApiAddress));
+      after = await probeServerCertificate(await fetchSvid(harness.workloadApiAddress));
     }
     expect(after.serial).not.toBe(before.serial);
     expect(after.validTo.getTime()).toBeGreaterThan(before.validTo.getTime());
