@@ -137,8 +137,8 @@ function tlsServer(credentials: () => grpc.ChannelCredentials): TlsServer {
 }
 
 /**
- * Connects with TLS only, trusting only the bundle, and returns the serial number and expiry of
- * the leaf that the TCP listener presents, with the SHA-256 fingerprints of the chain that OpenSSL built.
+ * Connects with TLS only, trusting only the bundle. Returns the serial number and expiry of the
+ * leaf that the TCP listener presents, and the SHA-256 fingerprints of the chain OpenSSL built.
  */
 function probeServerCertificate(
   client: X509SvidUpdate,
