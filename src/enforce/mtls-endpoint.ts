@@ -97,6 +97,14 @@ export class MtlsEndpoint {
       const svid = this.choose(update);
       if (svid) this.present(svid);
     });
+    this.watch.on('end', (end) => {
+      if (end.reason !== 'failed') return;
+      this.options.logger.error(
+        { err: end.error },
+        'the Workload API stream failed and is not retried: the TCP listener keeps its X.509-SVID ' +
+          'until it expires, and a restart of the agent is needed to follow it again',
+      );
+    });
   }
 
   /** Serves the audit service on the TCP address. Rejects when the address cannot be bound. */
