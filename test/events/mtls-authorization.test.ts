@@ -1,5 +1,5 @@
 import { execFileSync } from 'node:child_process';
-import { X509Certificate } from 'node:crypto';
+import { generateKeyPairSync, X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -8,7 +8,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseServerAddress } from '../../src/cli/events-command';
 import { grpcListenSettings } from '../../src/cli/mtls-options';
 import { checkServerSvid } from '../../src/events/mtls-client';
-import { authorizePeer, parseTcpListenAddress, tcpTarget } from '../../src/events/mtls-server';
+import {
+  authorizePeer,
+  parseTcpListenAddress,
+  SvidCertificateProvider,
+  tcpTarget,
+} from '../../src/events/mtls-server';
 import { SpiffeIdAllowList } from '../../src/identity/spiffe-id-allow-list';
 
 // The authorisation logic of the mTLS listener and client. These certificates come from the
@@ -320,5 +325,76 @@ describe('parseServerAddress', () => {
     'tcp://user@127.0.0.1:7443',
   ])('rejects %s', (text) => {
     expect(() => parseServerAddress(text)).toThrow('expected tcp://host:port');
+  });
+});
+
+describe('SvidCertificateProvider', () => {
+  function svid(leaf: Buffer) {
+    const { privateKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
+    return {
+      spiffeId: 'spiffe://example.org/sigil/agent',
+      chain: [new X509Certificate(leaf)],
+      privateKey,
+      bundle: [],
+      hint: '',
+    };
+  }
+
+  it('sends the current state to a new listener on a later tick', async () => {
+    const provider = new SvidCertificateProvider();
+    provider.update(svid(leaves.agent), TRUST_DOMAIN, [new X509Certificate(leaves.ca)]);
+    const received: string[] = [];
+    provider.addIdentityCertificateListener((update) =>
+      received.push(update ? 'identity' : 'no identity'),
+    );
+    expect(received).toEqual([]);
+    await new Promise((resolve) => process.nextTick(resolve));
+    expect(received).toEqual(['identity']);
+  });
+
+  it('sends the CA before the identity on update', async () => {
+    const provider = new SvidCertificateProvider();
+    const received: string[] = [];
+    provider.addCaCertificateListener((update) => received.push(update ? 'ca' : 'no ca'));
+    provider.addIdentityCertificateListener((update) =>
+      received.push(update ? 'identity' : 'no identity'),
+    );
+    await new Promise((resolve) => process.nextTick(resolve));
+    expect(received).toEqual(['no ca', 'no identity']);
+
+    provider.update(svid(leaves.agent), TRUST_DOMAIN, [new X509Certificate(leaves.ca)]);
+    expect(received.slice(2)).toEqual(['ca', 'identity']);
+    expect(provider.trustDomain).toBe(TRUST_DOMAIN);
+  });
+
+  it('presents the whole chain and the bundle as PEM', () => {
+    const provider = new SvidCertificateProvider();
+    let identity: { certificate: Buffer; privateKey: Buffer } | null = null;
+    let ca: { caCertificate: Buffer } | null = null;
+    provider.addIdentityCertificateListener((update) => (identity = update));
+    provider.addCaCertificateListener((update) => (ca = update));
+    const chain = svid(leaves.agent);
+    chain.chain.push(new X509Certificate(leaves.ca));
+    provider.update(chain, TRUST_DOMAIN, [new X509Certificate(leaves.reader)]);
+    const pem = (identity as unknown as { certificate: Buffer }).certificate.toString();
+    expect(pem.match(/BEGIN CERTIFICATE/g)).toHaveLength(2);
+    expect(pem.indexOf(chain.chain[0].toString())).toBe(0);
+    expect((identity as unknown as { privateKey: Buffer }).privateKey.toString()).toContain(
+      'BEGIN PRIVATE KEY',
+    );
+    expect((ca as unknown as { caCertificate: Buffer }).caCertificate.toString()).toBe(
+      new X509Certificate(leaves.reader).toString(),
+    );
+  });
+
+  it('sends null to every listener on withdraw', () => {
+    const provider = new SvidCertificateProvider();
+    provider.update(svid(leaves.agent), TRUST_DOMAIN, [new X509Certificate(leaves.ca)]);
+    const received: unknown[] = [];
+    provider.addCaCertificateListener((update) => received.push(update));
+    provider.addIdentityCertificateListener((update) => received.push(update));
+    provider.withdraw();
+    expect(received).toEqual([null, null]);
+    expect(provider.trustDomain).toBeNull();
   });
 });
