@@ -145,12 +145,16 @@ export function registerEventsCommand(program: Command): Command {
       'SPIFFE Workload API (unix:///path) that issues this client its X.509-SVID, with --server ' +
         '(default: $SPIFFE_ENDPOINT_SOCKET)',
     )
-    .option('--server-id <spiffe-id>', 'SPIFFE ID the server must present, repeatable, with --server', collectSpiffeId)
+    .option(
+      '--server-id <spiffe-id>',
+      'SPIFFE ID the server must present, repeatable, with --server',
+      collectSpiffeId,
+    )
     .option(
       '--any-server-in-trust-domain',
-      'accept a server with any SPIFFE ID in this client\'s trust domain, in place of --server-id',
+      "accept a server with any SPIFFE ID in this client's trust domain, in place of --server-id",
     )
-    .action(async (raw: Partial<EventsOptions> & TcpFlags & { socket: string; format: EventsFormat }, command: Command) => {
+    .action(async (raw: RawEventsFlags, command: Command) => {
       const options = {
         ...raw,
         type: raw.type ?? [],
@@ -179,6 +183,8 @@ export function registerEventsCommand(program: Command): Command {
     });
 }
 
+type RawEventsFlags = Partial<EventsOptions> & TcpFlags & { socket: string; format: EventsFormat };
+
 /** The `sigil events` flags of the TCP transport. */
 interface TcpFlags {
   server?: string;
@@ -195,33 +201,50 @@ function collectSpiffeId(value: string, previous: string[] = []): string[] {
  * Checks the TCP flags and, with --server, fetches this client's SVID. Returns undefined for the
  * unix socket. Throws Error naming the flag and the fix.
  */
-async function connectTcpFlags(flags: TcpFlags, socketGiven: boolean): Promise<EventsOptions['tls']> {
+async function connectTcpFlags(
+  flags: TcpFlags,
+  socketGiven: boolean,
+): Promise<EventsOptions['tls']> {
   const serverIds = flags.serverId ?? [];
   if (flags.server === undefined) {
     if (serverIds.length > 0 || flags.anyServerInTrustDomain || flags.spireWorkloadApi) {
-      throw new Error('--server-id, --any-server-in-trust-domain and --spire-workload-api need --server tcp://host:port');
+      throw new Error(
+        '--server-id, --any-server-in-trust-domain and --spire-workload-api need --server tcp://host:port',
+      );
     }
     return undefined;
   }
-  if (socketGiven) throw new Error('--socket and --server name two different servers: give one of them');
+  if (socketGiven) {
+    throw new Error('--socket and --server name two different servers: give one of them');
+  }
   const target = parseServerAddress(flags.server);
   if (serverIds.length === 0 && !flags.anyServerInTrustDomain) {
     throw new Error(
       `--server ${flags.server} needs --server-id <spiffe-id>, the SPIFFE ID of the agent, ` +
-        'or --any-server-in-trust-domain to accept any server of this client\'s trust domain',
+        "or --any-server-in-trust-domain to accept any server of this client's trust domain",
     );
   }
   if (serverIds.length > 0 && flags.anyServerInTrustDomain) {
-    throw new Error('--server-id and --any-server-in-trust-domain exclude each other: give one of them');
+    throw new Error(
+      '--server-id and --any-server-in-trust-domain exclude each other: give one of them',
+    );
   }
   const expectedServer = flags.anyServerInTrustDomain
     ? ({ kind: 'trust-domain' } as const)
     : ({ kind: 'ids', allowList: SpiffeIdAllowList.parse(serverIds) } as const);
-  const workloadApi = flags.spireWorkloadApi?.startsWith('/') ? `unix://${flags.spireWorkloadApi}` : flags.spireWorkloadApi;
-  const credentials = await SvidChannelCredentials.create({ workloadApi, expectedServer }).catch((error: Error) => {
-    throw new Error(`cannot get this client's X.509-SVID for --server ${flags.server}: ${error.message}`, { cause: error });
-  });
-  return { target, credentials };
+  // A bare absolute path is accepted as the socket path, for convenience.
+  const workloadApi = flags.spireWorkloadApi?.startsWith('/')
+    ? `unix://${flags.spireWorkloadApi}`
+    : flags.spireWorkloadApi;
+  try {
+    const credentials = await SvidChannelCredentials.create({ workloadApi, expectedServer });
+    return { target, credentials };
+  } catch (error) {
+    throw new Error(
+      `cannot get this client's X.509-SVID for --server ${flags.server}: ${(error as Error).message}`,
+      { cause: error },
+    );
+  }
 }
 
 /** Parses `tcp://host:port` into a gRPC target. Throws Error naming the value. */
@@ -233,7 +256,8 @@ export function parseServerAddress(value: string): string {
   } catch {
     throw new Error(`invalid --server ${JSON.stringify(value)}: ${usage}`);
   }
-  const extra = (url.pathname !== '' && url.pathname !== '/') || url.search !== '' || url.hash !== '' || url.username !== '';
+  const hasPath = url.pathname !== '' && url.pathname !== '/';
+  const extra = hasPath || url.search !== '' || url.hash !== '' || url.username !== '';
   if (url.protocol !== 'tcp:' || url.hostname === '' || url.port === '' || extra) {
     throw new Error(`invalid --server ${JSON.stringify(value)}: ${usage}`);
   }
