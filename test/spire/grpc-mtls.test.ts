@@ -1,6 +1,6 @@
 import { ChildProcess, spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DetailedPeerCertificate, connect as tlsConnect } from 'node:tls';
@@ -416,6 +416,8 @@ describe('sigil run --grpc-listen without an SVID', () => {
       );
       expect(failing.stderr).toContain('issued no valid X.509-SVID within 2000 ms');
       expect(listeningAddresses(port + 1)).toEqual([]);
+      // The agent gave up before it loaded any BPF program, so nothing was pinned.
+      expect(existsSync(failing.pinDir)).toBe(false);
     } finally {
       failing.uninstall();
       rmSync(directory, { recursive: true, force: true });
