@@ -3,6 +3,8 @@ import { Action, ACTIONS, AuditEvent, EventType, EVENT_TYPES, Result, RESULTS, S
 import { EventFollower } from '../events/event-follower';
 import { formatEventRow } from '../events/event-table';
 import { toOcsf } from '../events/ocsf';
+import { SvidChannelCredentials } from '../events/mtls-client';
+import { SpiffeIdAllowList } from '../identity/spiffe-id-allow-list';
 import { DEFAULT_SOCKET } from './defaults';
 
 export type EventsFormat = 'json' | 'ocsf' | 'table';
@@ -17,6 +19,8 @@ export interface EventsOptions {
   minSeverity?: Severity;
   sinceSeq?: number;
   format: EventsFormat;
+  /** The audit service on TCP with mTLS, in place of socket. */
+  tls?: { target: string; credentials: SvidChannelCredentials };
 }
 
 /** Output streams of `sigil events`: process.stdout and process.stderr outside tests. */
@@ -43,10 +47,16 @@ export function followEvents(
   output: EventsOutput = process,
   onFatal: (error: Error) => void = () => (process.exitCode = 1),
 ): EventFollower {
-  const prefix = `sigil events: ${options.socket}`;
+  const { tls } = options;
+  const prefix = `sigil events: ${tls ? `tcp://${tls.target}` : options.socket}`;
   const follower = new EventFollower(
     {
       socketPath: options.socket,
+      tls: tls && {
+        target: tls.target,
+        credentials: () => tls.credentials.channelCredentials(),
+        channelOptions: () => tls.credentials.channelOptions(),
+      },
       types: options.type,
       subjectPrefix: options.subject,
       subjectId: options.subjectId,
@@ -59,6 +69,14 @@ export function followEvents(
     {
       onEvent: (event) => output.stdout.write(renderEvent(event, options.format)),
       onRetry: (error, attempt, delayMs) => {
+        // A server with the wrong SPIFFE ID stays wrong: retrying would only repeat the failure.
+        const identityError = tls?.credentials.takeServerIdentityError();
+        if (identityError) {
+          follower.stop();
+          output.stderr.write(`${prefix}: ${identityError.message}\n`);
+          onFatal(identityError);
+          return;
+        }
         const { runId, nextSeq } = follower.position;
         const resume = nextSeq > 0 ? ` from sequence number ${nextSeq} of run ${runId || '(unknown)'}` : '';
         output.stderr.write(`${prefix}: ${error.message}; reconnect attempt ${attempt} in ${delayMs} ms${resume}\n`);
@@ -118,14 +136,130 @@ export function registerEventsCommand(program: Command): Command {
       sequenceNumber,
     )
     .addOption(new Option('-o, --format <format>', 'output format').choices(['json', 'ocsf', 'table']).default('json'))
-    .action((raw: Partial<EventsOptions> & { socket: string; format: EventsFormat }) => {
-      const follower = followEvents({
+    .option(
+      '--server <tcp://host:port>',
+      "the agent's audit service on TCP with mTLS (sigil run --grpc-listen), in place of --socket",
+    )
+    .option(
+      '--spire-workload-api <address>',
+      'SPIFFE Workload API (unix:///path) that issues this client its X.509-SVID, with --server ' +
+        '(default: $SPIFFE_ENDPOINT_SOCKET)',
+    )
+    .option(
+      '--server-id <spiffe-id>',
+      'SPIFFE ID the server must present, repeatable, with --server',
+      collectSpiffeId,
+    )
+    .option(
+      '--any-server-in-trust-domain',
+      "accept a server with any SPIFFE ID in this client's trust domain, in place of --server-id",
+    )
+    .action(async (raw: RawEventsFlags, command: Command) => {
+      const options = {
         ...raw,
         type: raw.type ?? [],
         action: raw.action ?? [],
         result: raw.result ?? [],
+      };
+      const socketGiven = command.getOptionValueSource('socket') === 'cli';
+      let tls: EventsOptions['tls'];
+      try {
+        tls = await connectTcpFlags(raw, socketGiven);
+      } catch (error) {
+        process.stderr.write(`sigil events: ${(error as Error).message}\n`);
+        process.exitCode = 1;
+        return;
+      }
+      const follower = followEvents({ ...options, tls }, process, () => {
+        tls?.credentials.close();
+        process.exitCode = 1;
       });
-      process.once('SIGINT', () => follower.stop());
-      process.once('SIGTERM', () => follower.stop());
+      const stop = () => {
+        follower.stop();
+        tls?.credentials.close();
+      };
+      process.once('SIGINT', stop);
+      process.once('SIGTERM', stop);
     });
+}
+
+type RawEventsFlags = Partial<EventsOptions> & TcpFlags & { socket: string; format: EventsFormat };
+
+/** The `sigil events` flags of the TCP transport. */
+interface TcpFlags {
+  server?: string;
+  spireWorkloadApi?: string;
+  serverId?: string[];
+  anyServerInTrustDomain?: boolean;
+}
+
+function collectSpiffeId(value: string, previous: string[] = []): string[] {
+  return [...previous, spiffeId(value)];
+}
+
+/**
+ * Checks the TCP flags and, with --server, fetches this client's SVID. Returns undefined for the
+ * unix socket. Throws Error naming the flag and the fix.
+ */
+async function connectTcpFlags(
+  flags: TcpFlags,
+  socketGiven: boolean,
+): Promise<EventsOptions['tls']> {
+  const serverIds = flags.serverId ?? [];
+  if (flags.server === undefined) {
+    if (serverIds.length > 0 || flags.anyServerInTrustDomain || flags.spireWorkloadApi) {
+      throw new Error(
+        '--server-id, --any-server-in-trust-domain and --spire-workload-api need --server tcp://host:port',
+      );
+    }
+    return undefined;
+  }
+  if (socketGiven) {
+    throw new Error('--socket and --server name two different servers: give one of them');
+  }
+  const target = parseServerAddress(flags.server);
+  if (serverIds.length === 0 && !flags.anyServerInTrustDomain) {
+    throw new Error(
+      `--server ${flags.server} needs --server-id <spiffe-id>, the SPIFFE ID of the agent, ` +
+        "or --any-server-in-trust-domain to accept any server of this client's trust domain",
+    );
+  }
+  if (serverIds.length > 0 && flags.anyServerInTrustDomain) {
+    throw new Error(
+      '--server-id and --any-server-in-trust-domain exclude each other: give one of them',
+    );
+  }
+  const expectedServer = flags.anyServerInTrustDomain
+    ? ({ kind: 'trust-domain' } as const)
+    : ({ kind: 'ids', allowList: SpiffeIdAllowList.parse(serverIds) } as const);
+  // A bare absolute path is accepted as the socket path, for convenience.
+  const workloadApi = flags.spireWorkloadApi?.startsWith('/')
+    ? `unix://${flags.spireWorkloadApi}`
+    : flags.spireWorkloadApi;
+  try {
+    const credentials = await SvidChannelCredentials.create({ workloadApi, expectedServer });
+    return { target, credentials };
+  } catch (error) {
+    throw new Error(
+      `cannot get this client's X.509-SVID for --server ${flags.server}: ${(error as Error).message}`,
+      { cause: error },
+    );
+  }
+}
+
+/** Parses `tcp://host:port` into a gRPC target. Throws Error naming the value. */
+export function parseServerAddress(value: string): string {
+  const usage = 'expected tcp://host:port, such as tcp://127.0.0.1:7443';
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new Error(`invalid --server ${JSON.stringify(value)}: ${usage}`);
+  }
+  const hasPath = url.pathname !== '' && url.pathname !== '/';
+  const extra = hasPath || url.search !== '' || url.hash !== '' || url.username !== '';
+  if (url.protocol !== 'tcp:' || url.hostname === '' || url.port === '' || extra) {
+    throw new Error(`invalid --server ${JSON.stringify(value)}: ${usage}`);
+  }
+  return url.host;
 }

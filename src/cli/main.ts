@@ -21,10 +21,11 @@ import {
   NODE_REGISTRATION,
 } from './defaults';
 import { registerEventsCommand } from './events-command';
+import { addGrpcListenOptions, GrpcListenFlags, grpcListenSettings } from './mtls-options';
 import { registerPolicyCommands } from './policy-commands';
 import { createLogger } from './logger';
 
-interface RunOptions {
+interface RunOptions extends GrpcListenFlags {
   registration?: string;
   policy?: string[];
   socket: string;
@@ -51,6 +52,14 @@ async function runAgent(options: RunOptions): Promise<void> {
     log.fatal(
       'sigil run must run as root: it loads and attaches BPF programs (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)',
     );
+    process.exitCode = 1;
+    return;
+  }
+  let grpcListen;
+  try {
+    grpcListen = grpcListenSettings(options);
+  } catch (error) {
+    log.fatal((error as Error).message);
     process.exitCode = 1;
     return;
   }
@@ -102,6 +111,7 @@ async function runAgent(options: RunOptions): Promise<void> {
       cgroupPath: options.cgroup,
       spireAdminSocket: options.spireAdminSocket,
       spireWorkloadApi: options.spireWorkloadApi,
+      grpcListen,
       pinDir: options.pin ? options.bpffsDir : null,
       stateDir: options.stateDir,
       auditUnidentifiedExec: options.auditUnidentifiedExec,
@@ -215,7 +225,7 @@ export function buildProgram(): Command {
     .description('Runtime enforcement by SPIFFE workload identity, with eBPF')
     .version(packageVersion(), '-V, --version', 'print the Sigil version');
 
-  program
+  const run = program
     .command('run')
     .description(
       'run the node agent (as root): attest processes, enforce policies, stream audit events',
@@ -284,8 +294,8 @@ export function buildProgram(): Command {
       new Option('--log-level <level>', 'operational log level')
         .choices(['debug', 'info', 'warn', 'error'])
         .default('info'),
-    )
-    .action((options: RunOptions) => runAgent(options));
+    );
+  addGrpcListenOptions(run).action((options: RunOptions) => runAgent(options));
 
   registerEventsCommand(program);
 

@@ -22,6 +22,9 @@ import { ensureKernelFilesystems, findCgroup2Root } from '../kernel/mounts';
 import { probeEnforcers } from '../kernel/probe';
 import { EventHub } from '../events/event-hub';
 import { AuditServer } from '../events/grpc-server';
+import { TcpListenAddress } from '../events/mtls-server';
+import { SpiffeIdAllowList } from '../identity/spiffe-id-allow-list';
+import { MtlsEndpoint } from './mtls-endpoint';
 import { agentEvent, connectEvent, execEvent } from './event-builder';
 import {
   bpfLsmUsable,
@@ -78,6 +81,14 @@ export interface AgentOptions {
   metrics?: SigilMetrics;
   /** SPIFFE Workload API address (unix:///path): the agent fetches its own X.509-SVID there. */
   spireWorkloadApi?: string;
+  /** Also serve the audit service on TCP with mTLS, with the SVID from spireWorkloadApi. */
+  grpcListen?: {
+    address: TcpListenAddress;
+    /** SPIFFE IDs of the clients that may call. */
+    allowList: SpiffeIdAllowList;
+    /** How long the start waits for the agent's X.509-SVID. */
+    svidTimeoutMs?: number;
+  };
   node?: string;
   logger: Logger;
 }
@@ -113,6 +124,7 @@ export class Agent {
   private datapath: Datapath | null = null;
   private lsm: LsmEnforcer | null = null;
   private server: AuditServer | null = null;
+  private mtls: MtlsEndpoint | null = null;
   private watcher: ConfigWatcher | null = null;
   private dropTimer: NodeJS.Timeout | null = null;
   private ownSvidWatch: { close(): void } | null = null;
@@ -172,6 +184,17 @@ export class Agent {
       issues.push(...error.issues);
     }
     if (issues.length > 0) throw new ConfigError(issues);
+    // Without an SVID the TCP listener cannot authenticate, so the agent does not start, and
+    // this runs before any program is loaded.
+    if (options.grpcListen) {
+      if (!options.spireWorkloadApi) {
+        throw new Error(
+          '--grpc-listen needs --spire-workload-api: the TCP listener presents the agent X.509-SVID',
+        );
+      }
+      const workloadApi = options.spireWorkloadApi;
+      this.mtls = await MtlsEndpoint.create({ ...options.grpcListen, workloadApi, logger: log });
+    }
     const lsmUsable = bpfLsmUsable(options.pinDir, log);
     dropEnforcedKindWarnings(this.policySet, enforcedRuleKinds(lsmUsable));
     for (const warning of this.policySet.warnings) log.warn(formatIssue(warning));
@@ -210,6 +233,7 @@ export class Agent {
     this.server = new AuditServer(this.hub, options.socketPath, { observer: options.metrics });
     await this.server.start();
     log.info({ socket: options.socketPath }, 'audit gRPC service listening');
+    await this.mtls?.listen(this.server);
 
     this.dropTimer = setInterval(() => this.reportDrops(), DROP_POLL_MS);
     this.dropTimer.unref();
@@ -633,6 +657,8 @@ export class Agent {
     this.watcher = null;
     this.ownSvidWatch?.close();
     this.ownSvidWatch = null;
+    this.mtls?.close();
+    this.mtls = null;
     this.identities?.close();
     if (this.dropTimer) clearInterval(this.dropTimer);
     this.dropTimer = null;

@@ -26,6 +26,7 @@ const FATAL_CODES = new Set([
   grpc.status.OUT_OF_RANGE,
   grpc.status.UNIMPLEMENTED,
   grpc.status.PERMISSION_DENIED,
+  grpc.status.UNAUTHENTICATED,
 ]);
 
 /**
@@ -123,6 +124,8 @@ export class EventFollower {
     const delay = Math.round(base * (0.8 + Math.random() * 0.2));
     this.attempt++;
     this.handlers.onRetry?.(error, this.attempt, delay);
+    // onRetry may have stopped following.
+    if (this.stopped) return;
     this.timer = setTimeout(() => this.connect(), delay);
   }
 }

@@ -3,8 +3,19 @@ import { Action, AuditEvent, EventType, Result, Severity } from './audit-event';
 import { auditClientConstructor } from './audit-proto';
 import { eventFromWire } from './wire-format';
 
+/** A TCP server with TLS credentials, in place of the unix socket. */
+export interface TlsServer {
+  /** gRPC target, such as 127.0.0.1:7443. */
+  target: string;
+  /** Called for each new channel, so that a reconnect uses the current certificates. */
+  credentials: () => grpc.ChannelCredentials;
+  channelOptions?: () => grpc.ChannelOptions;
+}
+
 export interface WatchOptions {
+  /** Unix socket of the audit service; not used when tls is set. */
   socketPath: string;
+  tls?: TlsServer;
   types?: EventType[];
   subjectPrefix?: string;
   subjectId?: string;
@@ -36,9 +47,15 @@ export function watchEvents(
   onEvent: (event: AuditEvent) => void,
 ): grpc.ClientReadableStream<AuditEvent> {
   const Client = auditClientConstructor();
-  const client = new Client(`unix://${options.socketPath}`, grpc.credentials.createInsecure(), {
-    'grpc.max_receive_message_length': MAX_RECEIVE_BYTES,
-  });
+  const { tls } = options;
+  const client = tls
+    ? new Client(tls.target, tls.credentials(), {
+        ...tls.channelOptions?.(),
+        'grpc.max_receive_message_length': MAX_RECEIVE_BYTES,
+      })
+    : new Client(`unix://${options.socketPath}`, grpc.credentials.createInsecure(), {
+        'grpc.max_receive_message_length': MAX_RECEIVE_BYTES,
+      });
   const request = {
     types: options.types ?? [],
     subjectPrefix: options.subjectPrefix ?? '',

@@ -460,6 +460,19 @@ export class AuditServer {
   }
 
   /**
+   * Serves the same service on a TCP address (`host:port`, or `[v6]:port`) as well, with the
+   * given credentials, such as createMtlsServerCredentials. Rejects when the address cannot be
+   * bound. stop() closes this port too.
+   */
+  async bindTcp(target: string, credentials: grpc.ServerCredentials): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      this.server.bindAsync(target, credentials, (error) =>
+        error ? reject(new Error(`bind gRPC audit TCP listener ${target}: ${error.message}`)) : resolve(),
+      );
+    });
+  }
+
+  /**
    * Ends every stream with status OK, waits up to SHUTDOWN_GRACE_MS for the
    * clients to read what is queued, then closes the rest by force.
    */

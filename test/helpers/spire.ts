@@ -50,6 +50,14 @@ export interface SpireHarnessOptions {
   trustDomain?: string;
   /** How long to wait for each process to become healthy, in milliseconds. Defaults to 60 000. */
   startTimeoutMs?: number;
+  /** X.509-SVID lifetime of the test process's own entry, in seconds; SPIRE's default when unset. */
+  delegateX509SvidTtlSeconds?: number;
+  /**
+   * Sign the server CA with a root CA made by the openssl CLI (SPIRE's "disk" UpstreamAuthority),
+   * so that X.509-SVIDs carry the server CA as an intermediate and the bundle contains the root.
+   * Without it the server CA is self-signed and SVIDs have no intermediates.
+   */
+  upstreamCa?: boolean;
 }
 
 export interface CreateEntryOptions {
@@ -127,6 +135,7 @@ export class SpireHarness {
 
   private readonly binaries: { server: string; agent: string };
   private readonly startTimeoutMs: number;
+  private readonly upstreamCa: boolean;
   private serverPort = 0;
   private server: SpireProcess | null = null;
   private agent: SpireProcess | null = null;
@@ -136,6 +145,7 @@ export class SpireHarness {
     this.binaries = findSpireBinaries();
     this.trustDomain = options.trustDomain ?? 'sigil-test.example';
     this.startTimeoutMs = options.startTimeoutMs ?? 60_000;
+    this.upstreamCa = options.upstreamCa ?? false;
     // Socket paths must stay under the 108-byte sun_path limit, so the directory is short.
     this.directory = mkdtempSync(join(tmpdir(), 'sigil-spire-'));
     this.serverSocketPath = join(this.directory, 'server', 'api.sock');
@@ -158,6 +168,7 @@ export class SpireHarness {
       harness.delegateEntryId = await harness.createEntry({
         spiffeId: harness.delegateId,
         selectors: ['unix:uid:0', `unix:path:${nodeBinary}`],
+        x509SvidTtlSeconds: options.delegateX509SvidTtlSeconds,
       });
       await harness.startAgent();
     } catch (error) {
@@ -323,6 +334,7 @@ plugins {
     const dataDirectory = join(serverDirectory, 'data');
     mkdirSync(dataDirectory, { recursive: true });
     this.serverPort = await findFreePort();
+    const upstream = this.upstreamCa ? await this.writeUpstreamCa(serverDirectory) : '';
     const configPath = join(serverDirectory, 'server.conf');
     writeFileSync(
       configPath,
@@ -352,11 +364,31 @@ plugins {
   KeyManager "memory" {
     plugin_data {}
   }
-}
+${upstream}}
 `,
     );
     this.server = this.spawnProcess('spire-server', this.binaries.server, ['run', '-config', configPath]);
     await this.waitHealthy(this.server, this.binaries.server, ['healthcheck', '-socketPath', this.serverSocketPath]);
+  }
+
+  /** Writes a root CA key and certificate, and returns the UpstreamAuthority block that uses them. */
+  private async writeUpstreamCa(serverDirectory: string): Promise<string> {
+    const keyPath = join(serverDirectory, 'upstream-ca.key');
+    const certPath = join(serverDirectory, 'upstream-ca.pem');
+    await this.runCli('openssl', [
+      'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+      '-keyout', keyPath, '-out', certPath, '-days', '2', '-subj', `/CN=${this.trustDomain} upstream CA`,
+      '-addext', 'basicConstraints=critical,CA:true',
+      '-addext', 'keyUsage=critical,keyCertSign,cRLSign',
+      '-addext', `subjectAltName=URI:spiffe://${this.trustDomain}`,
+    ]);
+    return `  UpstreamAuthority "disk" {
+    plugin_data {
+      key_file_path = ${hclString(keyPath)}
+      cert_file_path = ${hclString(certPath)}
+    }
+  }
+`;
   }
 
   private async generateJoinToken(): Promise<string> {
@@ -422,7 +454,7 @@ plugins {
 }
 
 /** Returns a TCP port on 127.0.0.1 that was free a moment ago. */
-async function findFreePort(): Promise<number> {
+export async function findFreePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.once('error', reject);

@@ -40,4 +40,12 @@ export {
   WorkloadEndpointError,
 } from './workload-endpoint';
 export { parseDerCertificates, parseX509BundleMap, X509BundleSet } from './x509-bundle';
-export { readUriSans, ValidatedX509Svid, validateX509Svid, X509SvidError, X509SvidRule } from './x509-svid';
+export {
+  readUriSans,
+  ValidatedX509Svid,
+  ValidatedX509SvidLeaf,
+  validateX509Svid,
+  validateX509SvidLeaf,
+  X509SvidError,
+  X509SvidRule,
+} from './x509-svid';

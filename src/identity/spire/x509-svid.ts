@@ -256,3 +256,25 @@ function verifyChain(
 function isIssuedBy(certificate: X509Certificate, issuer: X509Certificate): boolean {
   return issuer.ca && certificate.checkIssued(issuer) && certificate.verify(issuer.publicKey);
 }
+
+/** The SPIFFE ID of an X.509-SVID leaf that passed validateX509SvidLeaf. */
+export interface ValidatedX509SvidLeaf {
+  spiffeId: string;
+  trustDomain: string;
+}
+
+/**
+ * Checks the leaf-only rules of an X.509-SVID: exactly one URI SAN with a valid SPIFFE ID that
+ * has a path, not a CA, key usage with digitalSignature and without keyCertSign or cRLSign, and
+ * within its validity period. For a leaf whose chain a TLS library has already verified against
+ * the trust domain's bundle. Throws X509SvidError naming the rule that the leaf breaks.
+ */
+export function validateX509SvidLeaf(leaf: X509Certificate, options: ValidateX509SvidOptions = {}): ValidatedX509SvidLeaf {
+  const spiffeId = readLeafSpiffeId(leaf);
+  if (leaf.ca) {
+    throw new X509SvidError('leaf-is-ca', `the leaf certificate of ${spiffeId.toString()} is a CA (basicConstraints cA is true)`);
+  }
+  checkLeafKeyUsage(leaf, spiffeId.toString());
+  checkValidity(leaf, 'the leaf certificate', options.now ?? new Date());
+  return { spiffeId: spiffeId.toString(), trustDomain: spiffeId.trustDomain };
+}
