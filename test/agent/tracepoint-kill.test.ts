@@ -63,7 +63,7 @@ spec:
   process:
     - name: no-blocked
       action: Block
-      paths: [${path('bin/blocked')}]
+      paths: [${path('bin/blocked')}, ${path('bin/blocked-touch')}]
   file:
     - name: no-secret
       action: Block
@@ -115,6 +115,7 @@ beforeAll(async () => {
   symlinkSync(path('bin/blocked'), path('bin/symlink'));
   linkSync(path('bin/blocked'), path('bin/hardlink'));
   execFileSync('cp', [realpathSync('/bin/true'), path('bin/allowed')]);
+  execFileSync('cp', [realpathSync('/usr/bin/touch'), path('bin/blocked-touch')]);
   writeFileSync(path('secret.txt'), 'secret\n');
   writeFileSync(path('ro.txt'), 'read me\n');
   writeFileSync(path('open.txt'), 'anyone\n');
@@ -158,6 +159,13 @@ describe('tracepoint-kill on exec', () => {
     expect(event.subject?.spiffeId).toBe(A);
     expect(event.policy?.name).toBe('tp-a');
     expect(event.errno).toBeUndefined();
+  });
+
+  it('kills the blocked program before it does anything', async () => {
+    expect(await run(a, `${path('bin/blocked-touch')} ${path('touched')}`)).toBe(KILLED);
+    expect(existsSync(path('touched'))).toBe(false);
+    expect(await run(b, `${path('bin/blocked-touch')} ${path('touched')}`)).toBe(0);
+    expect(existsSync(path('touched'))).toBe(true);
   });
 
   it('lets another identity execute it', async () => {
