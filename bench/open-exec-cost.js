@@ -35,7 +35,7 @@ function inodeOf(file) {
 }
 
 // Every identity gets 4 exact-file rules, 3 exec rules and 3 directory rules
-// on inodes that no file here has; the measured subject also gets an Allow
+// on inodes that no file here has. The measured subject also gets an Allow
 // rule on the loop binary and a recursive Allow rule on the opened file's
 // directory, so its operations are allowed by rule. Its postures are Audit,
 // because this process and the loader's library opens share its identity.
@@ -48,15 +48,31 @@ function ruleSet(binary, directory) {
     const posture = id === SUBJECT ? AUDIT : BLOCK;
     subjects.push({ id, execPosture: posture, filePosture: posture });
     for (let r = 0; r < RULES_PER_IDENTITY; r++) {
-      const rule = { subject: id, dev: 1, ino: BigInt(1_000_000 + id * 100 + r), ruleIndex: ruleIndex++ };
+      const rule = {
+        subject: id,
+        dev: 1,
+        ino: BigInt(1_000_000 + id * 100 + r),
+        ruleIndex: ruleIndex++,
+      };
       if (r < 4) inodeRules.push({ ...rule, kind: 'file', action: BLOCK });
       else if (r < 7) inodeRules.push({ ...rule, kind: 'exec', action: BLOCK });
       else directoryRules.push({ ...rule, kind: 'file', action: AUDIT, recursive: r === 9 });
     }
   }
-  inodeRules.push({ subject: SUBJECT, kind: 'exec', action: ALLOW, ruleIndex: ruleIndex++, ...inodeOf(binary) });
+  inodeRules.push({
+    subject: SUBJECT,
+    kind: 'exec',
+    action: ALLOW,
+    ruleIndex: ruleIndex++,
+    ...inodeOf(binary),
+  });
   directoryRules.push({
-    subject: SUBJECT, kind: 'file', action: ALLOW, recursive: true, ruleIndex: ruleIndex++, ...inodeOf(directory),
+    subject: SUBJECT,
+    kind: 'file',
+    action: ALLOW,
+    recursive: true,
+    ruleIndex: ruleIndex++,
+    ...inodeOf(directory),
   });
   return { ruleSet: { subjects, inodeRules, directoryRules }, ruleCount: ruleIndex };
 }
@@ -67,7 +83,11 @@ function runLoop(binary, args) {
     const child = spawn(binary, args, { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.on('data', (chunk) => (out += chunk));
-    child.once('exit', (code) => (code === 0 ? resolve(Number(out.trim())) : reject(new Error(`${args[0]} loop exited ${code}`))));
+    child.once('exit', (code) =>
+      code === 0
+        ? resolve(Number(out.trim()))
+        : reject(new Error(`${args[0]} loop exited ${code}`)),
+    );
   });
 }
 
@@ -85,7 +105,9 @@ function enforce(pinDir, rules) {
   });
   datapath.attachProcessTracking();
   const links = TP_PROGRAMS.map(({ program, kind, target }) =>
-    kind === 'raw_tp' ? object.attachRawTracepoint(program, target) : object.attachTracepoint(program, ...target.split('/')),
+    kind === 'raw_tp'
+      ? object.attachRawTracepoint(program, target)
+      : object.attachTracepoint(program, ...target.split('/')),
   );
   let records = 0;
   datapath.startEvents((_batch, count) => (records += count));
@@ -116,14 +138,18 @@ async function main() {
   const cases = { open: ['open', file, String(OPENS)], exec: ['exec', String(EXECS)] };
   const results = {};
   for (const operation of Object.keys(cases)) {
-    for (const subject of ['subject', 'other']) results[`${operation} ${subject}`] = { baseline: [], enforced: [] };
+    for (const subject of ['subject', 'other'])
+      results[`${operation} ${subject}`] = { baseline: [], enforced: [] };
   }
 
   let drops = 0n;
   try {
     for (let round = 0; round < ROUNDS; round++) {
       for (const [operation, args] of Object.entries(cases)) {
-        for (const [subject, id] of [['subject', SUBJECT], ['other', OTHER]]) {
+        for (const [subject, id] of [
+          ['subject', SUBJECT],
+          ['other', OTHER],
+        ]) {
           const result = results[`${operation} ${subject}`];
           result.baseline.push(await runLoop(binary, args));
           const enforcer = enforce(pinDir, rules);

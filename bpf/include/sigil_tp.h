@@ -44,9 +44,9 @@ enum sigil_tp_syscall {
 
 /*
  * Ring-buffer record of one exec or file decision. The decision fields mean
- * what they mean in the LSM records, except: denied is 1 when the verdict was
- * Block and the program sent SIGKILL, and path_len is the length of path with
- * its NUL, or a negative errno when it could not be read.
+ * what they mean in the LSM records, with two exceptions. denied is 1 when
+ * the verdict was Block and the program sent SIGKILL. path_len is the length
+ * of path with its NUL, or a negative errno when it could not be read.
  */
 struct sigil_tp_decision_record {
 	struct sigil_record_header header;

@@ -13,10 +13,10 @@
  *   the process is killed before it returns to user space and can read or
  *   write through the descriptor.
  *
- * Rules match inodes: an exact-file rule the (device, inode) of the file, a
- * directory rule the (device, inode) of a directory that the walk from the
- * file up its d_parent chain reaches, crossing from a mount's root to its
- * mount point. The verdict follows the LSM programs: Block beats Audit beats
+ * Rules match inodes. An exact-file rule matches the (device, inode) of the
+ * file. A directory rule matches the (device, inode) of a directory that the
+ * walk from the file up its d_parent chain reaches, where the walk crosses
+ * from a mount's root to its mount point. The verdict follows the LSM programs: Block beats Audit beats
  * Allow, the lowest rule index among equal actions is reported, and the
  * posture applies when the subject has Allow rules of the kind and no rule
  * matched.
@@ -187,8 +187,8 @@ static __always_inline bool match_directories(void *directories, __u32 subject,
  * more than the rest of an open (about 7 us against 0.6 us, measured with
  * bench/open-exec-cost.js), and a subject with Allow rules has a decision
  * on every open. So Allow and Audit records wake the consumer only once the
- * ring is an eighth full; it also reads them at its poll timeout (100 ms)
- * and whenever a Block record wakes it.
+ * ring is an eighth full. The consumer also reads them at its poll timeout
+ * (100 ms) and whenever a Block record wakes it.
  */
 static __always_inline __u64 submit_flags(__u8 action)
 {
@@ -389,8 +389,8 @@ static __always_inline struct file *file_of_fd(long fd)
 
 /*
  * Decides the file that an open returned. path_argument and flags_argument
- * are the 1-based positions of the call's path and flags arguments, 0 for
- * none; the flags of openat2() are read from its struct open_how.
+ * are the 1-based positions of the call's path and flags arguments, or 0 for
+ * none. The flags of openat2() come from its struct open_how.
  */
 static __always_inline int decide_open(struct syscall_trace_exit *ctx, __u32 syscall,
 				       int path_argument, int flags_argument)

@@ -1,14 +1,14 @@
 /**
  * The agent's tracepoint-kill enforcer for exec and file rules, used where
  * BPF LSM is not. It loads bpf/.output/sigil-tp.bpf.o on the main object's
- * pinned maps, attaches its programs with pinned links, publishes the exec
- * and file rules of each rule-set generation with the egress rules, and turns
- * the decision records into audit events with the result `killed`.
+ * pinned maps and attaches its programs with pinned links. It publishes the
+ * exec and file rules of each rule-set generation with the egress rules, and
+ * turns the decision records into audit events with the result `killed`.
  *
  * The rules compile as for BPF LSM (compileLsmPolicySet), so both enforcers
- * reach the verdicts of src/policy/decide.ts; they differ in what happens on
- * Block: this enforcer cannot fail the call, and kills the process after the
- * exec or open succeeded (see bpf/tracepoint/kill.bpf.c for the windows).
+ * apply the rules, postures and precedence of src/policy/decide.ts. They
+ * differ on Block: this enforcer cannot fail the call, so it kills the
+ * process after the exec or open succeeded (see bpf/tracepoint/kill.bpf.c).
  */
 import { readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -60,15 +60,19 @@ export interface TracepointEnforcerOptions {
 }
 
 /**
- * Returns whether the agent enforces exec and file rules with tracepoint-kill:
- * the probe chose it (BPF LSM is not active and the kernel has what it needs),
- * and pinning is on, because the object reuses the main object's maps
- * through their pins.
+ * Returns whether the agent enforces exec and file rules with tracepoint-kill.
+ * That needs the probe to choose it (BPF LSM is not active and the kernel has
+ * what it needs) and pinning, because the object reuses the main object's
+ * maps through their pins.
  */
 export function tracepointKillUsable(pinDir: string | null, logger: Logger): boolean {
-  const used = probeEnforcers().some((report) => report.enforcer === 'tracepoint-kill' && report.used);
+  const used = probeEnforcers().some(
+    (report) => report.enforcer === 'tracepoint-kill' && report.used,
+  );
   if (used && pinDir === null) {
-    logger.warn('process and file rules are not enforced without pinning (--no-pin is set): tracepoint-kill needs the pinned maps');
+    logger.warn(
+      'process and file rules are not enforced without pinning (--no-pin is set): tracepoint-kill needs the pinned maps',
+    );
   }
   return used && pinDir !== null;
 }
@@ -83,7 +87,9 @@ type GenerationTables = Pick<LsmPolicyCompilation, 'rules' | 'policiesBySubject'
 export function resolveDirectoryRules(
   rules: readonly LsmDirectoryRule[],
   table: readonly LsmRuleRef[],
-  resolve: (path: string) => { dev: number; ino: bigint; directory: boolean } | null = statDirectory,
+  resolve: (
+    path: string,
+  ) => { dev: number; ino: bigint; directory: boolean } | null = statDirectory,
 ): { rules: TpDirectoryRule[]; warnings: ConfigIssue[] } {
   const resolved: TpDirectoryRule[] = [];
   const warnings: ConfigIssue[] = [];
@@ -121,6 +127,37 @@ function statDirectory(path: string): { dev: number; ino: bigint; directory: boo
     throw error;
   }
   return { dev: kernelDeviceNumber(stats.dev), ino: stats.ino, directory: stats.isDirectory() };
+}
+
+/**
+ * Returns a warning for each policy in Enforce mode that selects processes
+ * without a SPIFFE ID and has Allow rules with a Block posture of the process
+ * or file kind. Under tracepoint-kill that kills every unregistered process
+ * that executes or opens anything else, the agent and system services
+ * included, where BPF LSM would only fail the call.
+ */
+export function unidentifiedKillWarnings(set: PolicySet): ConfigIssue[] {
+  const warnings: ConfigIssue[] = [];
+  for (const policy of set.policies) {
+    if (policy.subjectSelector.kind !== 'unidentified' || policy.mode !== 'Enforce') continue;
+    const kinds = [
+      { kind: 'process', field: 'processPosture', rules: policy.process, verb: 'executes' },
+      { kind: 'file', field: 'filePosture', rules: policy.file, verb: 'opens' },
+    ] as const;
+    for (const { kind, field, rules, verb } of kinds) {
+      if (policy[field] !== 'Block' || !rules.some((rule) => rule.action === 'Allow')) continue;
+      warnings.push({
+        position: policy.position,
+        fieldPath: `spec.${field}`,
+        message:
+          `policy "${policy.name}" makes tracepoint-kill kill every process without a SPIFFE ID ` +
+          `that ${verb} anything its Allow ${kind} rules do not match, including the agent and system services`,
+        hint: 'set mode: Audit first to see what it would kill',
+        severity: 'warning',
+      });
+    }
+  }
+  return warnings;
 }
 
 /** The tracepoint-kill object, its pinned links and the rule tables of recent generations. */
@@ -174,9 +211,14 @@ export class TracepointEnforcer {
         }
       } catch (error) {
         if (program === 'sigil_tp_exec' || program === 'sigil_tp_openat') {
-          throw new Error(`attach ${program} to ${target}: ${(error as Error).message}`, { cause: error });
+          throw new Error(`attach ${program} to ${target}: ${(error as Error).message}`, {
+            cause: error,
+          });
         }
-        this.log.warn({ program, target, err: error }, `tracepoint ${target} not attached; opens through it are not enforced`);
+        this.log.warn(
+          { program, target, err: error },
+          `tracepoint ${target} not attached; opens through it are not enforced`,
+        );
         continue;
       }
       this.links.push(link);
@@ -185,7 +227,10 @@ export class TracepointEnforcer {
       attached.push(program);
     }
     for (const pin of earlierPins) rmSync(pin, { force: true });
-    this.log.info({ programs: attached, replaced: earlierPins.length }, 'attached the tracepoint-kill programs');
+    this.log.info(
+      { programs: attached, replaced: earlierPins.length },
+      'attached the tracepoint-kill programs',
+    );
   }
 
   /**
@@ -197,8 +242,12 @@ export class TracepointEnforcer {
     const compiled = compileLsmPolicySet(set, identities);
     const directories = resolveDirectoryRules([...compiled.ruleSet.directoryRules], compiled.rules);
     const warnings = [
-      ...compiled.warnings.map((issue) => ({ ...issue, message: issue.message.replace('BPF LSM', 'tracepoint-kill') })),
+      ...compiled.warnings.map((issue) => ({
+        ...issue,
+        message: issue.message.replace('BPF LSM', 'tracepoint-kill'),
+      })),
       ...directories.warnings,
+      ...unidentifiedKillWarnings(set),
     ];
     for (const warning of warnings) this.log.warn(formatIssue(warning));
     const ruleSet = {
@@ -209,13 +258,19 @@ export class TracepointEnforcer {
     return {
       beforeSwitch: (generation) => publishTpRuleSet(this.maps, generation, ruleSet),
       afterSwitch: (generation, previous) => {
-        this.tables.set(generation, { rules: compiled.rules, policiesBySubject: compiled.policiesBySubject });
+        this.tables.set(generation, {
+          rules: compiled.rules,
+          policiesBySubject: compiled.policiesBySubject,
+        });
         this.tables.delete(generation - KEPT_GENERATIONS);
         if (previous === 0) return;
         try {
           retireTpRuleSet(this.maps, previous);
         } catch (error) {
-          this.log.error({ err: error, generation: previous }, 'retire tracepoint-kill rule set failed');
+          this.log.error(
+            { err: error, generation: previous },
+            'retire tracepoint-kill rule set failed',
+          );
         }
       },
     };
@@ -241,7 +296,11 @@ export class TracepointEnforcer {
     return records;
   }
 
-  private decodeRecord(batch: Buffer, at: number, length: number): KernelRecord | MalformedRecord | TpDecisionRecord {
+  private decodeRecord(
+    batch: Buffer,
+    at: number,
+    length: number,
+  ): KernelRecord | MalformedRecord | TpDecisionRecord {
     if (length < recordHeaderLayout.size) return decodeRecord(batch, at, length);
     const type = batch.readUInt32LE(at + recordHeaderLayout.offsetOf('type'));
     if (type !== TpRecordType.ExecDecision && type !== TpRecordType.FileDecision) {
@@ -257,54 +316,74 @@ export class TracepointEnforcer {
   /**
    * Returns the audit event of a decision. A Block verdict whose SIGKILL the
    * kernel queued has the result `killed`. One it could not queue (such as
-   * for init, pid 1) has `allowed`, says why in the message, and is logged.
+   * for init, pid 1) has `allowed`, with the errno in the message, and is logged.
    */
   eventFor(record: TpDecisionRecord): EventDraft {
-    const spiffeId = this.options.spiffeIdOf(record.subjectId);
     const path = record.path || `inode ${record.dev}:${record.ino}`;
-    const isExec = record.type === 'tp-exec-decision';
     const killed = record.denied && record.killResult === 0;
-    const process: Process = {
+    let outcome = killed ? 'killed the process' : 'allowed';
+    if (record.denied && !killed) {
+      outcome = `allowed: SIGKILL failed with errno ${-record.killResult}`;
+      this.log.warn(
+        { pid: record.tgid, errno: -record.killResult, path },
+        'tracepoint-kill could not kill a blocked process',
+      );
+    }
+    const draft =
+      record.type === 'tp-exec-decision'
+        ? this.execDraft(record, path, `exec of ${path} ${outcome}`)
+        : this.fileDraft(record, path, outcome);
+    if (killed) draft.result = 'killed';
+    return draft;
+  }
+
+  private processOf(record: TpDecisionRecord, executable: string): Process {
+    return {
       pid: record.tgid,
       ppid: record.ppid,
       uid: record.uid,
       gid: record.gid,
-      // An exec event names the program that the exec ran.
-      executable: isExec ? path : (this.options.executableOf(record.tgid) ?? ''),
+      executable,
       comm: record.comm,
       cgroupId: record.cgroupId.toString(),
       tgid: record.tgid,
     };
+  }
+
+  /** Builds an exec event, which names the program that the exec ran. */
+  private execDraft(record: TpDecisionRecord, path: string, message: string): EventDraft {
+    const draft: EventDraft = {
+      type: 'exec',
+      ktimeNs: record.ktimeNs.toString(),
+      subject: { spiffeId: this.options.spiffeIdOf(record.subjectId) ?? '' },
+      process: this.processOf(record, path),
+      action: ACTION_NAMES[record.action] ?? 'none',
+      result: 'allowed',
+      enforcer: 'tracepoint-kill',
+      message,
+    };
     const policy = this.policyOf(record);
-    const action = ACTION_NAMES[record.action] ?? 'none';
-    const operation = isExec ? `exec of ${path}` : `${syscallName(record.syscall)} of ${path} for ${record.writeIntent ? 'write' : 'read'}`;
-    let outcome = killed ? 'killed the process' : 'allowed';
-    if (record.denied && !killed) {
-      outcome = `allowed: SIGKILL failed with errno ${-record.killResult}`;
-      this.log.warn({ pid: record.tgid, errno: -record.killResult, path }, 'tracepoint-kill could not kill a blocked process');
-    }
-    const message = `${operation} ${outcome}`;
-    let draft: EventDraft;
-    if (isExec) {
-      draft = {
-        type: 'exec',
-        ktimeNs: record.ktimeNs.toString(),
-        subject: { spiffeId: spiffeId ?? '' },
-        process,
-        action,
-        result: 'allowed',
-        enforcer: 'tracepoint-kill',
-        message,
-      };
-      if (policy) draft.policy = policy;
-    } else {
-      draft = fileEvent(
-        { ktimeNs: record.ktimeNs, spiffeId, process, policy, action, denied: false, enforcer: 'tracepoint-kill', message },
-        { path, operation: 'open' },
-      );
-    }
-    if (killed) draft.result = 'killed';
+    if (policy) draft.policy = policy;
     return draft;
+  }
+
+  /** Builds a file event for the open; the result is set by eventFor. */
+  private fileDraft(record: TpDecisionRecord, path: string, outcome: string): EventDraft {
+    const access = record.writeIntent ? 'write' : 'read';
+    const executable = this.options.executableOf(record.tgid) ?? '';
+    return fileEvent(
+      {
+        ktimeNs: record.ktimeNs,
+        spiffeId: this.options.spiffeIdOf(record.subjectId),
+        process: this.processOf(record, executable),
+        policy: this.policyOf(record),
+        action: ACTION_NAMES[record.action] ?? 'none',
+        denied: false,
+        enforcer: 'tracepoint-kill',
+        message: `${syscallName(record.syscall)} of ${path} for ${access} ${outcome}`,
+      },
+      { path, operation: 'open' },
+    );
   }
 
   /** Names the rule, or the policies whose posture decided, from the generation's tables. */

@@ -6,7 +6,14 @@
  * and constant here against it. Integers are little-endian, as the BPF
  * programs write them on x86_64.
  */
-import { KernelAction, recordHeaderLayout, SIGIL_COMM_LEN, SIGIL_PATH_MAX, StructLayout, defineStruct } from './layout';
+import {
+  KernelAction,
+  recordHeaderLayout,
+  SIGIL_COMM_LEN,
+  SIGIL_PATH_MAX,
+  StructLayout,
+  defineStruct,
+} from './layout';
 import { LsmMatch, pathDecisionLayout } from './lsm-layout';
 
 export const SIGIL_TP_MAX_INODE_KEYS = 262144;
@@ -94,7 +101,7 @@ export interface TpDecisionRecord {
   action: KernelAction;
   /** A DecisionReason value. */
   reason: number;
-  /** The verdict was Block, so the program sent SIGKILL; killResult says whether the kernel queued it. */
+  /** The verdict was Block, so the program sent SIGKILL. killResult tells whether the kernel queued it. */
   denied: boolean;
   match: LsmMatch;
   /** bpf_send_signal's result: 0 when SIGKILL was queued (or none was sent), else a negative errno. */
@@ -121,7 +128,11 @@ function cString(buffer: Buffer, offset: number, length: number): string {
  * record types, and throws RangeError when the record is shorter than its
  * layout or its header states another size.
  */
-export function decodeTpRecord(buffer: Buffer, at = 0, length = buffer.length - at): TpDecisionRecord | null {
+export function decodeTpRecord(
+  buffer: Buffer,
+  at = 0,
+  length = buffer.length - at,
+): TpDecisionRecord | null {
   if (length < recordHeaderLayout.size) {
     throw new RangeError(`record of ${length} bytes is shorter than its header`);
   }
@@ -130,7 +141,9 @@ export function decodeTpRecord(buffer: Buffer, at = 0, length = buffer.length - 
   const layout = tpDecisionRecordLayout;
   const size = buffer.readUInt32LE(at + recordHeaderLayout.offsetOf('size'));
   if (size !== layout.size || length < layout.size) {
-    throw new RangeError(`${layout.name} of ${length} bytes (header size ${size}), expected ${layout.size}`);
+    throw new RangeError(
+      `${layout.name} of ${length} bytes (header size ${size}), expected ${layout.size}`,
+    );
   }
   const base = at + layout.offsetOf('decision');
   const field = (name: string) => base + pathDecisionLayout.offsetOf(name);

@@ -7,8 +7,8 @@
  * One difference: the kernel matches a directory rule by the directory's
  * (device, inode), which this module reads with stat() when it publishes the
  * rule set, where the LSM object hashes the path. So a directory rule follows
- * its directory through renames and bind mounts, names the directory as the
- * agent's mount namespace sees it, and does not cover a directory created at
+ * its directory through renames and bind mounts, names the directory as it is
+ * in the agent's mount namespace, and does not cover a directory created at
  * the path after the rule set was published.
  */
 import { existsSync } from 'node:fs';
@@ -40,7 +40,12 @@ import { SIGIL_TP_MAX_DIRECTORY_KEYS, SIGIL_TP_MAX_INODE_KEYS } from './tp-layou
 import { BpfObject, closeFd, MapFlag, MapType, mapCreate, mapDelete, mapUpdate } from './native';
 
 /** Maps of the main object that the tracepoint-kill object reuses through their pins. */
-export const TP_SHARED_MAPS = ['sigil_settings', 'sigil_identities', 'sigil_events', 'sigil_drops'] as const;
+export const TP_SHARED_MAPS = [
+  'sigil_settings',
+  'sigil_identities',
+  'sigil_events',
+  'sigil_drops',
+] as const;
 
 /** Programs of the object, each with the tracepoint its section names. */
 export const TP_PROGRAMS = [
@@ -70,7 +75,8 @@ export function defaultTpObjectPath(): string {
  * pinned map does not match this object's declaration. Nothing is attached.
  */
 export function openTpObject(pinDirectory: string, path = defaultTpObjectPath()): BpfObject {
-  if (!existsSync(path)) throw new Error(`tracepoint-kill BPF object ${path} not found: run \`make\``);
+  if (!existsSync(path))
+    throw new Error(`tracepoint-kill BPF object ${path} not found: run \`make\``);
   const missing = TP_SHARED_MAPS.filter((name) => !existsSync(join(pinDirectory, name)));
   if (missing.length > 0) {
     throw new Error(
@@ -138,7 +144,8 @@ const NO_VERDICT: LsmVerdict = { action: KernelAction.None, ruleIndex: 0 };
 /** Returns the stronger verdict: the higher action, or the lower rule index among equal actions. */
 function stronger(current: LsmVerdict, candidate: LsmVerdict): LsmVerdict {
   if (candidate.action > current.action) return candidate;
-  if (candidate.action === current.action && candidate.ruleIndex < current.ruleIndex) return candidate;
+  if (candidate.action === current.action && candidate.ruleIndex < current.ruleIndex)
+    return candidate;
   return current;
 }
 
@@ -157,14 +164,25 @@ function addRule(access: LsmAccessVerdicts, rule: TpDirectoryRule): LsmAccessVer
 export function compileTpRuleSet(ruleSet: TpRuleSet): CompiledTpRuleSet {
   const directoryRules = [...ruleSet.directoryRules];
   // The hash seed only keys directory paths, which this object does not use.
-  const base = compileLsmRuleSet({ subjects: ruleSet.subjects, inodeRules: ruleSet.inodeRules, directoryRules: [] }, 0n);
-  const compiled: CompiledTpRuleSet = { subjects: base.subjects, inodes: base.inodes, directories: new Map() };
+  const base = compileLsmRuleSet(
+    { subjects: ruleSet.subjects, inodeRules: ruleSet.inodeRules, directoryRules: [] },
+    0n,
+  );
+  const compiled: CompiledTpRuleSet = {
+    subjects: base.subjects,
+    inodes: base.inodes,
+    directories: new Map(),
+  };
   for (const rule of directoryRules) {
     if (![KernelAction.Allow, KernelAction.Audit, KernelAction.Block].includes(rule.action)) {
-      throw new RangeError(`rule ${rule.ruleIndex}: invalid action ${rule.action}: expected Allow, Audit or Block`);
+      throw new RangeError(
+        `rule ${rule.ruleIndex}: invalid action ${rule.action}: expected Allow, Audit or Block`,
+      );
     }
     if (rule.readOnly && rule.kind !== 'file') {
-      throw new RangeError(`rule ${rule.ruleIndex}: readOnly applies to file rules only, got kind ${rule.kind}`);
+      throw new RangeError(
+        `rule ${rule.ruleIndex}: readOnly applies to file rules only, got kind ${rule.kind}`,
+      );
     }
     const subject = compiled.subjects.get(rule.subject) ?? {
       flags: 0,
@@ -172,7 +190,8 @@ export function compileTpRuleSet(ruleSet: TpRuleSet): CompiledTpRuleSet {
       filePosture: KernelAction.None,
     };
     if (rule.action === KernelAction.Allow) {
-      subject.flags |= rule.kind === 'exec' ? LSM_SUBJECT_HAS_EXEC_ALLOW : LSM_SUBJECT_HAS_FILE_ALLOW;
+      subject.flags |=
+        rule.kind === 'exec' ? LSM_SUBJECT_HAS_EXEC_ALLOW : LSM_SUBJECT_HAS_FILE_ALLOW;
     }
     compiled.subjects.set(rule.subject, subject);
 
@@ -188,8 +207,20 @@ export function compileTpRuleSet(ruleSet: TpRuleSet): CompiledTpRuleSet {
   return compiled;
 }
 
-function createInnerMap(name: string, keySize: number, valueSize: number, maxEntries: number): number {
-  return mapCreate({ type: MapType.HASH, name, keySize, valueSize, maxEntries, flags: MapFlag.NO_PREALLOC });
+function createInnerMap(
+  name: string,
+  keySize: number,
+  valueSize: number,
+  maxEntries: number,
+): number {
+  return mapCreate({
+    type: MapType.HASH,
+    name,
+    keySize,
+    valueSize,
+    maxEntries,
+    flags: MapFlag.NO_PREALLOC,
+  });
 }
 
 const OUTER_MAPS = ['subjects', 'inodes', 'directories'] as const;
@@ -209,11 +240,22 @@ export function publishTpRuleSet(maps: TpMapFds, generation: number, ruleSet: Tp
     const subjects = createInnerMap('sigil_tp_subj', 4, lsmSubjectLayout.size, SIGIL_MAX_SUBJECTS);
     created.push(subjects);
     for (const [id, entry] of compiled.subjects) {
-      mapUpdate(subjects, encodeU32(id), encodeLsmSubject(entry.flags, entry.execPosture, entry.filePosture), 0);
+      mapUpdate(
+        subjects,
+        encodeU32(id),
+        encodeLsmSubject(entry.flags, entry.execPosture, entry.filePosture),
+        0,
+      );
     }
-    const inodes = createInnerMap('sigil_tp_ino', lsmInodeKeyLayout.size, lsmAccessLayout.size, SIGIL_TP_MAX_INODE_KEYS);
+    const inodes = createInnerMap(
+      'sigil_tp_ino',
+      lsmInodeKeyLayout.size,
+      lsmAccessLayout.size,
+      SIGIL_TP_MAX_INODE_KEYS,
+    );
     created.push(inodes);
-    for (const { key, access } of compiled.inodes.values()) mapUpdate(inodes, key, encodeLsmAccess(access), 0);
+    for (const { key, access } of compiled.inodes.values())
+      mapUpdate(inodes, key, encodeLsmAccess(access), 0);
     const directories = createInnerMap(
       'sigil_tp_dir',
       lsmInodeKeyLayout.size,
@@ -233,9 +275,12 @@ export function publishTpRuleSet(maps: TpMapFds, generation: number, ruleSet: Tp
     });
   } catch (cause) {
     for (const outer of inserted) mapDelete(maps[outer], encodeU32(generation));
-    throw new Error(`publish tracepoint-kill rule set generation ${generation}: ${(cause as Error).message}`, {
-      cause,
-    });
+    throw new Error(
+      `publish tracepoint-kill rule set generation ${generation}: ${(cause as Error).message}`,
+      {
+        cause,
+      },
+    );
   } finally {
     // The outer maps hold their own references to the inner maps.
     for (const fd of created) closeFd(fd);

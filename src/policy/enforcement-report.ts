@@ -1,7 +1,7 @@
 /**
- * Which rules a node enforces: for each rule kind the enforcer that applies
- * it, and for each rule whether that enforcer can block with it, only reports
- * it, or nothing applies it at all. The agent logs this at start-up and on
+ * The enforcement report of a node: the enforcer that applies each rule kind,
+ * and for each rule whether that enforcer can block with it, only reports it,
+ * or whether nothing applies it at all. The agent logs this at start-up and on
  * every reload and stores it for `sigil status`.
  */
 import { effectiveAction } from './actions';
@@ -44,14 +44,18 @@ function rulesOf(policy: Policy, kind: RuleKind): readonly RuleBase[] {
 }
 
 /** Returns the enforcement state of every rule of the policies, in file order. */
-export function ruleEnforcement(policies: readonly Policy[], kinds: KindEnforcers): RuleEnforcement[] {
+export function ruleEnforcement(
+  policies: readonly Policy[],
+  kinds: KindEnforcers,
+): RuleEnforcement[] {
   const rows: RuleEnforcement[] = [];
   for (const policy of policies) {
     for (const kind of RULE_KINDS) {
       const enforcer = kinds[kind];
       for (const rule of rulesOf(policy, kind)) {
         let state: RuleEnforcementState = 'none';
-        if (enforcer) state = effectiveAction(rule.action, policy.mode) === 'Audit' ? 'audit' : 'enforce';
+        if (enforcer)
+          state = effectiveAction(rule.action, policy.mode) === 'Audit' ? 'audit' : 'enforce';
         rows.push({
           policy: policy.name,
           rule: rule.name,
@@ -80,11 +84,16 @@ function ruleList(rows: readonly RuleEnforcement[]): string {
  * and the rules (policy/rule) it enforces, only audits, or leaves alone.
  * Lists are cut after 20 names; `sigil status` shows every rule.
  */
-export function describeEnforcement(kinds: KindEnforcers, rows: readonly RuleEnforcement[]): string[] {
+export function describeEnforcement(
+  kinds: KindEnforcers,
+  rows: readonly RuleEnforcement[],
+): string[] {
   return RULE_KINDS.map((kind) => {
     const ofKind = rows.filter((row) => row.kind === kind);
     const enforcer = kinds[kind];
-    const head = enforcer ? `${kind} rules: enforced by ${enforcer}` : `${kind} rules: no enforcer on this node`;
+    const head = enforcer
+      ? `${kind} rules: enforced by ${enforcer}`
+      : `${kind} rules: no enforcer on this node`;
     const parts: string[] = [];
     for (const state of ['enforce', 'audit', 'none'] as const) {
       const selected = ofKind.filter((row) => row.state === state);

@@ -21,12 +21,18 @@ import { BpfObject } from '../../src/kernel/native';
 // size, offset and constant back, so the TypeScript mirror cannot drift from it.
 const HEADER = 'bpf/include/sigil_tp.h';
 let workDir = '';
-const facts = { sizes: {} as Record<string, bigint>, offsets: {} as Record<string, bigint>, constants: {} as Record<string, bigint> };
+const facts = {
+  sizes: {} as Record<string, bigint>,
+  offsets: {} as Record<string, bigint>,
+  constants: {} as Record<string, bigint>,
+};
 
 function probeProgram(): string {
   const lines: string[] = [];
   const emit = (key: string, expression: string) =>
-    lines.push(`  printf("\\"%s\\": \\"%llu\\",\\n", "${key}", (unsigned long long)(${expression}));`);
+    lines.push(
+      `  printf("\\"%s\\": \\"%llu\\",\\n", "${key}", (unsigned long long)(${expression}));`,
+    );
   lines.push('#include <stdio.h>', '#include <stddef.h>', '#include <linux/types.h>');
   lines.push(`#include "${resolve(HEADER)}"`, 'int main(void) {', '  printf("{");');
   for (const layout of ALL_TP_LAYOUTS) {
@@ -43,7 +49,13 @@ function probeProgram(): string {
 beforeAll(() => {
   workDir = mkdtempSync(join(tmpdir(), 'sigil-tp-layout-'));
   writeFileSync(join(workDir, 'probe.c'), probeProgram());
-  execFileSync('cc', ['-Wall', '-Ibpf/include', '-o', join(workDir, 'probe'), join(workDir, 'probe.c')]);
+  execFileSync('cc', [
+    '-Wall',
+    '-Ibpf/include',
+    '-o',
+    join(workDir, 'probe'),
+    join(workDir, 'probe.c'),
+  ]);
   const raw = JSON.parse(execFileSync(join(workDir, 'probe'), { encoding: 'utf8' }));
   for (const [key, value] of Object.entries<string>(raw)) {
     const [kind, name] = key.split(':');
@@ -90,7 +102,9 @@ describe('the linked tracepoint-kill object', () => {
   it('defines every program TP_PROGRAMS attaches', () => {
     const object = new BpfObject('bpf/.output/sigil-tp.bpf.o');
     try {
-      expect(object.programNames().sort()).toEqual(TP_PROGRAMS.map(({ program }) => program).sort());
+      expect(object.programNames().sort()).toEqual(
+        TP_PROGRAMS.map(({ program }) => program).sort(),
+      );
     } finally {
       object.close();
     }
@@ -153,7 +167,9 @@ describe('decodeTpRecord', () => {
   });
 
   it('rejects a record of the wrong size', () => {
-    expect(() => decodeTpRecord(record(TpRecordType.FileDecision).subarray(0, 100))).toThrow(RangeError);
+    expect(() => decodeTpRecord(record(TpRecordType.FileDecision).subarray(0, 100))).toThrow(
+      RangeError,
+    );
   });
 });
 
@@ -163,11 +179,30 @@ describe('compileTpRuleSet', () => {
       subjects: [],
       inodeRules: [],
       directoryRules: [
-        { subject: 2, kind: 'file', dev: 8, ino: 100n, recursive: true, action: KernelAction.Allow, readOnly: true, ruleIndex: 4 },
-        { subject: 2, kind: 'file', dev: 8, ino: 100n, recursive: false, action: KernelAction.Block, ruleIndex: 5 },
+        {
+          subject: 2,
+          kind: 'file',
+          dev: 8,
+          ino: 100n,
+          recursive: true,
+          action: KernelAction.Allow,
+          readOnly: true,
+          ruleIndex: 4,
+        },
+        {
+          subject: 2,
+          kind: 'file',
+          dev: 8,
+          ino: 100n,
+          recursive: false,
+          action: KernelAction.Block,
+          ruleIndex: 5,
+        },
       ],
     });
-    const entry = compiled.directories.get(encodeInodeKey(2, LsmKind.File, 8, 100n).toString('hex'));
+    const entry = compiled.directories.get(
+      encodeInodeKey(2, LsmKind.File, 8, 100n).toString('hex'),
+    );
     expect(entry?.subtree.read).toEqual({ action: KernelAction.Allow, ruleIndex: 4 });
     expect(entry?.subtree.write).toEqual({ action: KernelAction.Block, ruleIndex: 4 });
     expect(entry?.direct.read).toEqual({ action: KernelAction.Block, ruleIndex: 5 });
@@ -177,9 +212,23 @@ describe('compileTpRuleSet', () => {
     const compiled = compileTpRuleSet({
       subjects: [{ id: 6, execPosture: KernelAction.Block, filePosture: KernelAction.Audit }],
       inodeRules: [],
-      directoryRules: [{ subject: 6, kind: 'exec', dev: 1, ino: 2n, recursive: true, action: KernelAction.Allow, ruleIndex: 0 }],
+      directoryRules: [
+        {
+          subject: 6,
+          kind: 'exec',
+          dev: 1,
+          ino: 2n,
+          recursive: true,
+          action: KernelAction.Allow,
+          ruleIndex: 0,
+        },
+      ],
     });
-    expect(compiled.subjects.get(6)).toEqual({ flags: 1, execPosture: KernelAction.Block, filePosture: KernelAction.Audit });
+    expect(compiled.subjects.get(6)).toEqual({
+      flags: 1,
+      execPosture: KernelAction.Block,
+      filePosture: KernelAction.Audit,
+    });
   });
 
   it('rejects readOnly on exec directory rules', () => {
@@ -187,7 +236,18 @@ describe('compileTpRuleSet', () => {
       compileTpRuleSet({
         subjects: [],
         inodeRules: [],
-        directoryRules: [{ subject: 1, kind: 'exec', dev: 1, ino: 2n, recursive: false, action: KernelAction.Allow, readOnly: true, ruleIndex: 9 }],
+        directoryRules: [
+          {
+            subject: 1,
+            kind: 'exec',
+            dev: 1,
+            ino: 2n,
+            recursive: false,
+            action: KernelAction.Allow,
+            readOnly: true,
+            ruleIndex: 9,
+          },
+        ],
       }),
     ).toThrow(/readOnly applies to file rules only/);
   });

@@ -2,10 +2,17 @@ import { mkdtempSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { resolveDirectoryRules } from '../../src/enforce/tracepoint-enforcer';
+import {
+  resolveDirectoryRules,
+  unidentifiedKillWarnings,
+} from '../../src/enforce/tracepoint-enforcer';
 import { KernelAction } from '../../src/kernel/layout';
 import { compileLsmPolicySet } from '../../src/policy/compile-lsm';
-import { describeEnforcement, KindEnforcers, ruleEnforcement } from '../../src/policy/enforcement-report';
+import {
+  describeEnforcement,
+  KindEnforcers,
+  ruleEnforcement,
+} from '../../src/policy/enforcement-report';
 import { parsePolicySet } from '../../src/policy/loader';
 
 const TEXT = `apiVersion: sigil.dev/v1alpha1
@@ -48,8 +55,18 @@ spec:
       paths: [/etc/ssl/private/key.pem]
 `;
 
-const TRACEPOINT: KindEnforcers = { egress: 'cgroup-sock', ingress: null, process: 'tracepoint-kill', file: 'tracepoint-kill' };
-const EGRESS_ONLY: KindEnforcers = { egress: 'cgroup-sock', ingress: null, process: null, file: null };
+const TRACEPOINT: KindEnforcers = {
+  egress: 'cgroup-sock',
+  ingress: null,
+  process: 'tracepoint-kill',
+  file: 'tracepoint-kill',
+};
+const EGRESS_ONLY: KindEnforcers = {
+  egress: 'cgroup-sock',
+  ingress: null,
+  process: null,
+  file: null,
+};
 
 describe('ruleEnforcement', () => {
   const set = parsePolicySet(TEXT, 'web.yaml');
@@ -66,8 +83,16 @@ describe('ruleEnforcement', () => {
   });
 
   it('reports nothing applied without a path enforcer', () => {
-    const states = ruleEnforcement(set.policies, EGRESS_ONLY).map((row) => `${row.rule}:${row.state}`);
-    expect(states).toEqual(['db:enforce', 'no-curl:none', 'watch-etc:none', 'from-lb:none', 'no-keys:none']);
+    const states = ruleEnforcement(set.policies, EGRESS_ONLY).map(
+      (row) => `${row.rule}:${row.state}`,
+    );
+    expect(states).toEqual([
+      'db:enforce',
+      'no-curl:none',
+      'watch-etc:none',
+      'from-lb:none',
+      'no-keys:none',
+    ]);
   });
 
   it('describes each kind in one line', () => {
@@ -106,7 +131,12 @@ spec:
       const compiled = compileLsmPolicySet(set, [{ id: 1, spiffeId: 'spiffe://example.org/a' }]);
       const result = resolveDirectoryRules([...compiled.ruleSet.directoryRules], compiled.rules);
       expect(result.rules).toHaveLength(1);
-      expect(result.rules[0]).toMatchObject({ subject: 1, kind: 'file', action: KernelAction.Block, recursive: true });
+      expect(result.rules[0]).toMatchObject({
+        subject: 1,
+        kind: 'file',
+        action: KernelAction.Block,
+        recursive: true,
+      });
       expect(result.warnings.map((warning) => warning.message)).toEqual([
         `file rule "dirs" of policy "p": directory ${join(work, 'file.txt')} is not a directory, so tracepoint-kill does not enforce it`,
         `file rule "dirs" of policy "p": directory ${join(work, 'missing')} does not exist, so tracepoint-kill does not enforce it`,
@@ -114,5 +144,43 @@ spec:
     } finally {
       rmSync(work, { recursive: true, force: true });
     }
+  });
+});
+
+describe('unidentifiedKillWarnings', () => {
+  const policy = (mode: string, posture: string) =>
+    parsePolicySet(
+      `apiVersion: sigil.dev/v1alpha1
+kind: IdentityPolicy
+metadata:
+  name: lockdown
+spec:
+  mode: ${mode}
+  subject:
+    unidentified: true
+  filePosture: ${posture}
+  file:
+    - name: libs
+      action: Allow
+      directories: [/usr/lib]
+      recursive: true
+`,
+      'lockdown.yaml',
+    );
+
+  it('warns for a Block file posture of unidentified processes', () => {
+    const warnings = unidentifiedKillWarnings(policy('Enforce', 'Block'));
+    expect(warnings).toHaveLength(1);
+    expect(warnings[0].fieldPath).toBe('spec.filePosture');
+    expect(warnings[0].message).toContain(
+      'kill every process without a SPIFFE ID that opens anything',
+    );
+  });
+
+  it.each([
+    ['Audit', 'Block'],
+    ['Enforce', 'Audit'],
+  ])('stays quiet in mode %s with posture %s', (mode, posture) => {
+    expect(unidentifiedKillWarnings(policy(mode, posture))).toEqual([]);
   });
 });
