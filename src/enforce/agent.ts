@@ -457,7 +457,9 @@ export class Agent {
 
   /** Logs and stores which rules this node enforces, per kind and per rule. */
   private reportEnforcement(): void {
-    const pathEnforcer = this.lsm ? 'bpf-lsm' : this.tracepoint ? 'tracepoint-kill' : null;
+    let pathEnforcer: 'bpf-lsm' | 'tracepoint-kill' | null = null;
+    if (this.lsm) pathEnforcer = 'bpf-lsm';
+    else if (this.tracepoint) pathEnforcer = 'tracepoint-kill';
     const generation = this.datapath?.currentGeneration ?? 0;
     const kinds = kindEnforcers(pathEnforcer);
     publishEnforcementReport(this.log, this.options.stateDir, this.policySet.policies, kinds, generation);
