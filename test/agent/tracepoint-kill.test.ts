@@ -260,6 +260,13 @@ describe('tracepoint-kill without the agent', () => {
     const programs = status.pinned.links.map((link: { program: string }) => link.program);
     expect(programs).toContain('sigil_tp_exec');
     expect(programs).toContain('sigil_tp_openat');
+    const text = execFileSync(
+      process.execPath,
+      [SIGIL, 'status', '--bpffs-dir', agent.pinDir, '--state-dir', agent.stateDir],
+      { encoding: 'utf8' },
+    );
+    expect(text).toContain('  process: enforced by tracepoint-kill\n');
+    expect(text).toContain(`    tp-a/no-blocked: enforce (${path('policy.yaml')}:`);
   });
 
   it('keeps killing after the agent is killed with SIGKILL', async () => {
@@ -286,6 +293,7 @@ describe('tracepoint-kill without the agent', () => {
   it('stops killing after uninstall once the agent exits', async () => {
     await agent.stop();
     expect(existsSync(agent.pinDir)).toBe(false);
+    expect(existsSync(join(agent.stateDir, 'enforcement.json'))).toBe(false);
     // The kernel releases a link when its last reference goes, which can trail the agent's exit.
     let status = KILLED;
     for (let attempt = 0; attempt < 50 && status !== 0; attempt++) {
