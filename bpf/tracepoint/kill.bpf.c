@@ -31,6 +31,7 @@
 #define SIGKILL 9
 #define FMODE_WRITE 0x2
 #define O_TRUNC 01000
+#define O_PATH 010000000
 #define S_IFMT 0170000
 #define S_IFDIR 0040000
 
@@ -431,6 +432,9 @@ static __always_inline int decide_open(struct syscall_trace_exit *ctx, __u32 sys
 
 	/* the kernel clears O_TRUNC from f_flags during the open, so it comes from the arguments */
 	file = access.file;
+	/* an O_PATH descriptor cannot read or write, and BPF LSM's file_open never sees one */
+	if (BPF_CORE_READ(file, f_flags) & O_PATH)
+		return 0;
 	f_mode = BPF_CORE_READ(file, f_mode);
 	access.write_intent = (f_mode & FMODE_WRITE) || (flags & O_TRUNC);
 	decide_access(&subject, &access);

@@ -199,6 +199,11 @@ describe('tracepoint-kill on open', () => {
     expect(event.subject?.spiffeId).toBe(A);
   });
 
+  it('lets the subject open it with O_PATH', async () => {
+    const script = `import os; os.open(${JSON.stringify(path('secret.txt'))}, os.O_PATH)`;
+    expect(await run(a, `python3 -c '${script}'`)).toBe(0);
+  });
+
   it('lets another identity open it', async () => {
     expect(await run(b, `cat ${path('secret.txt')}`)).toBe(0);
   });
