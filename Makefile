@@ -71,6 +71,24 @@ $(BPF_OUT)/lsm/%.bpf.o: bpf/lsm/%.bpf.c $(BPF_HEADERS) $(LSM_BPF_HEADERS) $(VMLI
 $(SIGIL_LSM_BPF): $(BPF_OUT)/lsm/maps.bpf.o $(filter-out $(BPF_OUT)/lsm/maps.bpf.o,$(LSM_BPF_OBJECTS))
 	$(BPFTOOL) gen object $@ $^
 
+# tracepoint-kill programs: a third object, loaded where BPF LSM is not
+# usable, on the main object's pinned maps like the LSM object.
+TP_BPF_SOURCES := $(wildcard bpf/tracepoint/*.bpf.c)
+TP_BPF_OBJECTS := $(patsubst bpf/tracepoint/%.bpf.c,$(BPF_OUT)/tracepoint/%.bpf.o,$(TP_BPF_SOURCES))
+TP_BPF_HEADERS := $(wildcard bpf/tracepoint/*.h)
+SIGIL_TP_BPF := $(BPF_OUT)/sigil-tp.bpf.o
+
+bpf: $(SIGIL_TP_BPF)
+
+$(BPF_OUT)/tracepoint/%.bpf.o: bpf/tracepoint/%.bpf.c $(BPF_HEADERS) $(TP_BPF_HEADERS) $(VMLINUX_H)
+	@mkdir -p $(@D)
+	$(CLANG) -g -O2 -Wall -target bpf -D__TARGET_ARCH_x86 -I$(BPF_OUT) -Ibpf/include \
+		-c $< -o $@
+
+# As for sigil.bpf.o, the object that defines the maps goes first.
+$(SIGIL_TP_BPF): $(BPF_OUT)/tracepoint/maps.bpf.o $(filter-out $(BPF_OUT)/tracepoint/maps.bpf.o,$(TP_BPF_OBJECTS))
+	$(BPFTOOL) gen object $@ $^
+
 native: $(NATIVE)
 
 $(NATIVE): $(NATIVE_SOURCES) node_modules/.package-lock.json

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-cc -O2 -Wall -o "$work/open_exec_loop" bench/open_exec_loop.c
-scripts/vm/run.sh --timeout 1800 --add "$work/open_exec_loop:/bench/open_exec_loop" \
+cc -O2 -Wall -o "$work/lsm_loop" bench/lsm_loop.c
+scripts/vm/run.sh --timeout 1800 --add "$work/lsm_loop:/bench/lsm_loop" \
   --add bench/lsm-cost.js:bench/lsm-cost.js -- \
-  node bench/lsm-cost.js /bench/open_exec_loop "${1:-3}" "${2:-20000}" "${3:-300}"
+  node bench/lsm-cost.js /bench/lsm_loop "${1:-3}" "${2:-20000}" "${3:-300}"

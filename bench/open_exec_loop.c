@@ -1,7 +1,8 @@
-// Times N open()+close() of a file, or N fork()+execve()+wait() of a program,
-// and prints the mean nanoseconds per operation and the number of failures.
+// Times open()+close() of one file, or fork()+execve()+waitpid() of this
+// program, N times in a row and prints the mean nanoseconds per operation.
 // Usage: open_exec_loop open PATH N
-//        open_exec_loop exec PATH N   (PATH must exit 0 at once, like true)
+//        open_exec_loop exec N      (runs `open_exec_loop noop` N times)
+//        open_exec_loop noop        (exits at once)
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,49 +19,56 @@ static long long now_ns(void)
 	return ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 
-static int open_once(const char *path)
+static int open_loop(const char *path, long count)
 {
-	int fd = open(path, O_RDONLY);
+	long long start = now_ns();
 
-	if (fd < 0)
-		return 1;
-	close(fd);
+	for (long i = 0; i < count; i++) {
+		int fd = open(path, O_RDONLY);
+
+		if (fd < 0) {
+			perror("open");
+			return 1;
+		}
+		close(fd);
+	}
+	printf("%.1f\n", (double)(now_ns() - start) / count);
 	return 0;
 }
 
-static int exec_once(const char *path)
+static int exec_loop(const char *self, long count)
 {
-	char *const argv[] = { (char *)path, NULL };
-	char *const envp[] = { NULL };
-	int status;
-	pid_t pid = fork();
+	long long start = now_ns();
 
-	if (pid < 0)
-		return 1;
-	if (pid == 0) {
-		execve(path, argv, envp);
-		_exit(127);
+	for (long i = 0; i < count; i++) {
+		int status = 0;
+		pid_t child = fork();
+
+		if (child < 0) {
+			perror("fork");
+			return 1;
+		}
+		if (child == 0) {
+			execl(self, self, "noop", (char *)NULL);
+			_exit(127);
+		}
+		if (waitpid(child, &status, 0) < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+			fprintf(stderr, "child %d failed with status %d\n", child, status);
+			return 1;
+		}
 	}
-	if (waitpid(pid, &status, 0) != pid)
-		return 1;
-	return !(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	printf("%.1f\n", (double)(now_ns() - start) / count);
+	return 0;
 }
 
 int main(int argc, char **argv)
 {
-	int (*operation)(const char *);
-	int n, failures = 0;
-	long long start;
-
-	if (argc != 4 || (strcmp(argv[1], "open") != 0 && strcmp(argv[1], "exec") != 0)) {
-		fprintf(stderr, "usage: open_exec_loop open|exec PATH N\n");
-		return 2;
-	}
-	operation = strcmp(argv[1], "open") == 0 ? open_once : exec_once;
-	n = atoi(argv[3]);
-	start = now_ns();
-	for (int i = 0; i < n; i++)
-		failures += operation(argv[2]);
-	printf("%.1f %d\n", (double)(now_ns() - start) / n, failures);
-	return 0;
+	if (argc == 2 && strcmp(argv[1], "noop") == 0)
+		return 0;
+	if (argc == 4 && strcmp(argv[1], "open") == 0)
+		return open_loop(argv[2], atol(argv[3]));
+	if (argc == 3 && strcmp(argv[1], "exec") == 0)
+		return exec_loop("/proc/self/exe", atol(argv[2]));
+	fprintf(stderr, "usage: %s open PATH N | exec N | noop\n", argv[0]);
+	return 2;
 }

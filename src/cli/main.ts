@@ -4,6 +4,9 @@ import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULT_PIN_DIR, removePinnedState } from '../kernel/datapath';
 import { readPinnedStatus } from '../kernel/pinned-status';
+import { readEnforcementReport, removeEnforcementReport } from '../enforce/enforcement-status';
+import { EnforcementReport } from '../policy/enforcement-report';
+import { RULE_KINDS } from '../policy/types';
 import { probeEnforcers } from '../kernel/probe';
 import { Agent } from '../enforce/agent';
 import { DEFAULT_REPLAY_CAPACITY, EventHub } from '../events/event-hub';
@@ -154,11 +157,13 @@ async function runAgent(options: RunOptions): Promise<void> {
 }
 
 /** Prints the pinned enforcement state and the kernel's enforcers; exits 1 when nothing is pinned. */
-function printStatus(pinDir: string, json: boolean): void {
+function printStatus(pinDir: string, stateDir: string, json: boolean): void {
   const pinned = readPinnedStatus(pinDir);
   const enforcers = probeEnforcers();
+  // The agent's report describes the rules it loaded; without pins, nothing enforces them any more.
+  const enforcement = pinned ? readEnforcementReport(stateDir) : null;
   if (json) {
-    process.stdout.write(`${JSON.stringify({ pinned, enforcers }, null, 2)}\n`);
+    process.stdout.write(`${JSON.stringify({ pinned, enforcers, enforcement }, null, 2)}\n`);
   } else if (!pinned) {
     process.stdout.write(`nothing pinned in ${pinDir}: Sigil does not enforce on this node\n`);
   } else {
@@ -175,6 +180,7 @@ function printStatus(pinDir: string, json: boolean): void {
     process.stdout.write(`  attached by agent pid: ${agents.join(', ') || '-'}\n`);
     process.stdout.write(`  rule-set generation: ${pinned.generation ?? '-'}\n`);
     process.stdout.write(`  processes with an identity: ${pinned.identifiedProcesses ?? '-'}\n`);
+    printEnforcement(enforcement, stateDir);
   }
   if (!json) {
     for (const report of enforcers) {
@@ -185,6 +191,23 @@ function printStatus(pinDir: string, json: boolean): void {
     }
   }
   if (!pinned) process.exitCode = 1;
+}
+
+/** Prints the agent's report of which rules this node enforces, per kind and per rule. */
+function printEnforcement(report: EnforcementReport | null, stateDir: string): void {
+  if (!report) {
+    process.stdout.write(`  rules: no enforcement report in ${stateDir} (give the agent's --state-dir)\n`);
+    return;
+  }
+  process.stdout.write(`rules of generation ${report.generation} (${report.time}):\n`);
+  for (const kind of RULE_KINDS) {
+    const enforcer = report.kinds[kind];
+    process.stdout.write(`  ${kind}: ${enforcer ? `enforced by ${enforcer}` : 'no enforcer on this node'}\n`);
+    for (const rule of report.rules.filter((row) => row.kind === kind)) {
+      const state = { enforce: 'enforce', audit: 'audit only', none: 'not applied' }[rule.state];
+      process.stdout.write(`    ${rule.policy}/${rule.rule}: ${state} (${rule.file}:${rule.line})\n`);
+    }
+  }
 }
 
 /** Validates registration files, reporting the errors of every file. */
@@ -309,9 +332,10 @@ export function buildProgram(): Command {
       'bpffs directory of the pinned programs and maps',
       DEFAULT_PIN_DIR,
     )
+    .option('--state-dir <path>', 'directory of the agent state files', DEFAULT_STATE_DIR)
     .option('--json', 'print the status as JSON')
-    .action((options: { bpffsDir: string; json?: boolean }) =>
-      printStatus(options.bpffsDir, options.json === true),
+    .action((options: { bpffsDir: string; stateDir: string; json?: boolean }) =>
+      printStatus(options.bpffsDir, options.stateDir, options.json === true),
     );
 
   program
@@ -326,6 +350,7 @@ export function buildProgram(): Command {
     .action((options: { bpffsDir: string; stateDir: string }) => {
       const removed = removePinnedState(options.bpffsDir);
       rmSync(join(options.stateDir, 'identities.jsonl'), { force: true });
+      removeEnforcementReport(options.stateDir);
       process.stdout.write(
         removed
           ? `removed ${options.bpffsDir}: Sigil no longer enforces on this node (a running agent keeps its own programs until it exits)\n`

@@ -23,7 +23,10 @@ const PROCESS_OUTPUT: CommandOutput = {
 /** Exit code of `explain` and `diff` for invalid files or options (1 means "changed" for diff). */
 const EXIT_ERROR = 2;
 
-/** Enforcer of each rule kind in this version, or why there is none. */
+/**
+ * Enforcer of each rule kind in this version, or why there is none. `explain` runs without
+ * probing the kernel, so it names both exec and file enforcers.
+ */
 const ENFORCEMENT: Record<RuleKind, { enforced: boolean; text: string }> = {
   egress: {
     enforced: true,
@@ -34,10 +37,17 @@ const ENFORCEMENT: Record<RuleKind, { enforced: boolean; text: string }> = {
     text: 'no enforcer on this node applies ingress rules (Sigil has no ingress enforcer yet)',
   },
   process: {
-    enforced: false,
-    text: 'no enforcer on this node applies process rules (needs BPF LSM)',
+    enforced: true,
+    text:
+      'bpf-lsm applies process rules, or tracepoint-kill where BPF LSM is not active; ' +
+      '`sigil status` shows which this node runs',
   },
-  file: { enforced: false, text: 'no enforcer on this node applies file rules (needs BPF LSM)' },
+  file: {
+    enforced: true,
+    text:
+      'bpf-lsm applies file rules, or tracepoint-kill where BPF LSM is not active; ' +
+      '`sigil status` shows which this node runs',
+  },
   capability: {
     enforced: false,
     text:

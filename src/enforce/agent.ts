@@ -33,6 +33,9 @@ import {
   LsmEnforcer,
 } from './lsm-enforcer';
 import { LsmRecord } from '../kernel/lsm-layout';
+import { TpDecisionRecord } from '../kernel/tp-layout';
+import { TracepointEnforcer, tracepointKillUsable } from './tracepoint-enforcer';
+import { kindEnforcers, publishEnforcementReport } from './enforcement-status';
 import { ProcessCache } from './process-cache';
 import { IdentityRegistry } from './identity-registry';
 import { ConfigWatcher } from './config-watcher';
@@ -123,6 +126,7 @@ export class Agent {
   private policySet!: PolicySet;
   private datapath: Datapath | null = null;
   private lsm: LsmEnforcer | null = null;
+  private tracepoint: TracepointEnforcer | null = null;
   private server: AuditServer | null = null;
   private mtls: MtlsEndpoint | null = null;
   private watcher: ConfigWatcher | null = null;
@@ -196,7 +200,8 @@ export class Agent {
       this.mtls = await MtlsEndpoint.create({ ...options.grpcListen, workloadApi, logger: log });
     }
     const lsmUsable = bpfLsmUsable(options.pinDir, log);
-    dropEnforcedKindWarnings(this.policySet, enforcedRuleKinds(lsmUsable));
+    const tracepointUsable = !lsmUsable && tracepointKillUsable(options.pinDir, log);
+    dropEnforcedKindWarnings(this.policySet, enforcedRuleKinds(lsmUsable || tracepointUsable));
     for (const warning of this.policySet.warnings) log.warn(formatIssue(warning));
 
     this.reportEnforcers();
@@ -218,8 +223,16 @@ export class Agent {
         spiffeIdOf: (id) => this.registry.spiffeIdOf(id),
         executableOf: (tgid) => this.processes.executable(tgid),
       });
+    } else if (tracepointUsable) {
+      this.tracepoint = TracepointEnforcer.start({
+        pinDir: options.pinDir as string,
+        logger: log,
+        spiffeIdOf: (id) => this.registry.spiffeIdOf(id),
+        executableOf: (tgid) => this.processes.executable(tgid),
+      });
     }
     this.applyPolicies();
+    this.reportEnforcement();
     datapath.startEvents((batch) => this.handleBatch(batch));
 
     // Track fork and exec before reading /proc, so no process falls between the two.
@@ -421,7 +434,7 @@ export class Agent {
     // SPIFFE IDs a policy names get ids now, so their rules exist before any process has them.
     for (const id of exactSpiffeIds(this.policySet)) this.registry.idFor(id);
     const compiled = compilePolicySet(this.policySet, this.registry.entries());
-    const lsmHooks = this.lsm?.prepare(this.policySet, this.registry.entries());
+    const lsmHooks = (this.lsm ?? this.tracepoint)?.prepare(this.policySet, this.registry.entries());
     const settingsFlags = this.options.reportAllowedAccess ? SETTINGS_REPORT_ALLOWED_ACCESS : 0;
     const generation = datapath.applyRuleSet(toKernelRuleSet(compiled), settingsFlags, lsmHooks);
     this.rulesByGeneration.set(generation, compiled.rules);
@@ -472,8 +485,19 @@ export class Agent {
     return result.spiffeId;
   }
 
+  /** Logs and stores which rules this node enforces, per kind and per rule. */
+  private reportEnforcement(): void {
+    let pathEnforcer: 'bpf-lsm' | 'tracepoint-kill' | null = null;
+    if (this.lsm) pathEnforcer = 'bpf-lsm';
+    else if (this.tracepoint) pathEnforcer = 'tracepoint-kill';
+    const generation = this.datapath?.currentGeneration ?? 0;
+    const kinds = kindEnforcers(pathEnforcer);
+    publishEnforcementReport(this.log, this.options.stateDir, this.policySet.policies, kinds, generation);
+  }
+
   private handleBatch(batch: Buffer): void {
-    for (const record of this.lsm ? this.lsm.decodeBatch(batch) : decodeBatch(batch)) {
+    const decoder = this.lsm ?? this.tracepoint;
+    for (const record of decoder ? decoder.decodeBatch(batch) : decodeBatch(batch)) {
       try {
         this.handleRecord(record);
       } catch (error) {
@@ -482,7 +506,9 @@ export class Agent {
     }
   }
 
-  private handleRecord(record: KernelRecord | MalformedRecord | LsmRecord): void {
+  private handleRecord(
+    record: KernelRecord | MalformedRecord | LsmRecord | TpDecisionRecord,
+  ): void {
     switch (record.type) {
       case 'exec':
         this.handleExec(record).catch((error) =>
@@ -502,6 +528,10 @@ export class Agent {
         if (draft) this.hub.publish(draft);
         return;
       }
+      case 'tp-exec-decision':
+      case 'tp-file-decision':
+        if (this.tracepoint) this.hub.publish(this.tracepoint.eventFor(record));
+        return;
       case 'malformed':
         this.malformed++;
         this.log.warn({ reason: record.reason }, 'skipped a malformed kernel record');
@@ -597,7 +627,7 @@ export class Agent {
       return;
     }
 
-    dropEnforcedKindWarnings(policySet, enforcedRuleKinds(this.lsm !== null));
+    dropEnforcedKindWarnings(policySet, enforcedRuleKinds(this.lsm !== null || this.tracepoint !== null));
     for (const warning of policySet.warnings) this.log.warn(formatIssue(warning));
     const previous = { registration: this.registration, policySet: this.policySet };
     try {
@@ -607,6 +637,7 @@ export class Agent {
         for (const entry of registration.entries) this.registry.idFor(entry.spiffeId);
       }
       this.applyPolicies();
+      this.reportEnforcement();
     } catch (error) {
       Object.assign(this, previous);
       this.rejectReload(error);
@@ -666,6 +697,8 @@ export class Agent {
     this.server = null;
     this.lsm?.close();
     this.lsm = null;
+    this.tracepoint?.close();
+    this.tracepoint = null;
     this.datapath?.close();
     this.datapath = null;
   }

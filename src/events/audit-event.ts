@@ -11,7 +11,7 @@ export type EventType = (typeof EVENT_TYPES)[number];
 export const ACTIONS = ['allow', 'audit', 'block', 'none'] as const;
 export type Action = (typeof ACTIONS)[number];
 
-export const RESULTS = ['allowed', 'denied'] as const;
+export const RESULTS = ['allowed', 'denied', 'killed'] as const;
 export type Result = (typeof RESULTS)[number];
 
 /** Severities from lowest to highest; the order is the one min-severity filters use. */

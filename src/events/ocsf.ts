@@ -243,7 +243,8 @@ function statusOf(event: AuditEvent): Record<string, unknown> {
       ? { status_id: 2, status: 'Failure', status_detail: event.message ?? '' }
       : { status_id: 1, status: 'Success' };
   }
-  if (event.result === 'denied') {
+  // A killed process did not complete what it started: a Failure, as a denial is.
+  if (event.result === 'denied' || event.result === 'killed') {
     const status: Record<string, unknown> = { status_id: 2, status: 'Failure' };
     if (event.errno) status.status_code = ERRNO_NAMES[event.errno] ?? String(event.errno);
     if (event.message) status.status_detail = event.message;
@@ -255,7 +256,7 @@ function statusOf(event: AuditEvent): Record<string, unknown> {
 /** action_id and disposition_id of the Security Control profile, for events an enforcer decided. */
 function decisionOf(event: AuditEvent): Record<string, unknown> {
   if (!hasDecision(event)) return {};
-  if (event.result === 'denied') {
+  if (event.result === 'denied' || event.result === 'killed') {
     return { action_id: 2, action: 'Denied', disposition_id: 2, disposition: 'Blocked' };
   }
   if (event.action === 'audit') {

@@ -3,7 +3,7 @@ import { readActiveLsms } from './mounts';
 
 /** Whether one enforcer can run on this kernel, and why not when it cannot. */
 export interface EnforcerReport {
-  enforcer: 'cgroup-sock' | 'process-tracking' | 'bpf-lsm';
+  enforcer: 'cgroup-sock' | 'process-tracking' | 'bpf-lsm' | 'tracepoint-kill';
   purpose: string;
   available: boolean;
   used: boolean;
@@ -48,6 +48,12 @@ export function probeEnforcers(): EnforcerReport[] {
   const lsm = [...missingProgramTypes(['lsm'])];
   if (lsms === null) lsm.push('a readable /sys/kernel/security/lsm (securityfs mounted)');
   else if (!lsms.includes('bpf')) lsm.push(`"bpf" in the active LSMs (${lsms.join(',')})`);
+  // bpf_loop walks the directory tree, bpf_task_pt_regs reads the open's arguments at its exit.
+  const tracepointKill = [
+    ...missingProgramTypes(['tracepoint', 'raw_tracepoint']),
+    ...missingHelpers('tracepoint', ['send_signal', 'loop', 'task_pt_regs', 'get_current_task_btf']),
+    ...missingHelpers('raw_tracepoint', ['send_signal', 'loop']),
+  ];
   return [
     {
       enforcer: 'process-tracking',
@@ -70,6 +76,14 @@ export function probeEnforcers(): EnforcerReport[] {
       // The agent uses it only with pinning on (--bpffs-dir), because the LSM object reuses the pinned maps.
       used: lsm.length === 0,
       missing: lsm,
+    },
+    {
+      enforcer: 'tracepoint-kill',
+      purpose: 'exec and file rules, by killing the process after the exec or open',
+      available: tracepointKill.length === 0,
+      // The fallback for exec and file rules: the agent uses it only where BPF LSM is not active.
+      used: tracepointKill.length === 0 && lsm.length > 0,
+      missing: tracepointKill,
     },
   ];
 }

@@ -5,8 +5,8 @@ import { Policy, RuleBase, RuleKind } from './types';
 const MISSING_ENFORCER: Record<RuleKind, string> = {
   egress: 'needs the cgroup-sock enforcer',
   ingress: 'Sigil has no ingress enforcer yet',
-  process: 'needs BPF LSM',
-  file: 'needs BPF LSM',
+  process: 'needs BPF LSM or the tracepoint-kill enforcer, with pinning on; `sigil status` lists both',
+  file: 'needs BPF LSM or the tracepoint-kill enforcer, with pinning on; `sigil status` lists both',
   capability: 'capability rules are enforced through AppArmor profiles (sigil apparmor generate)',
 };
 

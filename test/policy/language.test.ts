@@ -200,9 +200,9 @@ describe('ingress, process and file rules', () => {
     expect(set.warnings.map(formatIssue)).toEqual([
       'rules.yaml:7:7: warning: ingress rule "from-api" of policy "p": no enforcer on this node can apply it (Sigil has no ingress enforcer yet)',
       'rules.yaml:13:7: warning: ingress rule "ingress-1" of policy "p": no enforcer on this node can apply it (Sigil has no ingress enforcer yet)',
-      'rules.yaml:16:7: warning: process rule "tools" of policy "p": no enforcer on this node can apply it (needs BPF LSM)',
-      'rules.yaml:23:7: warning: process rule "process-1" of policy "p": no enforcer on this node can apply it (needs BPF LSM)',
-      'rules.yaml:27:7: warning: file rule "config" of policy "p": no enforcer on this node can apply it (needs BPF LSM)',
+      'rules.yaml:16:7: warning: process rule "tools" of policy "p": no enforcer on this node can apply it (needs BPF LSM or the tracepoint-kill enforcer, with pinning on; `sigil status` lists both)',
+      'rules.yaml:23:7: warning: process rule "process-1" of policy "p": no enforcer on this node can apply it (needs BPF LSM or the tracepoint-kill enforcer, with pinning on; `sigil status` lists both)',
+      'rules.yaml:27:7: warning: file rule "config" of policy "p": no enforcer on this node can apply it (needs BPF LSM or the tracepoint-kill enforcer, with pinning on; `sigil status` lists both)',
     ]);
   });
 

@@ -125,7 +125,7 @@ describe('policy explain', () => {
     expect(result.stdout).toContain('operation: open /etc/web/app.conf for writing');
     expect(result.stdout).toContain('  Block (readOnly rule, write) web-files/config');
     expect(result.stdout).toContain(
-      'enforcement: no enforcer on this node applies file rules (needs BPF LSM)',
+      'enforcement: bpf-lsm applies file rules, or tracepoint-kill where BPF LSM is not active; `sigil status` shows which this node runs',
     );
   });
 
