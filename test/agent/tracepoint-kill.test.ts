@@ -257,6 +257,7 @@ describe('tracepoint-kill without the agent', () => {
       ingress: null,
       process: 'tracepoint-kill',
       file: 'tracepoint-kill',
+      capability: null,
     });
     const states = Object.fromEntries(
       status.enforcement.rules.map((rule: { rule: string; state: string }) => [rule.rule, rule.state]),

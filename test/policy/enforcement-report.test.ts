@@ -60,12 +60,14 @@ const TRACEPOINT: KindEnforcers = {
   ingress: null,
   process: 'tracepoint-kill',
   file: 'tracepoint-kill',
+  capability: null,
 };
 const EGRESS_ONLY: KindEnforcers = {
   egress: 'cgroup-sock',
   ingress: null,
   process: null,
   file: null,
+  capability: null,
 };
 
 describe('ruleEnforcement', () => {
@@ -102,6 +104,7 @@ describe('ruleEnforcement', () => {
       'ingress rules: no enforcer on this node; not applied 1: trial/from-lb',
       'process rules: enforced by tracepoint-kill; enforces 1: web/no-curl',
       'file rules: enforced by tracepoint-kill; audits only 2: web/watch-etc, trial/no-keys',
+      'capability rules: no enforcer on this node; no rules',
     ]);
   });
 });
