@@ -94,7 +94,7 @@ struct sigil_destination {
 };
 
 /* Reports a bind by a process with an identity; a full ring buffer is counted. */
-static __always_inline void emit_bind(struct bpf_sock *sk, __u32 tgid, __u32 subject)
+static __always_inline void emit_bind(struct bpf_sock *sk, int family, __u32 tgid, __u32 subject)
 {
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	__u64 uid_gid = bpf_get_current_uid_gid();
@@ -119,13 +119,14 @@ static __always_inline void emit_bind(struct bpf_sock *sk, __u32 tgid, __u32 sub
 	record->subject_id = subject;
 	record->pad = 0;
 	record->cgroup_id = bpf_get_current_cgroup_id();
-	record->family = sk->family;
+	record->family = family;
 	/* src_port is in host byte order in struct bpf_sock */
 	record->port = (__u16)sk->src_port;
 	record->protocol = (__u8)sk->protocol;
 	__builtin_memset(record->pad2, 0, sizeof(record->pad2));
 	words = (__u32 *)record->addr;
-	if (sk->family == AF_INET) {
+	/* family is a constant in each program, so the verifier sees fixed context offsets */
+	if (family == AF_INET) {
 		words[0] = 0;
 		words[1] = 0;
 		words[2] = bpf_htonl(0xffff);
@@ -143,7 +144,7 @@ static __always_inline void emit_bind(struct bpf_sock *sk, __u32 tgid, __u32 sub
 }
 
 /* Records the binding process as the owner of a socket; reports the bind if it has an identity. */
-static __always_inline void record_owner(struct bpf_sock *sk)
+static __always_inline void record_owner(struct bpf_sock *sk, int family)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 	__u32 subject = sigil_identity_of(tgid);
@@ -155,20 +156,20 @@ static __always_inline void record_owner(struct bpf_sock *sk)
 		owner->id = subject;
 	}
 	if (subject)
-		emit_bind(sk, tgid, subject);
+		emit_bind(sk, family, tgid, subject);
 }
 
 SEC("cgroup/post_bind4")
 int sigil_post_bind4(struct bpf_sock *sk)
 {
-	record_owner(sk);
+	record_owner(sk, AF_INET);
 	return SIGIL_SOCK_ALLOW;
 }
 
 SEC("cgroup/post_bind6")
 int sigil_post_bind6(struct bpf_sock *sk)
 {
-	record_owner(sk);
+	record_owner(sk, AF_INET6);
 	return SIGIL_SOCK_ALLOW;
 }
 

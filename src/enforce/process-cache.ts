@@ -6,6 +6,8 @@ import { MAX_ANCESTRY, ProcessRef } from '../events/audit-event';
 export const DEFAULT_MAX_LIVE_PROCESSES = 65_536;
 /** Default bound of exited processes kept for their descendants' ancestry and late records. */
 export const DEFAULT_MAX_EXITED_PROCESSES = 16_384;
+/** Processes remembered as not found in /proc, so a walk does not read /proc again for each event. */
+const MAX_PROC_MISSES = 4096;
 
 /** What the agent knows about one process. Start times are in clock ticks since boot. */
 export interface CachedProcess {
@@ -65,6 +67,8 @@ export class ProcessCache {
   private readonly live = new Map<number, CachedProcess>();
   /** The last exited process of each tgid, oldest first. */
   private readonly exited = new Map<number, CachedProcess>();
+  /** `tgid/start` of processes that /proc did not have, oldest first. */
+  private readonly procMisses = new Set<string>();
   private readonly maxLive: number;
   private readonly maxExited: number;
   private readonly procRoot: string;
@@ -222,13 +226,22 @@ export class ProcessCache {
    * Returns null when it is gone, or when its start time is not the expected one.
    */
   private learnFromProc(tgid: number, expectedStart: bigint | null): CachedProcess | null {
+    const missKey = `${tgid}/${expectedStart ?? ''}`;
+    if (this.procMisses.has(missKey)) return null;
     let stat;
     try {
       stat = readProcessStat(tgid, this.procRoot);
     } catch {
+      stat = null;
+    }
+    if (!stat || (expectedStart !== null && stat.startTimeTicks !== expectedStart)) {
+      // A process gone from /proc never comes back; a later one with its pid is another process.
+      this.procMisses.add(missKey);
+      if (this.procMisses.size > MAX_PROC_MISSES) {
+        this.procMisses.delete(this.procMisses.values().next().value as string);
+      }
       return null;
     }
-    if (!stat || (expectedStart !== null && stat.startTimeTicks !== expectedStart)) return null;
     let parentStart: bigint | null = null;
     try {
       parentStart = stat.ppid > 0 ? (readProcessStat(stat.ppid, this.procRoot)?.startTimeTicks ?? null) : null;

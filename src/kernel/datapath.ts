@@ -37,6 +37,8 @@ import {
   numPossibleCpus,
   RingBufferConsumer,
   ringBufferFill,
+  ringBufferPositions,
+  RingBufferPositions,
 } from './native';
 
 const BPF_MAP_TYPE_HASH = 1;
@@ -209,6 +211,11 @@ export class Datapath {
       this.consumers.push(consumer);
       consumer.start();
     }
+  }
+
+  /** Returns the consumer and producer positions of one ring buffer. */
+  ringPositions(ring: EventRing): RingBufferPositions {
+    return ringBufferPositions(this.fd(RING_MAPS[ring]));
   }
 
   /** Returns the fill of each ring buffer, from 0 to 1: data written and not yet consumed. */
