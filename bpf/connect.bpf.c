@@ -125,7 +125,7 @@ static __always_inline void emit_bind(struct bpf_sock *sk, int family, __u32 tgi
 	record->protocol = (__u8)sk->protocol;
 	__builtin_memset(record->pad2, 0, sizeof(record->pad2));
 	words = (__u32 *)record->addr;
-	/* family is a constant in each program, so the verifier sees fixed context offsets */
+	/* family is a constant in each program, so every context read has a fixed offset */
 	if (family == AF_INET) {
 		words[0] = 0;
 		words[1] = 0;

@@ -22,7 +22,7 @@ static __always_inline void *reserve_process_record(__u32 size)
 	return record;
 }
 
-/* Start time of a task's process, which tells a reused tgid from the process that had it. */
+/* Start time of a task's process, which distinguishes a reused tgid from its earlier owner. */
 static __always_inline __u64 process_start(struct task_struct *task)
 {
 	return BPF_CORE_READ(task, group_leader, start_boottime);

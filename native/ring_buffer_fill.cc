@@ -39,8 +39,8 @@ Napi::Value RingBufferPositions(const Napi::CallbackInfo &info)
 			   "map " + std::string(map_info.name) + " is not a ring buffer (type " +
 				   std::to_string(map_info.type) + ")");
 
-	// Page 0 holds the consumer position, page 1 the producer position. The kernel allows a
-	// read-only mapping of both; only the consumer page may be mapped writable.
+	// Page 0 contains the consumer position, page 1 the producer position. The kernel allows a
+	// read-only mapping of both, and only the consumer page may be mapped writable.
 	long page_size = sysconf(_SC_PAGESIZE);
 	size_t length = 2 * static_cast<size_t>(page_size);
 	void *pages = mmap(nullptr, length, PROT_READ, MAP_SHARED, fd, 0);

@@ -518,7 +518,7 @@ export class Agent {
 
   private async handleExec(record: ExecRecord): Promise<void> {
     const startTicks = record.startBoottimeNs / NS_PER_CLOCK_TICK;
-    // The path given to execve() stands until attestation reads /proc/<pid>/exe.
+    // The path given to execve() is the executable until attestation reads /proc/<pid>/exe.
     this.processes.exec({
       tgid: record.tgid,
       startTimeTicks: startTicks,
@@ -539,8 +539,8 @@ export class Agent {
 
   /**
    * Publishes the exit of a process that had an identity or was named by an
-   * earlier event; other exits only update the process cache, so a node's
-   * short-lived helper processes do not flood the stream.
+   * earlier event. Other exits only update the process cache, so that a
+   * node's short-lived helper processes do not flood the stream.
    */
   private handleExit(record: ExitRecord): void {
     this.identities.forget(record.tgid);

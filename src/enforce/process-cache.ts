@@ -9,7 +9,7 @@ export const DEFAULT_MAX_EXITED_PROCESSES = 16_384;
 /** Processes remembered as not found in /proc, so a walk does not read /proc again for each event. */
 const MAX_PROC_MISSES = 4096;
 
-/** What the agent knows about one process. Start times are in clock ticks since boot. */
+/** Facts the agent has about one process. Start times are in clock ticks since boot. */
 export interface CachedProcess {
   tgid: number;
   /** Start time; with tgid it names one process, because a reused pid starts later. */
@@ -38,7 +38,7 @@ export interface ProcessCacheOptions {
   maxExited?: number;
   /** Called for each evicted entry, which makes ancestry through that process incomplete. */
   onEvict?: (state: CacheState, entry: CachedProcess) => void;
-  /** Root of procfs, for processes no record has told the cache about; defaults to /proc. */
+  /** Root of procfs, read for processes that no record reported; defaults to /proc. */
   procRoot?: string;
 }
 

@@ -96,7 +96,7 @@ export interface PolicyRef {
   message?: string;
 }
 
-/** Which kernel ring buffer was full, for kernel-ringbuf losses. */
+/** The kernel ring buffer that was full, for kernel-ringbuf losses. */
 export type KernelDropReason = 'events-ringbuf-full' | 'process-ringbuf-full';
 
 export interface Loss {

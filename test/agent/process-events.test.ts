@@ -18,7 +18,7 @@ const TD = 'spiffe://sigil-test.example';
 const A = `${TD}/workload/a`;
 const BASH = realpathSync('/bin/bash');
 const PYTHON = realpathSync('/usr/bin/python3');
-// A port nothing listens on: connects to it fail, but the connect program sees each one.
+// A port nothing listens on: connects to it fail, but the connect program runs for each one.
 const CLOSED_PORT = 21000 + (process.pid % 20000);
 const BIND_PORT = CLOSED_PORT + 1;
 const FLOOD_CONNECTS = 200_000;

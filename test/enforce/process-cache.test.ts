@@ -11,7 +11,7 @@ function facts(tgid: number, ppid: number, extra: Partial<ProcessFacts> = {}): P
   return { tgid, startTimeTicks: BigInt(tgid), ppid, parentStartTimeTicks: BigInt(ppid), ...extra };
 }
 
-/** A chain BASE <- BASE+1 <- ... <- BASE+length-1, each forked and exec'd as /bin/p<i>. */
+/** Builds a chain BASE <- BASE+1 <- ... <- BASE+length-1, process i running /bin/p<i>. */
 function chain(cache: ProcessCache, length: number): void {
   cache.exec(facts(BASE, 0, { executable: '/bin/p0', comm: 'p0', parentStartTimeTicks: null }));
   for (let i = 1; i < length; i++) {

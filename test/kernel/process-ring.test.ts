@@ -109,7 +109,7 @@ describe('separate process ring buffer', () => {
 
   it('reports fork with the parent start time', () => {
     const forks: ForkRecord[] = ofType('fork').filter((r) => r.ppid === shell.pid);
-    // The python3, each /bin/true, the two /bin/sh children, and the $((...)) need no fork.
+    // python3, each /bin/true and the two /bin/sh; `[` and $((...)) are builtins and fork nothing.
     expect(forks.length).toBeGreaterThanOrEqual(EXECS + 3);
     const shellExec = ofType('exec').find((r) => r.tgid === shell.pid) as ExecRecord;
     for (const fork of forks) expect(fork.parentStartBoottimeNs).toBe(shellExec.startBoottimeNs);
