@@ -157,7 +157,7 @@ export function sampleDrafts(): EventDraft[] {
       type: 'exit',
       ktimeNs: '8000',
       subject: { spiffeId: BATCH },
-      process: process(300, { exitCode: 0 }),
+      process: process(300, { exitCode: 0, exitSignal: 0 }),
       action: 'none',
       result: 'allowed',
     },
