@@ -137,7 +137,8 @@ describe('process cache ancestry', () => {
     const parent = readProcessStat(process.ppid);
     expect(ancestry[0].pid).toBe(process.ppid);
     expect(ancestry[0].comm).toBe(parent?.comm);
-    expect(ancestry.at(-1)?.pid).toBe(1);
+    // The walk ends at init unless the test runner's chain is deeper than the maximum depth.
+    if (ancestry.length < 8) expect(ancestry.at(-1)?.pid).toBe(1);
     expect(cache.find(process.ppid, parent?.startTimeTicks ?? null)).toBeDefined();
   });
 
