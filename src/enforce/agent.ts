@@ -652,6 +652,7 @@ export class Agent {
       if (index === DropReason.ProcessRingBufferFull) {
         // Lost exec records leave processes with a pre-exec identity, and lost fork and exit
         // records leave gaps in the process cache: attest every process again.
+        this.processes.pruneGone();
         this.attestRunningProcesses().catch((error) =>
           this.log.error({ err: error }, 'attest processes after dropped records failed'),
         );

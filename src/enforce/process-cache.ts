@@ -167,6 +167,26 @@ export class ProcessCache {
   }
 
   /**
+   * Moves live processes that /proc no longer has (or has with another start
+   * time) to the exited ones, as if their exit records had arrived. For use
+   * after lost exit records. Returns how many it moved.
+   */
+  pruneGone(): number {
+    const gone: CachedProcess[] = [];
+    for (const entry of this.live.values()) {
+      let stat;
+      try {
+        stat = readProcessStat(entry.tgid, this.procRoot);
+      } catch {
+        continue;
+      }
+      if (!stat || stat.startTimeTicks !== entry.startTimeTicks) gone.push(entry);
+    }
+    for (const entry of gone) this.exit(entry.tgid, entry.startTimeTicks);
+    return gone.length;
+  }
+
+  /**
    * Returns the process with this tgid and start time, live or exited. A null
    * start time matches the live process, else the last one that exited.
    */

@@ -152,6 +152,18 @@ describe('process cache ancestry', () => {
   });
 });
 
+describe('process cache pruning', () => {
+  it('moves processes gone from /proc to exited', () => {
+    const cache = new ProcessCache();
+    cache.exec(facts(BASE, 0, { executable: '/bin/gone' }));
+    const start = readProcessStat(process.pid)?.startTimeTicks as bigint;
+    cache.attested(process.pid, start, process.execPath, null);
+    expect(cache.pruneGone()).toBe(1);
+    expect(cache.find(BASE, BigInt(BASE))?.exited).toBe(true);
+    expect(cache.find(process.pid, start)?.exited).toBe(false);
+  });
+});
+
 describe('process cache bounds', () => {
   it('evicts the least recently used live process', () => {
     const evicted: Array<[CacheState, CachedProcess]> = [];
