@@ -127,8 +127,8 @@ export class ProcessCache {
   }
 
   /**
-   * Records the result of an attestation. A process that no record told the
-   * cache about (it ran before the agent started) is read from /proc first.
+   * Records the result of an attestation. A process that no record reported
+   * (it ran before the agent started) is read from /proc first.
    * Does nothing when the process is gone or its pid now names another process.
    */
   attested(tgid: number, startTimeTicks: bigint, executable: string, spiffeId: string | null): void {
@@ -172,7 +172,7 @@ export class ProcessCache {
    * after lost exit records. Returns how many it moved.
    */
   pruneGone(): number {
-    const gone: CachedProcess[] = [];
+    const exitedUnseen: CachedProcess[] = [];
     for (const entry of this.live.values()) {
       let stat;
       try {
@@ -180,10 +180,10 @@ export class ProcessCache {
       } catch {
         continue;
       }
-      if (!stat || stat.startTimeTicks !== entry.startTimeTicks) gone.push(entry);
+      if (!stat || stat.startTimeTicks !== entry.startTimeTicks) exitedUnseen.push(entry);
     }
-    for (const entry of gone) this.exit(entry.tgid, entry.startTimeTicks);
-    return gone.length;
+    for (const entry of exitedUnseen) this.exit(entry.tgid, entry.startTimeTicks);
+    return exitedUnseen.length;
   }
 
   /**
