@@ -204,8 +204,8 @@ export class ProcessCache {
    * Returns the ancestors of a process, parent first, at most maxDepth of
    * them. The walk follows the parent recorded at fork or at the last exec
    * (not a later reparenting), so an exited parent still appears while the
-   * cache holds it. It stops at pid 0, at a parent the cache does not know,
-   * or at a loop.
+   * cache contains it. It stops at pid 0, at a parent that neither the cache
+   * nor /proc has (with the expected start time), or at a loop.
    */
   ancestry(tgid: number, ppid: number, maxDepth = MAX_ANCESTRY): ProcessRef[] {
     const refs: ProcessRef[] = [];
