@@ -657,7 +657,10 @@ export class Agent {
           this.log.error({ err: error }, 'attest processes after dropped records failed'),
         );
       }
-      this.log.warn({ count, total: total.toString(), reason }, 'kernel ring buffer full: records dropped');
+      this.log.warn(
+        { count, total: total.toString(), reason },
+        'kernel ring buffer full: records dropped',
+      );
       const ring = index === DropReason.ProcessRingBufferFull ? 'process' : 'decision';
       const draft = lossEvent(
         'kernel-ringbuf',

@@ -131,7 +131,12 @@ export class ProcessCache {
    * (it ran before the agent started) is read from /proc first.
    * Does nothing when the process is gone or its pid now names another process.
    */
-  attested(tgid: number, startTimeTicks: bigint, executable: string, spiffeId: string | null): void {
+  attested(
+    tgid: number,
+    startTimeTicks: bigint,
+    executable: string,
+    spiffeId: string | null,
+  ): void {
     let entry = this.find(tgid, startTimeTicks);
     if (!entry) entry = this.learnFromProc(tgid, startTimeTicks) ?? undefined;
     if (!entry || entry.exited) return;
@@ -215,7 +220,8 @@ export class ProcessCache {
     const seen = new Set<number>([tgid]);
     while (refs.length < maxDepth && parentPid > 0 && !seen.has(parentPid)) {
       seen.add(parentPid);
-      const parent = this.find(parentPid, parentStart) ?? this.learnFromProc(parentPid, parentStart);
+      const parent =
+        this.find(parentPid, parentStart) ?? this.learnFromProc(parentPid, parentStart);
       if (!parent) break;
       if (!parent.exited) this.touch(parent);
       refs.push({
@@ -264,7 +270,8 @@ export class ProcessCache {
     }
     let parentStart: bigint | null = null;
     try {
-      parentStart = stat.ppid > 0 ? (readProcessStat(stat.ppid, this.procRoot)?.startTimeTicks ?? null) : null;
+      parentStart =
+        stat.ppid > 0 ? (readProcessStat(stat.ppid, this.procRoot)?.startTimeTicks ?? null) : null;
     } catch {
       parentStart = null;
     }

@@ -82,7 +82,9 @@ spec:
   metricsUrl = `http://${address}/metrics`;
 
   let live = false;
-  quiet = watchEvents({ socketPath: agent.socketPath, types: ['exit', 'loss'] }, (event) => quietEvents.push(event));
+  quiet = watchEvents({ socketPath: agent.socketPath, types: ['exit', 'loss'] }, (event) =>
+    quietEvents.push(event),
+  );
   quiet.on('error', () => undefined);
   quiet.once('metadata', () => (live = true));
   await waitFor('the exit and loss stream', () => (live ? true : undefined));
@@ -133,14 +135,19 @@ describe('ancestry', () => {
     await shell.waitForLine('subshell result', (line) => line === 'child done');
     const event = await agent.waitForEvent(
       'connect event of the subshell',
-      (e) => e.type === 'connect' && e.connection?.port === CLOSED_PORT && e.process?.ppid === shell.pid,
+      (e) =>
+        e.type === 'connect' && e.connection?.port === CLOSED_PORT && e.process?.ppid === shell.pid,
     );
     expect(event.subject?.spiffeId).toBe(A);
     // The subshell never executed a program: the cache gave it bash's, from the fork record.
     expect(event.process?.executable).toBe(BASH);
     const ancestry = event.process?.ancestry ?? [];
     expect(ancestry[0]).toEqual({ pid: shell.pid, executable: BASH, comm: 'bash', spiffeId: A });
-    expect(ancestry[1]).toMatchObject({ pid: process.pid, executable: process.execPath, spiffeId: '' });
+    expect(ancestry[1]).toMatchObject({
+      pid: process.pid,
+      executable: process.execPath,
+      spiffeId: '',
+    });
     expect(ancestry[2]?.pid).toBe(process.ppid);
     expect(ancestry.length).toBeLessThanOrEqual(8);
     expect(ancestry.at(-1)?.pid === 1 || ancestry.length === 8).toBe(true);
@@ -158,14 +165,20 @@ describe('ancestry', () => {
     expect(event.process?.comm).toBe(basename(PYTHON).slice(0, 15));
     expect(event.process?.executable).toBe(PYTHON);
     const ancestry = event.process?.ancestry ?? [];
-    expect(ancestry.map((ref) => ref.pid).slice(0, 3)).toEqual([shell.pid, process.pid, process.ppid]);
+    expect(ancestry.map((ref) => ref.pid).slice(0, 3)).toEqual([
+      shell.pid,
+      process.pid,
+      process.ppid,
+    ]);
     expect(ancestry[0].spiffeId).toBe(A);
   });
 });
 
 describe('exit events', () => {
   it('reports exit status and signal of identified processes', async () => {
-    const shell = await identifiedBash("read go; /bin/sh -c 'exit 3'; /bin/sh -c 'kill -TERM $$'; echo done");
+    const shell = await identifiedBash(
+      "read go; /bin/sh -c 'exit 3'; /bin/sh -c 'kill -TERM $$'; echo done",
+    );
     shell.send('go');
     await shell.waitForLine('end of the script', (line) => line === 'done');
     const byShell = (e: AuditEvent) => e.process?.ancestry?.[0]?.pid === shell.pid;
@@ -202,7 +215,10 @@ describe('bind events', () => {
     const shell = await identifiedBash(`read go; ${PYTHON} -c "${bind}"; echo done`);
     shell.send('go');
     await shell.waitForLine('bind done', (line) => line === 'done');
-    const event = await agent.waitForEvent('bind event', (e) => e.type === 'bind' && e.connection?.localPort === BIND_PORT);
+    const event = await agent.waitForEvent(
+      'bind event',
+      (e) => e.type === 'bind' && e.connection?.localPort === BIND_PORT,
+    );
     expect(event.subject?.spiffeId).toBe(A);
     expect(event.connection?.localAddress).toBe('127.0.0.1');
     expect(event.connection?.protocol).toBe('tcp');
@@ -218,8 +234,13 @@ describe('bind events', () => {
     const shell = await identifiedBash(`read go; ${PYTHON} -c "${marker}"`);
     shell.send('go');
     // Both binds go through the same ring buffer in order.
-    await agent.waitForEvent('marker bind', (e) => e.type === 'bind' && e.connection?.localPort === BIND_PORT + 2);
-    expect(agent.events.some((e) => e.type === 'bind' && e.connection?.localPort === BIND_PORT + 1)).toBe(false);
+    await agent.waitForEvent(
+      'marker bind',
+      (e) => e.type === 'bind' && e.connection?.localPort === BIND_PORT + 2,
+    );
+    expect(
+      agent.events.some((e) => e.type === 'bind' && e.connection?.localPort === BIND_PORT + 1),
+    ).toBe(false);
   });
 });
 
@@ -244,7 +265,8 @@ describe('connect flood', () => {
     // does not decode the flood's connect events.
     agent.stopCollecting();
     const before = await scrape();
-    const connectsBefore = sample(before, 'sigil_events_total{type="connect",result="allowed"}') ?? 0;
+    const connectsBefore =
+      sample(before, 'sigil_events_total{type="connect",result="allowed"}') ?? 0;
 
     // A stopped agent reads nothing, so the flood fills the decision ring buffer for certain.
     agent.child.kill('SIGSTOP');
@@ -257,11 +279,18 @@ describe('connect flood', () => {
 
     const byShell = (e: AuditEvent) => e.process?.ancestry?.[0]?.pid === shell.pid;
     const trueExits = () => exitEvents((e) => byShell(e) && e.process?.comm === 'true');
-    await waitFor('exit events of every /bin/true', () => (trueExits().length >= FLOOD_EXECS ? true : undefined), 60_000);
+    await waitFor(
+      'exit events of every /bin/true',
+      () => (trueExits().length >= FLOOD_EXECS ? true : undefined),
+      60_000,
+    );
     expect(trueExits()).toHaveLength(FLOOD_EXECS);
-    expect(trueExits().every((e) => e.subject?.spiffeId === A && e.process?.exitCode === 0)).toBe(true);
+    expect(trueExits().every((e) => e.subject?.spiffeId === A && e.process?.exitCode === 0)).toBe(
+      true,
+    );
 
-    const losses = () => quietEvents.filter((e) => e.type === 'loss' && e.loss?.where === 'kernel-ringbuf');
+    const losses = () =>
+      quietEvents.filter((e) => e.type === 'loss' && e.loss?.where === 'kernel-ringbuf');
     await waitFor('a kernel loss event', () => (losses().length > 0 ? true : undefined), 10_000);
     expect(losses().every((e) => e.loss?.reason === 'events-ringbuf-full')).toBe(true);
 
@@ -271,7 +300,8 @@ describe('connect flood', () => {
     const deadline = Date.now() + 60_000;
     for (;;) {
       const body = await scrape();
-      connects = (sample(body, 'sigil_events_total{type="connect",result="allowed"}') ?? 0) - connectsBefore;
+      connects =
+        (sample(body, 'sigil_events_total{type="connect",result="allowed"}') ?? 0) - connectsBefore;
       const kernelDrops = sample(body, 'sigil_kernel_drops_total{reason="events-ringbuf-full"}');
       if (connects + dropped() >= FLOOD_CONNECTS && kernelDrops === dropped()) break;
       if (Date.now() > deadline) break;

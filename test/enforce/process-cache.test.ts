@@ -1,7 +1,12 @@
 import { realpathSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { readProcessStat } from '../../src/identity/process-info';
-import { CacheState, CachedProcess, ProcessCache, ProcessFacts } from '../../src/enforce/process-cache';
+import {
+  CacheState,
+  CachedProcess,
+  ProcessCache,
+  ProcessFacts,
+} from '../../src/enforce/process-cache';
 
 // Pids from 4,000,001 on are above the kernel's pid_max (at most 2^22), so /proc never has them
 // and the cache can only know them from the records the tests feed it.
@@ -112,7 +117,12 @@ describe('process cache ancestry', () => {
     chain(cache, 3);
     // BASE+1 exits, then a new process gets its pid with a later start time.
     cache.exit(BASE + 1, BigInt(BASE + 1));
-    cache.fork({ tgid: BASE + 1, startTimeTicks: 9_000_000n, ppid: BASE, parentStartTimeTicks: BigInt(BASE) });
+    cache.fork({
+      tgid: BASE + 1,
+      startTimeTicks: 9_000_000n,
+      ppid: BASE,
+      parentStartTimeTicks: BigInt(BASE),
+    });
     cache.exec({
       tgid: BASE + 1,
       startTimeTicks: 9_000_000n,
@@ -167,7 +177,10 @@ describe('process cache pruning', () => {
 describe('process cache bounds', () => {
   it('evicts the least recently used live process', () => {
     const evicted: Array<[CacheState, CachedProcess]> = [];
-    const cache = new ProcessCache({ maxLive: 3, onEvict: (state, entry) => evicted.push([state, entry]) });
+    const cache = new ProcessCache({
+      maxLive: 3,
+      onEvict: (state, entry) => evicted.push([state, entry]),
+    });
     for (let i = 0; i < 3; i++) cache.exec(facts(BASE + i, 0));
     // An ancestry walk through BASE uses it, so BASE+1 becomes the least recently used.
     expect(cache.ancestry(BASE + 5, BASE).map((ref) => ref.pid)).toEqual([BASE]);
@@ -181,7 +194,10 @@ describe('process cache bounds', () => {
 
   it('evicts the oldest exited process', () => {
     const evicted: Array<[CacheState, number]> = [];
-    const cache = new ProcessCache({ maxExited: 2, onEvict: (state, entry) => evicted.push([state, entry.tgid]) });
+    const cache = new ProcessCache({
+      maxExited: 2,
+      onEvict: (state, entry) => evicted.push([state, entry.tgid]),
+    });
     for (let i = 0; i < 3; i++) {
       cache.exec(facts(BASE + i, 0));
       cache.exit(BASE + i, BigInt(BASE + i));

@@ -945,7 +945,9 @@ describe('native addon (needs root)', () => {
       expect(() => ringBufferPositions(mapFd('counters'))).toThrow(
         expect.objectContaining({
           code: 'EINVAL',
-          message: expect.stringMatching(/^read ring buffer positions of map fd \d+: Invalid argument/),
+          message: expect.stringMatching(
+            /^read ring buffer positions of map fd \d+: Invalid argument/,
+          ),
         }),
       );
     });

@@ -1,7 +1,17 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { decodeBatch, ExecRecord, ExitRecord, ForkRecord, KernelRecord } from '../../src/kernel/codec';
+import {
+  decodeBatch,
+  ExecRecord,
+  ExitRecord,
+  ForkRecord,
+  KernelRecord,
+} from '../../src/kernel/codec';
 import { Datapath } from '../../src/kernel/datapath';
-import { connectRecordLayout, DropReason, SETTINGS_EMIT_ALL_CONNECTS } from '../../src/kernel/layout';
+import {
+  connectRecordLayout,
+  DropReason,
+  SETTINGS_EMIT_ALL_CONNECTS,
+} from '../../src/kernel/layout';
 import { ensureKernelFilesystems } from '../../src/kernel/mounts';
 import { waitFor } from '../helpers/agent-process';
 import { TestCgroups } from '../helpers/cgroups';
@@ -45,20 +55,30 @@ beforeAll(async () => {
   datapath.applyRuleSet({ subjects: [], peerRules: [], cidrRules: [] }, SETTINGS_EMIT_ALL_CONNECTS);
   datapath.attachProcessTracking();
   datapath.attachSocketPrograms(cgroups.path('flood'));
-  datapath.startEvents((batch) => {
-    for (const record of decodeBatch(batch)) if (record.type !== 'malformed') records.push(record);
-  }, ['process']);
+  datapath.startEvents(
+    (batch) => {
+      for (const record of decodeBatch(batch))
+        if (record.type !== 'malformed') records.push(record);
+    },
+    ['process'],
+  );
 
   shell = spawnInCgroup(cgroups.path('flood'), ['/bin/sh', '-c', SCRIPT]);
   // The shell is in the cgroup once it has executed the script's /bin/sh.
-  await waitFor('exec of the script shell', () =>
-    records.some((r) => r.type === 'exec' && r.tgid === shell.pid && r.filename === '/bin/sh') || undefined,
+  await waitFor(
+    'exec of the script shell',
+    () =>
+      records.some((r) => r.type === 'exec' && r.tgid === shell.pid && r.filename === '/bin/sh') ||
+      undefined,
   );
   shell.send('go');
   await shell.waitForLine('end of the script', (line) => line === 'done', 60_000);
   await waitFor(
     'exit records of the script children',
-    () => (records.filter((r) => r.type === 'exit' && childPids().has(r.tgid)).length >= EXECS + 3 ? true : undefined),
+    () =>
+      records.filter((r) => r.type === 'exit' && childPids().has(r.tgid)).length >= EXECS + 3
+        ? true
+        : undefined,
     20_000,
   );
 }, 90_000);
@@ -75,7 +95,11 @@ function ofType<T extends KernelRecord['type']>(type: T): Extract<KernelRecord, 
 
 /** Pids of the processes the script shell forked. */
 function childPids(): Set<number> {
-  return new Set(ofType('fork').filter((r) => r.ppid === shell.pid).map((r) => r.tgid));
+  return new Set(
+    ofType('fork')
+      .filter((r) => r.ppid === shell.pid)
+      .map((r) => r.tgid),
+  );
 }
 
 function execsOf(filename: string): ExecRecord[] {
