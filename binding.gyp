@@ -13,6 +13,7 @@
         "native/map_ops.cc",
         "native/probe.cc",
         "native/ring_buffer_consumer.cc",
+        "native/ring_buffer_fill.cc",
         "native/system.cc"
       ],
       "include_dirs": [

@@ -93,31 +93,84 @@ struct sigil_destination {
 	__u8 is_v4;
 };
 
-/* Records the binding process as the owner of a socket. */
-static __always_inline void record_owner(struct bpf_sock *sk)
+/* Reports a bind by a process with an identity; a full ring buffer is counted. */
+static __always_inline void emit_bind(struct bpf_sock *sk, int family, __u32 tgid, __u32 subject)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+	struct sigil_bind_record *record;
+	__u32 *words;
+
+	/* reserve the record */
+	record = bpf_ringbuf_reserve(&sigil_events, sizeof(*record), 0);
+	if (!record) {
+		sigil_count_drop(SIGIL_DROP_EVENTS_RINGBUF_FULL);
+		return;
+	}
+
+	/* fill it */
+	record->header.type = SIGIL_RECORD_BIND;
+	record->header.size = sizeof(*record);
+	record->header.ktime_ns = bpf_ktime_get_boot_ns();
+	record->tgid = tgid;
+	record->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	record->uid = (__u32)uid_gid;
+	record->gid = uid_gid >> 32;
+	record->subject_id = subject;
+	record->pad = 0;
+	record->cgroup_id = bpf_get_current_cgroup_id();
+	record->family = family;
+	/* src_port is in host byte order in struct bpf_sock */
+	record->port = (__u16)sk->src_port;
+	record->protocol = (__u8)sk->protocol;
+	__builtin_memset(record->pad2, 0, sizeof(record->pad2));
+	words = (__u32 *)record->addr;
+	/* family is a constant in each program, so every context read has a fixed offset */
+	if (family == AF_INET) {
+		words[0] = 0;
+		words[1] = 0;
+		words[2] = bpf_htonl(0xffff);
+		words[3] = sk->src_ip4;
+	} else {
+		words[0] = sk->src_ip6[0];
+		words[1] = sk->src_ip6[1];
+		words[2] = sk->src_ip6[2];
+		words[3] = sk->src_ip6[3];
+	}
+	bpf_get_current_comm(record->comm, sizeof(record->comm));
+
+	/* submit */
+	bpf_ringbuf_submit(record, 0);
+}
+
+/* Records the binding process as the owner of a socket; reports the bind if it has an identity. */
+static __always_inline void record_owner(struct bpf_sock *sk, int family)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	__u32 subject = sigil_identity_of(tgid);
 	struct sigil_socket_owner *owner;
 
 	owner = bpf_sk_storage_get(&sigil_socket_owners, sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
-	if (!owner)
-		return;
-	owner->tgid = tgid;
-	owner->id = sigil_identity_of(tgid);
-	owner->start_ticks = sigil_start_ticks((struct task_struct *)bpf_get_current_task());
+	if (owner) {
+		owner->tgid = tgid;
+		owner->id = subject;
+		owner->start_ticks = sigil_start_ticks((struct task_struct *)bpf_get_current_task());
+	}
+	if (subject)
+		emit_bind(sk, family, tgid, subject);
 }
 
 SEC("cgroup/post_bind4")
 int sigil_post_bind4(struct bpf_sock *sk)
 {
-	record_owner(sk);
+	record_owner(sk, AF_INET);
 	return SIGIL_SOCK_ALLOW;
 }
 
 SEC("cgroup/post_bind6")
 int sigil_post_bind6(struct bpf_sock *sk)
 {
-	record_owner(sk);
+	record_owner(sk, AF_INET6);
 	return SIGIL_SOCK_ALLOW;
 }
 
@@ -277,7 +330,7 @@ static __always_inline void emit_connect(__u32 tgid, __u32 subject, __u32 peer, 
 	/* reserve the record */
 	record = bpf_ringbuf_reserve(&sigil_events, sizeof(*record), 0);
 	if (!record) {
-		sigil_count_drop(SIGIL_DROP_RINGBUF_FULL);
+		sigil_count_drop(SIGIL_DROP_EVENTS_RINGBUF_FULL);
 		return;
 	}
 

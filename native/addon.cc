@@ -32,6 +32,7 @@ Napi::Object InitAddon(Napi::Env env, Napi::Object exports)
 	InitProbes(env, exports);
 	InitMapOps(env, exports);
 	InitSystem(env, exports);
+	InitRingBufferFill(env, exports);
 	return exports;
 }
 

@@ -14,4 +14,7 @@ void InitMapOps(Napi::Env env, Napi::Object exports);
 // system.cc: closeFd, objGet, objPin, mount, and the `constants` object.
 void InitSystem(Napi::Env env, Napi::Object exports);
 
+// ring_buffer_fill.cc: ringBufferPositions.
+void InitRingBufferFill(Napi::Env env, Napi::Object exports);
+
 } // namespace sigil

@@ -32,11 +32,17 @@ SIGIL_MAP struct {
 	__type(value, struct sigil_identity);
 } sigil_identities SEC(".maps");
 
-/* Records for user space. */
+/* Decision records for user space: connect, bind, and the LSM object's decisions. */
 SIGIL_MAP struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
 	__uint(max_entries, SIGIL_RINGBUF_BYTES);
 } sigil_events SEC(".maps");
+
+/* Fork, exec and exit records for user space. */
+SIGIL_MAP struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, SIGIL_PROCESS_RINGBUF_BYTES);
+} sigil_process_events SEC(".maps");
 
 /* Records that could not be written, per CPU, indexed by enum sigil_drop_reason. */
 SIGIL_MAP struct {

@@ -17,7 +17,13 @@
 #define SIGIL_MAX_PEER_KEYS 262144
 #define SIGIL_MAX_CIDR_KEYS 262144
 #define SIGIL_GENERATIONS 4
+/* Decision records: connect, bind and the LSM object's exec and file decisions. */
 #define SIGIL_RINGBUF_BYTES (16 * 1024 * 1024)
+/*
+ * Process records (fork, exec, exit) have a ring buffer of their own, so a flood of
+ * decision records cannot push out the exec records that identities depend on.
+ */
+#define SIGIL_PROCESS_RINGBUF_BYTES (8 * 1024 * 1024)
 
 /* Rule entries one (subject, peer) pair or one CIDR chain can hold. */
 #define SIGIL_RULES_PER_KEY 16
@@ -27,6 +33,8 @@ enum sigil_record_type {
 	SIGIL_RECORD_EXEC = 1,
 	SIGIL_RECORD_EXIT = 2,
 	SIGIL_RECORD_CONNECT = 3,
+	SIGIL_RECORD_FORK = 4,
+	SIGIL_RECORD_BIND = 5,
 };
 
 /* Actions a rule or a posture can take. */
@@ -46,8 +54,9 @@ enum sigil_decision_reason {
 
 /* Reasons a record could not be written, indexes of the drops map. */
 enum sigil_drop_reason {
-	SIGIL_DROP_RINGBUF_FULL = 0,
-	SIGIL_DROP_REASONS = 1,
+	SIGIL_DROP_EVENTS_RINGBUF_FULL = 0,	/* sigil_events full: a decision record */
+	SIGIL_DROP_PROCESS_RINGBUF_FULL = 1,	/* sigil_process_events full: fork, exec or exit */
+	SIGIL_DROP_REASONS = 2,
 };
 
 /* Flags of sigil_subject.flags. */
@@ -145,15 +154,25 @@ struct sigil_exec_record {
 	__u32 inherited_id;	/* identity the process has until user space attests it */
 	__u32 pad;
 	__u64 start_boottime_ns;	/* task->start_boottime, to detect pid reuse */
+	__u64 parent_start_boottime_ns;	/* the same for the parent (real_parent) */
 	__u64 cgroup_id;
 	char comm[SIGIL_COMM_LEN];
 	char filename[SIGIL_PATH_MAX];
 };
 
+/* A new process (not a thread): the child's tgid and its parent's. */
+struct sigil_fork_record {
+	struct sigil_record_header header;
+	__u32 tgid;
+	__u32 ppid;
+	__u64 start_boottime_ns;
+	__u64 parent_start_boottime_ns;
+};
+
 struct sigil_exit_record {
 	struct sigil_record_header header;
 	__u32 tgid;
-	__u32 exit_code;
+	__u32 exit_code;	/* wait status: exit status << 8, or the signal number */
 	__u64 start_boottime_ns;
 };
 
@@ -177,6 +196,24 @@ struct sigil_connect_record {
 	__u8 addr[16];		/* destination, IPv4-mapped for AF_INET */
 	__u32 peer_tgid;	/* owner of the local listener, 0 when none was found */
 	__u32 pad;
+	char comm[SIGIL_COMM_LEN];
+};
+
+/* A bind() by a process with an identity, from the post_bind programs. */
+struct sigil_bind_record {
+	struct sigil_record_header header;
+	__u32 tgid;
+	__u32 ppid;
+	__u32 uid;
+	__u32 gid;
+	__u32 subject_id;
+	__u32 pad;
+	__u64 cgroup_id;
+	__u16 family;		/* AF_INET or AF_INET6 */
+	__u16 port;		/* bound port, host byte order */
+	__u8 protocol;		/* IPPROTO_TCP or IPPROTO_UDP */
+	__u8 pad2[3];
+	__u8 addr[16];		/* bound address, IPv4-mapped for AF_INET */
 	char comm[SIGIL_COMM_LEN];
 };
 

@@ -113,7 +113,7 @@ static __always_inline void emit_decision(const struct file_access *access,
 	if (access->kind == SIGIL_LSM_KIND_EXEC) {
 		exec_record = bpf_ringbuf_reserve(&sigil_events, sizeof(*exec_record), 0);
 		if (!exec_record) {
-			sigil_count_drop(SIGIL_DROP_RINGBUF_FULL);
+			sigil_count_drop(SIGIL_DROP_EVENTS_RINGBUF_FULL);
 			return;
 		}
 		exec_record->header.type = SIGIL_RECORD_EXEC_DECISION;
@@ -125,7 +125,7 @@ static __always_inline void emit_decision(const struct file_access *access,
 	} else {
 		file_record = bpf_ringbuf_reserve(&sigil_events, sizeof(*file_record), 0);
 		if (!file_record) {
-			sigil_count_drop(SIGIL_DROP_RINGBUF_FULL);
+			sigil_count_drop(SIGIL_DROP_EVENTS_RINGBUF_FULL);
 			return;
 		}
 		file_record->header.type = SIGIL_RECORD_FILE_DECISION;

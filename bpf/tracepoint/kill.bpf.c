@@ -213,7 +213,7 @@ static __always_inline void emit_decision(const struct file_access *access,
 	/* reserve the record */
 	record = bpf_ringbuf_reserve(&sigil_events, sizeof(*record), 0);
 	if (!record) {
-		sigil_count_drop(SIGIL_DROP_RINGBUF_FULL);
+		sigil_count_drop(SIGIL_DROP_EVENTS_RINGBUF_FULL);
 		return;
 	}
 

@@ -283,7 +283,7 @@ export function buildProgram(): Command {
     .option('--state-dir <path>', 'directory of the agent state files', DEFAULT_STATE_DIR)
     .option(
       '--audit-unidentified-exec',
-      'also report execs of processes without a SPIFFE ID (every exec on the node)',
+      'also report execs and exits of processes without a SPIFFE ID (every exec and exit on the node)',
       false,
     )
     .option(

@@ -10,14 +10,16 @@ import { PolicySet } from '../policy/types';
 import { subjectMatches } from '../policy/spiffe-selector';
 import { ConfigError, ConfigIssue, formatIssue } from '../util/config-error';
 import {
+  BindRecord,
   decodeBatch,
   ExecRecord,
+  ExitRecord,
   ConnectRecord,
   KernelRecord,
   MalformedRecord,
 } from '../kernel/codec';
 import { Datapath, KernelRuleSet } from '../kernel/datapath';
-import { KernelAction, SETTINGS_REPORT_ALLOWED_ACCESS } from '../kernel/layout';
+import { DropReason, KernelAction, SETTINGS_REPORT_ALLOWED_ACCESS } from '../kernel/layout';
 import { ensureKernelFilesystems, findCgroup2Root } from '../kernel/mounts';
 import { probeEnforcers } from '../kernel/probe';
 import { EventHub } from '../events/event-hub';
@@ -25,7 +27,14 @@ import { AuditServer } from '../events/grpc-server';
 import { TcpListenAddress } from '../events/mtls-server';
 import { SpiffeIdAllowList } from '../identity/spiffe-id-allow-list';
 import { MtlsEndpoint } from './mtls-endpoint';
-import { agentEvent, connectEvent, execEvent } from './event-builder';
+import {
+  agentEvent,
+  connectEvent,
+  execEvent,
+  exitEvent,
+  lossEvent,
+  observedBindEvent,
+} from './event-builder';
 import {
   bpfLsmUsable,
   dropEnforcedKindWarnings,
@@ -36,7 +45,7 @@ import { LsmRecord } from '../kernel/lsm-layout';
 import { TpDecisionRecord } from '../kernel/tp-layout';
 import { TracepointEnforcer, tracepointKillUsable } from './tracepoint-enforcer';
 import { kindEnforcers, publishEnforcementReport } from './enforcement-status';
-import { ProcessCache } from './process-cache';
+import { CacheState, ProcessCache } from './process-cache';
 import { IdentityRegistry } from './identity-registry';
 import { ConfigWatcher } from './config-watcher';
 import { socketInUse } from './single-instance';
@@ -46,7 +55,7 @@ import {
   SpireAgentIdentitySource,
 } from './identity-source';
 import { SpireUnavailableError, validateX509Svid, WorkloadApiClient } from '../identity/spire';
-import { AgentState } from '../events/audit-event';
+import { AgentState, EventDraft, KernelDropReason } from '../events/audit-event';
 import { SigilMetrics } from '../events/metrics';
 import { sigilVersion } from '../events/ocsf';
 
@@ -71,7 +80,11 @@ export interface AgentOptions {
   pinDir: string | null;
   /** Directory of the agent's state files (the SPIFFE ID to id journal). */
   stateDir: string;
-  /** Publish exec events of processes without a SPIFFE ID too (every exec on the node). */
+  /**
+   * Publish exec and exit events of processes without a SPIFFE ID too (every
+   * exec and exit on the node). Without it, an unidentified process's exit is
+   * published only when an earlier event named the process.
+   */
   auditUnidentifiedExec?: boolean;
   /**
    * Report the execs and file opens of identified processes that no Audit or Block rule or
@@ -103,6 +116,12 @@ const KEPT_GENERATIONS = 8;
 const DROP_POLL_MS = 1000;
 // Processes attested at once while scanning /proc, which bounds the streams open on the spire-agent.
 const SCAN_CONCURRENCY = 32;
+// Minimum time between two warnings about live processes evicted from the process cache.
+const EVICTION_WARNING_MS = 60_000;
+const KERNEL_DROP_REASONS: Record<number, KernelDropReason> = {
+  [DropReason.EventsRingBufferFull]: 'events-ringbuf-full',
+  [DropReason.ProcessRingBufferFull]: 'process-ringbuf-full',
+};
 
 /** Loads the registration file, throwing ConfigError with every issue in it. */
 function loadRegistration(file: string): Registration {
@@ -117,7 +136,11 @@ export class Agent {
   readonly hub: EventHub;
   private readonly log: Logger;
   private registry!: IdentityRegistry;
-  private readonly processes = new ProcessCache();
+  private readonly processes = new ProcessCache({
+    onEvict: (state) => this.processEvicted(state),
+  });
+  private evictedLive = 0;
+  private lastEvictionWarning = 0;
   private readonly rulesByGeneration = new Map<number, RuleRef[]>();
   private registration: Registration | null = null;
   private identities!: IdentitySource;
@@ -377,6 +400,7 @@ export class Agent {
       this.log.error({ pid, err: error }, 'write identity to the kernel map failed');
       return;
     }
+    this.processes.setSpiffeId(pid, spiffeId);
     this.log.info({ pid, spiffeId }, 'identity changed');
     this.publishAgentEvent(`identity of pid ${pid} changed to ${spiffeId ?? 'none'}`);
   }
@@ -476,7 +500,7 @@ export class Agent {
     }
     if (!result || result.executable === null) return undefined;
     const id = result.spiffeId ? this.idForNewOrKnown(result.spiffeId) : 0;
-    this.processes.remember(pid, result.executable, result.startTimeTicks);
+    this.processes.attested(pid, result.startTimeTicks, result.executable, result.spiffeId);
     try {
       this.datapath?.setIdentity(pid, id, 0, result.startTimeTicks);
     } catch (error) {
@@ -510,22 +534,29 @@ export class Agent {
     record: KernelRecord | MalformedRecord | LsmRecord | TpDecisionRecord,
   ): void {
     switch (record.type) {
+      case 'fork':
+        this.processes.fork({
+          tgid: record.tgid,
+          startTimeTicks: record.startBoottimeNs / NS_PER_CLOCK_TICK,
+          ppid: record.ppid,
+          parentStartTimeTicks: record.parentStartBoottimeNs / NS_PER_CLOCK_TICK,
+        });
+        return;
       case 'exec':
         this.handleExec(record).catch((error) =>
           this.log.error({ err: error, pid: record.tgid }, 'handle exec record failed'),
         );
         return;
       case 'exit':
-        this.processes.forget(record.tgid);
-        this.identities.forget(record.tgid);
-        this.unattested.delete(record.tgid);
-        return;
+        return this.handleExit(record);
       case 'connect':
         return this.handleConnect(record);
+      case 'bind':
+        return this.handleBind(record);
       case 'exec-decision':
       case 'file-decision': {
         const draft = this.lsm?.eventFor(record);
-        if (draft) this.hub.publish(draft);
+        if (draft) this.publishProcessEvent(draft);
         return;
       }
       case 'tp-exec-decision':
@@ -547,20 +578,97 @@ export class Agent {
 
   private async handleExec(record: ExecRecord): Promise<void> {
     const startTicks = record.startBoottimeNs / NS_PER_CLOCK_TICK;
+    // The path given to execve() is the executable until attestation reads /proc/<pid>/exe.
+    this.processes.exec({
+      tgid: record.tgid,
+      startTimeTicks: startTicks,
+      ppid: record.ppid,
+      parentStartTimeTicks: record.parentStartBoottimeNs / NS_PER_CLOCK_TICK,
+      executable: record.filename,
+      comm: record.comm,
+      uid: record.uid,
+      gid: record.gid,
+      cgroupId: record.cgroupId.toString(),
+    });
     const spiffeId = await this.attestAndWrite(record.tgid, startTicks);
-    // The process exited before it could be read: it keeps no identity to report.
-    if (spiffeId === undefined) this.processes.remember(record.tgid, record.filename, startTicks);
     // Execs of processes without an identity are most of a node's execs; they are opt-in.
     if (!spiffeId && !this.options.auditUnidentifiedExec) return;
     const executable = this.processes.executable(record.tgid) ?? record.filename;
-    this.hub.publish(execEvent(record, spiffeId ?? null, executable));
+    this.publishProcessEvent(execEvent(record, spiffeId ?? null, executable));
+  }
+
+  /**
+   * Publishes the exit of a process that had an identity or was named by an
+   * earlier event. Other exits only update the process cache, so that a
+   * node's short-lived helper processes do not flood the stream.
+   */
+  private handleExit(record: ExitRecord): void {
+    this.identities.forget(record.tgid);
+    this.unattested.delete(record.tgid);
+    const process = this.processes.exit(record.tgid, record.startBoottimeNs / NS_PER_CLOCK_TICK);
+    if (!process) return;
+    if (!process.spiffeId && !process.reported && !this.options.auditUnidentifiedExec) return;
+    this.hub.publish(
+      exitEvent(record, {
+        spiffeId: process.spiffeId,
+        executable: process.executable,
+        ppid: process.ppid,
+        uid: process.uid ?? 0,
+        gid: process.gid ?? 0,
+        comm: process.comm,
+        cgroupId: process.cgroupId || '0',
+        ancestry: this.processes.ancestry(record.tgid, process.ppid),
+      }),
+    );
+  }
+
+  /** Publishes a bind by a process with an identity. */
+  private handleBind(record: BindRecord): void {
+    this.publishProcessEvent(
+      observedBindEvent(record, {
+        subject: this.registry.spiffeIdOf(record.subjectId),
+        executable: this.processes.executable(record.tgid),
+      }),
+    );
+  }
+
+  /**
+   * Publishes an event about a process, with its ancestry from the process
+   * cache, and marks the process so its exit is published too.
+   */
+  private publishProcessEvent(draft: EventDraft): void {
+    const process = draft.process;
+    if (process) {
+      const tgid = process.tgid || process.pid;
+      if (!process.ancestry?.length) {
+        const ancestry = this.processes.ancestry(tgid, process.ppid);
+        if (ancestry.length > 0) process.ancestry = ancestry;
+      }
+      this.processes.markReported(tgid);
+    }
+    this.hub.publish(draft);
+  }
+
+  /** Counts an eviction from the process cache, and warns at most once a minute about live ones. */
+  private processEvicted(state: CacheState): void {
+    this.options.metrics?.processCacheEvicted(state, 1);
+    if (state !== 'live') return;
+    this.evictedLive++;
+    const now = Date.now();
+    if (now - this.lastEvictionWarning < EVICTION_WARNING_MS) return;
+    this.lastEvictionWarning = now;
+    this.log.warn(
+      { evicted: this.evictedLive },
+      'process cache full: evicted live processes, whose descendants lose that part of their ancestry',
+    );
+    this.evictedLive = 0;
   }
 
   private handleConnect(record: ConnectRecord): void {
     const rules = this.rulesByGeneration.get(record.generation);
     const rule = record.reason === 1 ? rules?.[record.ruleIndex] : undefined;
     const subjectPolicy = record.reason === 2 ? this.postureSource(record.subjectId) : undefined;
-    this.hub.publish(
+    this.publishProcessEvent(
       connectEvent(record, {
         subject: this.registry.spiffeIdOf(record.subjectId),
         peer: this.registry.spiffeIdOf(record.peerId),
@@ -581,8 +689,13 @@ export class Agent {
     return names.length ? names.join(',') : undefined;
   }
 
+  /**
+   * Reports the kernel's drop counters per reason as loss events, and brings
+   * the ring-buffer fill and process cache gauges up to date. Runs about once a second.
+   */
   private reportDrops(): void {
     if (!this.datapath) return;
+    this.updateGauges(this.datapath);
     let drops: bigint[];
     try {
       drops = this.datapath.readDrops();
@@ -590,24 +703,47 @@ export class Agent {
       this.log.error({ err: error }, 'read kernel drop counters failed');
       return;
     }
-    drops.forEach((total, reason) => {
-      const previous = this.reportedDrops[reason] ?? 0n;
+    drops.forEach((total, index) => {
+      const previous = this.reportedDrops[index] ?? 0n;
       if (total === previous) return;
-      this.reportedDrops[reason] = total;
+      this.reportedDrops[index] = total;
       const count = Number(total - previous);
-      // Dropped records may include execs: attest every process again, so none keeps a
-      // pre-exec identity because its exec record was lost.
-      this.attestRunningProcesses().catch((error) =>
-        this.log.error({ err: error }, 'attest processes after dropped records failed'),
+      const reason = KERNEL_DROP_REASONS[index];
+      if (index === DropReason.ProcessRingBufferFull) {
+        // Lost exec records leave processes with a pre-exec identity, and lost fork and exit
+        // records leave gaps in the process cache: attest every process again.
+        this.processes.pruneGone();
+        this.attestRunningProcesses().catch((error) =>
+          this.log.error({ err: error }, 'attest processes after dropped records failed'),
+        );
+      }
+      this.log.warn(
+        { count, total: total.toString(), reason },
+        'kernel ring buffer full: records dropped',
       );
-      this.log.warn({ count, total: total.toString() }, 'kernel ring buffer full: records dropped');
-      this.hub.publish({
-        type: 'loss',
-        ktimeNs: '0',
-        loss: { where: 'kernel-ringbuf', count },
-        message: `${count} kernel records were dropped because the ring buffer was full`,
-      });
+      const ring = index === DropReason.ProcessRingBufferFull ? 'process' : 'decision';
+      const draft = lossEvent(
+        'kernel-ringbuf',
+        count,
+        `${count} kernel ${ring} records were dropped because their ring buffer was full`,
+      );
+      if (draft.loss && reason) draft.loss.reason = reason;
+      this.hub.publish(draft);
     });
+  }
+
+  private updateGauges(datapath: Datapath): void {
+    const metrics = this.options.metrics;
+    if (!metrics) return;
+    const cache = this.processes.size;
+    metrics.setProcessCacheSize(cache.live, cache.exited);
+    try {
+      const fill = datapath.ringFill();
+      metrics.setRingBufferFill('process', fill.process);
+      metrics.setRingBufferFill('events', fill.events);
+    } catch (error) {
+      this.log.error({ err: error }, 'read ring buffer positions failed');
+    }
   }
 
   /**

@@ -1,4 +1,4 @@
-import { ConnectRecord, ExecRecord, ExitRecord } from '../kernel/codec';
+import { BindRecord, ConnectRecord, ExecRecord, ExitRecord } from '../kernel/codec';
 import { DecisionReason, KernelAction } from '../kernel/layout';
 import { RuleRef } from '../policy/compiled-rule-set';
 import {
@@ -135,6 +135,7 @@ export function exitEvent(record: ExitRecord, context: ExitContext): EventDraft 
     context,
   );
   process.exitCode = exitStatus(record.exitCode);
+  process.exitSignal = record.exitCode & 0x7f;
   return {
     type: 'exit',
     ktimeNs: record.ktimeNs.toString(),
@@ -260,6 +261,46 @@ export function fileEvent(decision: Decision, object: EventObject): EventDraft {
  */
 export function policyEvent(decision: Decision & { message: string }): EventDraft {
   return decisionDraft('policy', decision);
+}
+
+/**
+ * Builds the bind event of a process with an identity, from the post_bind
+ * programs. They observe and decide nothing, so the event has no enforcer.
+ */
+export function observedBindEvent(
+  record: BindRecord,
+  context: ProcessContext & { subject: string | null; executable: string | null },
+): EventDraft {
+  return {
+    type: 'bind',
+    ktimeNs: record.ktimeNs.toString(),
+    subject: { spiffeId: context.subject ?? '' },
+    process: withContext(
+      {
+        pid: record.tgid,
+        ppid: record.ppid,
+        uid: record.uid,
+        gid: record.gid,
+        executable: context.executable ?? '',
+        comm: record.comm,
+        cgroupId: record.cgroupId.toString(),
+        tgid: record.tgid,
+      },
+      context,
+    ),
+    connection: {
+      family: record.family,
+      protocol: protocolName(record.protocol),
+      address: '',
+      port: 0,
+      peerSpiffeId: '',
+      peerPid: 0,
+      localAddress: record.address,
+      localPort: record.port,
+    },
+    action: 'none',
+    result: 'allowed',
+  };
 }
 
 /** Builds an agent status event. */

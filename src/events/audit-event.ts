@@ -71,6 +71,8 @@ export interface Process {
   ancestry?: ProcessRef[];
   /** Exit events: exit status, or 128 + signal number. */
   exitCode?: number;
+  /** Exit events: the signal that ended the process, 0 when it exited by itself. */
+  exitSignal?: number;
 }
 
 export interface Connection {
@@ -94,12 +96,16 @@ export interface PolicyRef {
   message?: string;
 }
 
+/** The kernel ring buffer that was full, for kernel-ringbuf losses. */
+export type KernelDropReason = 'events-ringbuf-full' | 'process-ringbuf-full';
+
 export interface Loss {
   where: LossWhere;
   /** Events lost; 0 when unknown (agent-restart). */
   count: number;
   firstSeq?: number;
   lastSeq?: number;
+  reason?: KernelDropReason;
 }
 
 export interface EventObject {
@@ -207,6 +213,7 @@ const processFields: FieldTable<Process> = {
   containerId: { kind: 'string', optional: true },
   ancestry: { kind: message('ProcessRef'), repeated: true, optional: true },
   exitCode: { kind: 'int32', optional: true, presence: true },
+  exitSignal: { kind: 'uint32', optional: true, presence: true },
 };
 
 const processRefFields: FieldTable<ProcessRef> = {
@@ -241,6 +248,7 @@ const lossFields: FieldTable<Loss> = {
   count: { kind: 'uint64-number' },
   firstSeq: { kind: 'uint64-number', optional: true },
   lastSeq: { kind: 'uint64-number', optional: true },
+  reason: { kind: 'string', optional: true },
 };
 
 const objectFields: FieldTable<EventObject> = {

@@ -44,13 +44,16 @@ export function formatEventRow(event: AuditEvent): string {
     }
     case 'exec':
       return `${head} ${subject}${processPart(event)}${event.process?.arguments ? ` ${JSON.stringify(event.process.arguments)}` : ''}`;
-    case 'exit':
-      return `${head} ${subject}${processPart(event)} exit=${event.process?.exitCode ?? '?'}`;
+    case 'exit': {
+      const signal = event.process?.exitSignal ? ` signal=${event.process.exitSignal}` : '';
+      return `${head} ${subject}${processPart(event)} exit=${event.process?.exitCode ?? '?'}${signal}`;
+    }
     case 'policy':
       return `${head}${decisionPart(event)} ${subject}${processPart(event)}${policyPart(event)} ${event.message ?? ''}`;
     case 'loss': {
       const range = event.loss?.firstSeq ? ` seq=${event.loss.firstSeq}-${event.loss.lastSeq}` : '';
-      return `${head} ${event.loss?.where} count=${event.loss?.count}${range} ${event.message ?? ''}`;
+      const reason = event.loss?.reason ? ` reason=${event.loss.reason}` : '';
+      return `${head} ${event.loss?.where}${reason} count=${event.loss?.count}${range} ${event.message ?? ''}`;
     }
     case 'agent':
       return `${head} ${event.agent?.state ?? ''} ${event.message ?? ''}`;

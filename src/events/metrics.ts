@@ -1,7 +1,7 @@
 import { createServer, IncomingMessage, Server, ServerResponse } from 'node:http';
 import { AddressInfo } from 'node:net';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
-import { AuditEvent } from './audit-event';
+import { AuditEvent, KernelDropReason } from './audit-event';
 import { EventHub } from './event-hub';
 import { StreamObserver } from './grpc-server';
 
@@ -29,8 +29,12 @@ export interface SigilMetrics extends StreamObserver {
   attachHub(hub: EventHub): () => void;
   setRules(count: number): void;
   setIdentities(count: number): void;
-  /** Fill of the kernel ring buffer, from 0 to 1. */
-  setRingBufferFill(ratio: number): void;
+  /** Fill of a kernel ring buffer, from 0 to 1: `process` (fork, exec, exit) or `events` (decisions). */
+  setRingBufferFill(ring: 'process' | 'events', ratio: number): void;
+  /** Entries of the agent's process cache, live and exited processes. */
+  setProcessCacheSize(live: number, exited: number): void;
+  /** Counts processes evicted from the process cache because it reached its bound. */
+  processCacheEvicted(state: 'live' | 'exited', count: number): void;
   /**
    * Serves GET /metrics on "host:port" ("[::1]:9464" for IPv6, port 0 for
    * any free port). Resolves with the bound address; rejects when it cannot
@@ -76,14 +80,37 @@ export function createMetrics(options: MetricsOptions = {}): SigilMetrics {
   });
   const rules = new Gauge({ name: 'sigil_policy_rules', help: 'Rules in the active policy generation', registers });
   const identities = new Gauge({ name: 'sigil_identities', help: 'SPIFFE IDs the agent knows', registers });
+  const kernelDrops = new Counter({
+    name: 'sigil_kernel_drops_total',
+    help: 'Kernel records lost because a ring buffer was full, by reason: events-ringbuf-full (connect, bind, LSM decisions), process-ringbuf-full (fork, exec, exit)',
+    labelNames: ['reason'] as const,
+    registers,
+  });
   const ringFill = new Gauge({
     name: 'sigil_ringbuf_fill_ratio',
-    help: 'Fill of the kernel event ring buffer, from 0 to 1, as the agent last read it',
+    help: 'Fill of a kernel ring buffer, from 0 to 1, as the agent last read it (about once a second): process (fork, exec, exit records) or events (decision records)',
+    labelNames: ['ring'] as const,
+    registers,
+  });
+  const cacheEntries = new Gauge({
+    name: 'sigil_process_cache_entries',
+    help: 'Processes in the agent process cache, by state: live, or exited and kept for the ancestry of their descendants',
+    labelNames: ['state'] as const,
+    registers,
+  });
+  const cacheEvictions = new Counter({
+    name: 'sigil_process_cache_evictions_total',
+    help: 'Processes evicted from the agent process cache at its size bound, by state; an evicted live process is missing from the ancestry of its descendants',
+    labelNames: ['state'] as const,
     registers,
   });
   const clients = new Gauge({ name: 'sigil_stream_clients', help: 'Open Watch streams', registers });
   // Every reason from the start, so a query returns 0 rather than no series.
   for (const reason of ['kernel-ringbuf', 'client-queue', 'decode'] satisfies DropReason[]) drops.inc({ reason }, 0);
+  for (const reason of ['events-ringbuf-full', 'process-ringbuf-full'] satisfies KernelDropReason[]) {
+    kernelDrops.inc({ reason }, 0);
+  }
+  for (const state of ['live', 'exited']) cacheEvictions.inc({ state }, 0);
 
   let server: Server | null = null;
 
@@ -92,6 +119,9 @@ export function createMetrics(options: MetricsOptions = {}): SigilMetrics {
     if (event.enforcer) decisions.labels(event.action ?? 'none', event.enforcer).inc();
     const where = event.loss?.where;
     if (where === 'kernel-ringbuf' || where === 'decode') drops.labels(where).inc(event.loss?.count ?? 0);
+    if (where === 'kernel-ringbuf' && event.loss?.reason) {
+      kernelDrops.labels(event.loss.reason).inc(event.loss.count);
+    }
   };
 
   const serve = async (request: IncomingMessage, response: ServerResponse): Promise<void> => {
@@ -128,7 +158,12 @@ export function createMetrics(options: MetricsOptions = {}): SigilMetrics {
     },
     setRules: (count) => rules.set(count),
     setIdentities: (count) => identities.set(count),
-    setRingBufferFill: (ratio) => ringFill.set(ratio),
+    setRingBufferFill: (ring, ratio) => ringFill.labels(ring).set(ratio),
+    setProcessCacheSize: (live, exited) => {
+      cacheEntries.labels('live').set(live);
+      cacheEntries.labels('exited').set(exited);
+    },
+    processCacheEvicted: (state, count) => cacheEvictions.labels(state).inc(count),
     streamOpened: () => clients.inc(),
     streamClosed: () => clients.dec(),
     eventsDropped: (reason, count) => drops.labels(reason).inc(count),

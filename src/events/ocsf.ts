@@ -416,6 +416,7 @@ function sigilDetails(event: AuditEvent): Record<string, unknown> {
   if (event.enforcer) details.enforcer = event.enforcer;
   if (event.errno) details.errno = event.errno;
   if (event.process) details.cgroup_id = event.process.cgroupId;
+  if (event.process?.exitSignal !== undefined) details.exit_signal = event.process.exitSignal;
 
   if (event.connection) {
     details.peer_spiffe_id = event.connection.peerSpiffeId;
@@ -439,6 +440,7 @@ function sigilDetails(event: AuditEvent): Record<string, unknown> {
       count: event.loss.count,
       first_seq: event.loss.firstSeq,
       last_seq: event.loss.lastSeq,
+      reason: event.loss.reason,
     };
   }
   if (event.agent) {

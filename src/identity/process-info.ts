@@ -120,6 +120,19 @@ export function readStartTime(pid: number, procRoot = '/proc'): bigint | null {
   return text === null ? null : parseStat(text, path).startTimeTicks;
 }
 
+/**
+ * Reads the command name, parent pid and start time of a process from /proc/<pid>/stat, or
+ * returns null when the process does not exist.
+ */
+export function readProcessStat(
+  pid: number,
+  procRoot = '/proc',
+): { comm: string; ppid: number; startTimeTicks: bigint } | null {
+  const path = `${procRoot}/${pid}/stat`;
+  const text = readProcFile(path);
+  return text === null ? null : parseStat(text, path);
+}
+
 /** Lists the pids in procfs in ascending order. */
 export function listPids(procRoot = '/proc'): number[] {
   return readdirSync(procRoot)

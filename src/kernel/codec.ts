@@ -1,9 +1,11 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import {
+  bindRecordLayout,
   cidrKeyLayout,
   connectRecordLayout,
   execRecordLayout,
   exitRecordLayout,
+  forkRecordLayout,
   identityLayout,
   KernelAction,
   peerKeyLayout,
@@ -35,17 +37,46 @@ export interface ExecRecord {
   gid: number;
   inheritedId: number;
   startBoottimeNs: bigint;
+  parentStartBoottimeNs: bigint;
   cgroupId: bigint;
   comm: string;
   filename: string;
+}
+
+/** A new process (threads are not reported). */
+export interface ForkRecord {
+  type: 'fork';
+  ktimeNs: bigint;
+  tgid: number;
+  ppid: number;
+  startBoottimeNs: bigint;
+  parentStartBoottimeNs: bigint;
 }
 
 export interface ExitRecord {
   type: 'exit';
   ktimeNs: bigint;
   tgid: number;
+  /** Wait status: the exit status in bits 8..15, or the terminating signal in bits 0..6. */
   exitCode: number;
   startBoottimeNs: bigint;
+}
+
+/** A bind() by a process that had an identity. */
+export interface BindRecord {
+  type: 'bind';
+  ktimeNs: bigint;
+  tgid: number;
+  ppid: number;
+  uid: number;
+  gid: number;
+  subjectId: number;
+  cgroupId: bigint;
+  family: 'ipv4' | 'ipv6';
+  address: string;
+  port: number;
+  protocol: number;
+  comm: string;
 }
 
 export interface ConnectRecord {
@@ -71,7 +102,7 @@ export interface ConnectRecord {
   comm: string;
 }
 
-export type KernelRecord = ExecRecord | ExitRecord | ConnectRecord;
+export type KernelRecord = ExecRecord | ForkRecord | ExitRecord | ConnectRecord | BindRecord;
 
 /** A record that could not be decoded; the stream goes on past it. */
 export interface MalformedRecord {
@@ -240,9 +271,42 @@ function decodeExec(buffer: Buffer, at: number): ExecRecord {
     gid: buffer.readUInt32LE(at + field(l, 'gid')),
     inheritedId: buffer.readUInt32LE(at + field(l, 'inherited_id')),
     startBoottimeNs: buffer.readBigUInt64LE(at + field(l, 'start_boottime_ns')),
+    parentStartBoottimeNs: buffer.readBigUInt64LE(at + field(l, 'parent_start_boottime_ns')),
     cgroupId: buffer.readBigUInt64LE(at + field(l, 'cgroup_id')),
     comm: cString(buffer, at + field(l, 'comm'), 16),
     filename: cString(buffer, at + field(l, 'filename'), 256),
+  };
+}
+
+function decodeFork(buffer: Buffer, at: number): ForkRecord {
+  const l = forkRecordLayout;
+  return {
+    type: 'fork',
+    ktimeNs: buffer.readBigUInt64LE(at + field(recordHeaderLayout, 'ktime_ns')),
+    tgid: buffer.readUInt32LE(at + field(l, 'tgid')),
+    ppid: buffer.readUInt32LE(at + field(l, 'ppid')),
+    startBoottimeNs: buffer.readBigUInt64LE(at + field(l, 'start_boottime_ns')),
+    parentStartBoottimeNs: buffer.readBigUInt64LE(at + field(l, 'parent_start_boottime_ns')),
+  };
+}
+
+function decodeBind(buffer: Buffer, at: number): BindRecord {
+  const l = bindRecordLayout;
+  const addrAt = at + field(l, 'addr');
+  return {
+    type: 'bind',
+    ktimeNs: buffer.readBigUInt64LE(at + field(recordHeaderLayout, 'ktime_ns')),
+    tgid: buffer.readUInt32LE(at + field(l, 'tgid')),
+    ppid: buffer.readUInt32LE(at + field(l, 'ppid')),
+    uid: buffer.readUInt32LE(at + field(l, 'uid')),
+    gid: buffer.readUInt32LE(at + field(l, 'gid')),
+    subjectId: buffer.readUInt32LE(at + field(l, 'subject_id')),
+    cgroupId: buffer.readBigUInt64LE(at + field(l, 'cgroup_id')),
+    family: buffer.readUInt16LE(at + field(l, 'family')) === AF_INET ? 'ipv4' : 'ipv6',
+    address: formatAddress(buffer.subarray(addrAt, addrAt + 16)),
+    port: buffer.readUInt16LE(at + field(l, 'port')),
+    protocol: buffer.readUInt8(at + field(l, 'protocol')),
+    comm: cString(buffer, at + field(l, 'comm'), 16),
   };
 }
 
@@ -288,6 +352,8 @@ const DECODERS: Record<number, { layout: StructLayout; decode: (b: Buffer, at: n
   [RecordType.Exec]: { layout: execRecordLayout, decode: decodeExec },
   [RecordType.Exit]: { layout: exitRecordLayout, decode: decodeExit },
   [RecordType.Connect]: { layout: connectRecordLayout, decode: decodeConnect },
+  [RecordType.Fork]: { layout: forkRecordLayout, decode: decodeFork },
+  [RecordType.Bind]: { layout: bindRecordLayout, decode: decodeBind },
 };
 
 /** Decodes one record; a record of unknown type or wrong size comes back as malformed. */

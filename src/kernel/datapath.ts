@@ -36,6 +36,9 @@ import {
   mapUpdate,
   numPossibleCpus,
   RingBufferConsumer,
+  ringBufferFill,
+  ringBufferPositions,
+  RingBufferPositions,
 } from './native';
 
 const BPF_MAP_TYPE_HASH = 1;
@@ -61,6 +64,17 @@ export interface RuleSetHooks {
   /** Runs after the switch to generation; previous is the generation it replaced, 0 for none. */
   afterSwitch?(generation: number, previous: number): void;
 }
+
+/**
+ * The kernel's ring buffers: `process` carries fork, exec and exit records,
+ * `events` the decision records (connect, bind, and the LSM decisions).
+ */
+export type EventRing = 'process' | 'events';
+
+const RING_MAPS: Record<EventRing, string> = {
+  process: 'sigil_process_events',
+  events: 'sigil_events',
+};
 
 /** Default bpffs directory of the pinned maps and links. */
 export const DEFAULT_PIN_DIR = '/sys/fs/bpf/sigil';
@@ -91,7 +105,7 @@ const SOCKET_PROGRAMS = [
 export class Datapath {
   private readonly object: BpfObject;
   private readonly links: Link[] = [];
-  private consumer: RingBufferConsumer | null = null;
+  private readonly consumers: RingBufferConsumer[] = [];
   private generation = 0;
   private readonly fds: Record<string, number> = {};
   /** Pinned links of an earlier agent, removed once this one has attached its own. */
@@ -182,11 +196,34 @@ export class Datapath {
     }
   }
 
-  /** Starts delivering ring-buffer batches to onBatch on the JavaScript thread. */
-  startEvents(onBatch: (batch: Buffer, count: number) => void): void {
-    if (this.consumer) throw new Error('the event consumer is already running');
-    this.consumer = new RingBufferConsumer(this.fd('sigil_events'), onBatch);
-    this.consumer.start();
+  /**
+   * Starts delivering ring-buffer batches to onBatch on the JavaScript thread,
+   * one consumer thread per ring. Records of different rings arrive in no
+   * fixed order relative to each other.
+   */
+  startEvents(
+    onBatch: (batch: Buffer, count: number) => void,
+    rings: readonly EventRing[] = ['process', 'events'],
+  ): void {
+    if (this.consumers.length > 0) throw new Error('the event consumers are already running');
+    for (const ring of rings) {
+      const consumer = new RingBufferConsumer(this.fd(RING_MAPS[ring]), onBatch);
+      this.consumers.push(consumer);
+      consumer.start();
+    }
+  }
+
+  /** Returns the consumer and producer positions of one ring buffer. */
+  ringPositions(ring: EventRing): RingBufferPositions {
+    return ringBufferPositions(this.fd(RING_MAPS[ring]));
+  }
+
+  /** Returns the fill of each ring buffer, from 0 to 1: data written and not yet consumed. */
+  ringFill(): Record<EventRing, number> {
+    return {
+      process: ringBufferFill(this.fd(RING_MAPS.process)),
+      events: ringBufferFill(this.fd(RING_MAPS.events)),
+    };
   }
 
   /**
@@ -315,8 +352,7 @@ export class Datapath {
    * and keep enforcing after this call; without pinning, enforcement ends.
    */
   close(): void {
-    this.consumer?.stop();
-    this.consumer = null;
+    for (const consumer of this.consumers.splice(0)) consumer.stop();
     for (const link of this.links.splice(0)) link.destroy();
     this.object.close();
   }

@@ -72,11 +72,14 @@ export const SIGIL_MAX_PEER_KEYS = 262144;
 export const SIGIL_MAX_CIDR_KEYS = 262144;
 export const SIGIL_GENERATIONS = 4;
 export const SIGIL_RINGBUF_BYTES = 16 * 1024 * 1024;
+export const SIGIL_PROCESS_RINGBUF_BYTES = 8 * 1024 * 1024;
 
 export enum RecordType {
   Exec = 1,
   Exit = 2,
   Connect = 3,
+  Fork = 4,
+  Bind = 5,
 }
 
 export enum KernelAction {
@@ -92,10 +95,12 @@ export enum DecisionReason {
   Posture = 2,
 }
 
+/** Indexes of the kernel's drops map: which ring buffer was full. */
 export enum DropReason {
-  RingBufferFull = 0,
+  EventsRingBufferFull = 0,
+  ProcessRingBufferFull = 1,
 }
-export const DROP_REASON_COUNT = 1;
+export const DROP_REASON_COUNT = 2;
 
 export const SUBJECT_HAS_EGRESS_ALLOW = 1 << 0;
 export const SETTINGS_EMIT_ALL_CONNECTS = 1 << 0;
@@ -167,9 +172,18 @@ export const execRecordLayout = defineStruct('sigil_exec_record', [
   { name: 'inherited_id', type: 'u32' },
   { name: 'pad', type: 'u32' },
   { name: 'start_boottime_ns', type: 'u64' },
+  { name: 'parent_start_boottime_ns', type: 'u64' },
   { name: 'cgroup_id', type: 'u64' },
   { name: 'comm', type: 'u8', count: SIGIL_COMM_LEN },
   { name: 'filename', type: 'u8', count: SIGIL_PATH_MAX },
+]);
+
+export const forkRecordLayout = defineStruct('sigil_fork_record', [
+  { name: 'header', type: recordHeaderLayout },
+  { name: 'tgid', type: 'u32' },
+  { name: 'ppid', type: 'u32' },
+  { name: 'start_boottime_ns', type: 'u64' },
+  { name: 'parent_start_boottime_ns', type: 'u64' },
 ]);
 
 export const exitRecordLayout = defineStruct('sigil_exit_record', [
@@ -202,6 +216,23 @@ export const connectRecordLayout = defineStruct('sigil_connect_record', [
   { name: 'comm', type: 'u8', count: SIGIL_COMM_LEN },
 ]);
 
+export const bindRecordLayout = defineStruct('sigil_bind_record', [
+  { name: 'header', type: recordHeaderLayout },
+  { name: 'tgid', type: 'u32' },
+  { name: 'ppid', type: 'u32' },
+  { name: 'uid', type: 'u32' },
+  { name: 'gid', type: 'u32' },
+  { name: 'subject_id', type: 'u32' },
+  { name: 'pad', type: 'u32' },
+  { name: 'cgroup_id', type: 'u64' },
+  { name: 'family', type: 'u16' },
+  { name: 'port', type: 'u16' },
+  { name: 'protocol', type: 'u8' },
+  { name: 'pad2', type: 'u8', count: 3 },
+  { name: 'addr', type: 'u8', count: 16 },
+  { name: 'comm', type: 'u8', count: SIGIL_COMM_LEN },
+]);
+
 /** Every layout the header defines, for the layout test. */
 export const ALL_LAYOUTS: StructLayout[] = [
   settingsLayout,
@@ -214,8 +245,10 @@ export const ALL_LAYOUTS: StructLayout[] = [
   socketOwnerLayout,
   recordHeaderLayout,
   execRecordLayout,
+  forkRecordLayout,
   exitRecordLayout,
   connectRecordLayout,
+  bindRecordLayout,
 ];
 
 /** Constants the header defines, by C name, for the layout test. */
@@ -229,9 +262,12 @@ export const HEADER_CONSTANTS: Record<string, number> = {
   SIGIL_MAX_CIDR_KEYS,
   SIGIL_GENERATIONS,
   SIGIL_RINGBUF_BYTES,
+  SIGIL_PROCESS_RINGBUF_BYTES,
   SIGIL_RECORD_EXEC: RecordType.Exec,
   SIGIL_RECORD_EXIT: RecordType.Exit,
   SIGIL_RECORD_CONNECT: RecordType.Connect,
+  SIGIL_RECORD_FORK: RecordType.Fork,
+  SIGIL_RECORD_BIND: RecordType.Bind,
   SIGIL_ACTION_NONE: KernelAction.None,
   SIGIL_ACTION_ALLOW: KernelAction.Allow,
   SIGIL_ACTION_AUDIT: KernelAction.Audit,
@@ -239,7 +275,8 @@ export const HEADER_CONSTANTS: Record<string, number> = {
   SIGIL_REASON_NO_POLICY: DecisionReason.NoPolicy,
   SIGIL_REASON_RULE: DecisionReason.Rule,
   SIGIL_REASON_POSTURE: DecisionReason.Posture,
-  SIGIL_DROP_RINGBUF_FULL: DropReason.RingBufferFull,
+  SIGIL_DROP_EVENTS_RINGBUF_FULL: DropReason.EventsRingBufferFull,
+  SIGIL_DROP_PROCESS_RINGBUF_FULL: DropReason.ProcessRingBufferFull,
   SIGIL_DROP_REASONS: DROP_REASON_COUNT,
   SIGIL_SUBJECT_HAS_EGRESS_ALLOW: SUBJECT_HAS_EGRESS_ALLOW,
   SIGIL_SETTINGS_EMIT_ALL_CONNECTS: SETTINGS_EMIT_ALL_CONNECTS,

@@ -50,6 +50,7 @@ export const LSM_SHARED_MAPS = [
   'sigil_settings',
   'sigil_identities',
   'sigil_events',
+  'sigil_process_events',
   'sigil_drops',
   'sigil_subjects',
   'sigil_peer_rules',

@@ -226,6 +226,15 @@ export interface RingBufferConsumerOptions {
   onError?: (error: NativeSystemError) => void;
 }
 
+/** Positions of a ring buffer, in bytes written since the map was created. */
+export interface RingBufferPositions {
+  consumerPosition: bigint;
+  /** Includes records reserved but not yet submitted. */
+  producerPosition: bigint;
+  /** Data area size in bytes (the map's max_entries). */
+  size: number;
+}
+
 /** Receives one batch: `count` framed records (see batchRecords). */
 export type BatchHandler = (batch: Buffer, count: number) => void;
 
@@ -281,6 +290,7 @@ interface NativeAddon {
   mapGetNextKey(fd: number, key: Uint8Array | null, keySize: number): Buffer | null;
   mapCreate(options: MapCreateOptions): number;
   numPossibleCpus(): number;
+  ringBufferPositions(mapFd: number): RingBufferPositions;
   closeFd(fd: number): void;
   objGet(path: string): number;
   objPin(fd: number, path: string): void;
@@ -755,6 +765,24 @@ export function mapCreate(options: MapCreateOptions): number {
   }
 
   return addon().mapCreate(native);
+}
+
+/**
+ * Reads the consumer and producer positions of a ring buffer map from its control pages.
+ * Throws EINVAL when the map is not a ring buffer.
+ */
+export function ringBufferPositions(mapFd: number): RingBufferPositions {
+  checkFd('ringBufferPositions', 'mapFd', mapFd);
+  return addon().ringBufferPositions(mapFd);
+}
+
+/**
+ * Returns the fill of a ring buffer map from 0 to 1: the bytes written and not yet consumed,
+ * over its size. Records are counted with their 8-byte ring buffer headers.
+ */
+export function ringBufferFill(mapFd: number): number {
+  const { consumerPosition, producerPosition, size } = ringBufferPositions(mapFd);
+  return Math.min(1, Number(producerPosition - consumerPosition) / size);
 }
 
 /** Closes a file descriptor returned by mapCreate or objGet. Throws EBADF if it is not open. */

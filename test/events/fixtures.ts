@@ -157,7 +157,7 @@ export function sampleDrafts(): EventDraft[] {
       type: 'exit',
       ktimeNs: '8000',
       subject: { spiffeId: BATCH },
-      process: process(300, { exitCode: 0 }),
+      process: process(300, { exitCode: 0, exitSignal: 0 }),
       action: 'none',
       result: 'allowed',
     },
@@ -176,8 +176,8 @@ export function sampleDrafts(): EventDraft[] {
     {
       type: 'loss',
       ktimeNs: '0',
-      loss: { where: 'kernel-ringbuf', count: 17 },
-      message: '17 kernel records were dropped because the ring buffer was full',
+      loss: { where: 'kernel-ringbuf', count: 17, reason: 'events-ringbuf-full' },
+      message: '17 kernel decision records were dropped because their ring buffer was full',
     },
   ];
 }

@@ -36,7 +36,15 @@ describe('metrics endpoint', () => {
     hub.publish({ type: 'loss', ktimeNs: '0', loss: { where: 'decode', count: 1 } });
     metrics.setRules(7);
     metrics.setIdentities(3);
-    metrics.setRingBufferFill(0.25);
+    hub.publish({
+      type: 'loss',
+      ktimeNs: '0',
+      loss: { where: 'kernel-ringbuf', count: 3, reason: 'process-ringbuf-full' },
+    });
+    metrics.setRingBufferFill('events', 0.25);
+    metrics.setRingBufferFill('process', 0.5);
+    metrics.setProcessCacheSize(40, 12);
+    metrics.processCacheEvicted('live', 2);
     const client = await new Collector({ socketPath: fixture.socket }).live();
 
     const open = await scrape(url);
@@ -47,8 +55,10 @@ describe('metrics endpoint', () => {
     expect(sampleValue(body, 'sigil_events_total{type="connect",result="allowed"}')).toBe(1);
     expect(sampleValue(body, 'sigil_events_total{type="connect",result="denied"}')).toBe(1);
     expect(sampleValue(body, 'sigil_events_total{type="agent",result=""}')).toBe(2);
-    expect(sampleValue(body, 'sigil_events_total{type="loss",result=""}')).toBe(2);
-    expect(sampleValue(body, 'sigil_events_dropped_total{reason="kernel-ringbuf"}')).toBe(17);
+    expect(sampleValue(body, 'sigil_events_total{type="loss",result=""}')).toBe(3);
+    expect(sampleValue(body, 'sigil_events_dropped_total{reason="kernel-ringbuf"}')).toBe(20);
+    expect(sampleValue(body, 'sigil_kernel_drops_total{reason="events-ringbuf-full"}')).toBe(17);
+    expect(sampleValue(body, 'sigil_kernel_drops_total{reason="process-ringbuf-full"}')).toBe(3);
     expect(sampleValue(body, 'sigil_events_dropped_total{reason="decode"}')).toBe(1);
     expect(sampleValue(body, 'sigil_events_dropped_total{reason="client-queue"}')).toBe(0);
     expect(sampleValue(body, 'sigil_decisions_total{action="block",enforcer="cgroup-sock"}')).toBe(1);
@@ -57,8 +67,13 @@ describe('metrics endpoint', () => {
     expect(sampleValue(body, 'sigil_decisions_total{action="audit",enforcer="apparmor"}')).toBe(1);
     expect(sampleValue(body, 'sigil_policy_rules')).toBe(7);
     expect(sampleValue(body, 'sigil_identities')).toBe(3);
-    expect(sampleValue(body, 'sigil_ringbuf_fill_ratio')).toBe(0.25);
-    expect(sampleValue(body, 'sigil_replay_buffer_events')).toBe(13);
+    expect(sampleValue(body, 'sigil_ringbuf_fill_ratio{ring="events"}')).toBe(0.25);
+    expect(sampleValue(body, 'sigil_ringbuf_fill_ratio{ring="process"}')).toBe(0.5);
+    expect(sampleValue(body, 'sigil_process_cache_entries{state="live"}')).toBe(40);
+    expect(sampleValue(body, 'sigil_process_cache_entries{state="exited"}')).toBe(12);
+    expect(sampleValue(body, 'sigil_process_cache_evictions_total{state="live"}')).toBe(2);
+    expect(sampleValue(body, 'sigil_process_cache_evictions_total{state="exited"}')).toBe(0);
+    expect(sampleValue(body, 'sigil_replay_buffer_events')).toBe(14);
     expect(sampleValue(body, 'sigil_stream_clients')).toBe(1);
 
     client.cancel();

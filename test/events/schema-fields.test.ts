@@ -111,11 +111,12 @@ describe('events over gRPC', () => {
     expect(received).toEqual(published);
   });
 
-  it('keep an exit code of 0', async () => {
+  it('keep an exit code and signal of 0', async () => {
     const exit = published.find((event) => event.type === 'exit') as AuditEvent;
     const collector = await new Collector({ socketPath: fixture.socket, sinceSeq: exit.seq, types: ['exit'] }).live();
     const [received] = await collector.waitForCount(1);
     collector.cancel();
     expect(received.process?.exitCode).toBe(0);
+    expect(received.process?.exitSignal).toBe(0);
   });
 });

@@ -95,6 +95,12 @@ export class AgentProcess {
     return event.subject?.spiffeId ?? '';
   }
 
+  /** Stops collecting events, such as before a flood the test process need not decode. */
+  stopCollecting(): void {
+    this.stream?.cancel();
+    this.stream = null;
+  }
+
   waitForExit(): Promise<number | null> {
     return this.exited;
   }

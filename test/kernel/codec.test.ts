@@ -6,7 +6,14 @@ import {
   encodeRuleList,
   formatAddress,
 } from '../../src/kernel/codec';
-import { connectRecordLayout, KernelAction, RecordType, SIGIL_RULES_PER_KEY } from '../../src/kernel/layout';
+import {
+  bindRecordLayout,
+  connectRecordLayout,
+  forkRecordLayout,
+  KernelAction,
+  RecordType,
+  SIGIL_RULES_PER_KEY,
+} from '../../src/kernel/layout';
 
 describe('address codec', () => {
   it.each([
@@ -87,6 +94,49 @@ describe('batch decoder', () => {
     const short = connectRecord(22).subarray(0, 40);
     const [record] = decodeBatch(frame(Buffer.from(short)));
     expect(record.type).toBe('malformed');
+  });
+
+  it('decodes a fork record', () => {
+    const record = Buffer.alloc(forkRecordLayout.size);
+    record.writeUInt32LE(RecordType.Fork, 0);
+    record.writeUInt32LE(forkRecordLayout.size, 4);
+    record.writeUInt32LE(4321, forkRecordLayout.offsetOf('tgid'));
+    record.writeUInt32LE(1234, forkRecordLayout.offsetOf('ppid'));
+    record.writeBigUInt64LE(5_000_000_000n, forkRecordLayout.offsetOf('start_boottime_ns'));
+    record.writeBigUInt64LE(3_000_000_000n, forkRecordLayout.offsetOf('parent_start_boottime_ns'));
+    const [decoded] = decodeBatch(frame(record));
+    expect(decoded).toEqual({
+      type: 'fork',
+      ktimeNs: 0n,
+      tgid: 4321,
+      ppid: 1234,
+      startBoottimeNs: 5_000_000_000n,
+      parentStartBoottimeNs: 3_000_000_000n,
+    });
+  });
+
+  it('decodes a bind record with an IPv6 address', () => {
+    const record = Buffer.alloc(bindRecordLayout.size);
+    record.writeUInt32LE(RecordType.Bind, 0);
+    record.writeUInt32LE(bindRecordLayout.size, 4);
+    record.writeUInt32LE(77, bindRecordLayout.offsetOf('tgid'));
+    record.writeUInt32LE(5, bindRecordLayout.offsetOf('subject_id'));
+    record.writeUInt16LE(10, bindRecordLayout.offsetOf('family'));
+    record.writeUInt16LE(8443, bindRecordLayout.offsetOf('port'));
+    record.writeUInt8(6, bindRecordLayout.offsetOf('protocol'));
+    encodeAddress('::1').copy(record, bindRecordLayout.offsetOf('addr'));
+    record.write('server', bindRecordLayout.offsetOf('comm'));
+    const [decoded] = decodeBatch(frame(record));
+    expect(decoded).toMatchObject({
+      type: 'bind',
+      tgid: 77,
+      subjectId: 5,
+      family: 'ipv6',
+      address: '::1',
+      port: 8443,
+      protocol: 6,
+      comm: 'server',
+    });
   });
 
   it('stops at a frame that overruns the batch', () => {

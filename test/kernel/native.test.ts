@@ -38,6 +38,8 @@ import {
   probeMapType,
   probeProgramType,
   RingBufferConsumer,
+  ringBufferFill,
+  ringBufferPositions,
 } from '../../src/kernel/native';
 
 const FIXTURE_SOURCE = path.join(__dirname, 'fixtures', 'native_fixture.bpf.c');
@@ -907,6 +909,51 @@ describe('native addon (needs root)', () => {
           ),
         }),
       );
+    });
+  });
+
+  describe('ringBufferPositions', () => {
+    it('measures unconsumed bytes and the fill', async () => {
+      writeConfig();
+      await drainEvents();
+      const empty = ringBufferPositions(mapFd('events'));
+      expect(empty.size).toBe(16 * 1024);
+      expect(empty.producerPosition).toBe(empty.consumerPosition);
+      expect(ringBufferFill(mapFd('events'))).toBe(0);
+
+      const link = attachGetppid();
+      callGetppid(100);
+      const written = ringBufferPositions(mapFd('events'));
+      // Each record takes its 8-byte header plus 9 bytes rounded up to 8: 24 bytes.
+      expect(written.producerPosition - written.consumerPosition).toBe(100n * 24n);
+      expect(written.consumerPosition).toBe(empty.consumerPosition);
+      expect(ringBufferFill(mapFd('events'))).toBeCloseTo(2400 / 16384, 10);
+
+      resetDrops();
+      callGetppid(RECORDS_TO_OVERFILL_RING);
+      link.destroy();
+      expect(readDrops()).toBeGreaterThan(0);
+      // Full means fewer free bytes than one more record needs.
+      expect(ringBufferFill(mapFd('events'))).toBeGreaterThan(1 - 24 / 16384);
+
+      const drained = await drainEvents();
+      expect(drained).toBeGreaterThan(600);
+      expect(ringBufferFill(mapFd('events'))).toBe(0);
+    });
+
+    it('rejects a map that is not a ring buffer', () => {
+      expect(() => ringBufferPositions(mapFd('counters'))).toThrow(
+        expect.objectContaining({
+          code: 'EINVAL',
+          message: expect.stringMatching(
+            /^read ring buffer positions of map fd \d+: Invalid argument/,
+          ),
+        }),
+      );
+    });
+
+    it('rejects a negative fd', () => {
+      expect(() => ringBufferPositions(-1)).toThrow(/ringBufferPositions: mapFd must be from 0/);
     });
   });
 
