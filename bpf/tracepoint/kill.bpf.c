@@ -254,6 +254,7 @@ static __always_inline void emit_decision(const struct file_access *access,
 /* The current process's identity and its exec and file settings in the active generation. */
 struct subject {
 	__u32 generation;
+	__u32 settings_flags;
 	__u32 id;
 	struct sigil_lsm_subject *rules;
 };
@@ -273,6 +274,7 @@ static __always_inline bool find_subject(struct subject *subject)
 	if (!settings)
 		return false;
 	subject->generation = settings->generation;
+	subject->settings_flags = settings->flags;
 	subject->id = sigil_identity_of(tgid);
 	subjects = bpf_map_lookup_elem(&sigil_tp_subjects, &subject->generation);
 	if (!subjects)
@@ -281,7 +283,10 @@ static __always_inline bool find_subject(struct subject *subject)
 	return subject->rules != NULL;
 }
 
-/* Decides one exec or open, kills the process on Block, and reports every decision. */
+/*
+ * Decides one exec or open and kills the process on Block. Audit and Block
+ * decisions are reported; Allow ones only when allowed access is recorded.
+ */
 static __always_inline void decide_access(const struct subject *subject,
 					  const struct file_access *access)
 {
@@ -329,6 +334,10 @@ static __always_inline void decide_access(const struct subject *subject,
 		verdict.reason = SIGIL_REASON_POSTURE;
 	}
 	if (verdict.action == SIGIL_ACTION_NONE)
+		return;
+
+	if (verdict.action == SIGIL_ACTION_ALLOW &&
+	    !(subject->settings_flags & SIGIL_SETTINGS_REPORT_ALLOWED_ACCESS))
 		return;
 
 	/* kill before the process returns to user space */
