@@ -195,8 +195,14 @@ struct sigil_connect_record {
 	__u8 denied;		/* 1 when connect() returned EPERM */
 	__u8 addr[16];		/* destination, IPv4-mapped for AF_INET */
 	__u32 peer_tgid;	/* owner of the local listener, 0 when none was found */
-	__u32 pad;
+	__u32 enforcer;		/* enum sigil_connect_enforcer: the program that decided */
 	char comm[SIGIL_COMM_LEN];
+};
+
+/* Programs that write sigil_connect_record, in sigil_connect_record.enforcer. */
+enum sigil_connect_enforcer {
+	SIGIL_CONNECT_BY_CGROUP = 0,	/* cgroup/connect4 and cgroup/connect6 */
+	SIGIL_CONNECT_BY_LSM = 1,	/* lsm/socket_connect */
 };
 
 /* A bind() by a process with an identity, from the post_bind programs. */

@@ -319,7 +319,7 @@ static __always_inline void emit_connect(__u32 tgid, __u32 subject, __u32 peer, 
 	record->denied = denied;
 	__builtin_memcpy(record->addr, destination->addr, 16);
 	record->peer_tgid = peer_tgid;
-	record->pad = 0;
+	record->enforcer = SIGIL_CONNECT_BY_LSM;
 	bpf_get_current_comm(record->comm, sizeof(record->comm));
 
 	/* submit */

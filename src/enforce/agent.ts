@@ -238,10 +238,12 @@ export class Agent {
     }
     this.datapath = datapath;
     if (lsmUsable) {
-      // The cgroup socket programs attached below decide every connect, so the LSM socket hooks stay off.
+      // The LSM socket_connect hook decides the node's connects, and the cgroup connect programs
+      // stay off, so each connect is decided and reported once. With --cgroup, enforcement is
+      // meant for one cgroup subtree, which only the cgroup programs can limit it to.
       this.lsm = LsmEnforcer.start({
         pinDir: options.pinDir as string,
-        socketHooks: false,
+        socketHooks: options.cgroupPath === undefined,
         logger: log,
         spiffeIdOf: (id) => this.registry.spiffeIdOf(id),
         executableOf: (tgid) => this.processes.executable(tgid),
@@ -262,9 +264,13 @@ export class Agent {
     datapath.attachProcessTracking();
     await this.attestRunningProcesses();
     const cgroupPath = options.cgroupPath ?? findCgroup2Root();
-    datapath.attachSocketPrograms(cgroupPath);
+    const lsmConnect = this.lsm !== null && options.cgroupPath === undefined;
+    datapath.attachSocketPrograms(cgroupPath, { connect: !lsmConnect });
     datapath.releaseEarlierLinks();
-    log.info({ cgroup: cgroupPath, pinDir: options.pinDir }, 'attached connect and bind programs');
+    log.info(
+      { cgroup: cgroupPath, pinDir: options.pinDir, connectEnforcer: lsmConnect ? 'bpf-lsm' : 'cgroup-sock' },
+      lsmConnect ? 'attached bind programs; BPF LSM decides connects' : 'attached connect and bind programs',
+    );
 
     this.server = new AuditServer(this.hub, options.socketPath, { observer: options.metrics });
     await this.server.start();
@@ -515,7 +521,7 @@ export class Agent {
     if (this.lsm) pathEnforcer = 'bpf-lsm';
     else if (this.tracepoint) pathEnforcer = 'tracepoint-kill';
     const generation = this.datapath?.currentGeneration ?? 0;
-    const kinds = kindEnforcers(pathEnforcer);
+    const kinds = kindEnforcers(pathEnforcer, this.lsm !== null && this.options.cgroupPath === undefined);
     publishEnforcementReport(this.log, this.options.stateDir, this.policySet.policies, kinds, generation);
   }
 

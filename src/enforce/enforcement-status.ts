@@ -17,10 +17,16 @@ import { Policy } from '../policy/types';
 
 const REPORT_FILE = 'enforcement.json';
 
-/** Returns the enforcers of each rule kind for the exec and file enforcer the agent runs. */
-export function kindEnforcers(pathEnforcer: 'bpf-lsm' | 'tracepoint-kill' | null): KindEnforcers {
+/**
+ * Returns the enforcers of each rule kind for the exec and file enforcer the agent runs, and
+ * whether BPF LSM or the cgroup programs decide connects.
+ */
+export function kindEnforcers(
+  pathEnforcer: 'bpf-lsm' | 'tracepoint-kill' | null,
+  lsmConnect = false,
+): KindEnforcers {
   return {
-    egress: 'cgroup-sock',
+    egress: lsmConnect ? 'bpf-lsm' : 'cgroup-sock',
     ingress: null,
     process: pathEnforcer,
     file: pathEnforcer,

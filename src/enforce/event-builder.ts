@@ -156,7 +156,7 @@ export interface ConnectContext extends ProcessContext {
   posturePolicy?: string;
 }
 
-/** Builds the event for one connect decision of the cgroup-sock enforcer. */
+/** Builds the event for one connect decision of the cgroup-sock or the BPF LSM enforcer. */
 export function connectEvent(record: ConnectRecord, context: ConnectContext): EventDraft {
   const reason = REASON_NAMES[record.reason] ?? 'no-policy';
   const draft: EventDraft = {
@@ -194,7 +194,7 @@ export function connectEvent(record: ConnectRecord, context: ConnectContext): Ev
     ),
     action: ACTION_NAMES[record.action] ?? 'none',
     result: record.denied ? 'denied' : 'allowed',
-    enforcer: 'cgroup-sock',
+    enforcer: record.enforcer,
   };
   if (record.denied) draft.errno = EPERM;
   return draft;

@@ -2,6 +2,7 @@ import { isIPv4, isIPv6 } from 'node:net';
 import {
   bindRecordLayout,
   cidrKeyLayout,
+  ConnectEnforcer,
   connectRecordLayout,
   execRecordLayout,
   exitRecordLayout,
@@ -99,6 +100,8 @@ export interface ConnectRecord {
   reason: number;
   denied: boolean;
   peerTgid: number;
+  /** The program that decided: the cgroup connect programs or the BPF LSM socket_connect hook. */
+  enforcer: 'cgroup-sock' | 'bpf-lsm';
   comm: string;
 }
 
@@ -344,6 +347,10 @@ function decodeConnect(buffer: Buffer, at: number): ConnectRecord {
     reason: buffer.readUInt8(at + field(l, 'reason')),
     denied: buffer.readUInt8(at + field(l, 'denied')) !== 0,
     peerTgid: buffer.readUInt32LE(at + field(l, 'peer_tgid')),
+    enforcer:
+      buffer.readUInt32LE(at + field(l, 'enforcer')) === ConnectEnforcer.Lsm
+        ? 'bpf-lsm'
+        : 'cgroup-sock',
     comm: cString(buffer, at + field(l, 'comm'), 16),
   };
 }

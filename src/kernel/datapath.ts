@@ -96,6 +96,7 @@ const SOCKET_PROGRAMS = [
   'sigil_connect4',
   'sigil_connect6',
 ] as const;
+const CONNECT_PROGRAMS: readonly string[] = ['sigil_connect4', 'sigil_connect6'];
 
 /**
  * The loaded Sigil BPF object: its programs, links and maps. Methods block
@@ -189,9 +190,15 @@ export class Datapath {
     }
   }
 
-  /** Attaches the bind and connect programs to a cgroup v2 directory, normally the root. */
-  attachSocketPrograms(cgroupPath: string): void {
+  /**
+   * Attaches the bind and connect programs to a cgroup v2 directory, normally the root. With
+   * connect false only the bind programs are attached, for a node where the BPF LSM
+   * socket_connect hook decides connects instead.
+   */
+  attachSocketPrograms(cgroupPath: string, options: { connect?: boolean } = {}): void {
+    const connect = options.connect ?? true;
     for (const program of SOCKET_PROGRAMS) {
+      if (!connect && CONNECT_PROGRAMS.includes(program)) continue;
       this.keep(this.object.attachCgroup(program, cgroupPath), program);
     }
   }

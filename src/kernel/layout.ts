@@ -95,6 +95,12 @@ export enum DecisionReason {
   Posture = 2,
 }
 
+/** Program that decided a connect, in sigil_connect_record.enforcer. */
+export enum ConnectEnforcer {
+  Cgroup = 0,
+  Lsm = 1,
+}
+
 /** Indexes of the kernel's drops map: which ring buffer was full. */
 export enum DropReason {
   EventsRingBufferFull = 0,
@@ -212,7 +218,7 @@ export const connectRecordLayout = defineStruct('sigil_connect_record', [
   { name: 'denied', type: 'u8' },
   { name: 'addr', type: 'u8', count: 16 },
   { name: 'peer_tgid', type: 'u32' },
-  { name: 'pad', type: 'u32' },
+  { name: 'enforcer', type: 'u32' },
   { name: 'comm', type: 'u8', count: SIGIL_COMM_LEN },
 ]);
 
@@ -266,6 +272,8 @@ export const HEADER_CONSTANTS: Record<string, number> = {
   SIGIL_RECORD_EXEC: RecordType.Exec,
   SIGIL_RECORD_EXIT: RecordType.Exit,
   SIGIL_RECORD_CONNECT: RecordType.Connect,
+  SIGIL_CONNECT_BY_CGROUP: ConnectEnforcer.Cgroup,
+  SIGIL_CONNECT_BY_LSM: ConnectEnforcer.Lsm,
   SIGIL_RECORD_FORK: RecordType.Fork,
   SIGIL_RECORD_BIND: RecordType.Bind,
   SIGIL_ACTION_NONE: KernelAction.None,

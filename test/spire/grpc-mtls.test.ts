@@ -196,7 +196,12 @@ beforeAll(async () => {
   await harness.createEntry({ spiffeId: id('/web'), selectors: [`unix:uid:${INTRUDER_UID}`] });
 
   work = mkdtempSync(join(tmpdir(), 'sigil-mtls-'));
-  writeFileSync(join(work, 'policy.yaml'), '');
+  // A policy without rules: this suite is about the event stream, not about enforcement.
+  writeFileSync(
+    join(work, 'policy.yaml'),
+    'apiVersion: sigil.dev/v1alpha1\nkind: IdentityPolicy\nmetadata: {name: no-rules}\n' +
+      'spec: {subject: {spiffeId: spiffe://example.org/nobody}}\n',
+  );
   port = await findFreePort();
   agent = AgentProcess.spawn(
     [

@@ -40,6 +40,8 @@ const CHECKS_PER_PHASE = [
   'open of the blocked file fails with EPERM',
   'read of the readOnly file succeeds',
   'write open of the readOnly file fails with EPERM',
+  'connect to the blocked port fails with EPERM',
+  'connect to another port succeeds',
   'another uid runs the blocked binary',
 ];
 const EXPECTED_CHECKS = [
@@ -55,6 +57,8 @@ const EXPECTED_CHECKS = [
   'the events log has a denied file event by bpf-lsm',
   'the file event names the subject, rule and path',
   'the readOnly write denial names its rule',
+  'the events log has a denied connect event by the bpf-lsm socket_connect hook',
+  'no connect is decided by the cgroup programs',
   'the agent dies from SIGKILL',
   ...CHECKS_PER_PHASE.map((name) => `${name} ${PHASES[1]}`),
   'a restarted agent starts',

@@ -9,6 +9,7 @@
 'use strict';
 const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
+const net = require('node:net');
 const path = require('node:path');
 
 const RESULTS = process.env.SIGIL_VM_RESULTS;
@@ -31,6 +32,9 @@ const AGENT_LOG = '/tmp/agent.log';
 const RESTART_LOG = '/tmp/agent-restart.log';
 const SUBJECT_SCRIPT = path.join(__dirname, 'subject.js');
 const WAIT_MS = 60_000;
+// Listeners of the guest script (root, no SPIFFE ID); the policy blocks the subject's connects to the first.
+const BLOCKED_PORT = 7101;
+const OPEN_PORT = 7102;
 
 const checks = {};
 const timings = {};
@@ -115,6 +119,12 @@ function makeFixtures() {
       '      action: Audit',
       '      readOnly: true',
       `      paths: [${FILES.readOnly}]`,
+      '  egress:',
+      '    - name: no-blocked-port',
+      '      action: Block',
+      '      to: {cidrs: [127.0.0.1]}',
+      `      ports: [${BLOCKED_PORT}]`,
+      '      protocol: TCP',
       '',
     ].join('\n'),
   );
@@ -181,6 +191,10 @@ async function checkDenials(subject, suffix) {
   check(`read of the readOnly file succeeds ${suffix}`, read.ok === true, read);
   const write = await subject.request({ op: 'open', path: FILES.readOnly, flags: 'r+' });
   check(`write open of the readOnly file fails with EPERM ${suffix}`, write.code === 'EPERM', write);
+  const blockedConnect = await subject.request({ op: 'connect', host: '127.0.0.1', port: BLOCKED_PORT });
+  check(`connect to the blocked port fails with EPERM ${suffix}`, blockedConnect.code === 'EPERM', blockedConnect);
+  const openConnect = await subject.request({ op: 'connect', host: '127.0.0.1', port: OPEN_PORT });
+  check(`connect to another port succeeds ${suffix}`, openConnect.ok === true, openConnect);
   const other = spawnSync(FILES.blockedBinary, [], { uid: OTHER_UID, gid: OTHER_UID, stdio: 'ignore' });
   check(`another uid runs the blocked binary ${suffix}`, !other.error && other.status === 0, {
     status: other.status,
@@ -215,8 +229,19 @@ async function startAgent(logFile) {
   return agent;
 }
 
+/** Starts a TCP listener on 127.0.0.1:port that accepts and closes connections. */
+function listen(port) {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer((socket) => socket.destroy());
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => resolve(server));
+  });
+}
+
 async function main() {
   makeFixtures();
+  const listeners = [await listen(BLOCKED_PORT), await listen(OPEN_PORT)];
+  for (const server of listeners) server.unref();
   for (const stale of ['/tmp/sigil-state', EVENTS_LOG, '/tmp/sigil.sock']) fs.rmSync(stale, { recursive: true, force: true });
   fs.rmSync('/sys/fs/bpf/sigil', { recursive: true, force: true });
   check('the kernel lists bpf among the active LSMs', fs.readFileSync('/sys/kernel/security/lsm', 'utf8').split(',').includes('bpf'), fs.readFileSync('/sys/kernel/security/lsm', 'utf8'));
@@ -253,7 +278,8 @@ async function main() {
     const exec = events.find((event) => event.type === 'exec' && event.result === 'denied');
     const file = events.find((event) => event.type === 'file' && event.result === 'denied' && event.object && event.object.path === FILES.secret);
     const write = events.find((event) => event.type === 'file' && event.result === 'denied' && event.object && event.object.path === FILES.readOnly);
-    return exec && file && write ? { exec, file, write } : null;
+    const connect = events.find((event) => event.type === 'connect' && event.result === 'denied' && event.connection && event.connection.port === BLOCKED_PORT);
+    return exec && file && write && connect ? { exec, file, write, connect } : null;
   }, 10_000);
   const found = lsmEvents || {};
   check('the events log has a denied exec event by bpf-lsm', Boolean(found.exec), found.exec);
@@ -271,6 +297,14 @@ async function main() {
     found.file,
   );
   check('the readOnly write denial names its rule', found.write && found.write.policy && found.write.policy.rule === 'read-only', found.write);
+  check(
+    'the events log has a denied connect event by the bpf-lsm socket_connect hook',
+    found.connect && found.connect.enforcer === 'bpf-lsm' && found.connect.policy && found.connect.policy.rule === 'no-blocked-port' &&
+      found.connect.subject.spiffeId === SPIFFE_ID && found.connect.errno === 1,
+    found.connect,
+  );
+  const connectEnforcers = new Set(readEvents().filter((event) => event.type === 'connect').map((event) => event.enforcer));
+  check('no connect is decided by the cgroup programs', !connectEnforcers.has('cgroup-sock'), [...connectEnforcers]);
 
   agent.child.kill('SIGKILL');
   const killed = await waitFor(() => agent.exit);
@@ -283,7 +317,7 @@ async function main() {
   const lsmPins = fs.readdirSync('/sys/fs/bpf/sigil/links').filter((name) => name.startsWith('sigil_lsm_'));
   check(
     'a restarted agent replaces the LSM link pins',
-    lsmPins.length === 2 && lsmPins.every((name) => name.endsWith(`-${restarted.child.pid}`)),
+    lsmPins.length === 4 && lsmPins.every((name) => name.endsWith(`-${restarted.child.pid}`)),
     lsmPins,
   );
   await checkDenials(subject, 'after an agent restart');

@@ -4,6 +4,7 @@
 'use strict';
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
+const net = require('node:net');
 const readline = require('node:readline');
 
 function failure(error) {
@@ -28,14 +29,30 @@ function exec(request) {
   return { ok: result.status === 0, status: result.status, signal: result.signal };
 }
 
-const OPERATIONS = { open, exec };
+/** Connects to request.host:request.port over TCP and closes the socket. */
+function connect(request) {
+  return new Promise((resolve) => {
+    const socket = net.connect(request.port, request.host);
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve({ ok: true });
+    });
+    socket.once('error', (error) => resolve(failure(error)));
+  });
+}
 
+const OPERATIONS = { open, exec, connect };
+
+// Requests are answered in order, one at a time, since connect() answers later.
+let queue = Promise.resolve();
 const lines = readline.createInterface({ input: process.stdin });
 lines.on('line', (line) => {
   const request = JSON.parse(line);
   const operation = OPERATIONS[request.op];
-  const reply = operation ? operation(request) : { ok: false, code: 'EINVAL', message: `unknown operation ${request.op}` };
-  process.stdout.write(`${JSON.stringify(reply)}\n`);
+  queue = queue.then(async () => {
+    const reply = operation ? await operation(request) : { ok: false, code: 'EINVAL', message: `unknown operation ${request.op}` };
+    process.stdout.write(`${JSON.stringify(reply)}\n`);
+  });
 });
-lines.on('close', () => process.exit(0));
+lines.on('close', () => queue.then(() => process.exit(0)));
 process.stdout.write(`${JSON.stringify({ ready: true, pid: process.pid })}\n`);
