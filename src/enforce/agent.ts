@@ -4,7 +4,12 @@ import type { Logger } from 'pino';
 import { listPids } from '../identity/process-info';
 import { loadRegistrationFile, Registration } from '../identity/registration';
 import { compilePolicySet } from '../policy/compile';
-import { CompiledRuleSet, RuleRef } from '../policy/compiled-rule-set';
+import {
+  CompiledRuleSet,
+  CompiledRuleSetChanges,
+  RuleRef,
+  SubjectSettings,
+} from '../policy/compiled-rule-set';
 import { loadPolicyFiles } from '../policy/loader';
 import { PolicySet } from '../policy/types';
 import { subjectMatches } from '../policy/spiffe-selector';
@@ -16,7 +21,8 @@ import {
   KernelRecord,
   MalformedRecord,
 } from '../kernel/codec';
-import { Datapath, KernelRuleSet } from '../kernel/datapath';
+import { Datapath, KernelRuleSet, KernelRuleSetChanges } from '../kernel/datapath';
+import { KernelSubject } from '../kernel/rule-maps';
 import { KernelAction } from '../kernel/layout';
 import { ensureKernelFilesystems, findCgroup2Root } from '../kernel/mounts';
 import { probeEnforcers } from '../kernel/probe';
@@ -655,12 +661,32 @@ function exactSpiffeIds(set: PolicySet): string[] {
 /** Converts the policy compiler's output to the datapath's input. */
 export function toKernelRuleSet(compiled: CompiledRuleSet): KernelRuleSet {
   return {
-    subjects: [...compiled.subjects].map(([id, settings]) => ({
-      id,
-      hasEgressAllow: settings.hasEgressAllow,
-      egressPosture: settings.egressPosture === 'Block' ? KernelAction.Block : KernelAction.Audit,
-    })),
+    subjects: [...compiled.subjects].map(([id, settings]) => kernelSubject(id, settings)),
     peerRules: compiled.peerRules.values(),
     cidrRules: compiled.cidrRules,
+  };
+}
+
+/** Converts the incremental compiler's changes to the datapath's input. */
+export function toKernelChanges(changes: CompiledRuleSetChanges): KernelRuleSetChanges {
+  return {
+    upserts: {
+      subjects: changes.subjects.upsert.map(([id, settings]) => kernelSubject(id, settings)),
+      peerRules: changes.peerRules.upsert,
+      cidrRules: changes.cidrRules.upsert,
+    },
+    removals: {
+      subjects: changes.subjects.remove,
+      peerRules: changes.peerRules.remove,
+      cidrRules: changes.cidrRules.remove,
+    },
+  };
+}
+
+function kernelSubject(id: number, settings: SubjectSettings): KernelSubject {
+  return {
+    id,
+    hasEgressAllow: settings.hasEgressAllow,
+    egressPosture: settings.egressPosture === 'Block' ? KernelAction.Block : KernelAction.Audit,
   };
 }

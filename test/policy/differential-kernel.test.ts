@@ -11,11 +11,12 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { toKernelRuleSet } from '../../src/enforce/agent';
+import { toKernelChanges, toKernelRuleSet } from '../../src/enforce/agent';
 import { ConnectRecord, decodeBatch, encodeAddress, formatAddress } from '../../src/kernel/codec';
 import { Datapath } from '../../src/kernel/datapath';
 import { SETTINGS_EMIT_ALL_CONNECTS } from '../../src/kernel/layout';
-import { compilePolicySet, KnownIdentity } from '../../src/policy/compile';
+import { KnownIdentity } from '../../src/policy/compile';
+import { EgressCompilation, EgressCompiler } from '../../src/policy/egress-compiler';
 import { CompiledRuleSet } from '../../src/policy/compiled-rule-set';
 import { ConnectQuery, Decision, decideConnect } from '../../src/policy/decide';
 import { RuleListOverflowError } from '../../src/policy/rule-list-overflow-error';
@@ -163,6 +164,22 @@ function randomSubject(prng: Prng): string {
   return 'unidentified';
 }
 
+/** Returns the policy with new rules, posture and mode, and the same name, subject and rule count. */
+function changedPolicy(prng: Prng, spec: PolicySpec): PolicySpec {
+  const changed: PolicySpec = { name: spec.name, subject: spec.subject };
+  if (prng.chance(0.15)) changed.mode = 'Audit';
+  if (prng.chance(0.6)) changed.egressPosture = prng.pick(['Block', 'Audit']);
+  changed.egress = (spec.egress ?? []).map((_, ruleIndex) => randomRule(prng, `rule-${ruleIndex}`));
+  return changed;
+}
+
+/** Returns the set with one policy replaced by the policy of spec, parsed alone. */
+function replacePolicy(set: PolicySet, index: number, spec: PolicySpec): PolicySet {
+  const policies = set.policies.slice();
+  policies[index] = policySet([spec], `changed-${index}.yaml`).policies[0];
+  return { ...set, policies };
+}
+
 function randomPolicies(prng: Prng): PolicySpec[] {
   return Array.from({ length: prng.int(1, 6) }, (_, policyIndex) => {
     const spec: PolicySpec = { name: `policy-${policyIndex}`, subject: randomSubject(prng) };
@@ -301,16 +318,31 @@ afterAll(() => {
   if (work) rmSync(work, { recursive: true, force: true });
 });
 
+/**
+ * Applies a compilation as the agent does, with only the changed entries where the compiler
+ * returned changes, and prepares the standby maps for the next apply.
+ */
+function apply(compilation: EgressCompilation): number {
+  const flags = SETTINGS_EMIT_ALL_CONNECTS;
+  const generation =
+    compilation.changes && datapath.canApplyChanges
+      ? datapath.applyRuleSetChanges(toKernelChanges(compilation.changes), flags)
+      : datapath.applyRuleSet(toKernelRuleSet(compilation.compiled), flags);
+  datapath.prepareStandby();
+  return generation;
+}
+
 /** Runs every case of one applied rule set and returns the mismatches. */
 async function runSet(
   seed: number,
   setIndex: number,
   set: PolicySet,
   specs: PolicySpec[],
-  compiled: CompiledRuleSet,
+  compilation: EgressCompilation,
   cases: ConnectCase[][],
 ): Promise<Mismatch[]> {
-  const generation = datapath.applyRuleSet(toKernelRuleSet(compiled), SETTINGS_EMIT_ALL_CONNECTS);
+  const compiled = compilation.compiled;
+  const generation = apply(compilation);
   records.length = 0;
   const errnos = await Promise.all(helpers.map((helper, index) => helper.connect(cases[index])));
   const total = cases.reduce((sum, list) => sum + list.length, 0);
@@ -414,8 +446,8 @@ describe('egress decisions of the kernel against decideConnect', () => {
             return { ...request, helper, effectiveAddress, owner: owners.get(key) ?? -1 };
           }),
     );
-    const compiled = compilePolicySet(set, IDENTITIES);
-    const mismatches = await runSet(0, 0, set, specs, compiled, cases);
+    const compilation = new EgressCompiler().compile(set, IDENTITIES);
+    const mismatches = await runSet(0, 0, set, specs, compilation, cases);
     expect(mismatches).toEqual([]);
     const denied = requests.map(
       (request) =>
@@ -430,18 +462,36 @@ describe('egress decisions of the kernel against decideConnect', () => {
       const prng = new Prng(seed);
       const owners = listenerLayout();
       const mismatches: Mismatch[] = [];
-      const counts = { sets: 0, skipped: 0, connects: 0, denied: 0, rule: 0, posture: 0, peer: 0 };
+      const counts = {
+        sets: 0,
+        changedSets: 0,
+        skipped: 0,
+        connects: 0,
+        denied: 0,
+        rule: 0,
+        posture: 0,
+        peer: 0,
+      };
+      const compiler = new EgressCompiler();
+      let previous: { specs: PolicySpec[]; set: PolicySet } | null = null;
 
       for (let setIndex = 0; setIndex < POLICY_SETS_PER_SEED; setIndex++) {
-        const specs = randomPolicies(prng);
+        // Every other set changes one policy of the previous set, which the compiler and the
+        // datapath apply as changed entries only.
+        const changeOne: boolean = previous !== null && setIndex % 2 === 1;
+        const specs: PolicySpec[] = changeOne ? previous!.specs.slice() : randomPolicies(prng);
+        const changedIndex = changeOne ? prng.int(0, specs.length - 1) : -1;
+        if (changeOne) specs[changedIndex] = changedPolicy(prng, specs[changedIndex]);
         const cases = helpers.map((_, helper) =>
           Array.from({ length: CONNECTS_PER_SUBJECT }, () => randomCase(prng, helper, owners)),
         );
         let set: PolicySet;
-        let compiled: CompiledRuleSet;
+        let compilation: EgressCompilation;
         try {
-          set = policySet(specs);
-          compiled = compilePolicySet(set, IDENTITIES);
+          set = changeOne
+            ? replacePolicy(previous!.set, changedIndex, specs[changedIndex])
+            : policySet(specs);
+          compilation = compiler.compile(set, IDENTITIES);
         } catch (error) {
           // Contradictory rules (a load error) and overflowing lists are valid outcomes.
           if (!(error instanceof ConfigError) && !(error instanceof RuleListOverflowError)) {
@@ -451,7 +501,9 @@ describe('egress decisions of the kernel against decideConnect', () => {
           continue;
         }
         counts.sets++;
-        mismatches.push(...(await runSet(seed, setIndex, set, specs, compiled, cases)));
+        if (compilation.changes) counts.changedSets++;
+        previous = { specs, set };
+        mismatches.push(...(await runSet(seed, setIndex, set, specs, compilation, cases)));
         for (const [index, list] of cases.entries()) {
           for (const testCase of list) {
             counts.connects++;
@@ -478,8 +530,9 @@ describe('egress decisions of the kernel against decideConnect', () => {
       expect(mismatches.length).toBe(0);
       // Guard against a generator that stops producing interesting cases.
       expect(counts.sets).toBeGreaterThan(POLICY_SETS_PER_SEED * 0.8);
+      expect(counts.changedSets).toBeGreaterThan(POLICY_SETS_PER_SEED * 0.3);
       expect(counts.denied).toBeGreaterThan(counts.connects * 0.05);
-      expect(counts.rule).toBeGreaterThan(counts.connects * 0.15);
+      expect(counts.rule).toBeGreaterThan(counts.connects * 0.1);
       expect(counts.posture).toBeGreaterThan(counts.connects * 0.05);
       expect(counts.peer).toBeGreaterThan(counts.connects * 0.2);
     },
