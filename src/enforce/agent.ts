@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { listPids } from '../identity/process-info';
 import { loadRegistrationFile, Registration } from '../identity/registration';
-import { compilePolicySet } from '../policy/compile';
+import { EgressCompiler } from '../policy/egress-compiler';
 import {
   CompiledRuleSet,
   CompiledRuleSetChanges,
@@ -112,6 +112,7 @@ export class Agent {
   private readonly unattested = new Map<number, bigint | null>();
   private policySet!: PolicySet;
   private datapath: Datapath | null = null;
+  private readonly egressCompiler = new EgressCompiler();
   private lsm: LsmEnforcer | null = null;
   private server: AuditServer | null = null;
   private watcher: ConfigWatcher | null = null;
@@ -392,16 +393,43 @@ export class Agent {
     return this.rulesByGeneration.get(this.datapath?.currentGeneration ?? 0)?.length ?? 0;
   }
 
-  /** Compiles the current policy set against the known identities and swaps it in. */
+  /**
+   * Compiles the current policy set against the known identities and swaps it in. Where only
+   * some policies changed, only their subjects are compiled and only the changed map entries
+   * written; the standby maps for the next change are prepared after the switch.
+   */
   private applyPolicies(): void {
     const datapath = this.datapath as Datapath;
     // SPIFFE IDs a policy names get ids now, so their rules exist before any process has them.
     for (const id of exactSpiffeIds(this.policySet)) this.registry.idFor(id);
-    const compiled = compilePolicySet(this.policySet, this.registry.entries());
+    const { compiled, changes } = this.egressCompiler.compile(
+      this.policySet,
+      this.registry.entries(),
+    );
     const lsmHooks = this.lsm?.prepare(this.policySet, this.registry.entries());
-    const generation = datapath.applyRuleSet(toKernelRuleSet(compiled), 0, lsmHooks);
+    let generation: number;
+    try {
+      generation =
+        changes && datapath.canApplyChanges
+          ? datapath.applyRuleSetChanges(toKernelChanges(changes), 0, lsmHooks)
+          : datapath.applyRuleSet(toKernelRuleSet(compiled), 0, lsmHooks);
+    } catch (error) {
+      // The kernel keeps the previous set, which the compiler's state no longer describes.
+      this.egressCompiler.reset();
+      throw error;
+    }
     this.rulesByGeneration.set(generation, compiled.rules);
     this.rulesByGeneration.delete(generation - KEPT_GENERATIONS);
+    setImmediate(() => this.prepareStandby(datapath));
+  }
+
+  private prepareStandby(datapath: Datapath): void {
+    if (this.datapath !== datapath) return;
+    try {
+      datapath.prepareStandby();
+    } catch (error) {
+      this.log.error({ err: error }, 'preparing the standby rule maps failed; the next policy change is applied whole');
+    }
   }
 
   /** Attests every running process and writes its identity; two passes catch forks during the first. */

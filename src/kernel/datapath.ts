@@ -220,7 +220,8 @@ export class Datapath {
    * Writes a rule set into fresh inner maps, then switches the programs to it
    * with one write of the settings map, so a connect reads either the whole
    * old set or the whole new one. On failure the old set stays in force.
-   * Returns the new generation.
+   * Returns the new generation. The previous generation stays in the outer
+   * maps until prepareStandby or the next apply retires it.
    */
   applyRuleSet(ruleSet: KernelRuleSet, settingsFlags = 0, hooks: RuleSetHooks = {}): number {
     const generation = this.generation + 1;
@@ -244,14 +245,19 @@ export class Datapath {
       throw new Error(`apply rule set generation ${generation}: ${(cause as Error).message}`, { cause });
     }
 
-    // Retire the previous generation. A program still running on it keeps its
-    // inner maps alive until the kernel's RCU grace period ends.
+    // The previous generation is retired by prepareStandby, after a grace period: a program
+    // that read the old generation from the settings map may still look up its inner maps.
+    // The outer maps keep those maps alive until then.
     const previous = this.generation;
-    if (previous > 0) this.unpublish(previous);
     if (this.active) closeInnerMaps(this.active);
     this.active = maps;
     // The standby starts empty and catches up with the whole set when it is prepared.
-    this.standby = { maps: null, behind: [encoded], retiredGeneration: null, published: false };
+    this.standby = {
+      maps: null,
+      behind: [encoded],
+      retiredGeneration: previous > 0 ? previous : null,
+      published: false,
+    };
     this.generation = generation;
     hooks.afterSwitch?.(generation, previous);
     return generation;

@@ -401,29 +401,28 @@ export function compileGroup(
   }
 
   const group: CompiledGroup = { settings, peerLists: [], prefixLists: [], overflows: [] };
-  // Returns whether the list fits, and records an overflow when it does not.
-  const fits = (entries: readonly KernelRule[], key: () => string): boolean => {
-    if (entries.length <= RULES_PER_KEY) return true;
+  // Records an overflowing list; the key is formatted only then, because most lists fit.
+  const overflow = (entries: readonly KernelRule[], key: string): void => {
     const indexes = [...new Set(entries.map((entry) => entry.ruleIndex))];
     group.overflows.push({
-      key: key(),
+      key,
       entryCount: entries.length,
       limit: RULES_PER_KEY,
       rules: indexes.map((index) => context.rules[index]),
     });
-    return false;
   };
   for (const peer of [...peerEntries.keys()].sort((a, b) => a - b)) {
     const rules = peerEntries.get(peer)!;
-    const key = () => `peer ${context.spiffeIdOf.get(peer)} (id ${peer})`;
-    if (fits(rules, key)) group.peerLists.push({ peer, rules });
+    if (rules.length <= RULES_PER_KEY) group.peerLists.push({ peer, rules });
+    else overflow(rules, `peer ${context.spiffeIdOf.get(peer)} (id ${peer})`);
   }
   for (const prefix of mergeAncestors([...prefixesByKey.values()])) {
     const rules: KernelRule[] = [];
     for (const index of prefix.merged) rules.push(...context.indexedRules[index].entries);
-    const key = () => `CIDR ${formatPrefix(prefix.addr, prefix.prefixLen)}`;
-    if (fits(rules, key)) {
+    if (rules.length <= RULES_PER_KEY) {
       group.prefixLists.push({ addr: prefix.addr, prefixLen: prefix.prefixLen, rules });
+    } else {
+      overflow(rules, `CIDR ${formatPrefix(prefix.addr, prefix.prefixLen)}`);
     }
   }
   return group;

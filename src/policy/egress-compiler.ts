@@ -50,6 +50,8 @@ interface CompilerState extends EgressCompilationState {
   firstRuleIndex: number[];
   /** Subjects that each policy selects. */
   subjectsByPolicy: number[][];
+  /** policySignature of each policy, computed when a compile first needs it. */
+  signatures: (string | undefined)[];
 }
 
 /**
@@ -94,6 +96,7 @@ export class EgressCompiler {
       identities: identities.map(({ id, spiffeId }) => ({ id, spiffeId })),
       firstRuleIndex,
       subjectsByPolicy,
+      signatures: [],
     };
     return { compiled: whole.compiled, changes: null };
   }
@@ -146,6 +149,7 @@ export class EgressCompiler {
 
     state.context = context;
     state.policies = set.policies.slice();
+    for (const policyIndex of changed) state.signatures[policyIndex] = undefined;
     state.compiled = {
       subjects: compiled.subjects,
       peerRules: compiled.peerRules,
@@ -157,7 +161,8 @@ export class EgressCompiler {
 }
 
 /**
- * Returns the indexes of the policies that differ from the previous compilation, or null when
+ * Returns the indexes of the policies that differ from the previous compilation (a new but
+ * equal policy object does not), or null when
  * the difference needs a whole compile: other identities, policies added, removed, renamed or
  * moved, or a changed subject or number of egress rules (which moves the rule indexes of every
  * later policy).
@@ -183,9 +188,19 @@ function changedPolicies(
     if (JSON.stringify(after.subjectSelector) !== JSON.stringify(before.subjectSelector)) {
       return null;
     }
+    // A reload parses every file again, so an unchanged policy is often an equal new object.
+    state.signatures[i] ??= policySignature(before);
+    const signature = policySignature(after);
+    if (signature === state.signatures[i]) continue;
     changed.push(i);
   }
   return changed;
+}
+
+/** Returns a text that two policies share exactly when they are equal, source positions included. */
+function policySignature(policy: Policy): string {
+  // A CIDR's text determines its address bytes.
+  return JSON.stringify(policy, (key, value: unknown) => (key === 'addr' ? undefined : value));
 }
 
 /** Returns a context whose rule table has the changed policies' rules under the same indexes. */

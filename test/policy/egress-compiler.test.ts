@@ -134,6 +134,25 @@ describe('EgressCompiler', () => {
     });
   });
 
+  it('compiles only the changed policy of a set parsed again', () => {
+    const specs: PolicySpec[] = [
+      { name: 'web', subject: KNOWN_SPIFFE_IDS[0], egress: [{ action: 'Allow', ports: [80] }] },
+      { name: 'api', subject: KNOWN_SPIFFE_IDS[2], egress: [{ action: 'Allow', ports: [443] }] },
+    ];
+    const compiler = new EgressCompiler();
+    compiler.compile(policySet(specs), IDENTITIES);
+    const unchanged = compiler.compile(policySet(specs), IDENTITIES);
+    expect(unchanged.changes?.cidrRules.upsert).toEqual([]);
+    expect(unchanged.changes?.subjects.upsert).toEqual([]);
+
+    specs[1] = { ...specs[1], egress: [{ action: 'Allow', ports: [8443] }] };
+    const next = policySet(specs);
+    const result = compiler.compile(next, IDENTITIES);
+    expect(result.changes?.cidrRules.upsert.map((entry) => entry.subject)).toEqual([3]);
+    expect(result.changes?.cidrRules.upsert[0].rules[0].portLo).toBe(8443);
+    expect(normalised(result.compiled)).toEqual(normalised(compilePolicySet(next, IDENTITIES)));
+  });
+
   it.each([
     ['another rule count', (spec: PolicySpec) => ({ ...spec, egress: [] })],
     ['another subject', (spec: PolicySpec) => ({ ...spec, subject: KNOWN_SPIFFE_IDS[1] })],
