@@ -428,7 +428,10 @@ export class Agent {
     try {
       datapath.prepareStandby();
     } catch (error) {
-      this.log.error({ err: error }, 'preparing the standby rule maps failed; the next policy change is applied whole');
+      this.log.error(
+        { err: error },
+        'preparing the standby rule maps failed; the next policy change is applied whole',
+      );
     }
   }
 

@@ -82,7 +82,13 @@ export interface InnerMaps {
 export function createInnerMaps(): InnerMaps {
   const created: number[] = [];
   try {
-    const create = (type: number, name: string, keySize: number, valueSize: number, max: number) => {
+    const create = (
+      type: number,
+      name: string,
+      keySize: number,
+      valueSize: number,
+      max: number,
+    ) => {
       const fd = mapCreate({
         type,
         name,

@@ -78,7 +78,10 @@ export class EgressCompiler {
     this.state = null;
   }
 
-  private compileWhole(set: PolicySet, identities: ReadonlyArray<KnownIdentity>): EgressCompilation {
+  private compileWhole(
+    set: PolicySet,
+    identities: ReadonlyArray<KnownIdentity>,
+  ): EgressCompilation {
     const whole = compileEgress(set, identities);
     const firstRuleIndex: number[] = [];
     let next = 0;
@@ -327,8 +330,7 @@ function diffPrefixLists(
     if (i >= old.length) order = 1;
     else if (j >= now.length) order = -1;
     else {
-      order =
-        Buffer.compare(old[i].addr, now[j].addr) || old[i].prefixLen - now[j].prefixLen;
+      order = Buffer.compare(old[i].addr, now[j].addr) || old[i].prefixLen - now[j].prefixLen;
     }
     if (order < 0) {
       const { addr, prefixLen } = old[i];
