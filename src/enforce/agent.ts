@@ -396,7 +396,7 @@ export class Agent {
   /**
    * Compiles the current policy set against the known identities and swaps it in. Where only
    * some policies changed, only their subjects are compiled and only the changed map entries
-   * written; the standby maps for the next change are prepared after the switch.
+   * are written. The standby maps for the next change are prepared after the switch.
    */
   private applyPolicies(): void {
     const datapath = this.datapath as Datapath;

@@ -47,8 +47,8 @@ export interface KernelRuleSet {
 }
 
 /**
- * What turns one rule set into the next: entries to write and keys to delete. A key is in at
- * most one of the two.
+ * Changes that turn one rule set into the next: entries to write and keys to delete. A key is
+ * in at most one of the two.
  */
 export interface KernelRuleSetChanges {
   upserts: KernelRuleSet;
@@ -71,7 +71,7 @@ export interface EncodedChanges {
   removals: [Buffer, Buffer, Buffer];
 }
 
-/** File descriptors of one generation's inner maps, owned by whoever created them. */
+/** File descriptors of one generation's inner maps; the caller that created them closes them. */
 export interface InnerMaps {
   subjects: number;
   peerRules: number;

@@ -1,10 +1,10 @@
 /**
  * Incremental compilation of egress rules. An EgressCompiler keeps the results of its last
- * compilation, and when the next policy set differs from the last one only inside some policies
- * (the same policies in the same order, each with the same subject and number of egress rules,
- * and the same identities), it compiles again only the subjects those policies select and
- * returns the map entries that changed, for Datapath.applyRuleSetChanges. Other changes compile
- * the whole set.
+ * compilation. The next policy set may differ from the last one only inside some policies: the
+ * same policies in the same order, each with the same subject and number of egress rules, and
+ * the same identities. Then the compiler compiles again only the subjects those policies select
+ * and returns the map entries that changed, for Datapath.applyRuleSetChanges. Other changes
+ * compile the whole set.
  */
 import {
   CompileContext,

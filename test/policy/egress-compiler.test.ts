@@ -63,7 +63,7 @@ function replacePolicy(set: PolicySet, index: number, spec: PolicySpec): PolicyS
   return { ...set, policies };
 }
 
-/** The map contents of a compiled set, keyed by the kernel keys, for comparison. */
+/** Returns the map contents of a compiled set, keyed by the kernel keys, for comparison. */
 function kernelContents(compiled: CompiledRuleSet): Map<string, string> {
   const contents = new Map<string, string>();
   for (const [id, settings] of compiled.subjects) {
