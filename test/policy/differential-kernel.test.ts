@@ -2,7 +2,9 @@
 // bpf/.output/sigil.bpf.o, attaches the cgroup post_bind and connect programs to a test cgroup,
 // and starts one connect_helper per identity in that cgroup and in a network namespace that has
 // only lo, so no packet leaves the machine. For each seeded random policy set, the test compiles
-// the set and applies it with Datapath.applyRuleSet. The helpers then connect to loopback
+// the set with an EgressCompiler and applies it as the agent does: whole with applyRuleSet, or,
+// for every other set, which changes one policy of the previous one, as changed entries with
+// applyRuleSetChanges. The helpers then connect to loopback
 // listeners that other helpers own and to addresses without a route. For every connect, the
 // errno (EPERM or not) and the kernel's connect record (action, reason, rule) must match
 // decideConnect. Needs root, cc and iproute2; fails, never skips, when one is missing.
