@@ -8,7 +8,7 @@ namespace sigil {
 // probe.cc: probeProgramType, probeMapType, probeHelper.
 void InitProbes(Napi::Env env, Napi::Object exports);
 
-// map_ops.cc: mapUpdate, mapLookup, mapDelete, mapGetNextKey, mapCreate, numPossibleCpus.
+// map_ops.cc: mapUpdate, mapUpdateMany, mapDeleteMany, mapLookup, mapDelete, mapGetNextKey, mapCreate, numPossibleCpus.
 void InitMapOps(Napi::Env env, Napi::Object exports);
 
 // system.cc: closeFd, objGet, objPin, mount, and the `constants` object.

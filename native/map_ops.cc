@@ -111,6 +111,85 @@ Napi::Value MapUpdate(const Napi::CallbackInfo &info)
 	return env.Undefined();
 }
 
+// Checks that bytes holds a whole number of items of item_bytes each, and returns that number.
+size_t CountItems(Napi::Env env, const std::string &action, const char *what, size_t bytes,
+		  size_t item_bytes)
+{
+	if (item_bytes == 0 || bytes % item_bytes != 0)
+		ThrowRangeError(env, action + ": " + what + " are " + std::to_string(bytes) +
+					     " bytes, not a multiple of the map's " +
+					     std::to_string(item_bytes) + "-byte " + what);
+	return bytes / item_bytes;
+}
+
+// ENOTSUPP (524) is the kernel's internal "operation not supported" code, which some map types
+// return for batch operations.
+bool BatchUnsupported(int err)
+{
+	return err == EINVAL || err == EOPNOTSUPP || err == 524;
+}
+
+Napi::Value MapUpdateMany(const Napi::CallbackInfo &info)
+{
+	Napi::Env env = info.Env();
+	int fd = ArgFd(info, 0, "fd");
+	ByteView keys = ArgBytes(info, 1, "keys");
+	ByteView values = ArgBytes(info, 2, "values");
+	uint64_t flags = static_cast<uint64_t>(ArgInteger(info, 3, "flags", 0, UINT32_MAX));
+	MapShape shape = DescribeMap(env, "update", fd);
+	std::string action = "update " + shape.label;
+	size_t count = CountItems(env, action, "keys", keys.size, shape.key_bytes);
+	if (CountItems(env, action, "values", values.size, shape.value_bytes) != count)
+		ThrowRangeError(env, action + ": " + std::to_string(count) + " keys but " +
+					     std::to_string(values.size / shape.value_bytes) +
+					     " values");
+	if (count == 0)
+		return env.Undefined();
+
+	// One BPF_MAP_UPDATE_BATCH call where the map type has it, one call per entry otherwise.
+	// Batch updates take no BPF_NOEXIST or BPF_EXIST, so calls with flags update one by one.
+	if (flags == 0 && count <= UINT32_MAX) {
+		uint32_t batch_count = static_cast<uint32_t>(count);
+		bpf_map_batch_opts batch_options = {};
+		batch_options.sz = sizeof(batch_options);
+		if (bpf_map_update_batch(fd, keys.data, values.data, &batch_count, &batch_options) == 0)
+			return env.Undefined();
+		int err = errno;
+		// A map type without batch operations fails before it writes anything, and the
+		// kernel then leaves the count as it was.
+		bool nothing_written = batch_count == 0 || batch_count == count;
+		if (!BatchUnsupported(err) || !nothing_written)
+			ThrowErrno(env, action + " (batch entry " + std::to_string(batch_count) + ")",
+				   err);
+	}
+	for (size_t done = 0; done < count; done++) {
+		if (bpf_map_update_elem(fd, keys.data + done * shape.key_bytes,
+					values.data + done * shape.value_bytes, flags) < 0)
+			ThrowErrno(env, action + " (entry " + std::to_string(done) + ")", errno);
+	}
+	return env.Undefined();
+}
+
+Napi::Value MapDeleteMany(const Napi::CallbackInfo &info)
+{
+	Napi::Env env = info.Env();
+	int fd = ArgFd(info, 0, "fd");
+	ByteView keys = ArgBytes(info, 1, "keys");
+	MapShape shape = DescribeMap(env, "delete from", fd);
+	std::string action = "delete from " + shape.label;
+	size_t count = CountItems(env, action, "keys", keys.size, shape.key_bytes);
+	size_t deleted = 0;
+	for (size_t i = 0; i < count; i++) {
+		if (bpf_map_delete_elem(fd, keys.data + i * shape.key_bytes) == 0) {
+			deleted++;
+			continue;
+		}
+		if (errno != ENOENT)
+			ThrowErrno(env, action + " (entry " + std::to_string(i) + ")", errno);
+	}
+	return Napi::Number::New(env, static_cast<double>(deleted));
+}
+
 Napi::Value MapLookup(const Napi::CallbackInfo &info)
 {
 	Napi::Env env = info.Env();
@@ -218,6 +297,8 @@ Napi::Value NumPossibleCpus(const Napi::CallbackInfo &info)
 void InitMapOps(Napi::Env env, Napi::Object exports)
 {
 	exports.Set("mapUpdate", Napi::Function::New<MapUpdate>(env));
+	exports.Set("mapUpdateMany", Napi::Function::New<MapUpdateMany>(env));
+	exports.Set("mapDeleteMany", Napi::Function::New<MapDeleteMany>(env));
 	exports.Set("mapLookup", Napi::Function::New<MapLookup>(env));
 	exports.Set("mapDelete", Napi::Function::New<MapDelete>(env));
 	exports.Set("mapGetNextKey", Napi::Function::New<MapGetNextKey>(env));

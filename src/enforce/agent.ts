@@ -3,8 +3,13 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { listPids } from '../identity/process-info';
 import { loadRegistrationFile, Registration } from '../identity/registration';
-import { compilePolicySet } from '../policy/compile';
-import { CompiledRuleSet, RuleRef } from '../policy/compiled-rule-set';
+import { EgressCompiler } from '../policy/egress-compiler';
+import {
+  CompiledRuleSet,
+  CompiledRuleSetChanges,
+  RuleRef,
+  SubjectSettings,
+} from '../policy/compiled-rule-set';
 import { loadPolicyFiles } from '../policy/loader';
 import { PolicySet } from '../policy/types';
 import { subjectMatches } from '../policy/spiffe-selector';
@@ -18,7 +23,8 @@ import {
   KernelRecord,
   MalformedRecord,
 } from '../kernel/codec';
-import { Datapath, KernelRuleSet } from '../kernel/datapath';
+import { Datapath, KernelRuleSet, KernelRuleSetChanges } from '../kernel/datapath';
+import { KernelSubject } from '../kernel/rule-maps';
 import { DropReason, KernelAction, SETTINGS_REPORT_ALLOWED_ACCESS } from '../kernel/layout';
 import { ensureKernelFilesystems, findCgroup2Root } from '../kernel/mounts';
 import { probeEnforcers } from '../kernel/probe';
@@ -148,6 +154,7 @@ export class Agent {
   private readonly unattested = new Map<number, bigint | null>();
   private policySet!: PolicySet;
   private datapath: Datapath | null = null;
+  private readonly egressCompiler = new EgressCompiler();
   private lsm: LsmEnforcer | null = null;
   private tracepoint: TracepointEnforcer | null = null;
   private server: AuditServer | null = null;
@@ -458,17 +465,47 @@ export class Agent {
     return this.rulesByGeneration.get(this.datapath?.currentGeneration ?? 0)?.length ?? 0;
   }
 
-  /** Compiles the current policy set against the known identities and swaps it in. */
+  /**
+   * Compiles the current policy set against the known identities and swaps it in. Where only
+   * some policies changed, only their subjects are compiled and only the changed map entries
+   * are written. The standby maps for the next change are prepared after the switch.
+   */
   private applyPolicies(): void {
     const datapath = this.datapath as Datapath;
     // SPIFFE IDs a policy names get ids now, so their rules exist before any process has them.
     for (const id of exactSpiffeIds(this.policySet)) this.registry.idFor(id);
-    const compiled = compilePolicySet(this.policySet, this.registry.entries());
+    const { compiled, changes } = this.egressCompiler.compile(
+      this.policySet,
+      this.registry.entries(),
+    );
     const lsmHooks = (this.lsm ?? this.tracepoint)?.prepare(this.policySet, this.registry.entries());
     const settingsFlags = this.options.reportAllowedAccess ? SETTINGS_REPORT_ALLOWED_ACCESS : 0;
-    const generation = datapath.applyRuleSet(toKernelRuleSet(compiled), settingsFlags, lsmHooks);
+    let generation: number;
+    try {
+      generation =
+        changes && datapath.canApplyChanges
+          ? datapath.applyRuleSetChanges(toKernelChanges(changes), settingsFlags, lsmHooks)
+          : datapath.applyRuleSet(toKernelRuleSet(compiled), settingsFlags, lsmHooks);
+    } catch (error) {
+      // The kernel keeps the previous set, which the compiler's state no longer describes.
+      this.egressCompiler.reset();
+      throw error;
+    }
     this.rulesByGeneration.set(generation, compiled.rules);
     this.rulesByGeneration.delete(generation - KEPT_GENERATIONS);
+    setImmediate(() => this.prepareStandby(datapath));
+  }
+
+  private prepareStandby(datapath: Datapath): void {
+    if (this.datapath !== datapath) return;
+    try {
+      datapath.prepareStandby();
+    } catch (error) {
+      this.log.error(
+        { err: error },
+        'preparing the standby rule maps failed; the next policy change is applied whole',
+      );
+    }
   }
 
   /** Attests every running process and writes its identity; two passes catch forks during the first. */
@@ -862,12 +899,32 @@ function exactSpiffeIds(set: PolicySet): string[] {
 /** Converts the policy compiler's output to the datapath's input. */
 export function toKernelRuleSet(compiled: CompiledRuleSet): KernelRuleSet {
   return {
-    subjects: [...compiled.subjects].map(([id, settings]) => ({
-      id,
-      hasEgressAllow: settings.hasEgressAllow,
-      egressPosture: settings.egressPosture === 'Block' ? KernelAction.Block : KernelAction.Audit,
-    })),
+    subjects: [...compiled.subjects].map(([id, settings]) => kernelSubject(id, settings)),
     peerRules: compiled.peerRules.values(),
     cidrRules: compiled.cidrRules,
+  };
+}
+
+/** Converts the incremental compiler's changes to the datapath's input. */
+export function toKernelChanges(changes: CompiledRuleSetChanges): KernelRuleSetChanges {
+  return {
+    upserts: {
+      subjects: changes.subjects.upsert.map(([id, settings]) => kernelSubject(id, settings)),
+      peerRules: changes.peerRules.upsert,
+      cidrRules: changes.cidrRules.upsert,
+    },
+    removals: {
+      subjects: changes.subjects.remove,
+      peerRules: changes.peerRules.remove,
+      cidrRules: changes.cidrRules.remove,
+    },
+  };
+}
+
+function kernelSubject(id: number, settings: SubjectSettings): KernelSubject {
+  return {
+    id,
+    hasEgressAllow: settings.hasEgressAllow,
+    egressPosture: settings.egressPosture === 'Block' ? KernelAction.Block : KernelAction.Audit,
   };
 }

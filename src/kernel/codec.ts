@@ -221,46 +221,94 @@ export function decodeIdentity(buffer: Buffer): { id: number; flags: number; sta
 
 export function encodeSubject(flags: number, egressPosture: KernelAction): Buffer {
   const out = Buffer.alloc(subjectLayout.size);
-  out.writeUInt32LE(flags >>> 0, field(subjectLayout, 'flags'));
-  out.writeUInt8(egressPosture, field(subjectLayout, 'egress_posture'));
+  writeSubject(out, 0, flags, egressPosture);
   return out;
 }
 
 export function encodePeerKey(subject: number, peer: number): Buffer {
   const out = Buffer.alloc(peerKeyLayout.size);
-  out.writeUInt32LE(subject >>> 0, field(peerKeyLayout, 'subject'));
-  out.writeUInt32LE(peer >>> 0, field(peerKeyLayout, 'peer'));
+  writePeerKey(out, 0, subject, peer);
   return out;
 }
 
 /** Encodes an LPM key: prefixLen counts address bits (0..128) in the IPv4-mapped space. */
 export function encodeCidrKey(subject: number, prefixLen: number, addr: Buffer): Buffer {
-  if (addr.length !== 16) throw new RangeError(`CIDR address must be 16 bytes, got ${addr.length}`);
-  if (prefixLen < 0 || prefixLen > 128) throw new RangeError(`invalid prefix length ${prefixLen}`);
   const out = Buffer.alloc(cidrKeyLayout.size);
-  out.writeUInt32LE(32 + prefixLen, field(cidrKeyLayout, 'prefixlen'));
-  // The subject is part of the prefix, so it is stored big-endian like the address.
-  out.writeUInt32BE(subject >>> 0, field(cidrKeyLayout, 'subject'));
-  addr.copy(out, field(cidrKeyLayout, 'addr'));
+  writeCidrKey(out, 0, subject, prefixLen, addr);
   return out;
 }
 
 export function encodeRuleList(rules: readonly KernelRuleEntry[]): Buffer {
+  const out = Buffer.alloc(ruleListLayout.size);
+  writeRuleList(out, 0, rules);
+  return out;
+}
+
+// Field offsets of the rule-map layouts, read once: the write functions below run for every
+// entry of a rule set, tens of thousands of times per apply.
+const SUBJECT_FLAGS = field(subjectLayout, 'flags');
+const SUBJECT_POSTURE = field(subjectLayout, 'egress_posture');
+const PEER_KEY_SUBJECT = field(peerKeyLayout, 'subject');
+const PEER_KEY_PEER = field(peerKeyLayout, 'peer');
+const CIDR_KEY_PREFIXLEN = field(cidrKeyLayout, 'prefixlen');
+const CIDR_KEY_SUBJECT = field(cidrKeyLayout, 'subject');
+const CIDR_KEY_ADDR = field(cidrKeyLayout, 'addr');
+const RULE_LIST_COUNT = field(ruleListLayout, 'count');
+const RULE_LIST_RULES = field(ruleListLayout, 'rules');
+const RULE_PORT_LO = field(ruleLayout, 'port_lo');
+const RULE_PORT_HI = field(ruleLayout, 'port_hi');
+const RULE_PROTOCOL = field(ruleLayout, 'protocol');
+const RULE_ACTION = field(ruleLayout, 'action');
+const RULE_INDEX = field(ruleLayout, 'rule_index');
+
+/** Writes a `struct sigil_subject` at offset of a zero-filled buffer. */
+export function writeSubject(
+  out: Buffer,
+  offset: number,
+  flags: number,
+  egressPosture: KernelAction,
+): void {
+  out.writeUInt32LE(flags >>> 0, offset + SUBJECT_FLAGS);
+  out.writeUInt8(egressPosture, offset + SUBJECT_POSTURE);
+}
+
+/** Writes a `struct sigil_peer_key` at offset. */
+export function writePeerKey(out: Buffer, offset: number, subject: number, peer: number): void {
+  out.writeUInt32LE(subject >>> 0, offset + PEER_KEY_SUBJECT);
+  out.writeUInt32LE(peer >>> 0, offset + PEER_KEY_PEER);
+}
+
+/** Writes a `struct sigil_cidr_key` at offset; prefixLen counts address bits (0..128). */
+export function writeCidrKey(
+  out: Buffer,
+  offset: number,
+  subject: number,
+  prefixLen: number,
+  addr: Buffer,
+): void {
+  if (addr.length !== 16) throw new RangeError(`CIDR address must be 16 bytes, got ${addr.length}`);
+  if (prefixLen < 0 || prefixLen > 128) throw new RangeError(`invalid prefix length ${prefixLen}`);
+  out.writeUInt32LE(32 + prefixLen, offset + CIDR_KEY_PREFIXLEN);
+  // The subject is part of the prefix, so it is stored big-endian like the address.
+  out.writeUInt32BE(subject >>> 0, offset + CIDR_KEY_SUBJECT);
+  addr.copy(out, offset + CIDR_KEY_ADDR);
+}
+
+/** Writes a `struct sigil_rule_list` at offset of a zero-filled buffer. */
+export function writeRuleList(out: Buffer, offset: number, rules: readonly KernelRuleEntry[]): void {
   if (rules.length > SIGIL_RULES_PER_KEY) {
     throw new RangeError(`a rule list can contain at most ${SIGIL_RULES_PER_KEY} rules, got ${rules.length}`);
   }
-  const out = Buffer.alloc(ruleListLayout.size);
-  out.writeUInt32LE(rules.length, field(ruleListLayout, 'count'));
-  const base = field(ruleListLayout, 'rules');
-  rules.forEach((rule, i) => {
-    const at = base + i * ruleLayout.size;
-    out.writeUInt16LE(rule.portLo, at + field(ruleLayout, 'port_lo'));
-    out.writeUInt16LE(rule.portHi, at + field(ruleLayout, 'port_hi'));
-    out.writeUInt8(rule.protocol, at + field(ruleLayout, 'protocol'));
-    out.writeUInt8(rule.action, at + field(ruleLayout, 'action'));
-    out.writeUInt32LE(rule.ruleIndex >>> 0, at + field(ruleLayout, 'rule_index'));
-  });
-  return out;
+  out.writeUInt32LE(rules.length, offset + RULE_LIST_COUNT);
+  for (let i = 0; i < rules.length; i++) {
+    const rule = rules[i];
+    const at = offset + RULE_LIST_RULES + i * ruleLayout.size;
+    out.writeUInt16LE(rule.portLo, at + RULE_PORT_LO);
+    out.writeUInt16LE(rule.portHi, at + RULE_PORT_HI);
+    out.writeUInt8(rule.protocol, at + RULE_PROTOCOL);
+    out.writeUInt8(rule.action, at + RULE_ACTION);
+    out.writeUInt32LE(rule.ruleIndex >>> 0, at + RULE_INDEX);
+  }
 }
 
 function decodeExec(buffer: Buffer, at: number): ExecRecord {

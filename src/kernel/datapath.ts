@@ -1,37 +1,18 @@
 import { existsSync, mkdirSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import {
-  encodeCidrKey,
   encodeIdentity,
-  encodePeerKey,
-  encodeRuleList,
   encodeSettings,
-  encodeSubject,
   encodeU32,
   decodeIdentity,
   decodeSettings,
-  KernelRuleEntry,
 } from './codec';
-import {
-  cidrKeyLayout,
-  DROP_REASON_COUNT,
-  identityLayout,
-  KernelAction,
-  peerKeyLayout,
-  ruleListLayout,
-  settingsLayout,
-  SIGIL_MAX_CIDR_KEYS,
-  SIGIL_MAX_PEER_KEYS,
-  SIGIL_MAX_SUBJECTS,
-  subjectLayout,
-  SUBJECT_HAS_EGRESS_ALLOW,
-} from './layout';
+import { DROP_REASON_COUNT, identityLayout, settingsLayout } from './layout';
 import {
   BpfObject,
-  closeFd,
   Link,
-  mapCreate,
   mapDelete,
+  mapGetNextKey,
   mapLookup,
   mapUpdate,
   numPossibleCpus,
@@ -40,18 +21,34 @@ import {
   ringBufferPositions,
   RingBufferPositions,
 } from './native';
+import {
+  closeInnerMaps,
+  createInnerMaps,
+  EncodedChanges,
+  encodeChanges,
+  encodeRuleSet,
+  InnerMaps,
+  KernelRuleSet,
+  KernelRuleSetChanges,
+  writeChanges,
+} from './rule-maps';
 
-const BPF_MAP_TYPE_HASH = 1;
-const BPF_MAP_TYPE_LPM_TRIE = 11;
-const BPF_F_NO_PREALLOC = 1;
+export { KernelRuleSet, KernelRuleSetChanges } from './rule-maps';
+
 const BPF_ANY = 0;
+const OUTER_MAPS = ['sigil_subjects', 'sigil_peer_rules', 'sigil_cidr_rules'] as const;
 
-/** A compiled rule set in the form the kernel maps take. */
-export interface KernelRuleSet {
-  subjects: Iterable<{ id: number; hasEgressAllow: boolean; egressPosture: KernelAction }>;
-  peerRules: Iterable<{ subject: number; peer: number; rules: readonly KernelRuleEntry[] }>;
-  /** prefixLen counts address bits (0..128) in the IPv4-mapped space. */
-  cidrRules: Iterable<{ subject: number; prefixLen: number; addr: Buffer; rules: readonly KernelRuleEntry[] }>;
+/**
+ * Inner maps kept ready for the next generation, published under it in the outer maps, which no
+ * program reads until the settings map switches to that generation. `behind` lists the changes
+ * that the active maps have and these maps do not yet.
+ */
+interface Standby {
+  maps: InnerMaps | null;
+  behind: EncodedChanges[];
+  /** Generation whose outer entries still point at these maps, from when they were active. */
+  retiredGeneration: number | null;
+  published: boolean;
 }
 
 /**
@@ -108,6 +105,9 @@ export class Datapath {
   private readonly links: Link[] = [];
   private readonly consumers: RingBufferConsumer[] = [];
   private generation = 0;
+  /** Inner maps of the generation in force, when this Datapath applied it. */
+  private active: InnerMaps | null = null;
+  private standby: Standby | null = null;
   private readonly fds: Record<string, number> = {};
   /** Pinned links of an earlier agent, removed once this one has attached its own. */
   private readonly earlierLinkPins: string[] = [];
@@ -148,6 +148,7 @@ export class Datapath {
       datapath.earlierLinkPins.push(...readdirSync(join(pinDir, 'links')).map((n) => join(pinDir, 'links', n)));
       const settings = mapLookup(datapath.fd('sigil_settings'), encodeU32(0), settingsLayout.size);
       if (settings) datapath.generation = decodeSettings(settings).generation;
+      datapath.removeOtherGenerations();
     }
     return datapath;
   }
@@ -274,80 +275,183 @@ export class Datapath {
    * Writes a rule set into fresh inner maps, then switches the programs to it
    * with one write of the settings map, so a connect reads either the whole
    * old set or the whole new one. On failure the old set stays in force.
-   * Returns the new generation.
+   * Returns the new generation. The previous generation stays in the outer
+   * maps until prepareStandby or the next apply retires it.
    */
   applyRuleSet(ruleSet: KernelRuleSet, settingsFlags = 0, hooks: RuleSetHooks = {}): number {
     const generation = this.generation + 1;
-    const created: number[] = [];
-    const outers = ['sigil_subjects', 'sigil_peer_rules', 'sigil_cidr_rules'];
-    const inserted: string[] = [];
+    const encoded = encodeRuleSet(ruleSet);
+    // A published standby's entries under this generation are replaced by the new maps.
+    const standby = this.standby;
+    this.standby = null;
+    if (standby?.maps) closeInnerMaps(standby.maps);
+    let maps: InnerMaps | null = null;
     try {
-      const subjects = mapCreate({
-        type: BPF_MAP_TYPE_HASH,
-        name: 'sigil_subj_in',
-        keySize: 4,
-        valueSize: subjectLayout.size,
-        maxEntries: SIGIL_MAX_SUBJECTS,
-        flags: BPF_F_NO_PREALLOC,
-      });
-      created.push(subjects);
-      for (const subject of ruleSet.subjects) {
-        const flags = subject.hasEgressAllow ? SUBJECT_HAS_EGRESS_ALLOW : 0;
-        mapUpdate(subjects, encodeU32(subject.id), encodeSubject(flags, subject.egressPosture), BPF_ANY);
-      }
-
-      const peers = mapCreate({
-        type: BPF_MAP_TYPE_HASH,
-        name: 'sigil_peer_in',
-        keySize: peerKeyLayout.size,
-        valueSize: ruleListLayout.size,
-        maxEntries: SIGIL_MAX_PEER_KEYS,
-        flags: BPF_F_NO_PREALLOC,
-      });
-      created.push(peers);
-      for (const entry of ruleSet.peerRules) {
-        mapUpdate(peers, encodePeerKey(entry.subject, entry.peer), encodeRuleList(entry.rules), BPF_ANY);
-      }
-
-      const cidrs = mapCreate({
-        type: BPF_MAP_TYPE_LPM_TRIE,
-        name: 'sigil_cidr_in',
-        keySize: cidrKeyLayout.size,
-        valueSize: ruleListLayout.size,
-        maxEntries: SIGIL_MAX_CIDR_KEYS,
-        flags: BPF_F_NO_PREALLOC,
-      });
-      created.push(cidrs);
-      for (const entry of ruleSet.cidrRules) {
-        const key = encodeCidrKey(entry.subject, entry.prefixLen, entry.addr);
-        mapUpdate(cidrs, key, encodeRuleList(entry.rules), BPF_ANY);
-      }
-
-      // Publish the inner maps under the new generation, then switch to it.
-      const key = encodeU32(generation);
-      created.forEach((inner, i) => {
-        mapUpdate(this.fd(outers[i]), key, encodeU32(inner), BPF_ANY);
-        inserted.push(outers[i]);
-      });
-      hooks.beforeSwitch?.(generation);
-      mapUpdate(this.fd('sigil_settings'), encodeU32(0), encodeSettings(generation, settingsFlags), BPF_ANY);
+      if (standby?.retiredGeneration) this.unpublish(standby.retiredGeneration);
+      maps = createInnerMaps();
+      writeChanges(maps, encoded);
+      this.publish(maps, generation);
+      this.switchTo(generation, settingsFlags, hooks);
     } catch (cause) {
-      for (const outer of inserted) mapDelete(this.fd(outer), encodeU32(generation));
+      if (maps) {
+        this.unpublish(generation);
+        closeInnerMaps(maps);
+      }
       throw new Error(`apply rule set generation ${generation}: ${(cause as Error).message}`, { cause });
-    } finally {
-      // The outer maps hold their own references to the inner maps.
-      for (const fd of created) closeFd(fd);
     }
 
-    // Retire the previous generation. A program still running on it keeps its
-    // inner map alive until the kernel's RCU grace period ends.
-    if (this.generation > 0) {
-      for (const outer of outers) mapDelete(this.fd(outer), encodeU32(this.generation));
-    }
+    // The previous generation is retired by prepareStandby, after a grace period: a program
+    // that read the old generation from the settings map may still look up its inner maps.
+    // The outer maps keep those maps alive until then.
     const previous = this.generation;
+    if (this.active) closeInnerMaps(this.active);
+    this.active = maps;
+    // The standby starts empty and catches up with the whole set when it is prepared.
+    this.standby = {
+      maps: null,
+      behind: [encoded],
+      retiredGeneration: previous > 0 ? previous : null,
+      published: false,
+    };
     this.generation = generation;
     hooks.afterSwitch?.(generation, previous);
     return generation;
+  }
+
+  /**
+   * Applies the changes that turn the rule set in force into the next one, and returns the new
+   * generation. The changes go into the standby inner maps, which are published under the next
+   * generation already and which no program reads, and then one write of the settings map
+   * switches the programs to them: a connect reads either the whole old set or the whole new
+   * one, as with applyRuleSet. The cost is the changed entries only, once prepareStandby has
+   * run since the previous apply; otherwise this call runs it first. On failure the old set
+   * stays in force. Throws when no rule set was applied by this Datapath yet.
+   */
+  applyRuleSetChanges(
+    changes: KernelRuleSetChanges,
+    settingsFlags = 0,
+    hooks: RuleSetHooks = {},
+  ): number {
+    if (!this.canApplyChanges) {
+      throw new Error(
+        'apply rule set changes: no rule set to change (none applied by this agent, or a ' +
+          'failed apply discarded the standby maps); call applyRuleSet',
+      );
+    }
+    const generation = this.generation + 1;
+    const encoded = encodeChanges(changes);
+    try {
+      this.prepareStandby();
+      writeChanges(this.standby!.maps!, encoded);
+      this.switchTo(generation, settingsFlags, hooks);
+    } catch (cause) {
+      // The standby maps may be half written, so they are dropped, and the next apply is whole.
+      this.discardStandby();
+      throw new Error(`apply rule set generation ${generation}: ${(cause as Error).message}`, { cause });
+    }
+
+    // The maps in force until now become the standby. Programs may still read them until a
+    // grace period has passed, so prepareStandby changes them only after one.
+    const previous = this.generation;
+    const next = this.standby!.maps!;
+    this.standby = {
+      maps: this.active,
+      behind: [encoded],
+      retiredGeneration: previous,
+      published: false,
+    };
+    this.active = next;
+    this.generation = generation;
+    hooks.afterSwitch?.(generation, previous);
+    return generation;
+  }
+
+  /**
+   * Prepares the standby maps for the next applyRuleSetChanges: publishes them under the next
+   * generation, retires the generation they served before, and writes the changes they lack.
+   * Each outer-map write waits for an RCU grace period in the kernel (several milliseconds),
+   * so the agent calls this after an apply, when the new rules are already in force.
+   * Does nothing when the standby is ready or no rule set was applied yet.
+   */
+  prepareStandby(): void {
+    const standby = this.standby;
+    if (!this.active || !standby) return;
+    if (standby.published && standby.behind.length === 0) return;
+    try {
+      if (!standby.maps) standby.maps = createInnerMaps();
+      if (!standby.published) {
+        // The kernel waits for a grace period after each outer-map write, so once publish
+        // returns no program still reads these maps through the generation they served before.
+        this.publish(standby.maps, this.generation + 1);
+        standby.published = true;
+      }
+      if (standby.retiredGeneration !== null) {
+        this.unpublish(standby.retiredGeneration);
+        standby.retiredGeneration = null;
+      }
+      while (standby.behind.length > 0) {
+        writeChanges(standby.maps, standby.behind[0]);
+        standby.behind.shift();
+      }
+    } catch (error) {
+      this.discardStandby();
+      throw new Error(`prepare standby rule maps: ${(error as Error).message}`, { cause: error });
+    }
+  }
+
+  /** Whether applyRuleSetChanges can apply changes to the rule set in force. */
+  get canApplyChanges(): boolean {
+    return this.active !== null && this.standby !== null;
+  }
+
+  /**
+   * Removes the outer-map entries of every generation but the one in force, such as the standby
+   * maps of an earlier agent, so the outer maps have room for the next generations.
+   */
+  private removeOtherGenerations(): void {
+    for (const outer of OUTER_MAPS) {
+      const stale: Buffer[] = [];
+      for (let key = mapGetNextKey(this.fd(outer), null, 4); key; key = mapGetNextKey(this.fd(outer), key, 4)) {
+        if (key.readUInt32LE(0) !== this.generation) stale.push(key);
+      }
+      for (const key of stale) mapDelete(this.fd(outer), key);
+    }
+  }
+
+  /** Publishes inner maps under generation in the outer maps; on failure removes what it wrote. */
+  private publish(maps: InnerMaps, generation: number): void {
+    const inners = [maps.subjects, maps.peerRules, maps.cidrRules];
+    const key = encodeU32(generation);
+    const inserted: string[] = [];
+    try {
+      OUTER_MAPS.forEach((outer, i) => {
+        mapUpdate(this.fd(outer), key, encodeU32(inners[i]), BPF_ANY);
+        inserted.push(outer);
+      });
+    } catch (error) {
+      for (const outer of inserted) mapDelete(this.fd(outer), key);
+      throw error;
+    }
+  }
+
+  private unpublish(generation: number): void {
+    for (const outer of OUTER_MAPS) mapDelete(this.fd(outer), encodeU32(generation));
+  }
+
+  /** Runs the hooks' beforeSwitch and switches the programs to generation. */
+  private switchTo(generation: number, settingsFlags: number, hooks: RuleSetHooks): void {
+    hooks.beforeSwitch?.(generation);
+    mapUpdate(this.fd('sigil_settings'), encodeU32(0), encodeSettings(generation, settingsFlags), BPF_ANY);
+  }
+
+  /** Drops the standby maps and removes their outer entries. Deleting a missing entry is fine. */
+  private discardStandby(): void {
+    const standby = this.standby;
+    this.standby = null;
+    if (!standby) return;
+    if (standby.published) this.unpublish(this.generation + 1);
+    if (standby.retiredGeneration !== null) this.unpublish(standby.retiredGeneration);
+    if (standby.maps) closeInnerMaps(standby.maps);
   }
 
   get currentGeneration(): number {
@@ -360,6 +464,11 @@ export class Datapath {
    */
   close(): void {
     for (const consumer of this.consumers.splice(0)) consumer.stop();
+    // The outer maps hold their own references to the inner maps they publish.
+    if (this.active) closeInnerMaps(this.active);
+    if (this.standby?.maps) closeInnerMaps(this.standby.maps);
+    this.active = null;
+    this.standby = null;
     for (const link of this.links.splice(0)) link.destroy();
     this.object.close();
   }

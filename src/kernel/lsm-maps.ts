@@ -131,6 +131,13 @@ export interface LsmSubjectPostures {
   execPosture: KernelAction;
   /** Applies to an open that no rule matched when the subject has file Allow rules. */
   filePosture: KernelAction;
+  /**
+   * Marks the subject as having exec Allow rules even when none of them produced a map entry
+   * (every path missing or a glob), so that its exec posture still applies as its policies state.
+   */
+  hasExecAllow?: boolean;
+  /** Marks the subject as having file Allow rules, as hasExecAllow does for exec. */
+  hasFileAllow?: boolean;
 }
 
 /** Fields common to exact-file and directory rules. */
@@ -395,6 +402,8 @@ export function compileLsmRuleSet(ruleSet: LsmRuleSet, hashSeed: bigint): Compil
     const entry = subjectEntry(compiled, subject.id);
     entry.execPosture = subject.execPosture;
     entry.filePosture = subject.filePosture;
+    if (subject.hasExecAllow) entry.flags |= LSM_SUBJECT_HAS_EXEC_ALLOW;
+    if (subject.hasFileAllow) entry.flags |= LSM_SUBJECT_HAS_FILE_ALLOW;
   }
 
   for (const rule of ruleSet.inodeRules) {

@@ -285,6 +285,8 @@ interface NativeAddon {
   probeMapType(type: string): ProbeResult;
   probeHelper(progType: string, helperName: string): ProbeResult;
   mapUpdate(fd: number, key: Uint8Array, value: Uint8Array, flags: number): void;
+  mapUpdateMany(fd: number, keys: Uint8Array, values: Uint8Array, flags: number): void;
+  mapDeleteMany(fd: number, keys: Uint8Array): number;
   mapLookup(fd: number, key: Uint8Array, valueSize: number): Buffer | null;
   mapDelete(fd: number, key: Uint8Array): boolean;
   mapGetNextKey(fd: number, key: Uint8Array | null, keySize: number): Buffer | null;
@@ -692,6 +694,36 @@ export function mapUpdate(
   checkBytes('mapUpdate', 'value', value);
   checkInteger('mapUpdate', 'flags', flags, 0, UINT32_MAX);
   addon().mapUpdate(fd, key, value, flags);
+}
+
+/**
+ * Writes many entries: `keys` and `values` are the keys and values laid end to end, each of the
+ * map's exact size, and entry i is key i with value i. Uses one BPF_MAP_UPDATE_BATCH call where
+ * the kernel has it for the map type (hash maps since Linux 5.6), and one update per entry
+ * otherwise (LPM tries, for example). Throws like mapUpdate, naming the index of the entry that
+ * failed; the entries before it stay written.
+ */
+export function mapUpdateMany(
+  fd: number,
+  keys: Uint8Array,
+  values: Uint8Array,
+  flags: number = MapUpdateFlag.ANY,
+): void {
+  checkFd('mapUpdateMany', 'fd', fd);
+  checkBytes('mapUpdateMany', 'keys', keys);
+  checkBytes('mapUpdateMany', 'values', values);
+  checkInteger('mapUpdateMany', 'flags', flags, 0, UINT32_MAX);
+  addon().mapUpdateMany(fd, keys, values, flags);
+}
+
+/**
+ * Deletes the entries of many keys, laid end to end, and returns how many existed. A missing key
+ * is skipped; any other failure throws, naming the index of the key.
+ */
+export function mapDeleteMany(fd: number, keys: Uint8Array): number {
+  checkFd('mapDeleteMany', 'fd', fd);
+  checkBytes('mapDeleteMany', 'keys', keys);
+  return addon().mapDeleteMany(fd, keys);
 }
 
 /**

@@ -110,8 +110,9 @@ interface RuleObjects {
  *
  * Audit mode turns Block rules and Block postures into Audit, as for egress.
  * Every subject that a policy selects gets a subject entry with its combined
- * process and file postures; the kernel applies a posture only when the
- * subject has Allow rules of that kind among the compiled rules.
+ * process and file postures. The kernel applies a posture when the subject's
+ * policies have Allow rules of that kind, also when every path of those rules
+ * was skipped, so a missing allow-listed file does not turn an allowlist off.
  */
 export function compileLsmPolicySet(
   set: PolicySet,
@@ -201,10 +202,14 @@ export function compileLsmPolicySet(
     const policyIndexes = policyIndexesBySubject.get(subject)!;
     const policies = policyIndexes.map((index) => set.policies[index]);
     policiesBySubject.set(subject, policies.map((policy) => policy.name));
+    // The postures apply when the policies have Allow rules of the kind, as decideExec and
+    // decideOpen decide, also when those rules compiled to no map entry (a missing path).
     subjects.push({
       id: subject,
       execPosture: combinePostures(policies, 'process').posture === 'Block' ? KernelAction.Block : KernelAction.Audit,
       filePosture: combinePostures(policies, 'file').posture === 'Block' ? KernelAction.Block : KernelAction.Audit,
+      hasExecAllow: policies.some((policy) => policy.process.some((rule) => rule.action === 'Allow')),
+      hasFileAllow: policies.some((policy) => policy.file.some((rule) => rule.action === 'Allow')),
     });
     for (const policyIndex of policyIndexes) {
       for (const objects of objectsByPolicy[policyIndex]) {

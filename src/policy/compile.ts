@@ -41,7 +41,7 @@ const EVERY_ADDRESS = Buffer.alloc(ADDRESS_BYTES);
 const NO_IDS: readonly number[] = [];
 
 /** A policy rule with its index in the rule table and its kernel entries. */
-interface IndexedRule {
+export interface IndexedRule {
   index: number;
   rule: EgressRule;
   entries: readonly KernelRule[];
@@ -58,7 +58,7 @@ interface PrefixRules {
 }
 
 /** Facts about the whole set that compiling a group of policies needs. */
-interface CompileContext {
+export interface CompileContext {
   rules: readonly RuleRef[];
   indexedByPolicy: readonly (readonly IndexedRule[])[];
   /** Every rule, indexed by rule index. */
@@ -68,10 +68,10 @@ interface CompileContext {
 }
 
 /** An overflow before the subject is filled in, found once for a whole group. */
-type GroupOverflow = Omit<RuleListOverflow, 'subject' | 'subjectSpiffeId'>;
+export type GroupOverflow = Omit<RuleListOverflow, 'subject' | 'subjectSpiffeId'>;
 
 /** Kernel lists shared by every subject that the same policies apply to. */
-interface CompiledGroup {
+export interface CompiledGroup {
   settings: SubjectSettings;
   /** Sorted by peer id. Lists that overflow are left out and reported in `overflows`. */
   peerLists: { peer: number; rules: KernelRule[] }[];
@@ -108,6 +108,26 @@ export function compilePolicySet(
   set: PolicySet,
   identities: ReadonlyArray<KnownIdentity>,
 ): CompiledRuleSet {
+  return compileEgress(set, identities).compiled;
+}
+
+/** A whole compilation with the intermediate results that an incremental compile reuses. */
+export interface EgressCompilationState {
+  compiled: CompiledRuleSet;
+  /** The identities, validated and canonical, sorted by id. */
+  known: KnownIdentity[];
+  context: CompileContext;
+  /** Indexes of the policies that select each subject, ascending. */
+  policiesBySubject: Map<number, number[]>;
+  /** The group of each subject. */
+  subjectGroups: Map<number, CompiledGroup>;
+}
+
+/** Compiles like compilePolicySet and also returns the intermediate results. */
+export function compileEgress(
+  set: PolicySet,
+  identities: ReadonlyArray<KnownIdentity>,
+): EgressCompilationState {
   const known = checkIdentities(identities);
   const spiffeIdOf = new Map(known.map((identity) => [identity.id, identity.spiffeId]));
   const resolver = new SelectorResolver(known);
@@ -152,7 +172,13 @@ export function compilePolicySet(
     }
   }
   if (overflows.length > 0) throw new RuleListOverflowError(overflows);
-  return emitRuleSet(subjectGroups, groupUses, rules);
+  return {
+    compiled: emitRuleSet(subjectGroups, groupUses, rules),
+    known,
+    context,
+    policiesBySubject,
+    subjectGroups: new Map(subjectGroups),
+  };
 }
 
 /**
@@ -194,7 +220,7 @@ function emitRuleSet(
 }
 
 /** Validates the identities and returns them with canonical SPIFFE IDs, sorted by id. */
-function checkIdentities(identities: ReadonlyArray<KnownIdentity>): KnownIdentity[] {
+export function checkIdentities(identities: ReadonlyArray<KnownIdentity>): KnownIdentity[] {
   const problems: string[] = [];
   const byId = new Map<number, string>();
   const bySpiffeId = new Map<string, number>();
@@ -274,18 +300,24 @@ function buildRuleTable(policies: readonly Policy[]): {
   indexedByPolicy: IndexedRule[][];
 } {
   const rules: RuleRef[] = [];
-  const indexedByPolicy = policies.map((policy) =>
-    policy.egress.map((rule) => {
-      const index = rules.length;
-      rules.push(ruleRef(policy, rule));
-      return { index, rule, entries: kernelEntries(rule, policy.mode, index) };
-    }),
-  );
+  const indexedByPolicy = policies.map((policy) => {
+    const indexed = indexPolicyRules(policy, rules.length);
+    for (const { rule } of indexed) rules.push(ruleRef(policy, rule));
+    return indexed;
+  });
   return { rules, indexedByPolicy };
 }
 
+/** Numbers the egress rules of one policy from firstIndex and builds their kernel entries. */
+export function indexPolicyRules(policy: Policy, firstIndex: number): IndexedRule[] {
+  return policy.egress.map((rule, offset) => {
+    const index = firstIndex + offset;
+    return { index, rule, entries: kernelEntries(rule, policy.mode, index) };
+  });
+}
+
 /** Returns the rule table entry of a rule, with the optional fields only when they are set. */
-function ruleRef(policy: Policy, rule: EgressRule): RuleRef {
+export function ruleRef(policy: Policy, rule: EgressRule): RuleRef {
   const ref: RuleRef = {
     policy: policy.name,
     rule: rule.name,
@@ -323,7 +355,7 @@ function kernelEntries(
  * Builds the settings, peer lists and ancestor-merged CIDR lists for the subjects that exactly
  * the policies at `policyIndexes` apply to, and checks every list against `RULES_PER_KEY`.
  */
-function compileGroup(
+export function compileGroup(
   policyIndexes: readonly number[],
   allPolicies: readonly Policy[],
   context: CompileContext,
@@ -369,29 +401,28 @@ function compileGroup(
   }
 
   const group: CompiledGroup = { settings, peerLists: [], prefixLists: [], overflows: [] };
-  // Returns whether the list fits, and records an overflow when it does not.
-  const fits = (entries: readonly KernelRule[], key: () => string): boolean => {
-    if (entries.length <= RULES_PER_KEY) return true;
+  // Records an overflowing list; the key is formatted only then, because most lists fit.
+  const overflow = (entries: readonly KernelRule[], key: string): void => {
     const indexes = [...new Set(entries.map((entry) => entry.ruleIndex))];
     group.overflows.push({
-      key: key(),
+      key,
       entryCount: entries.length,
       limit: RULES_PER_KEY,
       rules: indexes.map((index) => context.rules[index]),
     });
-    return false;
   };
   for (const peer of [...peerEntries.keys()].sort((a, b) => a - b)) {
     const rules = peerEntries.get(peer)!;
-    const key = () => `peer ${context.spiffeIdOf.get(peer)} (id ${peer})`;
-    if (fits(rules, key)) group.peerLists.push({ peer, rules });
+    if (rules.length <= RULES_PER_KEY) group.peerLists.push({ peer, rules });
+    else overflow(rules, `peer ${context.spiffeIdOf.get(peer)} (id ${peer})`);
   }
   for (const prefix of mergeAncestors([...prefixesByKey.values()])) {
     const rules: KernelRule[] = [];
     for (const index of prefix.merged) rules.push(...context.indexedRules[index].entries);
-    const key = () => `CIDR ${formatPrefix(prefix.addr, prefix.prefixLen)}`;
-    if (fits(rules, key)) {
+    if (rules.length <= RULES_PER_KEY) {
       group.prefixLists.push({ addr: prefix.addr, prefixLen: prefix.prefixLen, rules });
+    } else {
+      overflow(rules, `CIDR ${formatPrefix(prefix.addr, prefix.prefixLen)}`);
     }
   }
   return group;

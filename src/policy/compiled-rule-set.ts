@@ -83,3 +83,16 @@ export interface CompiledRuleSet {
   /** The rule table: `rules[i]` is the rule with `ruleIndex` i, in (policy, rule) order. */
   rules: RuleRef[];
 }
+
+/**
+ * Changes that turn one compiled rule set into the next: entries to create or replace, and keys
+ * to delete. A key is in at most one of the two.
+ */
+export interface CompiledRuleSetChanges {
+  subjects: { upsert: [number, SubjectSettings][]; remove: number[] };
+  peerRules: { upsert: PeerRuleEntry[]; remove: { subject: number; peer: number }[] };
+  cidrRules: {
+    upsert: CidrRuleEntry[];
+    remove: { subject: number; prefixLen: number; addr: Buffer }[];
+  };
+}

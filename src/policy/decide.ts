@@ -4,6 +4,7 @@ import { selectorMatches } from './spiffe-selector';
 import { EgressDestination, EgressPosture, PolicySet, PortRange, RuleProtocol } from './types';
 
 export { Decision, Explanation, RuleMatch } from './evaluate';
+
 export {
   decideExec,
   decideOpen,
@@ -13,13 +14,21 @@ export {
   OpenQuery,
 } from './decide-paths';
 
+const IPV4_MAPPED_PREFIX = Buffer.from('00000000000000000000ffff', 'hex');
+const IPV4_LOOPBACK = parseIpAddress('127.0.0.1')!.addr;
+const IPV6_LOOPBACK = parseIpAddress('::1')!.addr;
+
 /** A connect() to decide, described by the values the kernel decides on. */
 export interface ConnectQuery {
   /** SPIFFE ID of the connecting process, or null when it has no identity. */
   subject: string | null;
   /** SPIFFE ID of the local listener's owner, or null when the destination is not one. */
   peer: string | null;
-  /** Destination IPv4 or IPv6 address. `::ffff:a.b.c.d` is the same as `a.b.c.d`. */
+  /**
+   * Destination IPv4 or IPv6 address. `::ffff:a.b.c.d` is the same as `a.b.c.d`. The unspecified
+   * address is decided as the loopback address it reaches: `0.0.0.0` and `::ffff:0.0.0.0` as
+   * `127.0.0.1`, and `::` as `::1`.
+   */
   address: string;
   /** Destination port, 0-65535. */
   port: number;
@@ -65,7 +74,8 @@ export function decideConnect(set: PolicySet, query: ConnectQuery): Decision {
 
 /** Decides a connect() like `decideConnect` and also lists every matching rule. */
 export function explainConnect(set: PolicySet, query: ConnectQuery): ConnectExplanation {
-  const { subject, peer, addr } = checkNetworkQuery(query, 'connect');
+  const { subject, peer, addr: written } = checkNetworkQuery(query, 'connect');
+  const addr = connectDestination(written);
   const explanation = evaluate(set, subject, {
     kind: 'egress',
     rulesOf: (policy) => policy.egress,
@@ -100,6 +110,19 @@ export function explainAccept(set: PolicySet, query: AcceptQuery): Explanation {
         ? { action: rule.action }
         : null,
   });
+}
+
+/**
+ * Returns the address a connect() to addr reaches. Linux sends a connect to the unspecified
+ * address to loopback, and bpf/connect.bpf.c decides on the loopback address, as it must,
+ * because a rule on 0.0.0.0 would otherwise let a process reach 127.0.0.1.
+ */
+function connectDestination(addr: Buffer): Buffer {
+  const ipv4Mapped = addr.subarray(0, 12).equals(IPV4_MAPPED_PREFIX);
+  const isZero = (bytes: Buffer) => bytes.every((byte) => byte === 0);
+  if (ipv4Mapped && isZero(addr.subarray(12))) return IPV4_LOOPBACK;
+  if (isZero(addr)) return IPV6_LOOPBACK;
+  return addr;
 }
 
 function checkNetworkQuery(

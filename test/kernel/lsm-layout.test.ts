@@ -277,6 +277,22 @@ describe('compileLsmRuleSet', () => {
     expect(compiled.subjects.get(5)?.flags).toBe(LSM_SUBJECT_HAS_FILE_ALLOW);
   });
 
+  it('sets the Allow flags a subject entry requests', () => {
+    const compiled = compileLsmRuleSet(
+      {
+        subjects: [
+          { id: 1, execPosture: KernelAction.Block, filePosture: KernelAction.Block, hasExecAllow: true },
+          { id: 3, execPosture: KernelAction.Block, filePosture: KernelAction.Block, hasFileAllow: true },
+        ],
+        inodeRules: [],
+        directoryRules: [],
+      },
+      seed,
+    );
+    expect(compiled.subjects.get(1)?.flags).toBe(LSM_SUBJECT_HAS_EXEC_ALLOW);
+    expect(compiled.subjects.get(3)?.flags).toBe(LSM_SUBJECT_HAS_FILE_ALLOW);
+  });
+
   it('rejects readOnly on exec rules', () => {
     expect(() =>
       compileLsmRuleSet(

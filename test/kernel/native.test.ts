@@ -21,10 +21,12 @@ import {
   mapCreate,
   MapFlag,
   mapDelete,
+  mapDeleteMany,
   mapGetNextKey,
   mapLookup,
   MapType,
   mapUpdate,
+  mapUpdateMany,
   MapUpdateFlag,
   mount,
   MountFlag,
@@ -497,6 +499,46 @@ describe('native addon (needs root)', () => {
       expect(mapLookup(fd, u32(12), 8)).toBeNull();
       for (const key of [11, 13]) mapDelete(fd, u32(key));
       expect(mapGetNextKey(fd, null, 4)).toBeNull();
+    });
+
+    it.each([
+      ['hash map, batch update', MapType.HASH, 4],
+      ['LPM trie, one update per entry', MapType.LPM_TRIE, 8],
+    ])('write and delete many entries: %s', (_name, type, keySize) => {
+      const fd = mapCreate({
+        type,
+        name: 'fixture_many',
+        keySize,
+        valueSize: 8,
+        maxEntries: 64,
+        flags: MapFlag.NO_PREALLOC,
+      });
+      onCleanup('close many-entries map', () => closeFd(fd));
+      // LPM keys are a 4-byte prefix length, then the data; /32 keys match exactly.
+      const key = (n: number) => {
+        const bytes = Buffer.alloc(keySize);
+        if (type === MapType.LPM_TRIE) bytes.writeUInt32LE(32, 0);
+        bytes.writeUInt32BE(n, keySize - 4);
+        return bytes;
+      };
+      const keys = Buffer.concat([1, 2, 3].map(key));
+      const values = Buffer.concat([10n, 20n, 30n].map(u64));
+      mapUpdateMany(fd, keys, values);
+      for (const n of [1, 2, 3]) {
+        expect(mapLookup(fd, key(n), 8)!.readBigUInt64LE()).toBe(BigInt(n) * 10n);
+      }
+
+      expect(() => mapUpdateMany(fd, keys, values.subarray(0, 16))).toThrow(
+        /3 keys but 2 values/,
+      );
+      expect(() => mapUpdateMany(fd, keys.subarray(1), values)).toThrow(/not a multiple/);
+      expect(() =>
+        mapUpdateMany(fd, Buffer.concat([key(4), key(1)]), values.subarray(0, 16), 1),
+      ).toThrow(expect.objectContaining({ code: 'EEXIST' }));
+
+      expect(mapDeleteMany(fd, Buffer.concat([key(1), key(3), key(9)]))).toBe(2);
+      expect(mapLookup(fd, key(1), 8)).toBeNull();
+      expect(mapLookup(fd, key(2), 8)!.readBigUInt64LE()).toBe(20n);
     });
 
     it('return one slot per possible CPU for per-CPU maps', () => {

@@ -186,6 +186,44 @@ describe('compileLsmPolicySet', () => {
     for (const issue of compiled.warnings) expect(issue.severity).toBe('warning');
   });
 
+  // An allowlist whose only Allow path is missing must still apply its posture, as decideExec
+  // and decideOpen do. Before this case, the kernel allowed every exec and open of the subject.
+  it('keeps the posture of skipped Allow rules', () => {
+    const set = policies([
+      {
+        name: 'web',
+        subject: { spiffeId: WEB },
+        processPosture: 'Block',
+        filePosture: 'Block',
+        process: [{ name: 'app', action: 'Allow', paths: [files.missing] }],
+        file: [{ name: 'config', action: 'Allow', glob: true, paths: [`${root}/*.conf`] }],
+      },
+      {
+        name: 'api',
+        subject: { spiffeId: API },
+        process: [{ name: 'no-tool', action: 'Block', paths: [files.tool] }],
+      },
+    ]);
+    const compiled = compileLsmPolicySet(set, IDENTITIES);
+    expect(compiled.ruleSet.inodeRules.map((rule) => rule.subject)).toEqual([4]);
+    expect(compiled.ruleSet.subjects).toEqual([
+      {
+        id: 1,
+        execPosture: KernelAction.Block,
+        filePosture: KernelAction.Block,
+        hasExecAllow: true,
+        hasFileAllow: true,
+      },
+      {
+        id: 4,
+        execPosture: KernelAction.Block,
+        filePosture: KernelAction.Block,
+        hasExecAllow: false,
+        hasFileAllow: false,
+      },
+    ]);
+  });
+
   it('turns Block into Audit in Audit mode', () => {
     const cases = [
       { mode: 'Enforce', action: KernelAction.Block, posture: KernelAction.Block, wouldBlock: undefined },
@@ -217,8 +255,20 @@ describe('compileLsmPolicySet', () => {
     ]);
     const compiled = compileLsmPolicySet(set, IDENTITIES);
     expect(compiled.ruleSet.subjects).toEqual([
-      { id: 1, execPosture: KernelAction.Block, filePosture: KernelAction.Audit },
-      { id: 2, execPosture: KernelAction.Audit, filePosture: KernelAction.Audit },
+      {
+        id: 1,
+        execPosture: KernelAction.Block,
+        filePosture: KernelAction.Audit,
+        hasExecAllow: false,
+        hasFileAllow: false,
+      },
+      {
+        id: 2,
+        execPosture: KernelAction.Audit,
+        filePosture: KernelAction.Audit,
+        hasExecAllow: false,
+        hasFileAllow: false,
+      },
     ]);
     expect(compiled.policiesBySubject.get(1)).toEqual(['strict', 'loose']);
     expect(compiled.policiesBySubject.get(2)).toEqual(['loose']);

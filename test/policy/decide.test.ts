@@ -174,6 +174,28 @@ describe('decideConnect', () => {
     expect(decideConnect(set, query(WEB, null, '10.1.0.1', 80)).rule).toBe('wide');
   });
 
+  // Linux sends these connects to loopback, and the connect programs decide on loopback.
+  it.each([
+    ['0.0.0.0', 'v4-loopback'],
+    ['::ffff:0.0.0.0', 'v4-loopback'],
+    ['::', 'v6-loopback'],
+  ])('decides a connect to %s as loopback', (address, rule) => {
+    const set = policySet([
+      {
+        name: 'web',
+        subject: WEB,
+        egress: [
+          { name: 'unspecified', action: 'Allow', to: { cidrs: ['0.0.0.0/32', '::/128'] } },
+          { name: 'v4-loopback', action: 'Block', to: { cidrs: ['127.0.0.1/32'] } },
+          { name: 'v6-loopback', action: 'Block', to: { cidrs: ['::1/128'] } },
+        ],
+      },
+    ]);
+    const decision = decideConnect(set, query(WEB, null, address, 80));
+    expect(decision.rule).toBe(rule);
+    expect(decision.denied).toBe(true);
+  });
+
   it.each([
     [query(WEB, null, '10.0.0', 80), 'address "10.0.0" is not IPv4 or IPv6'],
     [query(WEB, null, '10.0.0.1', 70000), 'port 70000 is not an integer from 0 to 65535'],

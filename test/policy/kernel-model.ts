@@ -20,8 +20,9 @@ export interface KernelVerdict {
 }
 
 /**
- * JavaScript model of `decide()` in bpf/connect.bpf.c over a compiled rule set: subject
- * lookup, exact peer-rule lookup, longest-prefix match in the CIDR trie, list scan, posture.
+ * JavaScript model of `read_destination()` and `decide()` in bpf/connect.bpf.c over a compiled
+ * rule set: the unspecified address replaced by loopback, subject lookup, exact peer-rule
+ * lookup, longest-prefix match in the CIDR trie, list scan, posture.
  */
 export class KernelModel {
   private readonly cidrBySubject = new Map<number, CidrRuleEntry[]>();
@@ -46,6 +47,7 @@ export class KernelModel {
     protocol: 6 | 17,
   ): KernelVerdict {
     const verdict: KernelVerdict = { action: 0, reason: 0, ruleIndex: 0 };
+    addr = loopbackForUnspecified(addr);
     const settings = this.compiled.subjects.get(subject);
     if (!settings) return verdict;
 
@@ -106,4 +108,13 @@ function bitsEqual(a: Buffer, b: Buffer, bits: number): boolean {
   const valueA = BigInt(`0x${a.toString('hex')}`);
   const valueB = BigInt(`0x${b.toString('hex')}`);
   return valueA >> shift === valueB >> shift;
+}
+
+/** Returns the address that `read_destination` decides on: loopback for the unspecified one. */
+function loopbackForUnspecified(addr: Buffer): Buffer {
+  const hex = addr.toString('hex');
+  if (hex === '0'.repeat(32)) return Buffer.from(`${'0'.repeat(30)}01`, 'hex');
+  if (hex === `${'0'.repeat(20)}ffff00000000`)
+    return Buffer.from(`${'0'.repeat(20)}ffff7f000001`, 'hex');
+  return addr;
 }
