@@ -17,6 +17,7 @@ import {
   SEVERITIES,
 } from './audit-event';
 import { auditServiceDefinition } from './audit-proto';
+import { encodeEvent, encodeEventBatch } from './event-encoder';
 import { EventHub, EventSink } from './event-hub';
 
 /** Events one client may have waiting before further events for it are dropped and counted. */
@@ -156,12 +157,12 @@ interface EventWriter {
   close(): void;
 }
 
-/** One message per event (Watch). */
+/** One message per event (Watch), the event's encoding shared with every other client. */
 class SingleEventWriter implements EventWriter {
   constructor(private readonly call: WatchCall) {}
 
   write(event: AuditEvent): boolean {
-    return this.call.write(event);
+    return this.call.write(encodeEvent(event));
   }
 
   flush(): void {}
@@ -207,7 +208,7 @@ class BatchEventWriter implements EventWriter {
   private writeBatch(): boolean {
     const events = this.batch;
     this.batch = [];
-    return this.call.write({ events });
+    return this.call.write(encodeEventBatch(events));
   }
 }
 
@@ -379,6 +380,21 @@ function agentRestartEvent(hub: EventHub, previousRunId: string, sinceSeq: numbe
 }
 
 /**
+ * Returns the service definition with response serializers that pass bytes
+ * through unchanged: the writers send events already encoded by
+ * event-encoder.ts, once per event for all clients, in place of
+ * proto-loader's conversion and encoding per client and message.
+ */
+function withEncodedResponses(definition: grpc.ServiceDefinition): grpc.ServiceDefinition {
+  const methods = Object.entries(definition).map(([name, method]) => {
+    const serialize = method.responseSerialize;
+    const passBytes = (value: unknown) => (Buffer.isBuffer(value) ? value : serialize(value));
+    return [name, { ...method, responseSerialize: passBytes }];
+  });
+  return Object.fromEntries(methods);
+}
+
+/**
  * The gRPC audit service on a unix socket, readable and writable by root only.
  * start() rejects when the socket cannot be bound; stop() ends every stream.
  */
@@ -397,7 +413,7 @@ export class AuditServer {
     const settings = typeof options === 'number' ? { maxClientQueue: options } : options;
     this.maxClientQueue = settings.maxClientQueue ?? DEFAULT_CLIENT_QUEUE;
     this.observer = settings.observer;
-    this.server.addService(auditServiceDefinition(), {
+    this.server.addService(withEncodedResponses(auditServiceDefinition()), {
       watch: (call: WatchCall) => this.watch(call, false),
       watchBatches: (call: WatchCall) => this.watch(call, true),
     });

@@ -62,6 +62,12 @@ export interface RuleSetHooks {
   afterSwitch?(generation: number, previous: number): void;
 }
 
+/**
+ * Maximum bytes of one ring-buffer batch handed to the agent, framing included: about 2,300
+ * connect records, a few milliseconds of work between two event-loop turns.
+ */
+const EVENT_BATCH_BYTES = 256 * 1024;
+
 /** Default bpffs directory of the pinned maps and links. */
 export const DEFAULT_PIN_DIR = '/sys/fs/bpf/sigil';
 
@@ -182,11 +188,43 @@ export class Datapath {
     }
   }
 
-  /** Starts delivering ring-buffer batches to onBatch on the JavaScript thread. */
+  /**
+   * Starts delivering ring-buffer batches to onBatch on the JavaScript thread, one batch per
+   * event-loop turn, so the sockets and files that onBatch writes to are served between two
+   * batches. JavaScript holds at most two batches: the one being handled and the next, which
+   * hides the hand-over from the consumer thread. While onBatch falls behind, the consumer stops
+   * reading, the ring buffer fills, and the BPF programs count the records they cannot write.
+   */
   startEvents(onBatch: (batch: Buffer, count: number) => void): void {
     if (this.consumer) throw new Error('the event consumer is already running');
-    this.consumer = new RingBufferConsumer(this.fd('sigil_events'), onBatch);
-    this.consumer.start();
+    const waiting: [Buffer, number][] = [];
+    let scheduled = false;
+    const handleOne = () => {
+      scheduled = false;
+      const next = waiting.shift();
+      if (!next) return;
+      try {
+        onBatch(next[0], next[1]);
+      } finally {
+        this.consumer?.release();
+        if (waiting.length > 0) schedule();
+      }
+    };
+    const schedule = () => {
+      if (scheduled) return;
+      scheduled = true;
+      setImmediate(handleOne);
+    };
+    const consumer = new RingBufferConsumer(
+      this.fd('sigil_events'),
+      (batch, count) => {
+        waiting.push([batch, count]);
+        schedule();
+      },
+      { maxBatchBytes: EVENT_BATCH_BYTES, maxUnreleasedBatches: 2 },
+    );
+    this.consumer = consumer;
+    consumer.start();
   }
 
   /**
