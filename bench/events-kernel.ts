@@ -104,6 +104,14 @@ function parseArgs(argv: string[]): Options {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+/** Returns the CPU seconds (user and system, all threads) a process has used, from /proc. */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // utime and stime are fields 14 and 15 of the file, in clock ticks of 1/100 s.
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
 /** Compiles the generator object and the driver into bpf/.output/bench. */
 function build(): { object: string; driver: string } {
   const dir = join(OUTPUT, 'bench');
@@ -332,33 +340,50 @@ async function drive(
   return { startedAt, seconds: (result as { ns: number }).ns / 1e9 };
 }
 
-/** Counts occurrences of needle in a file, reading it in chunks. */
-function countInFile(path: string, needle: Buffer): number {
-  const fd = openSync(path, 'r');
-  const chunk = Buffer.alloc(8 << 20);
-  let carry = Buffer.alloc(0);
-  let count = 0;
-  try {
-    for (;;) {
-      const read = readSync(fd, chunk, 0, chunk.length, null);
-      if (read === 0) break;
-      const text = Buffer.concat([carry, chunk.subarray(0, read)]);
-      for (let at = text.indexOf(needle); at !== -1; at = text.indexOf(needle, at + needle.length)) count++;
-      carry = Buffer.from(text.subarray(Math.max(0, text.length - needle.length + 1)));
+/** Counts occurrences of a marker in a growing file, reading only the bytes added since the last call. */
+class FileCounter {
+  private offset = 0;
+  private carry = Buffer.alloc(0);
+  private found = 0;
+  private readonly chunk = Buffer.alloc(8 << 20);
+
+  constructor(
+    private readonly path: string,
+    private readonly needle: Buffer,
+  ) {}
+
+  count(): number {
+    const fd = openSync(this.path, 'r');
+    try {
+      for (;;) {
+        const read = readSync(fd, this.chunk, 0, this.chunk.length, this.offset);
+        if (read === 0) break;
+        this.offset += read;
+        const text = Buffer.concat([this.carry, this.chunk.subarray(0, read)]);
+        for (let at = text.indexOf(this.needle); at !== -1; at = text.indexOf(this.needle, at + this.needle.length)) {
+          this.found++;
+        }
+        this.carry = Buffer.from(text.subarray(Math.max(0, text.length - this.needle.length + 1)));
+      }
+    } finally {
+      closeSync(fd);
     }
-  } finally {
-    closeSync(fd);
+    return this.found;
   }
-  return count;
 }
 
 /** Waits until value() stops changing for QUIET_MS or reaches target; returns the last value and when it last grew. */
-async function settle(value: () => number, target: number, timeoutMs = 120_000): Promise<{ value: number; at: number }> {
+async function settle(
+  value: () => number,
+  target: number,
+  timeoutMs = 120_000,
+  pollMs = 20,
+): Promise<{ value: number; at: number }> {
   const deadline = Date.now() + timeoutMs;
   let last = value();
   let changedAt = performance.now();
   while (last < target && Date.now() < deadline && performance.now() - changedAt < QUIET_MS) {
-    await sleep(20);
+    await sleep(pollMs);
     const next = value();
     if (next !== last) {
       last = next;
@@ -389,6 +414,8 @@ interface AgentRow {
   logDrops: number;
   grpcExact: boolean;
   logExact: boolean;
+  /** CPU the agent used per record it consumed from the ring buffer, in microseconds. */
+  agentCpuUsPerEvent: number;
 }
 
 interface BaselineRow {
@@ -397,6 +424,8 @@ interface BaselineRow {
   reserveFailed: number;
   delivered: number;
   deliveredPerSecond: number;
+  /** CPU this process used per record its consumer drained, in microseconds. */
+  cpuUsPerEvent: number;
 }
 
 function subtract(a: ConsumerTotals, b: ConsumerTotals): ConsumerTotals {
@@ -425,7 +454,8 @@ async function agentRun(
   const { agent, generator } = parts;
   const marker = Buffer.from(`"port":${MARKER_PORT},`);
   truncateSync(agent.eventsLog, 0);
-  const before = { stats: generator.stats(), totals: parts.totals(), logDrops: agent.logDrops };
+  const agentPid = agent.child.pid as number;
+  const before = { stats: generator.stats(), totals: parts.totals(), logDrops: agent.logDrops, cpu: cpuSeconds(agentPid) };
   const { startedAt, seconds } = await drive(parts.driver, generator, rate, options, parts.template);
   const stats = generator.stats();
   const generated = stats.written + stats.failed - before.stats.written - before.stats.failed;
@@ -438,14 +468,16 @@ async function agentRun(
     return t.marked + t.clientLoss + Math.min(t.kernelLoss, reserveFailed);
   }, generated);
   const totals = subtract(parts.totals(), before.totals);
-  let logLines = (await settle(() => countInFile(agent.eventsLog, marker), written)).value;
+  const log = new FileCounter(agent.eventsLog, marker);
+  let logLines = (await settle(() => log.count(), written, 120_000, 500)).value;
   // Drops reach the agent's operational log up to LOG_DROP_REPORT_MS later.
   const reportDeadline = Date.now() + LOG_DROP_REPORT_MS;
   while (logLines + agent.logDrops - before.logDrops < written && Date.now() < reportDeadline) {
     await sleep(500);
-    logLines = countInFile(agent.eventsLog, marker);
+    logLines = log.count();
   }
   const logDrops = agent.logDrops - before.logDrops;
+  const agentCpu = cpuSeconds(agentPid) - before.cpu;
   return {
     rate,
     seconds,
@@ -459,6 +491,7 @@ async function agentRun(
     logDrops,
     grpcExact: generated === totals.marked + reserveFailed + totals.clientLoss,
     logExact: written === logLines + logDrops,
+    agentCpuUsPerEvent: (agentCpu * 1e6) / written,
   };
 }
 
@@ -476,6 +509,7 @@ async function baselineRun(rate: number, options: Options, generator: Generator,
     lastAt = performance.now();
   });
   const before = generator.stats();
+  const cpuBefore = cpuSeconds(process.pid);
   consumer.start();
   const { startedAt } = await drive(driver, generator, rate, options, template);
   const stats = generator.stats();
@@ -483,7 +517,9 @@ async function baselineRun(rate: number, options: Options, generator: Generator,
   const reserveFailed = stats.failed - before.failed;
   await settle(() => delivered, generated - reserveFailed);
   consumer.stop();
-  return { rate, generated, reserveFailed, delivered, deliveredPerSecond: delivered / ((lastAt - startedAt) / 1000) };
+  const cpuUsPerEvent = ((cpuSeconds(process.pid) - cpuBefore) * 1e6) / delivered;
+  const deliveredPerSecond = delivered / ((lastAt - startedAt) / 1000);
+  return { rate, generated, reserveFailed, delivered, deliveredPerSecond, cpuUsPerEvent };
 }
 
 const format = (n: number) => Math.round(n).toLocaleString('en-US');
@@ -492,8 +528,8 @@ function printResults(agentRows: AgentRow[], baselineRows: BaselineRow[], option
   const out = process.stdout;
   out.write(`\nnode ${process.version}, Linux ${release()}, ${cpus().length} CPUs (${cpus()[0]?.model}); `);
   out.write(`${options.seconds} s per rate, ${options.burst} records per getppid() call\n\n`);
-  out.write('| offered rate | generated | reserve failed | delivered to gRPC | client-queue loss | JSON log lines | log drops | exact (gRPC, log) | delivered/s | baseline delivered/s | ratio |\n');
-  out.write('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n');
+  out.write('| offered rate | generated | reserve failed | delivered to gRPC | client-queue loss | JSON log lines | log drops | exact (gRPC, log) | delivered/s | baseline delivered/s | ratio | agent CPU µs/event | baseline CPU µs/event |\n');
+  out.write('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n');
   agentRows.forEach((row, i) => {
     const base = baselineRows[i];
     const cells = [
@@ -508,6 +544,8 @@ function printResults(agentRows: AgentRow[], baselineRows: BaselineRow[], option
       format(row.deliveredPerSecond),
       base ? format(base.deliveredPerSecond) : '-',
       base ? (row.deliveredPerSecond / base.deliveredPerSecond).toFixed(3) : '-',
+      row.agentCpuUsPerEvent.toFixed(1),
+      base ? base.cpuUsPerEvent.toFixed(2) : '-',
     ];
     out.write(`| ${cells.join(' | ')} |\n`);
   });
