@@ -190,7 +190,7 @@ void RingBufferConsumer::Shutdown() noexcept
 {
 	if (state_ == State::kRunning) {
 		{
-			// Under the mutex, so a thread about to wait for a release sees the request.
+			// Under the mutex, so a thread about to wait for a release reads the request first.
 			std::lock_guard<std::mutex> lock(release_mutex_);
 			stop_requested_ = true;
 		}

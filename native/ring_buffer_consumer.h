@@ -12,8 +12,8 @@
 //
 // Release mode (maxUnreleasedBatches > 0): the thread hands over at most that many batches that
 // JavaScript has not released with release(). Node's thread-safe function runs up to 1000 queued
-// calls in one event-loop turn, so with a queue of batches JavaScript handles them back to back
-// and sockets and files wait; releasing from setImmediate lets I/O run between two batches.
+// calls in one event-loop turn, so JavaScript would handle a queue of batches back to back while
+// sockets and files wait. Releasing from setImmediate lets I/O run between two batches.
 #pragma once
 
 #include <stddef.h>

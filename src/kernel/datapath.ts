@@ -191,7 +191,7 @@ export class Datapath {
   /**
    * Starts delivering ring-buffer batches to onBatch on the JavaScript thread, one batch per
    * event-loop turn, so the sockets and files that onBatch writes to are served between two
-   * batches. JavaScript holds at most two batches: the one being handled and the next, which
+   * batches. JavaScript keeps at most two batches: the one being handled and the next, which
    * hides the hand-over from the consumer thread. While onBatch falls behind, the consumer stops
    * reading, the ring buffer fills, and the BPF programs count the records they cannot write.
    */

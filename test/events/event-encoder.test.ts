@@ -11,7 +11,7 @@ import { process as processOf, sampleDrafts, WEB } from './fixtures';
 /** Events past the sample drafts: edge values of each wire type. */
 const EDGE_DRAFTS: EventDraft[] = [
   {
-    // Non-ASCII text, strings longer than the ASCII loop and than 127 bytes, a cgroup id past 2^64 / 2.
+    // Non-ASCII text, strings longer than the ASCII loop and than 127 bytes, a cgroup id past 2^63.
     type: 'exec',
     ktimeNs: '18446744073709551615',
     subject: { spiffeId: 'spiffe://example.org/ns/prod/sa/caf\u00e9-\u{1f600}' },
@@ -72,7 +72,7 @@ function publishAll(drafts: EventDraft[]): AuditEvent[] {
 const EVENTS = publishAll([...sampleDrafts(), ...EDGE_DRAFTS]);
 const definition = auditServiceDefinition();
 
-/** The generic path the server used before: proto-loader's fromObject, then protobufjs encode. */
+/** Encodes as the server did before: proto-loader's fromObject, then protobufjs encode. */
 function genericEncode(method: 'Watch' | 'WatchBatches', value: object): Buffer {
   const methodDefinition = definition[method] as grpc.MethodDefinition<unknown, object>;
   return methodDefinition.responseSerialize(value);
