@@ -20,10 +20,13 @@
  * Per rate it prints the records generated, the events delivered to the
  * gRPC consumer and written to the JSON log, the losses counted (kernel
  * reserve failures, client-queue loss events, event-log drops) and whether
- * generated == delivered + counted losses holds exactly. The baseline, in the
+ * generated == delivered + counted losses is exactly true. The baseline, in the
  * same run after the agent has stopped, is this process's native
  * ring-buffer consumer alone draining the same records at the same rates;
  * the ratio column divides the agent's delivery rate by the baseline's.
+ * The CPU columns divide the CPU time of the agent (and of this process for
+ * the baseline) during a run by the records consumed; other load on the
+ * machine distorts them less than the rates.
  */
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';

@@ -38,7 +38,7 @@ int main(int argc, char **argv)
 
 	total = rate * seconds;
 	start = now_ns();
-	/* Every 0.2 ms, make the calls due by now, so the rate holds over any interval above that. */
+	/* Every 0.2 ms, make the calls due by now, so the rate is steady over any interval longer than that. */
 	while (made < total) {
 		elapsed = now_ns() - start;
 		long long due = (long long)((double)elapsed * rate / 1e9);
@@ -46,7 +46,7 @@ int main(int argc, char **argv)
 		if (due > total)
 			due = total;
 		for (; made < due; made++)
-			syscall(SYS_getppid); /* the libc wrapper may be cached: always enter the kernel */
+			syscall(SYS_getppid); /* enters the kernel on every call, whatever libc does */
 		nanosleep(&tick, NULL);
 	}
 	end = now_ns();
