@@ -201,6 +201,8 @@ export class Datapath {
     let scheduled = false;
     const handleOne = () => {
       scheduled = false;
+      // Batches still waiting when close() stopped the consumer are dropped with it.
+      if (this.consumer !== consumer) return;
       const next = waiting.shift();
       if (!next) return;
       try {
