@@ -33,7 +33,7 @@ const DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
  * bench/events-kernel.ts saw the log drop lines at 100,000 events/s on a
  * 2-vCPU VM.
  */
-const MAX_PENDING_CHARS = 1 << 20;
+const MAX_PENDING_CHARS = 4 << 20;
 
 /** Counts the lines of a text, each ended by a newline. */
 function countLines(text: string): number {

@@ -63,10 +63,12 @@ export interface RuleSetHooks {
 }
 
 /**
- * Maximum bytes of one ring-buffer batch handed to the agent, framing included: about 2,300
- * connect records, a few milliseconds of work between two event-loop turns.
+ * Maximum bytes of one ring-buffer batch handed to the agent, framing included: about 580
+ * connect records, a few milliseconds of work between two event-loop turns. grpc-js completes
+ * about one message of a stream per turn, and a WatchBatches message holds up to 1,024 events,
+ * so a turn's events fit in one message.
  */
-const EVENT_BATCH_BYTES = 256 * 1024;
+const EVENT_BATCH_BYTES = 64 * 1024;
 
 /** Default bpffs directory of the pinned maps and links. */
 export const DEFAULT_PIN_DIR = '/sys/fs/bpf/sigil';
