@@ -34,7 +34,8 @@ function parseArgs(argv: string[]): { socket: string; port: number } {
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--socket') socket = argv[++i];
     else if (argv[i] === '--port') port = Number(argv[++i]);
-    else if (argv[i] !== '--') throw new Error(`unknown argument ${argv[i]}: expected --socket PATH --port N`);
+    else if (argv[i] !== '--')
+      throw new Error(`unknown argument ${argv[i]}: expected --socket PATH --port N`);
   }
   if (!socket || !Number.isInteger(port) || port < 1 || port > 65535) {
     throw new Error('expected --socket PATH and --port N (1 to 65535)');
@@ -132,7 +133,11 @@ function countEvent(totals: Totals, bytes: Buffer, start: number, end: number, p
   }
   if (seq === 0) return;
   totals.events++;
-  if (type === 'connect' && connection && readUint32Field(bytes, connection[0], connection[1], 4) === port) {
+  if (
+    type === 'connect' &&
+    connection &&
+    readUint32Field(bytes, connection[0], connection[1], 4) === port
+  ) {
     totals.marked++;
   }
 }
@@ -183,7 +188,9 @@ function main(): void {
   // Connect events only, so every client-queue loss on this stream is of connect events; kernel
   // loss events come on a second stream of their own.
   const connects = open('WatchBatches', ['connect'], (bytes) => countBatch(totals, bytes, port));
-  const losses = open('Watch', ['loss'], (bytes) => countEvent(totals, bytes, 0, bytes.length, port));
+  const losses = open('Watch', ['loss'], (bytes) =>
+    countEvent(totals, bytes, 0, bytes.length, port),
+  );
   let headers = 0;
   const onHeaders = () => {
     if (++headers === 2) process.stdout.write('{"ready":true}\n');

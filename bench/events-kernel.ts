@@ -56,7 +56,14 @@ import {
   settingsLayout,
 } from '../src/kernel/layout';
 import { ensureKernelFilesystems, findCgroup2Root } from '../src/kernel/mounts';
-import { BpfObject, Link, mapLookup, mapUpdate, numPossibleCpus, RingBufferConsumer } from '../src/kernel/native';
+import {
+  BpfObject,
+  Link,
+  mapLookup,
+  mapUpdate,
+  numPossibleCpus,
+  RingBufferConsumer,
+} from '../src/kernel/native';
 
 const REPO = join(__dirname, '..');
 const SIGIL = join(REPO, 'bin', 'sigil');
@@ -80,7 +87,11 @@ interface Options {
 }
 
 function parseArgs(argv: string[]): Options {
-  const options: Options = { rates: [100_000, 250_000, 400_000, 1_000_000], seconds: 5, burst: 100 };
+  const options: Options = {
+    rates: [100_000, 250_000, 400_000, 1_000_000],
+    seconds: 5,
+    burst: 100,
+  };
   for (let i = 0; i < argv.length; i++) {
     const value = argv[i + 1];
     if (argv[i] === '--rates') options.rates = value.split(',').map(Number);
@@ -88,12 +99,17 @@ function parseArgs(argv: string[]): Options {
     else if (argv[i] === '--burst') options.burst = Number(value);
     else if (argv[i] === '--profile') options.profile = value;
     else if (argv[i] === '--') continue;
-    else throw new Error(`unknown argument ${argv[i]}: expected --rates N,N --seconds N --burst N --profile DIR`);
+    else
+      throw new Error(
+        `unknown argument ${argv[i]}: expected --rates N,N --seconds N --burst N --profile DIR`,
+      );
     i++;
   }
   for (const rate of options.rates) {
     if (!Number.isSafeInteger(rate) || rate < options.burst) {
-      throw new Error(`invalid rate ${rate}: expected an integer of at least --burst (${options.burst})`);
+      throw new Error(
+        `invalid rate ${rate}: expected an integer of at least --burst (${options.burst})`,
+      );
     }
   }
   if (!Number.isSafeInteger(options.seconds) || options.seconds < 1) {
@@ -119,12 +135,22 @@ function cpuSeconds(pid: number): number {
 function build(): { object: string; driver: string } {
   const dir = join(OUTPUT, 'bench');
   mkdirSync(dir, { recursive: true });
-  if (!existsSync(join(OUTPUT, 'vmlinux.h'))) throw new Error(`${OUTPUT}/vmlinux.h not found: run \`make\` first`);
+  if (!existsSync(join(OUTPUT, 'vmlinux.h')))
+    throw new Error(`${OUTPUT}/vmlinux.h not found: run \`make\` first`);
   const object = join(dir, 'event-generator.bpf.o');
   execFileSync('clang', [
-    '-g', '-O2', '-Wall', '-target', 'bpf', '-D__TARGET_ARCH_x86',
-    `-I${OUTPUT}`, `-I${join(REPO, 'bpf', 'include')}`,
-    '-c', join(__dirname, 'event-generator.bpf.c'), '-o', object,
+    '-g',
+    '-O2',
+    '-Wall',
+    '-target',
+    'bpf',
+    '-D__TARGET_ARCH_x86',
+    `-I${OUTPUT}`,
+    `-I${join(REPO, 'bpf', 'include')}`,
+    '-c',
+    join(__dirname, 'event-generator.bpf.c'),
+    '-o',
+    object,
   ]);
   const driver = join(dir, 'getppid_driver');
   execFileSync('cc', ['-O2', '-Wall', '-o', driver, join(__dirname, 'getppid_driver.c')]);
@@ -185,7 +211,8 @@ function onJsonLines(child: ChildProcess, handle: (value: Record<string, unknown
 async function waitUntil(what: string, check: () => boolean, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (Date.now() > deadline)
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
     await sleep(20);
   }
 }
@@ -207,15 +234,32 @@ class AgentUnderTest {
     const profile = profileDir ? ['--require', join(__dirname, 'cpu-profile-preload.js')] : [];
     const args = [
       ...profile,
-      SIGIL, 'run', '--socket', join(dir, 'audit.sock'), '--events-log', eventsLog,
-      '--bpffs-dir', pinDir, '--state-dir', join(dir, 'state'), '--registration', config.registration,
-      '--policy', config.policy, '--cgroup', cgroup, '--no-watch', '--log-level', 'warn',
+      SIGIL,
+      'run',
+      '--socket',
+      join(dir, 'audit.sock'),
+      '--events-log',
+      eventsLog,
+      '--bpffs-dir',
+      pinDir,
+      '--state-dir',
+      join(dir, 'state'),
+      '--registration',
+      config.registration,
+      '--policy',
+      config.policy,
+      '--cgroup',
+      cgroup,
+      '--no-watch',
+      '--log-level',
+      'warn',
     ];
     const env = profileDir ? { ...process.env, SIGIL_BENCH_PROFILE_DIR: profileDir } : process.env;
     this.child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env });
     createInterface({ input: this.child.stderr! }).on('line', (line) => {
       if (this.stderr.length < 100_000) this.stderr += `${line}\n`;
-      if (line.includes('event log reader too slow')) this.logDrops += Number(JSON.parse(line).lines ?? 0);
+      if (line.includes('event log reader too slow'))
+        this.logDrops += Number(JSON.parse(line).lines ?? 0);
     });
   }
 
@@ -318,7 +362,7 @@ function connectTemplate(tgid: number, subjectId: number, generation: number): B
   return record;
 }
 
-/** Runs the driver at rate records/s; returns when it started (performance.now()) and the seconds it took. */
+/** Runs the driver at rate records/s; returns its start (performance.now()) and duration in s. */
 async function drive(
   driverPath: string,
   generator: Generator,
@@ -327,7 +371,9 @@ async function drive(
   template: (tgid: number) => Buffer,
 ): Promise<{ startedAt: number; seconds: number }> {
   const calls = Math.round(rate / options.burst);
-  const driver = spawn(driverPath, [String(calls), String(options.seconds)], { stdio: ['pipe', 'pipe', 'inherit'] });
+  const driver = spawn(driverPath, [String(calls), String(options.seconds)], {
+    stdio: ['pipe', 'pipe', 'inherit'],
+  });
   let result: { calls: number; ns: number } | null = null;
   onJsonLines(driver, (value) => (result = value as { calls: number; ns: number }));
   // The driver has exec'd once it runs; the agent attests it from that exec.
@@ -343,7 +389,7 @@ async function drive(
   return { startedAt, seconds: (result as { ns: number }).ns / 1e9 };
 }
 
-/** Counts occurrences of a marker in a growing file, reading only the bytes added since the last call. */
+/** Counts a marker in a growing file, reading only the bytes added since the last call. */
 class FileCounter {
   private offset = 0;
   private carry = Buffer.alloc(0);
@@ -363,7 +409,11 @@ class FileCounter {
         if (read === 0) break;
         this.offset += read;
         const text = Buffer.concat([this.carry, this.chunk.subarray(0, read)]);
-        for (let at = text.indexOf(this.needle); at !== -1; at = text.indexOf(this.needle, at + this.needle.length)) {
+        for (
+          let at = text.indexOf(this.needle);
+          at !== -1;
+          at = text.indexOf(this.needle, at + this.needle.length)
+        ) {
           this.found++;
         }
         this.carry = Buffer.from(text.subarray(Math.max(0, text.length - this.needle.length + 1)));
@@ -375,7 +425,10 @@ class FileCounter {
   }
 }
 
-/** Waits until value() stops changing for QUIET_MS or reaches target; returns the last value and when it last grew. */
+/**
+ * Waits until value() reaches target or stops changing for QUIET_MS. Returns the last value
+ * and when it last grew.
+ */
 async function settle(
   value: () => number,
   target: number,
@@ -458,8 +511,19 @@ async function agentRun(
   const marker = Buffer.from(`"port":${MARKER_PORT},`);
   truncateSync(agent.eventsLog, 0);
   const agentPid = agent.child.pid as number;
-  const before = { stats: generator.stats(), totals: parts.totals(), logDrops: agent.logDrops, cpu: cpuSeconds(agentPid) };
-  const { startedAt, seconds } = await drive(parts.driver, generator, rate, options, parts.template);
+  const before = {
+    stats: generator.stats(),
+    totals: parts.totals(),
+    logDrops: agent.logDrops,
+    cpu: cpuSeconds(agentPid),
+  };
+  const { startedAt, seconds } = await drive(
+    parts.driver,
+    generator,
+    rate,
+    options,
+    parts.template,
+  );
   const stats = generator.stats();
   const generated = stats.written + stats.failed - before.stats.written - before.stats.failed;
   const written = stats.written - before.stats.written;
@@ -499,14 +563,24 @@ async function agentRun(
 }
 
 /** Drains the same records with the native consumer alone, counting the generated ones. */
-async function baselineRun(rate: number, options: Options, generator: Generator, driver: string, template: (tgid: number) => Buffer): Promise<BaselineRow> {
+async function baselineRun(
+  rate: number,
+  options: Options,
+  generator: Generator,
+  driver: string,
+  template: (tgid: number) => Buffer,
+): Promise<BaselineRow> {
   const portAt = 8 + connectRecordLayout.offsetOf('port');
   let delivered = 0;
   let lastAt = 0;
   const consumer = new RingBufferConsumer(generator.eventsFd(), (batch) => {
-    for (let at = 0; at + 8 <= batch.length; ) {
+    for (let at = 0; at + 8 <= batch.length;) {
       const length = batch.readUInt32LE(at);
-      if (batch.readUInt32LE(at + 8) === RecordType.Connect && batch.readUInt16LE(at + portAt) === MARKER_PORT) delivered++;
+      if (
+        batch.readUInt32LE(at + 8) === RecordType.Connect &&
+        batch.readUInt16LE(at + portAt) === MARKER_PORT
+      )
+        delivered++;
       at += 8 + Math.ceil(length / 8) * 8;
     }
     lastAt = performance.now();
@@ -529,9 +603,13 @@ const format = (n: number) => Math.round(n).toLocaleString('en-US');
 
 function printResults(agentRows: AgentRow[], baselineRows: BaselineRow[], options: Options): void {
   const out = process.stdout;
-  out.write(`\nnode ${process.version}, Linux ${release()}, ${cpus().length} CPUs (${cpus()[0]?.model}); `);
+  out.write(
+    `\nnode ${process.version}, Linux ${release()}, ${cpus().length} CPUs (${cpus()[0]?.model}); `,
+  );
   out.write(`${options.seconds} s per rate, ${options.burst} records per getppid() call\n\n`);
-  out.write('| offered rate | generated | reserve failed | delivered to gRPC | client-queue loss | JSON log lines | log drops | exact (gRPC, log) | delivered/s | baseline delivered/s | ratio | agent CPU µs/event | baseline CPU µs/event |\n');
+  out.write(
+    '| offered rate | generated | reserve failed | delivered to gRPC | client-queue loss | JSON log lines | log drops | exact (gRPC, log) | delivered/s | baseline delivered/s | ratio | agent CPU µs/event | baseline CPU µs/event |\n',
+  );
   out.write('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n');
   agentRows.forEach((row, i) => {
     const base = baselineRows[i];
@@ -552,20 +630,25 @@ function printResults(agentRows: AgentRow[], baselineRows: BaselineRow[], option
     ];
     out.write(`| ${cells.join(' | ')} |\n`);
   });
-  out.write('\nkernel-ringbuf loss reported in the stream per run (includes records of other programs): ');
+  out.write(
+    '\nkernel-ringbuf loss reported in the stream per run (includes records of other programs): ',
+  );
   out.write(`${agentRows.map((row) => format(row.streamKernelLoss)).join(', ')}\n`);
   out.write('baseline (native consumer alone) per run, generated / reserve failed / delivered: ');
-  out.write(`${baselineRows.map((row) => `${format(row.generated)} / ${format(row.reserveFailed)} / ${format(row.delivered)}`).join(', ')}\n`);
+  out.write(
+    `${baselineRows.map((row) => `${format(row.generated)} / ${format(row.reserveFailed)} / ${format(row.delivered)}`).join(', ')}\n`,
+  );
 }
 
 async function main(): Promise<void> {
   const options = parseArgs(process.argv.slice(2));
-  if (process.getuid?.() !== 0) throw new Error('run as root: the bench loads BPF programs and starts the agent');
+  if (process.getuid?.() !== 0)
+    throw new Error('run as root: the bench loads BPF programs and starts the agent');
   ensureKernelFilesystems();
   const { object, driver } = build();
   const dir = mkdtempSync(join(tmpdir(), 'sigil-bench-events-'));
   const pinDir = `/sys/fs/bpf/sigil-bench-${process.pid}`;
-  // The socket programs attach to an empty cgroup, so connects elsewhere on the machine add no records.
+  // The socket programs attach to an empty cgroup, so other connects on the machine add no records.
   const cgroup = join(findCgroup2Root(), `sigil-bench-${process.pid}`);
   mkdirSync(cgroup, { recursive: true });
   const config = writeConfig(dir, driver);
@@ -578,22 +661,41 @@ async function main(): Promise<void> {
   const agentRows: AgentRow[] = [];
   const baselineRows: BaselineRow[] = [];
   try {
-    await waitUntil('the agent socket', () => {
-      if (agent.child.exitCode !== null) throw new Error(`the agent exited:\n${agent.stderr.slice(-2000)}`);
-      return existsSync(agent.socket);
-    }, 60_000);
+    await waitUntil(
+      'the agent socket',
+      () => {
+        if (agent.child.exitCode !== null)
+          throw new Error(`the agent exited:\n${agent.stderr.slice(-2000)}`);
+        return existsSync(agent.socket);
+      },
+      60_000,
+    );
     generator = new Generator(object, pinDir);
     generator.attach();
     const subjectId = agent.identityId(SPIFFE_ID);
     const generation = generator.generation();
     const template = (tgid: number) => connectTemplate(tgid, subjectId, generation);
 
-    let totals: ConsumerTotals = { marked: 0, events: 0, kernelLoss: 0, clientLoss: 0, otherLoss: 0 };
+    let totals: ConsumerTotals = {
+      marked: 0,
+      events: 0,
+      kernelLoss: 0,
+      clientLoss: 0,
+      otherLoss: 0,
+    };
     let ready = false;
     let markedAt = 0;
     consumer = spawn(
       process.execPath,
-      [join(REPO, 'node_modules', '.bin', 'vite-node'), join(__dirname, 'events-consumer.ts'), '--', '--socket', agent.socket, '--port', String(MARKER_PORT)],
+      [
+        join(REPO, 'node_modules', '.bin', 'vite-node'),
+        join(__dirname, 'events-consumer.ts'),
+        '--',
+        '--socket',
+        agent.socket,
+        '--port',
+        String(MARKER_PORT),
+      ],
       { stdio: ['ignore', 'pipe', 'inherit'] },
     );
     onJsonLines(consumer, (value) => {
@@ -631,7 +733,14 @@ async function main(): Promise<void> {
     if (consumer && consumer.exitCode === null) consumer.kill('SIGTERM');
     generator?.close();
     await agent.stop();
-    execFileSync(process.execPath, [SIGIL, 'uninstall', '--bpffs-dir', pinDir, '--state-dir', join(dir, 'state')]);
+    execFileSync(process.execPath, [
+      SIGIL,
+      'uninstall',
+      '--bpffs-dir',
+      pinDir,
+      '--state-dir',
+      join(dir, 'state'),
+    ]);
     rmSync(dir, { recursive: true, force: true });
     rmdirSync(cgroup);
   }

@@ -27,7 +27,7 @@ const VARINT = 0;
 const LENGTH_DELIMITED = 2;
 /** Bytes reserved for a nested message's length: a varint of up to 2^35. */
 const LENGTH_RESERVE = 5;
-/** Strings up to this many UTF-16 units are copied by a loop that stops at the first non-ASCII one. */
+/** Longest string copied by a JavaScript loop, which stops at the first non-ASCII unit. */
 const ASCII_LOOP_MAX = 64;
 
 /** An encoder into one growing scratch buffer, reused for every event. */
@@ -102,7 +102,10 @@ class ProtoWriter {
     this.varint(value >>> 0);
   }
 
-  /** Writes an int32; a negative value takes ten bytes, sign-extended to 64 bits as protobuf requires. */
+  /**
+   * Writes an int32. A negative value takes ten bytes, sign-extended to 64
+   * bits as protobuf requires.
+   */
   int32(field: number, value: number | undefined): void {
     if (value === undefined || value === null) return;
     this.tag(field, VARINT);
@@ -115,7 +118,9 @@ class ProtoWriter {
   uint64Number(field: number, value: number | undefined): void {
     if (value === undefined || value === null) return;
     if (!Number.isSafeInteger(value) || value < 0) {
-      throw new RangeError(`invalid uint64 field ${field}: ${value} is not an integer from 0 to 2^53 - 1`);
+      throw new RangeError(
+        `invalid uint64 field ${field}: ${value} is not an integer from 0 to 2^53 - 1`,
+      );
     }
     this.tag(field, VARINT);
     this.varint(value);
@@ -134,7 +139,9 @@ class ProtoWriter {
     try {
       big = BigInt(value);
     } catch {
-      throw new RangeError(`invalid uint64 field ${field}: ${JSON.stringify(value)} is not a decimal integer`);
+      throw new RangeError(
+        `invalid uint64 field ${field}: ${JSON.stringify(value)} is not a decimal integer`,
+      );
     }
     if (big < 0n || big >= 1n << 64n) {
       throw new RangeError(`invalid uint64 field ${field}: ${value} is outside 0 to 2^64 - 1`);
@@ -179,7 +186,11 @@ class ProtoWriter {
    * Writes a nested message: its body goes LENGTH_RESERVE bytes ahead, and
    * moves back once its length, and so the length's own size, is known.
    */
-  message<T>(field: number, value: T | undefined, encodeBody: (writer: ProtoWriter, value: T) => void): void {
+  message<T>(
+    field: number,
+    value: T | undefined,
+    encodeBody: (writer: ProtoWriter, value: T) => void,
+  ): void {
     if (value === undefined || value === null) return;
     this.tag(field, LENGTH_DELIMITED);
     this.ensure(LENGTH_RESERVE);
@@ -200,7 +211,11 @@ class ProtoWriter {
     this.pos = pos + bodyLength;
   }
 
-  messages<T>(field: number, values: readonly T[] | undefined, encodeBody: (writer: ProtoWriter, value: T) => void): void {
+  messages<T>(
+    field: number,
+    values: readonly T[] | undefined,
+    encodeBody: (writer: ProtoWriter, value: T) => void,
+  ): void {
     if (values === undefined || values === null) return;
     for (const value of values) this.message(field, value, encodeBody);
   }

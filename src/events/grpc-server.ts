@@ -183,8 +183,8 @@ class SingleEventWriter implements EventWriter {
  * the current event-loop turn, so an event waits at most one turn. Batches
  * are large because grpc-js writes one message of a stream at a time, and
  * the next after the previous one has reached the socket, which under load
- * is about once per event-loop turn. onDeferredWrite receives the result of a write made
- * at the end of the turn, when no caller is there to receive it.
+ * is about once per event-loop turn. onDeferredWrite receives the result of
+ * a write made at the end of the turn, when no caller is there to receive it.
  */
 class BatchEventWriter implements EventWriter {
   private batch: AuditEvent[] = [];
@@ -199,7 +199,9 @@ class BatchEventWriter implements EventWriter {
   write(event: AuditEvent): boolean {
     this.batch.push(event);
     this.batchBytes += encodeEvent(event).length;
-    if (this.batch.length >= MAX_BATCH_EVENTS || this.batchBytes >= MAX_BATCH_BYTES) return this.writeBatch();
+    if (this.batch.length >= MAX_BATCH_EVENTS || this.batchBytes >= MAX_BATCH_BYTES) {
+      return this.writeBatch();
+    }
     this.timer ??= setImmediate(() => {
       this.timer = null;
       if (this.batch.length > 0) this.onDeferredWrite(this.writeBatch());

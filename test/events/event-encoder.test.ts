@@ -26,7 +26,7 @@ const EDGE_DRAFTS: EventDraft[] = [
     result: 'allowed',
   },
   {
-    // A negative exit code and errno take ten bytes; exit code 0 is still written (explicit presence).
+    // A negative exit code and errno take ten bytes each.
     type: 'exit',
     ktimeNs: '9007199254740993',
     subject: { spiffeId: '' },
@@ -79,7 +79,10 @@ function genericEncode(method: 'Watch' | 'WatchBatches', value: object): Buffer 
 }
 
 function decodeEvent(bytes: Buffer): AuditEvent {
-  const methodDefinition = definition.Watch as grpc.MethodDefinition<unknown, Record<string, unknown>>;
+  const methodDefinition = definition.Watch as grpc.MethodDefinition<
+    unknown,
+    Record<string, unknown>
+  >;
   return eventFromWire(methodDefinition.responseDeserialize(bytes));
 }
 
@@ -98,16 +101,18 @@ describe('event encoder', () => {
     },
   );
 
-  // The edge events set optional fields to proto3 defaults, which the wire does not tell from unset.
-  it.each(EVENTS.slice(0, sampleDrafts().length).map((event) => [event.seq, event.type, event] as const))(
-    'event %i (%s) decodes to the published event',
-    (_seq, _type, event) => {
-      expect(decodeEvent(encodeEvent(event))).toEqual(JSON.parse(JSON.stringify(event)));
-    },
-  );
+  // The edge events set optional fields to proto3 defaults, which the wire does not tell
+  // from unset fields.
+  it.each(
+    EVENTS.slice(0, sampleDrafts().length).map((event) => [event.seq, event.type, event] as const),
+  )('event %i (%s) decodes to the published event', (_seq, _type, event) => {
+    expect(decodeEvent(encodeEvent(event))).toEqual(JSON.parse(JSON.stringify(event)));
+  });
 
   it('batch encodes to the protobufjs bytes', () => {
-    expect(encodeEventBatch(EVENTS).equals(genericEncode('WatchBatches', { events: EVENTS }))).toBe(true);
+    expect(encodeEventBatch(EVENTS).equals(genericEncode('WatchBatches', { events: EVENTS }))).toBe(
+      true,
+    );
   });
 
   it('empty batch encodes to no bytes', () => {
@@ -132,7 +137,9 @@ describe('event encoder', () => {
   });
 
   it('rejects a uint64 number past 2^53', () => {
-    const [event] = publishAll([{ type: 'loss', ktimeNs: '0', loss: { where: 'decode', count: 2 ** 60 } }]);
+    const [event] = publishAll([
+      { type: 'loss', ktimeNs: '0', loss: { where: 'decode', count: 2 ** 60 } },
+    ]);
     expect(() => encodeEvent(event)).toThrow(/invalid uint64 field 2/);
   });
 
@@ -149,7 +156,8 @@ describe('event encoder', () => {
         fields.add(field.name);
         if (!(field.resolvedType instanceof protobuf.Type)) continue;
         const nested = field.resolvedType;
-        for (const item of Array.isArray(value) ? value : [value]) visit(nested, item as protobuf.Message);
+        for (const item of Array.isArray(value) ? value : [value])
+          visit(nested, item as protobuf.Message);
       }
     };
     const eventType = root.lookupType('sigil.audit.v1.Event');
@@ -159,11 +167,20 @@ describe('event encoder', () => {
     root.resolveAll();
     for (const [name, fields] of seen) {
       const type = root.lookupType(`sigil.audit.v1.${name}`);
-      for (const field of type.fieldsArray) if (!fields.has(field.name)) missing.push(`${name}.${field.name}`);
+      for (const field of type.fieldsArray)
+        if (!fields.has(field.name)) missing.push(`${name}.${field.name}`);
     }
     expect(missing).toEqual([]);
-    expect([...seen.keys()].sort()).toEqual(
-      ['AgentStatus', 'Connection', 'Event', 'EventObject', 'Loss', 'PolicyRef', 'Process', 'ProcessRef', 'Subject'],
-    );
+    expect([...seen.keys()].sort()).toEqual([
+      'AgentStatus',
+      'Connection',
+      'Event',
+      'EventObject',
+      'Loss',
+      'PolicyRef',
+      'Process',
+      'ProcessRef',
+      'Subject',
+    ]);
   });
 });
