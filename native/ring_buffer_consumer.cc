@@ -24,6 +24,7 @@ namespace {
 constexpr int64_t kDefaultMaxBatchBytes = 1 << 20;
 constexpr int64_t kDefaultPollTimeoutMs = 100;
 constexpr int64_t kDefaultMaxQueuedBatches = 64;
+constexpr int64_t kDefaultMaxUnreleasedBatches = 0;
 
 // Capacity reserved for a new batch; batches grow beyond it up to maxBatchBytes.
 constexpr size_t kInitialBatchCapacity = 64 * 1024;
@@ -88,6 +89,7 @@ void RingBufferConsumer::Init(Napi::Env env, Napi::Object exports)
 			    {
 				    InstanceMethod<&RingBufferConsumer::Start>("start"),
 				    InstanceMethod<&RingBufferConsumer::Stop>("stop"),
+				    InstanceMethod<&RingBufferConsumer::Release>("release"),
 				    InstanceMethod<&RingBufferConsumer::Stats>("stats"),
 				    InstanceAccessor<&RingBufferConsumer::GetRunning>("running"),
 			    });
@@ -112,6 +114,8 @@ RingBufferConsumer::RingBufferConsumer(const Napi::CallbackInfo &info)
 		OptionInteger(options, "pollTimeoutMs", 1, 60000, kDefaultPollTimeoutMs));
 	max_queued_batches_ = static_cast<size_t>(
 		OptionInteger(options, "maxQueuedBatches", 1, 65536, kDefaultMaxQueuedBatches));
+	max_unreleased_batches_ = static_cast<size_t>(OptionInteger(
+		options, "maxUnreleasedBatches", 0, 65536, kDefaultMaxUnreleasedBatches));
 	Napi::Value on_error = options.Get("onError");
 	if (!on_error.IsUndefined() && !on_error.IsFunction())
 		ThrowTypeError(env, "options.onError must be a function");
@@ -185,7 +189,12 @@ void RingBufferConsumer::Stop(const Napi::CallbackInfo &)
 void RingBufferConsumer::Shutdown() noexcept
 {
 	if (state_ == State::kRunning) {
-		stop_requested_ = true;
+		{
+			// Under the mutex, so a thread about to wait for a release reads the request first.
+			std::lock_guard<std::mutex> lock(release_mutex_);
+			stop_requested_ = true;
+		}
+		release_cv_.notify_all();
 		uint64_t increment = 1;
 		// Only fails if the counter would overflow, which one write cannot cause.
 		(void)!write(wake_fd_, &increment, sizeof(increment));
@@ -206,6 +215,16 @@ void RingBufferConsumer::Shutdown() noexcept
 		wake_fd_ = -1;
 	}
 	state_ = State::kStopped;
+}
+
+void RingBufferConsumer::Release(const Napi::CallbackInfo &)
+{
+	{
+		std::lock_guard<std::mutex> lock(release_mutex_);
+		if (unreleased_batches_ > 0)
+			unreleased_batches_--;
+	}
+	release_cv_.notify_one();
 }
 
 Napi::Value RingBufferConsumer::Stats(const Napi::CallbackInfo &info)
@@ -303,6 +322,11 @@ bool RingBufferConsumer::FlushBatch()
 {
 	if (!pending_ || pending_->record_count == 0)
 		return true;
+	if (max_unreleased_batches_ > 0 && !WaitForRelease()) {
+		counters_->discarded_records += pending_->record_count;
+		pending_.reset();
+		return false;
+	}
 	ConsumerBatch *batch = pending_.release();
 	napi_status status = delivery_.BlockingCall(batch);
 	if (status != napi_ok) {
@@ -311,6 +335,20 @@ bool RingBufferConsumer::FlushBatch()
 		return false;
 	}
 	counters_->batches++;
+	return true;
+}
+
+// Waits until fewer than maxUnreleasedBatches batches are unreleased, then counts one more.
+// Returns false when stop() interrupts the wait.
+bool RingBufferConsumer::WaitForRelease()
+{
+	std::unique_lock<std::mutex> lock(release_mutex_);
+	release_cv_.wait(lock, [this] {
+		return stop_requested_.load() || unreleased_batches_ < max_unreleased_batches_;
+	});
+	if (stop_requested_.load())
+		return false;
+	unreleased_batches_++;
 	return true;
 }
 

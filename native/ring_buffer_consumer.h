@@ -9,13 +9,20 @@
 // fills, and the BPF programs see failed reserves, which they count. The consumer itself drops
 // records only when stop() discards batches that JavaScript has not received yet; stats() counts
 // them as discardedRecords.
+//
+// Release mode (maxUnreleasedBatches > 0): the thread hands over at most that many batches that
+// JavaScript has not released with release(). Node's thread-safe function runs up to 1000 queued
+// calls in one event-loop turn, so JavaScript would handle a queue of batches back to back while
+// sockets and files wait. Releasing from setImmediate lets I/O run between two batches.
 #pragma once
 
 #include <stddef.h>
 #include <stdint.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -74,6 +81,7 @@ private:
 
 	void Start(const Napi::CallbackInfo &info);
 	void Stop(const Napi::CallbackInfo &info);
+	void Release(const Napi::CallbackInfo &info);
 	Napi::Value Stats(const Napi::CallbackInfo &info);
 	Napi::Value GetRunning(const Napi::CallbackInfo &info);
 
@@ -82,6 +90,7 @@ private:
 	static int OnRecord(void *context, void *data, size_t size);
 	int AppendRecord(const void *data, size_t size);
 	bool FlushBatch();
+	bool WaitForRelease();
 	void ReportFailure(const std::string &operation, int err);
 
 	// Stops and joins the thread if it runs, then frees the ring buffer and the eventfd.
@@ -91,12 +100,18 @@ private:
 	size_t max_batch_bytes_;
 	int poll_timeout_ms_;
 	size_t max_queued_batches_;
+	// 0: release mode off.
+	size_t max_unreleased_batches_;
 
 	State state_ = State::kCreated;
 	ring_buffer *ring_ = nullptr;
 	// Written by Shutdown to wake the thread from poll(2) at once.
 	int wake_fd_ = -1;
 	std::atomic<bool> stop_requested_{false};
+	// Batches handed over and not released yet, in release mode.
+	std::mutex release_mutex_;
+	std::condition_variable release_cv_;
+	size_t unreleased_batches_ = 0;
 	std::thread thread_;
 	DeliveryFunction delivery_;
 	Napi::FunctionReference on_batch_;

@@ -38,6 +38,8 @@ export interface EventHubOptions {
 export class EventHub {
   private seq = 0;
   private readonly sinks = new Set<EventSink>();
+  private timeMs = -1;
+  private timeText = '';
   readonly node: string;
   readonly runId: string;
   readonly replay: ReplayBuffer;
@@ -51,7 +53,7 @@ export class EventHub {
   publish(draft: EventDraft): AuditEvent {
     const event: AuditEvent = {
       seq: ++this.seq,
-      time: new Date().toISOString(),
+      time: this.isoTime(),
       node: this.node,
       ...draft,
       severity: draft.severity ?? defaultSeverity(draft),
@@ -64,6 +66,16 @@ export class EventHub {
       if (matchesFilter(event, sink.filter)) sink.deliver(event);
     }
     return event;
+  }
+
+  /** Returns the current time in RFC 3339 with milliseconds, formatted once per millisecond. */
+  private isoTime(): string {
+    const now = Date.now();
+    if (now !== this.timeMs) {
+      this.timeMs = now;
+      this.timeText = new Date(now).toISOString();
+    }
+    return this.timeText;
   }
 
   /** Adds a sink; returns the function that removes it. */

@@ -31,8 +31,9 @@ export interface WatchOptions {
 }
 
 /**
- * Maximum size of one received message. A batch of 128 events with the
- * maximum arguments and ancestry stays below it; grpc-js's default is 4 MiB.
+ * Maximum size of one received message; grpc-js's default is 4 MiB. The
+ * agent closes a batch at 1 MiB, so a batch stays below 4 MiB, and this
+ * limit leaves room for agents that batch differently.
  */
 const MAX_RECEIVE_BYTES = 64 * 1024 * 1024;
 

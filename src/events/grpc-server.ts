@@ -17,12 +17,20 @@ import {
   SEVERITIES,
 } from './audit-event';
 import { auditServiceDefinition } from './audit-proto';
+import { encodeEvent, encodeEventBatch } from './event-encoder';
 import { EventHub, EventSink } from './event-hub';
 
 /** Events one client may have waiting before further events for it are dropped and counted. */
 export const DEFAULT_CLIENT_QUEUE = 10_000;
 /** Maximum events in one WatchBatches message. */
-export const MAX_BATCH_EVENTS = 128;
+export const MAX_BATCH_EVENTS = 1024;
+/**
+ * Encoded bytes after which a WatchBatches message goes out, so a message
+ * stays below gRPC's default receive limit of 4 MiB: the largest event
+ * (64 arguments of 4096 bytes and a full ancestry) takes about 270 KB by
+ * the schema's limits.
+ */
+export const MAX_BATCH_BYTES = 1024 * 1024;
 /** Time stop() gives open streams to finish before it closes them by force. */
 const SHUTDOWN_GRACE_MS = 2_000;
 
@@ -156,12 +164,12 @@ interface EventWriter {
   close(): void;
 }
 
-/** One message per event (Watch). */
+/** One message per event (Watch), the event's encoding shared with every other client. */
 class SingleEventWriter implements EventWriter {
   constructor(private readonly call: WatchCall) {}
 
   write(event: AuditEvent): boolean {
-    return this.call.write(event);
+    return this.call.write(encodeEvent(event));
   }
 
   flush(): void {}
@@ -171,12 +179,16 @@ class SingleEventWriter implements EventWriter {
 
 /**
  * Up to MAX_BATCH_EVENTS events per message (WatchBatches). A batch goes out
- * when it is full, or at the end of the current event-loop turn, so an event
- * waits at most one turn. onDeferredWrite receives the result of a write made
- * at the end of the turn, when no caller is there to receive it.
+ * when it has that many events or MAX_BATCH_BYTES of them, or at the end of
+ * the current event-loop turn, so an event waits at most one turn. Batches
+ * are large because grpc-js writes one message of a stream at a time, and
+ * the next after the previous one has reached the socket, which under load
+ * is about once per event-loop turn. onDeferredWrite receives the result of
+ * a write made at the end of the turn, when no caller is there to receive it.
  */
 class BatchEventWriter implements EventWriter {
   private batch: AuditEvent[] = [];
+  private batchBytes = 0;
   private timer: NodeJS.Immediate | null = null;
 
   constructor(
@@ -186,7 +198,10 @@ class BatchEventWriter implements EventWriter {
 
   write(event: AuditEvent): boolean {
     this.batch.push(event);
-    if (this.batch.length >= MAX_BATCH_EVENTS) return this.writeBatch();
+    this.batchBytes += encodeEvent(event).length;
+    if (this.batch.length >= MAX_BATCH_EVENTS || this.batchBytes >= MAX_BATCH_BYTES) {
+      return this.writeBatch();
+    }
     this.timer ??= setImmediate(() => {
       this.timer = null;
       if (this.batch.length > 0) this.onDeferredWrite(this.writeBatch());
@@ -202,12 +217,14 @@ class BatchEventWriter implements EventWriter {
     if (this.timer) clearImmediate(this.timer);
     this.timer = null;
     this.batch = [];
+    this.batchBytes = 0;
   }
 
   private writeBatch(): boolean {
     const events = this.batch;
     this.batch = [];
-    return this.call.write({ events });
+    this.batchBytes = 0;
+    return this.call.write(encodeEventBatch(events));
   }
 }
 
@@ -379,6 +396,21 @@ function agentRestartEvent(hub: EventHub, previousRunId: string, sinceSeq: numbe
 }
 
 /**
+ * Returns the service definition with response serializers that pass bytes
+ * through unchanged: the writers send events already encoded by
+ * event-encoder.ts, once per event for all clients, in place of
+ * proto-loader's conversion and encoding per client and message.
+ */
+function withEncodedResponses(definition: grpc.ServiceDefinition): grpc.ServiceDefinition {
+  const methods = Object.entries(definition).map(([name, method]) => {
+    const serialize = method.responseSerialize;
+    const passBytes = (value: unknown) => (Buffer.isBuffer(value) ? value : serialize(value));
+    return [name, { ...method, responseSerialize: passBytes }];
+  });
+  return Object.fromEntries(methods);
+}
+
+/**
  * The gRPC audit service on a unix socket, readable and writable by root only.
  * start() rejects when the socket cannot be bound; stop() ends every stream.
  */
@@ -397,7 +429,7 @@ export class AuditServer {
     const settings = typeof options === 'number' ? { maxClientQueue: options } : options;
     this.maxClientQueue = settings.maxClientQueue ?? DEFAULT_CLIENT_QUEUE;
     this.observer = settings.observer;
-    this.server.addService(auditServiceDefinition(), {
+    this.server.addService(withEncodedResponses(auditServiceDefinition()), {
       watch: (call: WatchCall) => this.watch(call, false),
       watchBatches: (call: WatchCall) => this.watch(call, true),
     });

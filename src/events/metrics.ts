@@ -60,11 +60,26 @@ export function createMetrics(options: MetricsOptions = {}): SigilMetrics {
   const registers = [registry];
   if (options.processMetrics ?? true) collectDefaultMetrics({ register: registry, prefix: 'sigil_' });
 
-  const events = new Counter({
+  // Counts by label pair between two scrapes, which collect() adds to the counters at a scrape.
+  // prom-client hashes the labels on every inc(): about 4% of the agent's CPU profile at 100,000
+  // events/s.
+  const eventCounts = new Map<string, number>();
+  const decisionCounts = new Map<string, number>();
+  const addPending = (pending: Map<string, number>, counter: Counter<string>, names: [string, string]) => {
+    for (const [key, count] of pending) {
+      const [first, second] = key.split('\0');
+      counter.inc({ [names[0]]: first, [names[1]]: second }, count);
+    }
+    pending.clear();
+  };
+  const events: Counter<'type' | 'result'> = new Counter({
     name: 'sigil_events_total',
     help: 'Audit events published, by event type and result (empty for events without a result)',
     labelNames: ['type', 'result'] as const,
     registers,
+    collect() {
+      addPending(eventCounts, events, ['type', 'result']);
+    },
   });
   const drops = new Counter({
     name: 'sigil_events_dropped_total',
@@ -72,11 +87,14 @@ export function createMetrics(options: MetricsOptions = {}): SigilMetrics {
     labelNames: ['reason'] as const,
     registers,
   });
-  const decisions = new Counter({
+  const decisions: Counter<'action' | 'enforcer'> = new Counter({
     name: 'sigil_decisions_total',
     help: 'Enforcement decisions, by policy action and enforcer',
     labelNames: ['action', 'enforcer'] as const,
     registers,
+    collect() {
+      addPending(decisionCounts, decisions, ['action', 'enforcer']);
+    },
   });
   const rules = new Gauge({ name: 'sigil_policy_rules', help: 'Rules in the active policy generation', registers });
   const identities = new Gauge({ name: 'sigil_identities', help: 'SPIFFE IDs the agent knows', registers });
@@ -115,8 +133,12 @@ export function createMetrics(options: MetricsOptions = {}): SigilMetrics {
   let server: Server | null = null;
 
   const observe = (event: AuditEvent): void => {
-    events.labels(event.type, event.result ?? '').inc();
-    if (event.enforcer) decisions.labels(event.action ?? 'none', event.enforcer).inc();
+    const eventKey = `${event.type}\0${event.result ?? ''}`;
+    eventCounts.set(eventKey, (eventCounts.get(eventKey) ?? 0) + 1);
+    if (event.enforcer) {
+      const decisionKey = `${event.action ?? 'none'}\0${event.enforcer}`;
+      decisionCounts.set(decisionKey, (decisionCounts.get(decisionKey) ?? 0) + 1);
+    }
     const where = event.loss?.where;
     if (where === 'kernel-ringbuf' || where === 'decode') drops.labels(where).inc(event.loss?.count ?? 0);
     if (where === 'kernel-ringbuf' && event.loss?.reason) {

@@ -127,7 +127,8 @@ function cString(buffer: Buffer, offset: number, length: number): string {
 
 /** Formats 16 address bytes as IPv4 text when IPv4-mapped, else as compressed IPv6 text. */
 export function formatAddress(bytes: Buffer): string {
-  const mapped = bytes.subarray(0, 10).every((b) => b === 0) && bytes[10] === 0xff && bytes[11] === 0xff;
+  let mapped = bytes[10] === 0xff && bytes[11] === 0xff;
+  for (let i = 0; mapped && i < 10; i++) mapped = bytes[i] === 0;
   if (mapped) return `${bytes[12]}.${bytes[13]}.${bytes[14]}.${bytes[15]}`;
   const groups: number[] = [];
   for (let i = 0; i < 16; i += 2) groups.push(bytes.readUInt16BE(i));
@@ -372,34 +373,37 @@ function decodeExit(buffer: Buffer, at: number): ExitRecord {
   };
 }
 
+/** Offsets of the connect record's fields, looked up once: the decoder runs for every connect. */
+const CONNECT_OFFSETS = Object.fromEntries(
+  connectRecordLayout.fields.map((entry) => [entry.name, entry.offset] as const),
+) as Record<string, number>;
+const KTIME_OFFSET = field(recordHeaderLayout, 'ktime_ns');
+
 function decodeConnect(buffer: Buffer, at: number): ConnectRecord {
-  const l = connectRecordLayout;
-  const addrAt = at + field(l, 'addr');
+  const offset = CONNECT_OFFSETS;
+  const addrAt = at + offset.addr;
   return {
     type: 'connect',
-    ktimeNs: buffer.readBigUInt64LE(at + field(recordHeaderLayout, 'ktime_ns')),
-    tgid: buffer.readUInt32LE(at + field(l, 'tgid')),
-    ppid: buffer.readUInt32LE(at + field(l, 'ppid')),
-    uid: buffer.readUInt32LE(at + field(l, 'uid')),
-    gid: buffer.readUInt32LE(at + field(l, 'gid')),
-    subjectId: buffer.readUInt32LE(at + field(l, 'subject_id')),
-    peerId: buffer.readUInt32LE(at + field(l, 'peer_id')),
-    generation: buffer.readUInt32LE(at + field(l, 'generation')),
-    ruleIndex: buffer.readUInt32LE(at + field(l, 'rule_index')),
-    cgroupId: buffer.readBigUInt64LE(at + field(l, 'cgroup_id')),
-    family: buffer.readUInt16LE(at + field(l, 'family')) === AF_INET ? 'ipv4' : 'ipv6',
+    ktimeNs: buffer.readBigUInt64LE(at + KTIME_OFFSET),
+    tgid: buffer.readUInt32LE(at + offset.tgid),
+    ppid: buffer.readUInt32LE(at + offset.ppid),
+    uid: buffer.readUInt32LE(at + offset.uid),
+    gid: buffer.readUInt32LE(at + offset.gid),
+    subjectId: buffer.readUInt32LE(at + offset.subject_id),
+    peerId: buffer.readUInt32LE(at + offset.peer_id),
+    generation: buffer.readUInt32LE(at + offset.generation),
+    ruleIndex: buffer.readUInt32LE(at + offset.rule_index),
+    cgroupId: buffer.readBigUInt64LE(at + offset.cgroup_id),
+    family: buffer.readUInt16LE(at + offset.family) === AF_INET ? 'ipv4' : 'ipv6',
     address: formatAddress(buffer.subarray(addrAt, addrAt + 16)),
-    port: buffer.readUInt16LE(at + field(l, 'port')),
-    protocol: buffer.readUInt8(at + field(l, 'protocol')),
-    action: buffer.readUInt8(at + field(l, 'action')),
-    reason: buffer.readUInt8(at + field(l, 'reason')),
-    denied: buffer.readUInt8(at + field(l, 'denied')) !== 0,
-    peerTgid: buffer.readUInt32LE(at + field(l, 'peer_tgid')),
-    enforcer:
-      buffer.readUInt32LE(at + field(l, 'enforcer')) === ConnectEnforcer.Lsm
-        ? 'bpf-lsm'
-        : 'cgroup-sock',
-    comm: cString(buffer, at + field(l, 'comm'), 16),
+    port: buffer.readUInt16LE(at + offset.port),
+    protocol: buffer.readUInt8(at + offset.protocol),
+    action: buffer.readUInt8(at + offset.action),
+    reason: buffer.readUInt8(at + offset.reason),
+    denied: buffer.readUInt8(at + offset.denied) !== 0,
+    peerTgid: buffer.readUInt32LE(at + offset.peer_tgid),
+    enforcer: buffer.readUInt32LE(at + offset.enforcer) === ConnectEnforcer.Lsm ? 'bpf-lsm' : 'cgroup-sock',
+    comm: cString(buffer, at + offset.comm, 16),
   };
 }
 

@@ -73,6 +73,14 @@ const RING_MAPS: Record<EventRing, string> = {
   events: 'sigil_events',
 };
 
+/**
+ * Maximum bytes of one ring-buffer batch handed to the agent, framing included: about 580
+ * connect records, a few milliseconds of work between two event-loop turns. grpc-js completes
+ * about one message of a stream per turn, and a WatchBatches message holds up to 1,024 events,
+ * so a turn's events fit in one message.
+ */
+const EVENT_BATCH_BYTES = 64 * 1024;
+
 /** Default bpffs directory of the pinned maps and links. */
 export const DEFAULT_PIN_DIR = '/sys/fs/bpf/sigil';
 
@@ -205,9 +213,13 @@ export class Datapath {
   }
 
   /**
-   * Starts delivering ring-buffer batches to onBatch on the JavaScript thread,
-   * one consumer thread per ring. Records of different rings arrive in no
-   * fixed order relative to each other.
+   * Starts delivering ring-buffer batches to onBatch on the JavaScript thread, one consumer
+   * thread per ring and one batch per event-loop turn, so the sockets and files that onBatch
+   * writes to are served between two batches. Records of different rings arrive in no fixed
+   * order relative to each other. JavaScript keeps at most two batches of a ring: the one being
+   * handled and the next, which hides the hand-over from the consumer thread. While onBatch
+   * falls behind, the consumer stops reading, the ring buffer fills, and the BPF programs count
+   * the records they cannot write.
    */
   startEvents(
     onBatch: (batch: Buffer, count: number) => void,
@@ -215,7 +227,34 @@ export class Datapath {
   ): void {
     if (this.consumers.length > 0) throw new Error('the event consumers are already running');
     for (const ring of rings) {
-      const consumer = new RingBufferConsumer(this.fd(RING_MAPS[ring]), onBatch);
+      const waiting: [Buffer, number][] = [];
+      let scheduled = false;
+      const handleOne = () => {
+        scheduled = false;
+        // Batches still waiting when close() stopped the consumer are dropped with it.
+        if (!this.consumers.includes(consumer)) return;
+        const next = waiting.shift();
+        if (!next) return;
+        try {
+          onBatch(next[0], next[1]);
+        } finally {
+          consumer.release();
+          if (waiting.length > 0) schedule();
+        }
+      };
+      const schedule = () => {
+        if (scheduled) return;
+        scheduled = true;
+        setImmediate(handleOne);
+      };
+      const consumer: RingBufferConsumer = new RingBufferConsumer(
+        this.fd(RING_MAPS[ring]),
+        (batch, count) => {
+          waiting.push([batch, count]);
+          schedule();
+        },
+        { maxBatchBytes: EVENT_BATCH_BYTES, maxUnreleasedBatches: 2 },
+      );
       this.consumers.push(consumer);
       consumer.start();
     }

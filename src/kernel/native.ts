@@ -220,6 +220,13 @@ export interface RingBufferConsumerOptions {
   /** Maximum batches waiting for onBatch before the thread blocks, 1 to 65536; default 64. */
   maxQueuedBatches?: number;
   /**
+   * Release mode, from 1 to 65536: the thread hands over at most this many batches that have not
+   * been released with release(), and stops reading the ring buffer while it waits. 0 (the
+   * default) turns it off. Node runs queued onBatch calls back to back in one event-loop turn;
+   * calling release() from setImmediate after each batch lets I/O run between batches.
+   */
+  maxUnreleasedBatches?: number;
+  /**
    * Receives a failure of the consumer thread, after which the thread has ended; call stop() to
    * release the consumer. Without onError, the failure is thrown as an uncaught exception.
    */
@@ -270,6 +277,7 @@ interface NativeBpfObject {
 interface NativeRingBufferConsumer {
   start(): void;
   stop(): void;
+  release(): void;
   stats(): RingBufferStats;
   readonly running: boolean;
 }
@@ -942,6 +950,10 @@ export class RingBufferConsumer {
       checkInteger(where, 'options.maxQueuedBatches', options.maxQueuedBatches, 1, 65_536);
       native.maxQueuedBatches = options.maxQueuedBatches;
     }
+    if (options.maxUnreleasedBatches !== undefined) {
+      checkInteger(where, 'options.maxUnreleasedBatches', options.maxUnreleasedBatches, 0, 65_536);
+      native.maxUnreleasedBatches = options.maxUnreleasedBatches;
+    }
     if (options.onError !== undefined) {
       checkFunction(where, 'options.onError', options.onError);
       native.onError = options.onError;
@@ -968,6 +980,14 @@ export class RingBufferConsumer {
    */
   stop(): void {
     this[HANDLE].stop();
+  }
+
+  /**
+   * Releases one batch that onBatch received, in release mode (maxUnreleasedBatches), so the
+   * thread may hand over the next. Does nothing when no batch is unreleased or the mode is off.
+   */
+  release(): void {
+    this[HANDLE].release();
   }
 
   /** Counters since construction. Safe to call while the thread runs. */

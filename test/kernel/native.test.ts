@@ -387,6 +387,9 @@ describe('native addon (needs root)', () => {
       expect(() => new RingBufferConsumer(3, () => {}, { maxQueuedBatches: 0 })).toThrow(
         'RingBufferConsumer: options.maxQueuedBatches must be from 1 to 65536, got 0',
       );
+      expect(() => new RingBufferConsumer(3, () => {}, { maxUnreleasedBatches: -1 })).toThrow(
+        'RingBufferConsumer: options.maxUnreleasedBatches must be from 0 to 65536, got -1',
+      );
     });
 
     it('check buffer sizes against the map', () => {
@@ -898,6 +901,68 @@ describe('native addon (needs root)', () => {
       expect(stats.records).toBeGreaterThan(0);
       expect(stats.discardedRecords).toBe(stats.records);
       consumer.stop();
+    });
+
+    it('hands over no batch past maxUnreleasedBatches', async () => {
+      writeConfig();
+      await drainEvents();
+      const link = attachGetppid();
+      let calls = 0;
+      let records = 0;
+      const consumer = new RingBufferConsumer(
+        mapFd('events'),
+        (_batch, count) => {
+          calls++;
+          records += count;
+        },
+        { maxBatchBytes: 64, maxUnreleasedBatches: 1 },
+      );
+      onCleanup('stop release-mode consumer', () => consumer.stop());
+      consumer.start();
+      callGetppid(100);
+      await waitFor('the first batch', () => calls === 1);
+      // Without a release the thread waits, however long the event loop runs.
+      await sleep(300);
+      expect(calls).toBe(1);
+
+      consumer.release();
+      await waitFor('the second batch', () => calls === 2);
+      await sleep(100);
+      expect(calls).toBe(2);
+
+      // Releasing every batch as it arrives delivers the rest.
+      const releaseEach = setInterval(() => consumer.release(), 1);
+      await waitFor('100 getppid records', () => records >= 100);
+      clearInterval(releaseEach);
+      consumer.stop();
+      link.destroy();
+      expect(records).toBe(100);
+      expect(consumer.stats().discardedRecords).toBe(0);
+    });
+
+    it('stops promptly while waiting for a release', async () => {
+      writeConfig();
+      await drainEvents();
+      const link = attachGetppid();
+      let calls = 0;
+      const consumer = new RingBufferConsumer(mapFd('events'), () => calls++, {
+        maxBatchBytes: 64,
+        maxUnreleasedBatches: 1,
+      });
+      onCleanup('stop waiting consumer', () => consumer.stop());
+      consumer.start();
+      callGetppid(100);
+      await waitFor('the first batch', () => calls === 1);
+      const start = performance.now();
+      consumer.stop();
+      const stopMs = performance.now() - start;
+      link.destroy();
+      await drainEvents();
+
+      expect(stopMs).toBeLessThan(1000);
+      expect(calls).toBe(1);
+      const stats = consumer.stats();
+      expect(stats.discardedRecords).toBeGreaterThan(0);
     });
 
     it('keeps working after the object and map fd are closed', async () => {

@@ -1,0 +1,359 @@
+/**
+ * Protobuf encoding of sigil.audit.v1.Event and EventBatch
+ * (proto/sigil/audit/v1/audit.proto), written by hand for the event stream's
+ * hot path. The generic path (proto-loader's fromObject, then protobufjs
+ * encode) converts every event to a message object first and costs several
+ * times more. Each event is encoded once, and its bytes are kept on the event
+ * and shared by every stream client.
+ *
+ * The output is byte for byte what protobufjs 7 produces for the same event
+ * through fromObject and encode: fields in field-number order, and every
+ * field that the event object defines is written, default values included
+ * ('' and 0). test/events/event-encoder.test.ts checks this for a table of
+ * events that sets every field of every message.
+ */
+import {
+  AgentStatus,
+  AuditEvent,
+  Connection,
+  EventObject,
+  Loss,
+  PolicyRef,
+  Process,
+  ProcessRef,
+} from './audit-event';
+
+const VARINT = 0;
+const LENGTH_DELIMITED = 2;
+/** Bytes reserved for a nested message's length: a varint of up to 2^35. */
+const LENGTH_RESERVE = 5;
+/** Longest string copied by a JavaScript loop, which stops at the first non-ASCII unit. */
+const ASCII_LOOP_MAX = 64;
+
+/** An encoder into one growing scratch buffer, reused for every event. */
+class ProtoWriter {
+  buffer = Buffer.allocUnsafe(64 * 1024);
+  pos = 0;
+
+  reset(): void {
+    this.pos = 0;
+  }
+
+  /** Returns a copy of the bytes written since reset(). */
+  finish(): Buffer {
+    const out = Buffer.allocUnsafe(this.pos);
+    this.buffer.copy(out, 0, 0, this.pos);
+    return out;
+  }
+
+  private ensure(bytes: number): void {
+    if (this.pos + bytes <= this.buffer.length) return;
+    const grown = Buffer.allocUnsafe(Math.max(this.buffer.length * 2, this.pos + bytes));
+    this.buffer.copy(grown, 0, 0, this.pos);
+    this.buffer = grown;
+  }
+
+  /** Writes an unsigned varint of up to 2^53. */
+  private varint(value: number): void {
+    this.ensure(10);
+    const buffer = this.buffer;
+    let pos = this.pos;
+    let rest = value;
+    while (rest > 0x7fffffff) {
+      buffer[pos++] = (rest % 128) | 0x80;
+      rest = Math.floor(rest / 128);
+    }
+    while (rest > 0x7f) {
+      buffer[pos++] = (rest & 0x7f) | 0x80;
+      rest >>>= 7;
+    }
+    buffer[pos++] = rest;
+    this.pos = pos;
+  }
+
+  /** Writes a 64-bit varint from its low and high 32 bits, both unsigned. */
+  private varint64(low: number, high: number): void {
+    this.ensure(10);
+    let lo = low;
+    let hi = high;
+    while (hi !== 0 || lo > 0x7f) {
+      this.buffer[this.pos++] = (lo & 0x7f) | 0x80;
+      lo = ((lo >>> 7) | (hi << 25)) >>> 0;
+      hi >>>= 7;
+    }
+    this.buffer[this.pos++] = lo;
+  }
+
+  /** Writes a field's key; field numbers below 16 take one byte, the others of Event two. */
+  private tag(field: number, wireType: number): void {
+    this.ensure(2);
+    const key = (field << 3) | wireType;
+    if (key < 0x80) {
+      this.buffer[this.pos++] = key;
+      return;
+    }
+    this.buffer[this.pos++] = (key & 0x7f) | 0x80;
+    this.buffer[this.pos++] = key >>> 7;
+  }
+
+  uint32(field: number, value: number | undefined): void {
+    if (value === undefined || value === null) return;
+    this.tag(field, VARINT);
+    this.varint(value >>> 0);
+  }
+
+  /**
+   * Writes an int32. A negative value takes ten bytes, sign-extended to 64
+   * bits as protobuf requires.
+   */
+  int32(field: number, value: number | undefined): void {
+    if (value === undefined || value === null) return;
+    this.tag(field, VARINT);
+    const signed = value | 0;
+    if (signed >= 0) this.varint(signed);
+    else this.varint64(signed >>> 0, 0xffffffff);
+  }
+
+  /** Writes a uint64 given as a number below 2^53. */
+  uint64Number(field: number, value: number | undefined): void {
+    if (value === undefined || value === null) return;
+    if (!Number.isSafeInteger(value) || value < 0) {
+      throw new RangeError(
+        `invalid uint64 field ${field}: ${value} is not an integer from 0 to 2^53 - 1`,
+      );
+    }
+    this.tag(field, VARINT);
+    this.varint(value);
+  }
+
+  /** Writes a uint64 given as a decimal string, as the event carries values that may pass 2^53. */
+  uint64String(field: number, value: string | undefined): void {
+    if (value === undefined || value === null) return;
+    this.tag(field, VARINT);
+    const number = Number(value);
+    if (number <= Number.MAX_SAFE_INTEGER && number >= 0 && Number.isInteger(number)) {
+      this.varint(number);
+      return;
+    }
+    let big: bigint;
+    try {
+      big = BigInt(value);
+    } catch {
+      throw new RangeError(
+        `invalid uint64 field ${field}: ${JSON.stringify(value)} is not a decimal integer`,
+      );
+    }
+    if (big < 0n || big >= 1n << 64n) {
+      throw new RangeError(`invalid uint64 field ${field}: ${value} is outside 0 to 2^64 - 1`);
+    }
+    this.varint64(Number(big & 0xffffffffn), Number(big >> 32n));
+  }
+
+  string(field: number, value: string | undefined): void {
+    if (value === undefined || value === null) return;
+    this.tag(field, LENGTH_DELIMITED);
+    const length = value.length;
+    if (length <= ASCII_LOOP_MAX) {
+      // Short ASCII strings: the length is one byte and each unit is one byte.
+      this.ensure(1 + length);
+      const buffer = this.buffer;
+      const start = this.pos + 1;
+      let i = 0;
+      for (; i < length; i++) {
+        const unit = value.charCodeAt(i);
+        if (unit >= 0x80) break;
+        buffer[start + i] = unit;
+      }
+      if (i === length) {
+        buffer[this.pos] = length;
+        this.pos = start + length;
+        return;
+      }
+    }
+    const bytes = Buffer.byteLength(value);
+    this.varint(bytes);
+    this.ensure(bytes);
+    this.buffer.write(value, this.pos, bytes, 'utf8');
+    this.pos += bytes;
+  }
+
+  strings(field: number, values: readonly string[] | undefined): void {
+    if (values === undefined || values === null) return;
+    for (const value of values) this.string(field, value);
+  }
+
+  /**
+   * Writes a nested message: its body goes LENGTH_RESERVE bytes ahead, and
+   * moves back once its length, and so the length's own size, is known.
+   */
+  message<T>(
+    field: number,
+    value: T | undefined,
+    encodeBody: (writer: ProtoWriter, value: T) => void,
+  ): void {
+    if (value === undefined || value === null) return;
+    this.tag(field, LENGTH_DELIMITED);
+    this.ensure(LENGTH_RESERVE);
+    const lengthAt = this.pos;
+    this.pos += LENGTH_RESERVE;
+    encodeBody(this, value);
+    const bodyAt = lengthAt + LENGTH_RESERVE;
+    const bodyLength = this.pos - bodyAt;
+    // The length goes into the reserved bytes, which hold any length below 2^35.
+    let pos = lengthAt;
+    let rest = bodyLength;
+    while (rest > 0x7f) {
+      this.buffer[pos++] = (rest & 0x7f) | 0x80;
+      rest >>>= 7;
+    }
+    this.buffer[pos++] = rest;
+    if (pos !== bodyAt) this.buffer.copyWithin(pos, bodyAt, bodyAt + bodyLength);
+    this.pos = pos + bodyLength;
+  }
+
+  messages<T>(
+    field: number,
+    values: readonly T[] | undefined,
+    encodeBody: (writer: ProtoWriter, value: T) => void,
+  ): void {
+    if (values === undefined || values === null) return;
+    for (const value of values) this.message(field, value, encodeBody);
+  }
+}
+
+function encodeProcessRef(writer: ProtoWriter, ref: ProcessRef): void {
+  writer.uint32(1, ref.pid);
+  writer.string(2, ref.executable);
+  writer.string(3, ref.comm);
+  writer.string(4, ref.spiffeId);
+}
+
+function encodeProcess(writer: ProtoWriter, process: Process): void {
+  writer.uint32(1, process.pid);
+  writer.uint32(2, process.ppid);
+  writer.uint32(3, process.uid);
+  writer.uint32(4, process.gid);
+  writer.string(5, process.executable);
+  writer.string(6, process.comm);
+  writer.uint64String(7, process.cgroupId);
+  writer.uint32(8, process.tgid);
+  writer.strings(9, process.arguments);
+  writer.string(10, process.containerId);
+  writer.messages(11, process.ancestry, encodeProcessRef);
+  writer.int32(12, process.exitCode);
+}
+
+function encodeConnection(writer: ProtoWriter, connection: Connection): void {
+  writer.string(1, connection.family);
+  writer.string(2, connection.protocol);
+  writer.string(3, connection.address);
+  writer.uint32(4, connection.port);
+  writer.string(5, connection.peerSpiffeId);
+  writer.uint32(6, connection.peerPid);
+  writer.string(7, connection.localAddress);
+  writer.uint32(8, connection.localPort);
+}
+
+function encodePolicy(writer: ProtoWriter, policy: PolicyRef): void {
+  writer.string(1, policy.name);
+  writer.string(2, policy.rule);
+  writer.string(3, policy.reason);
+  writer.string(4, policy.severity);
+  writer.strings(5, policy.tags);
+  writer.string(6, policy.message);
+}
+
+function encodeLoss(writer: ProtoWriter, loss: Loss): void {
+  writer.string(1, loss.where);
+  writer.uint64Number(2, loss.count);
+  writer.uint64Number(3, loss.firstSeq);
+  writer.uint64Number(4, loss.lastSeq);
+}
+
+function encodeObject(writer: ProtoWriter, object: EventObject): void {
+  writer.string(1, object.path);
+  writer.string(2, object.operation);
+  writer.string(3, object.targetPath);
+}
+
+function encodeAgent(writer: ProtoWriter, agent: AgentStatus): void {
+  writer.string(1, agent.state);
+  writer.string(2, agent.version);
+  writer.uint32(3, agent.identities);
+  writer.uint32(4, agent.rules);
+}
+
+function encodeEventBody(writer: ProtoWriter, event: AuditEvent): void {
+  writer.uint64Number(1, event.seq);
+  writer.string(2, event.time);
+  writer.uint64String(3, event.ktimeNs);
+  writer.string(4, event.node);
+  writer.string(5, event.type);
+  writer.message(6, event.subject, (inner, subject) => inner.string(1, subject.spiffeId));
+  writer.message(7, event.process, encodeProcess);
+  writer.message(8, event.connection, encodeConnection);
+  writer.message(9, event.policy, encodePolicy);
+  writer.string(10, event.action);
+  writer.string(11, event.result);
+  writer.int32(12, event.errno);
+  writer.string(13, event.enforcer);
+  writer.string(14, event.message);
+  writer.message(15, event.loss, encodeLoss);
+  writer.string(16, event.severity);
+  writer.message(17, event.object, encodeObject);
+  writer.message(18, event.agent, encodeAgent);
+  writer.string(19, event.runId);
+}
+
+const scratchWriter = new ProtoWriter();
+/** The encoded bytes kept on an event; a symbol key, so JSON.stringify leaves it out. */
+const ENCODED = Symbol('sigil.audit.v1.Event bytes');
+
+type EncodedCache = { [ENCODED]?: Buffer };
+
+/**
+ * Returns the sigil.audit.v1.Event encoding of an event. The first call
+ * encodes and keeps the bytes on the event, so an event must not change
+ * after it is first encoded (the hub never changes a published event).
+ */
+export function encodeEvent(event: AuditEvent): Buffer {
+  const cache = event as AuditEvent & EncodedCache;
+  const cached = cache[ENCODED];
+  if (cached !== undefined) return cached;
+  scratchWriter.reset();
+  encodeEventBody(scratchWriter, event);
+  const bytes = scratchWriter.finish();
+  Object.defineProperty(cache, ENCODED, { value: bytes, enumerable: false });
+  return bytes;
+}
+
+/** Returns the size of a varint. */
+function varintSize(value: number): number {
+  let size = 1;
+  for (let rest = value; rest > 0x7f; rest = Math.floor(rest / 128)) size++;
+  return size;
+}
+
+/**
+ * Returns the sigil.audit.v1.EventBatch encoding of events: each event's
+ * bytes as field 1, length-delimited, in order.
+ */
+export function encodeEventBatch(events: readonly AuditEvent[]): Buffer {
+  const encoded = events.map(encodeEvent);
+  let size = 0;
+  for (const bytes of encoded) size += 1 + varintSize(bytes.length) + bytes.length;
+  const out = Buffer.allocUnsafe(size);
+  let pos = 0;
+  for (const bytes of encoded) {
+    out[pos++] = (1 << 3) | LENGTH_DELIMITED;
+    for (let rest = bytes.length; ; rest = Math.floor(rest / 128)) {
+      if (rest <= 0x7f) {
+        out[pos++] = rest;
+        break;
+      }
+      out[pos++] = (rest % 128) | 0x80;
+    }
+    pos += bytes.copy(out, pos);
+  }
+  return out;
+}
