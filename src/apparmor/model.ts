@@ -1,0 +1,62 @@
+/**
+ * The rules of one AppArmor profile before they become text. The generator builds these from
+ * policies, `checkProfiles` validates them as a set, and `renderProfile` writes them.
+ */
+
+/** `allow` rules grant, `audit` rules grant and log, and `deny` rules deny and log. */
+export type RuleQualifier = 'allow' | 'audit' | 'deny';
+
+/** A file rule: an AARE and the letters it grants or denies (m r w a l k, no exec mode). */
+export interface FileAccessRule {
+  readonly qualifier: RuleQualifier;
+  /** The path as AARE, escaped and unquoted. */
+  readonly aare: string;
+  readonly permissions: string;
+  /** `policy/rule` names that produced the rule, for the comment above it. */
+  readonly sources: readonly string[];
+}
+
+/**
+ * An exec rule. Allowed execs inherit the profile (`ix`) or move to another Sigil profile with
+ * a scrubbed environment (`Px -> name`); denied execs have no mode.
+ */
+export interface ExecRule {
+  readonly qualifier: RuleQualifier;
+  readonly aare: string;
+  /** Exec mode of an allow or audit rule; null for deny. */
+  readonly mode: 'ix' | 'Px' | null;
+  /** Profile name after `->` for `Px`. */
+  readonly target: string | null;
+  readonly sources: readonly string[];
+}
+
+/** Socket types that Sigil's TCP and UDP rules map to. */
+export type SocketType = 'stream' | 'dgram';
+
+/** A network rule on one address family and, when set, one socket type. */
+export interface NetworkRule {
+  readonly qualifier: RuleQualifier;
+  readonly family: 'inet' | 'inet6' | 'unix' | 'netlink';
+  readonly type: SocketType | null;
+}
+
+/** One profile, ready for `checkProfiles` and `renderProfile`. */
+export interface ProfileModel {
+  readonly name: string;
+  readonly spiffeId: string;
+  /** Literal executable paths the profile attaches to; empty for attachment by name only. */
+  readonly attachments: readonly string[];
+  readonly complain: boolean;
+  /** Names of the policies that select the subject, in policy set order. */
+  readonly policies: readonly string[];
+  /** Classes with no restriction, written as `file,` and `network,`. */
+  readonly allowAllFiles: boolean;
+  readonly allowAllNetwork: boolean;
+  /** True when the profile allows every exec with `ix` although it does not allow all files. */
+  readonly allowAllExec: boolean;
+  readonly network: readonly NetworkRule[];
+  readonly files: readonly FileAccessRule[];
+  readonly execs: readonly ExecRule[];
+  /** Comment lines (without `#`) placed before the network rules. */
+  readonly networkNotes: readonly string[];
+}
