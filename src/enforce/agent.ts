@@ -30,6 +30,7 @@ import {
   LsmEnforcer,
 } from './lsm-enforcer';
 import { LsmRecord } from '../kernel/lsm-layout';
+import { AppArmorEnforcer, appArmorEnabled } from './apparmor-enforcer';
 import { ProcessCache } from './process-cache';
 import { IdentityRegistry } from './identity-registry';
 import { ConfigWatcher } from './config-watcher';
@@ -107,6 +108,7 @@ export class Agent {
   private policySet!: PolicySet;
   private datapath: Datapath | null = null;
   private lsm: LsmEnforcer | null = null;
+  private apparmor: AppArmorEnforcer | null = null;
   private server: AuditServer | null = null;
   private watcher: ConfigWatcher | null = null;
   private dropTimer: NodeJS.Timeout | null = null;
@@ -192,6 +194,8 @@ export class Agent {
       });
     }
     this.applyPolicies();
+    if (appArmorEnabled()) this.apparmor = new AppArmorEnforcer({ logger: log });
+    await this.apparmor?.apply(this.policySet, this.registration);
     datapath.startEvents((batch) => this.handleBatch(batch));
 
     // Track fork and exec before reading /proc, so no process falls between the two.
@@ -582,6 +586,7 @@ export class Agent {
       this.rejectReload(error);
       return;
     }
+    await this.apparmor?.apply(policySet, registration);
     if (
       registrationChanged &&
       registration &&
