@@ -1,0 +1,240 @@
+// Runs in the test VM (Linux 6.1 booted with AppArmor), as root in /sigil.
+// Starts the real agent (`node bin/sigil run`) with a registration that ties
+// two SPIFFE IDs to two executables (copies of busybox named cat) and a
+// policy per ID. The agent must load one AppArmor profile per ID with the
+// real apparmor_parser. Then checks what the kernel lets each executable
+// open: the enforce-mode profile allows one file and denies others with
+// EACCES, and the complain-mode profile allows and logs. Finally changes
+// the policies and checks that the agent replaces and removes its profiles
+// and leaves a profile it did not create alone. Writes every check to
+// $SIGIL_VM_RESULTS/checks.json, with the agent log and the kernel log.
+'use strict';
+const { spawn, spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+
+const RESULTS = process.env.SIGIL_VM_RESULTS;
+const ROOT = '/opt/sigil-aa';
+const CONFIG = '/tmp/sigil-aa';
+const WEB_ID = 'spiffe://example.org/aa/web';
+const AUDIT_ID = 'spiffe://example.org/aa/audit';
+const WEB_PROFILE = 'sigil.example.org.aa.web';
+const AUDIT_PROFILE = 'sigil.example.org.aa.audit';
+const FOREIGN_PROFILE = 'not-sigil-test';
+const STALE_PROFILE = 'sigil.example.org.aa.stale';
+const FILES = {
+  webCat: `${ROOT}/web/cat`,
+  auditCat: `${ROOT}/audit/cat`,
+  allowed: `${ROOT}/data/allowed.txt`,
+  secret: `${ROOT}/data/secret.txt`,
+  other: `${ROOT}/data/other.txt`,
+  registration: `${CONFIG}/registration.yaml`,
+  policies: `${CONFIG}/policies`,
+};
+const AGENT_LOG = '/tmp/agent-apparmor.log';
+const PARSER = '/usr/sbin/apparmor_parser';
+const WAIT_MS = 60_000;
+
+const checks = {};
+const timings = {};
+
+function check(name, pass, detail) {
+  checks[name] = { pass: Boolean(pass), detail };
+}
+
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Polls predicate every 100 ms until it returns a truthy value or timeoutMs passes. */
+async function waitFor(predicate, timeoutMs = WAIT_MS) {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const value = predicate();
+    if (value) return value;
+    await sleep(100);
+  }
+  return null;
+}
+
+function agentLog() {
+  return fs.existsSync(AGENT_LOG) ? fs.readFileSync(AGENT_LOG, 'utf8') : '';
+}
+
+/** Returns the loaded profiles as a map of name to mode. */
+function loadedProfiles() {
+  const text = fs.readFileSync('/sys/kernel/security/apparmor/profiles', 'utf8');
+  const profiles = new Map();
+  for (const line of text.split('\n').filter(Boolean)) {
+    const end = line.lastIndexOf(' (');
+    profiles.set(line.slice(0, end), line.slice(end + 2, -1));
+  }
+  return profiles;
+}
+
+/** Runs one of the cat copies on a file and returns its status, output and error text. */
+function cat(executable, file) {
+  const result = spawnSync(executable, [file], { encoding: 'utf8' });
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr.trim() };
+}
+
+function dmesg() {
+  return spawnSync('dmesg', [], { encoding: 'utf8' }).stdout;
+}
+
+function policyText(name, spiffeId, spec) {
+  return [
+    'apiVersion: sigil.dev/v1alpha1',
+    'kind: IdentityPolicy',
+    `metadata: {name: ${name}}`,
+    'spec:',
+    `  subject: {spiffeId: "${spiffeId}"}`,
+    ...spec,
+    '',
+  ].join('\n');
+}
+
+function webPolicy(allowed) {
+  return policyText('web', WEB_ID, [
+    '  filePosture: Block',
+    '  file:',
+    `    - {name: data, action: Allow, paths: [${allowed.join(', ')}]}`,
+    `    - {name: no-secret, action: Block, paths: [${FILES.secret}]}`,
+    '  egress:',
+    '    - {name: https, action: Allow, protocol: TCP, ports: [443]}',
+  ]);
+}
+
+function makeFixtures() {
+  for (const directory of [ROOT, CONFIG]) fs.rmSync(directory, { recursive: true, force: true });
+  for (const directory of [`${ROOT}/web`, `${ROOT}/audit`, `${ROOT}/data`, FILES.policies]) {
+    fs.mkdirSync(directory, { recursive: true });
+  }
+  // busybox runs the applet named by the executable's file name, so each copy is `cat`.
+  for (const executable of [FILES.webCat, FILES.auditCat]) {
+    fs.copyFileSync('/bin/busybox', executable);
+    fs.chmodSync(executable, 0o755);
+  }
+  for (const file of [FILES.allowed, FILES.secret, FILES.other]) {
+    fs.writeFileSync(file, `contents of ${file}\n`);
+  }
+  fs.writeFileSync(
+    FILES.registration,
+    [
+      'apiVersion: sigil.dev/v1alpha1',
+      'kind: Registration',
+      'entries:',
+      `  - {spiffeId: "${WEB_ID}", selectors: ["unix:path:${FILES.webCat}"]}`,
+      `  - {spiffeId: "${AUDIT_ID}", selectors: ["unix:path:${FILES.auditCat}"]}`,
+      '',
+    ].join('\n'),
+  );
+  fs.writeFileSync(`${FILES.policies}/web.yaml`, webPolicy([FILES.allowed]));
+  fs.writeFileSync(
+    `${FILES.policies}/audit.yaml`,
+    policyText('audit', AUDIT_ID, [
+      '  filePosture: Audit',
+      '  file:',
+      `    - {name: data, action: Allow, paths: [${FILES.allowed}]}`,
+    ]),
+  );
+}
+
+/** Loads a profile with the parser directly, as another tool on the node would. */
+function loadForeignProfile(name) {
+  const file = `/tmp/${name}.profile`;
+  fs.writeFileSync(file, `profile ${name} {\n  file,\n}\n`);
+  return spawnSync(PARSER, ['-r', '-K', file], { encoding: 'utf8' });
+}
+
+async function startAgent() {
+  const output = fs.openSync(AGENT_LOG, 'w');
+  const child = spawn(
+    process.execPath,
+    [
+      'bin/sigil', 'run',
+      '--registration', FILES.registration,
+      '--policy', FILES.policies,
+      '--bpffs-dir', '/sys/fs/bpf/sigil-aa',
+      '--state-dir', '/tmp/sigil-aa-state',
+      '--socket', '/tmp/sigil-aa.sock',
+      '--events-log', '/tmp/sigil-aa-events.jsonl',
+    ],
+    { stdio: ['ignore', output, output] },
+  );
+  const agent = { child, exit: null };
+  child.once('exit', (code, signal) => (agent.exit = { code, signal }));
+  const started = await waitFor(() => agent.exit || agentLog().includes('"msg":"agent started"'));
+  agent.ready = started === true;
+  return agent;
+}
+
+async function checkConfinement() {
+  const allowed = cat(FILES.webCat, FILES.allowed);
+  check('the enforce profile lets web open the allowed file', allowed.status === 0 && allowed.stdout.includes('contents of'), allowed);
+  const secret = cat(FILES.webCat, FILES.secret);
+  check('the deny rule fails the secret with EACCES', secret.status !== 0 && secret.stderr.includes('Permission denied'), secret);
+  const other = cat(FILES.webCat, FILES.other);
+  check('the allow-list fails another file with EACCES', other.status !== 0 && other.stderr.includes('Permission denied'), other);
+  const denial = await waitFor(() => dmesg().split('\n').find((line) => line.includes('apparmor="DENIED"') && line.includes(`profile="${WEB_PROFILE}"`) && line.includes(`name="${FILES.secret}"`)), 5000);
+  check('the kernel logs the denial of the secret', denial, denial);
+
+  const logged = cat(FILES.auditCat, FILES.other);
+  check('the complain profile lets audit open another file', logged.status === 0 && logged.stdout.includes('contents of'), logged);
+  const allowedLine = await waitFor(() => dmesg().split('\n').find((line) => line.includes('apparmor="ALLOWED"') && line.includes(`profile="${AUDIT_PROFILE}"`) && line.includes(`name="${FILES.other}"`)), 5000);
+  check('the kernel logs the complain-mode access', allowedLine, allowedLine);
+}
+
+async function main() {
+  const lsm = fs.readFileSync('/sys/kernel/security/lsm', 'utf8');
+  check('the kernel lists apparmor among the active LSMs', lsm.split(',').includes('apparmor'), lsm);
+  makeFixtures();
+  for (const stale of ['/tmp/sigil-aa-state', '/tmp/sigil-aa.sock']) fs.rmSync(stale, { recursive: true, force: true });
+  fs.rmSync('/sys/fs/bpf/sigil-aa', { recursive: true, force: true });
+
+  const foreign = loadForeignProfile(FOREIGN_PROFILE);
+  const stale = loadForeignProfile(STALE_PROFILE);
+  check('the test loads a foreign and a stale profile', foreign.status === 0 && stale.status === 0, { foreign: foreign.stderr, stale: stale.stderr });
+
+  const started = Date.now();
+  const agent = await startAgent();
+  timings.agentStartSeconds = (Date.now() - started) / 1000;
+  check('the agent starts', agent.ready === true, agent.exit ?? agentLog().slice(-3000));
+
+  const profiles = loadedProfiles();
+  check('the agent loads the web profile in enforce mode', profiles.get(WEB_PROFILE) === 'enforce', [...profiles]);
+  check('the agent loads the audit profile in complain mode', profiles.get(AUDIT_PROFILE) === 'complain', [...profiles]);
+  check('the agent removes the stale Sigil profile', !profiles.has(STALE_PROFILE), [...profiles]);
+  check('the agent keeps the foreign profile', profiles.has(FOREIGN_PROFILE), [...profiles]);
+  const log = agentLog();
+  check('the agent logs what AppArmor enforces per rule', log.includes('"rule":"no-secret"') && log.includes('AppArmor enforces'), '');
+  check('the agent logs what AppArmor cannot express', log.includes('"status":"cannot-express"') && log.includes('cannot express ports 443'), '');
+
+  await checkConfinement();
+
+  // Allowing the other file changes the web profile, so the agent replaces it.
+  fs.writeFileSync(`${FILES.policies}/web.yaml`, webPolicy([FILES.allowed, FILES.other]));
+  const replaced = await waitFor(() => agentLog().includes('AppArmor profile replaced'));
+  check('the agent replaces the changed profile', replaced, agentLog().slice(-3000));
+  const otherAfter = cat(FILES.webCat, FILES.other);
+  check('the replaced profile allows the other file', otherAfter.status === 0, otherAfter);
+
+  fs.rmSync(`${FILES.policies}/audit.yaml`);
+  // The agent also logged a removal at start (the stale profile), so wait for this one by name.
+  const removed = await waitFor(() => agentLog().split('\n').some((line) => line.includes('AppArmor profiles removed') && line.includes(`"${AUDIT_PROFILE}"`)));
+  const afterRemoval = loadedProfiles();
+  check('the agent removes the profile of a deleted policy', removed && !afterRemoval.has(AUDIT_PROFILE), [...afterRemoval]);
+  check('the foreign profile stays after removals', afterRemoval.has(FOREIGN_PROFILE), [...afterRemoval]);
+  check('the web profile stays loaded', afterRemoval.get(WEB_PROFILE) === 'enforce', [...afterRemoval]);
+
+  agent.child.kill('SIGTERM');
+  await waitFor(() => agent.exit, 20_000);
+}
+
+main()
+  .catch((error) => check('the guest script runs to the end', false, String(error && error.stack)))
+  .finally(() => {
+    fs.writeFileSync(`${RESULTS}/checks.json`, JSON.stringify({ checks, timings }, null, 2));
+    fs.writeFileSync(`${RESULTS}/agent.log`, agentLog());
+    fs.writeFileSync(`${RESULTS}/dmesg.txt`, dmesg());
+    process.exit(0);
+  });
