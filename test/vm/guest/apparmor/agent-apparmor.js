@@ -23,7 +23,10 @@ const FOREIGN_PROFILE = 'not-sigil-test';
 const STALE_PROFILE = 'sigil.example.org.aa.stale';
 const FILES = {
   webCat: `${ROOT}/web/cat`,
+  webEnv: `${ROOT}/web/env`,
+  blocked: `${ROOT}/bin/true`,
   auditCat: `${ROOT}/audit/cat`,
+  auditSleep: `${ROOT}/audit/sleep`,
   allowed: `${ROOT}/data/allowed.txt`,
   secret: `${ROOT}/data/secret.txt`,
   other: `${ROOT}/data/other.txt`,
@@ -99,6 +102,10 @@ function webPolicy(allowed) {
     '  file:',
     `    - {name: data, action: Allow, paths: [${allowed.join(', ')}]}`,
     `    - {name: no-secret, action: Block, paths: [${FILES.secret}]}`,
+    '  processPosture: Block',
+    '  process:',
+    `    - {name: audit-tools, action: Allow, directories: [${ROOT}/audit]}`,
+    `    - {name: no-true, action: Block, paths: [${FILES.blocked}]}`,
     '  egress:',
     '    - {name: https, action: Allow, protocol: TCP, ports: [443]}',
   ]);
@@ -106,11 +113,11 @@ function webPolicy(allowed) {
 
 function makeFixtures() {
   for (const directory of [ROOT, CONFIG]) fs.rmSync(directory, { recursive: true, force: true });
-  for (const directory of [`${ROOT}/web`, `${ROOT}/audit`, `${ROOT}/data`, FILES.policies]) {
+  for (const directory of [`${ROOT}/web`, `${ROOT}/audit`, `${ROOT}/bin`, `${ROOT}/data`, FILES.policies]) {
     fs.mkdirSync(directory, { recursive: true });
   }
   // busybox runs the applet named by the executable's file name, so each copy is `cat`.
-  for (const executable of [FILES.webCat, FILES.auditCat]) {
+  for (const executable of [FILES.webCat, FILES.webEnv, FILES.auditCat, FILES.auditSleep, FILES.blocked]) {
     fs.copyFileSync('/bin/busybox', executable);
     fs.chmodSync(executable, 0o755);
   }
@@ -124,7 +131,9 @@ function makeFixtures() {
       'kind: Registration',
       'entries:',
       `  - {spiffeId: "${WEB_ID}", selectors: ["unix:path:${FILES.webCat}"]}`,
+      `  - {spiffeId: "${WEB_ID}", selectors: ["unix:path:${FILES.webEnv}"]}`,
       `  - {spiffeId: "${AUDIT_ID}", selectors: ["unix:path:${FILES.auditCat}"]}`,
+      `  - {spiffeId: "${AUDIT_ID}", selectors: ["unix:path:${FILES.auditSleep}"]}`,
       '',
     ].join('\n'),
   );
@@ -177,6 +186,22 @@ async function checkConfinement() {
   check('the allow-list fails another file with EACCES', other.status !== 0 && other.stderr.includes('Permission denied'), other);
   const denial = await waitFor(() => dmesg().split('\n').find((line) => line.includes('apparmor="DENIED"') && line.includes(`profile="${WEB_PROFILE}"`) && line.includes(`name="${FILES.secret}"`)), 5000);
   check('the kernel logs the denial of the secret', denial, denial);
+
+  // web/env runs its argument with exec in the same process, so the child's label is the
+  // label after the exec. It is read from outside, because until the agent attests the new
+  // program the BPF LSM still applies the web identity's file rules to it.
+  const sleeper = spawn(FILES.webEnv, [FILES.auditSleep, '30'], { stdio: 'ignore' });
+  const label = await waitFor(() => {
+    const current = fs.readFileSync(`/proc/${sleeper.pid}/attr/current`, 'utf8');
+    return current.startsWith(AUDIT_PROFILE) ? current : null;
+  }, 5000);
+  const lastLabel = fs.readFileSync(`/proc/${sleeper.pid}/attr/current`, 'utf8').trim();
+  sleeper.kill('SIGKILL');
+  check('exec of the audit executable moves to its profile', label && label.trim() === `${AUDIT_PROFILE} (complain)`, lastLabel);
+  const blockedExec = spawnSync(FILES.webEnv, [FILES.blocked], { encoding: 'utf8' });
+  check('the exec deny rule fails with EACCES', blockedExec.status !== 0 && blockedExec.stderr.includes('Permission denied'), { status: blockedExec.status, stderr: blockedExec.stderr });
+  const unlisted = spawnSync(FILES.webEnv, ['/bin/busybox', 'true'], { encoding: 'utf8' });
+  check('the exec allow-list fails another program with EACCES', unlisted.status !== 0 && unlisted.stderr.includes('Permission denied'), { status: unlisted.status, stderr: unlisted.stderr });
 
   const logged = cat(FILES.auditCat, FILES.other);
   check('the complain profile lets audit open another file', logged.status === 0 && logged.stdout.includes('contents of'), logged);
