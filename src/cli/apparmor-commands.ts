@@ -1,4 +1,4 @@
-import { Command } from 'commander';
+import { Command, Option } from 'commander';
 import { mkdirSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { generateProfiles, ProfileCheckError, ProfileGeneration } from '../apparmor/generate';
@@ -8,6 +8,8 @@ import { RuleReport } from '../apparmor/rule-report';
 import { loadRegistrationFile, Registration } from '../identity/registration';
 import { loadPolicyFiles } from '../policy/loader';
 import { ConfigError, formatIssue } from '../util/config-error';
+import { DEFAULT_SOCKET } from './defaults';
+import { parseDuration, parseSubject, RecordOptions, runAppArmorRecord } from './apparmor-record';
 import { CommandOutput } from './policy-commands';
 
 const PROCESS_OUTPUT: CommandOutput = {
@@ -24,7 +26,7 @@ export interface GenerateOptions {
   report?: boolean;
 }
 
-/** Adds `generate` to the `sigil apparmor` command. */
+/** Adds `generate` and `record` to the `sigil apparmor` command. */
 export function registerAppArmorCommands(
   apparmor: Command,
   output: CommandOutput = PROCESS_OUTPUT,
@@ -56,6 +58,33 @@ export function registerAppArmorCommands(
     )
     .action(async (options: GenerateOptions) => {
       process.exitCode = await runAppArmorGenerate(options, output);
+    });
+
+  apparmor
+    .command('record')
+    .description(
+      "record what one SPIFFE ID does (exec, connect and, with BPF LSM, file events) from the running agent's event stream, and write a least-privilege AppArmor profile or policy",
+    )
+    .requiredOption('--subject <spiffe-id>', 'SPIFFE ID to record', parseSubject)
+    .requiredOption(
+      '--duration <time>',
+      'how long to record: seconds, or a number with s, m or h (such as 90s or 5m)',
+      parseDuration,
+    )
+    .addOption(
+      new Option('--format <format>', 'output: an AppArmor profile or a Sigil policy')
+        .choices(['profile', 'policy'])
+        .default('profile'),
+    )
+    .option('-s, --socket <path>', 'unix socket of the agent audit gRPC service', DEFAULT_SOCKET)
+    .option(
+      '-r, --registration <file>',
+      'with --format profile: registration file whose unix:path selectors attach the profile',
+    )
+    .option('--name <name>', 'policy name (default: recorded- and the SPIFFE ID)')
+    .option('-o, --out <file>', 'write the profile or policy to this file (default: stdout)')
+    .action(async (options: RecordOptions) => {
+      process.exitCode = await runAppArmorRecord(options, output);
     });
 }
 
