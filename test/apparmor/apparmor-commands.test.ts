@@ -31,9 +31,9 @@ beforeEach(() => {
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('sigil apparmor generate', () => {
-  it('is registered on the program', () => {
+  it('commands are registered on the program', () => {
     const apparmor = buildProgram().commands.find((command) => command.name() === 'apparmor');
-    expect(apparmor?.commands.map((command) => command.name())).toEqual(['generate']);
+    expect(apparmor?.commands.map((command) => command.name())).toEqual(['generate', 'record']);
   });
 
   it('writes one file per profile', async () => {
