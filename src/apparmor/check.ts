@@ -63,10 +63,10 @@ export function checkProfiles(models: readonly ProfileModel[]): string[] {
   return problems;
 }
 
-/** The allowed exec rules of a profile, with `file,` or the blanket rule as `/**` ix. */
+/** The allowed exec rules of a profile, with `file,` or the blanket exec rule as `/**` ix. */
 function allowedExecs(model: ProfileModel): ExecRule[] {
   const rules = model.execs.filter((rule) => rule.qualifier !== 'deny');
-  if (model.allowAllFiles || model.allowAllExec) {
+  if (model.allowAllExec) {
     rules.push({ qualifier: 'allow', aare: '/**', mode: 'ix', target: null, sources: [] });
   }
   return rules;

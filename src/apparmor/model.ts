@@ -49,10 +49,12 @@ export interface ProfileModel {
   readonly complain: boolean;
   /** Names of the policies that select the subject, in policy set order. */
   readonly policies: readonly string[];
-  /** Classes with no restriction, written as `file,` and `network,`. */
+  /**
+   * Classes with no restriction. Files and execs together are written as `file,`, files alone
+   * as `"/{,**}" mrwlk,`, execs alone as `"/**" ix,`, and the network as `network,`.
+   */
   readonly allowAllFiles: boolean;
   readonly allowAllNetwork: boolean;
-  /** True when the profile allows every exec with `ix` although it does not allow all files. */
   readonly allowAllExec: boolean;
   readonly network: readonly NetworkRule[];
   readonly files: readonly FileAccessRule[];

@@ -95,7 +95,12 @@ function qualifierPrefix(qualifier: RuleQualifier): string {
 
 function fileLines(model: ProfileModel): string[] {
   const lines: string[] = [];
-  if (model.allowAllFiles) lines.push(`${INDENT}file,`);
+  if (model.allowAllFiles && model.allowAllExec) {
+    lines.push(`${INDENT}file,`);
+  } else if (model.allowAllFiles) {
+    // `file,` would also allow every exec (`ix`), so the exec allow-list needs this instead.
+    lines.push(`${INDENT}"/{,**}" mrwlk,`);
+  }
   const merged = new Map<
     string,
     { rule: FileAccessRule; letters: Set<string>; sources: Set<string> }

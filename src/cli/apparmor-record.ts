@@ -52,7 +52,11 @@ export async function runAppArmorRecord(
   output: CommandOutput,
 ): Promise<number> {
   const recording = new BehaviourRecording(options.subject);
-  const failure = await recordEvents(options, (event) => recording.add(event));
+  const failure = await recordEvents(
+    options,
+    (event) => recording.add(event),
+    () => output.err(`recording ${options.subject} for ${options.duration} s\n`),
+  );
   if (failure !== null) {
     output.err(`sigil apparmor record: ${options.socket}: ${failure}\n`);
     return 1;
@@ -93,10 +97,14 @@ export async function runAppArmorRecord(
   return 0;
 }
 
-/** Streams the subject's exec, connect and file events for the duration; returns an error text or null. */
+/**
+ * Streams the subject's exec, connect and file events for the duration, which starts when the
+ * stream is live (`onLive`). Returns an error text, or null when the duration ended.
+ */
 function recordEvents(
   options: RecordOptions,
   onEvent: (event: AuditEvent) => void,
+  onLive: () => void,
 ): Promise<string | null> {
   return new Promise((resolve) => {
     const stream = watchEvents(
@@ -111,6 +119,7 @@ function recordEvents(
     let timer: NodeJS.Timeout | null = null;
     let elapsed = false;
     stream.once('metadata', () => {
+      onLive();
       timer = setTimeout(() => {
         elapsed = true;
         stream.cancel();

@@ -7,7 +7,7 @@ import { parse } from 'yaml';
 import { compileProfile } from '../../src/apparmor/parser';
 import { runAppArmorRecord } from '../../src/cli/apparmor-record';
 import { CommandOutput } from '../../src/cli/policy-commands';
-import { AgentProcess } from '../helpers/agent-process';
+import { AgentProcess, waitFor } from '../helpers/agent-process';
 import { TestCgroups } from '../helpers/cgroups';
 import { spawnInCgroup } from '../helpers/workloads';
 
@@ -44,8 +44,9 @@ async function record(format: 'policy' | 'profile') {
     { subject: SUBJECT, duration: 6, format, socket: agent.socketPath },
     output,
   );
-  // The agent logs nothing per subscription, so give the stream time to become live.
-  await new Promise((resolve) => setTimeout(resolve, 1500));
+  await waitFor('the recording to start', () =>
+    output.stderr.includes('recording ') ? true : undefined,
+  );
   const script =
     // Each program runs for a while, because the agent reports the exec of a process only once
     // it has attested it, and a process that exits first is not reported.

@@ -206,6 +206,18 @@ describe('exec rules', () => {
     expect(rules).not.toContain('"/**" ix,');
   });
 
+  it('exec allow-list keeps files open without exec', () => {
+    const rules = rulesOf({ process: [{ action: 'Allow', paths: ['/usr/bin/curl'] }] });
+    expect(rules).not.toContain('file,');
+    expect(rules).toContain('"/{,**}" mrwlk,');
+  });
+
+  it('open files and execs are file,', () => {
+    const rules = rulesOf({ file: [{ action: 'Block', paths: ['/a'] }] });
+    expect(rules).toContain('file,');
+    expect(rules).not.toContain('"/{,**}" mrwlk,');
+  });
+
   it('blocked path is an audit deny x rule', () => {
     const rules = rulesOf({ process: [{ action: 'Block', paths: ['/usr/bin/curl'] }] });
     expect(rules).toContain('audit deny "/usr/bin/curl" x,');
@@ -461,6 +473,7 @@ describe('checkProfiles', () => {
     const model: ProfileModel = {
       ...MODEL,
       allowAllFiles: true,
+      allowAllExec: true,
       execs: [{ qualifier: 'allow', aare: '/opt/**', mode: 'Px', target: MODEL.name, sources: [] }],
     };
     expect(checkProfiles([model])).toHaveLength(1);
@@ -470,6 +483,7 @@ describe('checkProfiles', () => {
     const model: ProfileModel = {
       ...MODEL,
       allowAllFiles: true,
+      allowAllExec: true,
       execs: [{ qualifier: 'allow', aare: '/opt/a', mode: 'Px', target: MODEL.name, sources: [] }],
     };
     expect(checkProfiles([model])).toEqual([]);

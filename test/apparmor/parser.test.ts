@@ -134,6 +134,7 @@ describe('generated profiles compile', () => {
       },
     ],
     ['audit mode', { mode: 'Audit', file: [{ action: 'Block', paths: ['/etc/shadow'] }] }],
+    ['exec allow-list only', { process: [{ action: 'Allow', paths: ['/usr/bin/curl'] }] }],
   ])('%s', async (_name, spec) => {
     const generation = generateFor(spec);
     expect(await compileProfile(generation.profiles[0].text)).toBe('');
@@ -158,6 +159,7 @@ describe('what the checks catch before the parser', () => {
     const model: ProfileModel = {
       ...MODEL,
       allowAllFiles: true,
+      allowAllExec: true,
       execs: [{ qualifier: 'allow', aare: '/opt/**', mode: 'Px', target: MODEL.name, sources: [] }],
     };
     expect(checkProfiles([model])).toHaveLength(1);

@@ -3,8 +3,9 @@
 // test/vm/guest/apparmor/agent-apparmor.js there: the real agent generates
 // and loads AppArmor profiles, the kernel confines two executables with
 // them (EACCES in enforce mode, allowed and logged in complain mode), and
-// the agent replaces and removes only its own profiles as policies change.
-// Fails, and never skips, when a piece is missing.
+// the agent replaces and removes only its own profiles as policies change,
+// and a profile recorded with `sigil apparmor record` confines the recorded
+// workload. Fails, and never skips, when a piece is missing.
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -50,6 +51,13 @@ const EXPECTED_CHECKS = [
   'the agent removes the profile of a deleted policy',
   'the foreign profile stays after removals',
   'the web profile stays loaded',
+  'sigil apparmor record subscribes to the agent',
+  'sigil apparmor record writes a profile',
+  'the recorded profile allows the recorded program',
+  'the recorded profile loads',
+  'the recorded workload runs again under its profile',
+  'the recorded profile denies a program it never ran',
+  'the same program runs without the profile',
 ];
 
 describe('agent with AppArmor in the test VM', () => {

@@ -6,8 +6,11 @@
 // open: the enforce-mode profile allows one file and denies others with
 // EACCES, and the complain-mode profile allows and logs. Finally changes
 // the policies and checks that the agent replaces and removes its profiles
-// and leaves a profile it did not create alone. Writes every check to
-// $SIGIL_VM_RESULTS/checks.json, with the agent log and the kernel log.
+// and leaves a profile it did not create alone. Last, records a workload
+// with `sigil apparmor record`, loads the recorded profile, and checks that
+// the workload runs again under it while a program it never ran is denied.
+// Writes every check to $SIGIL_VM_RESULTS/checks.json, with the agent log
+// and the kernel log.
 'use strict';
 const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -17,6 +20,9 @@ const ROOT = '/opt/sigil-aa';
 const CONFIG = '/tmp/sigil-aa';
 const WEB_ID = 'spiffe://example.org/aa/web';
 const AUDIT_ID = 'spiffe://example.org/aa/audit';
+const RECORDED_ID = 'spiffe://example.org/aa/recorded';
+const RECORDED_PROFILE = 'sigil.example.org.aa.recorded';
+const RECORDED_UID = 4400;
 const WEB_PROFILE = 'sigil.example.org.aa.web';
 const AUDIT_PROFILE = 'sigil.example.org.aa.audit';
 const FOREIGN_PROFILE = 'not-sigil-test';
@@ -25,6 +31,9 @@ const FILES = {
   webCat: `${ROOT}/web/cat`,
   webEnv: `${ROOT}/web/env`,
   blocked: `${ROOT}/bin/true`,
+  recordedSleep: `${ROOT}/tools/sleep`,
+  recordedTrue: `${ROOT}/tools/true`,
+  recordedProfile: '/tmp/recorded.profile',
   auditCat: `${ROOT}/audit/cat`,
   auditSleep: `${ROOT}/audit/sleep`,
   allowed: `${ROOT}/data/allowed.txt`,
@@ -113,11 +122,12 @@ function webPolicy(allowed) {
 
 function makeFixtures() {
   for (const directory of [ROOT, CONFIG]) fs.rmSync(directory, { recursive: true, force: true });
-  for (const directory of [`${ROOT}/web`, `${ROOT}/audit`, `${ROOT}/bin`, `${ROOT}/data`, FILES.policies]) {
+  for (const directory of [`${ROOT}/web`, `${ROOT}/audit`, `${ROOT}/bin`, `${ROOT}/tools`, `${ROOT}/data`, FILES.policies]) {
     fs.mkdirSync(directory, { recursive: true });
   }
   // busybox runs the applet named by the executable's file name, so each copy is `cat`.
-  for (const executable of [FILES.webCat, FILES.webEnv, FILES.auditCat, FILES.auditSleep, FILES.blocked]) {
+  const executables = [FILES.webCat, FILES.webEnv, FILES.auditCat, FILES.auditSleep, FILES.blocked, FILES.recordedSleep, FILES.recordedTrue];
+  for (const executable of executables) {
     fs.copyFileSync('/bin/busybox', executable);
     fs.chmodSync(executable, 0o755);
   }
@@ -134,6 +144,7 @@ function makeFixtures() {
       `  - {spiffeId: "${WEB_ID}", selectors: ["unix:path:${FILES.webEnv}"]}`,
       `  - {spiffeId: "${AUDIT_ID}", selectors: ["unix:path:${FILES.auditCat}"]}`,
       `  - {spiffeId: "${AUDIT_ID}", selectors: ["unix:path:${FILES.auditSleep}"]}`,
+      `  - {spiffeId: "${RECORDED_ID}", selectors: ["unix:uid:${RECORDED_UID}"]}`,
       '',
     ].join('\n'),
   );
@@ -163,7 +174,10 @@ async function startAgent() {
       'bin/sigil', 'run',
       '--registration', FILES.registration,
       '--policy', FILES.policies,
-      '--bpffs-dir', '/sys/fs/bpf/sigil-aa',
+      // Without pinning the agent does not use BPF LSM, so every file and exec denial here
+      // comes from AppArmor, and the BPF rules of the identity before an exec's attestation
+      // cannot deny the exec of another identity's executable.
+      '--no-pin',
       '--state-dir', '/tmp/sigil-aa-state',
       '--socket', '/tmp/sigil-aa.sock',
       '--events-log', '/tmp/sigil-aa-events.jsonl',
@@ -190,14 +204,21 @@ async function checkConfinement() {
   // web/env runs its argument with exec in the same process, so the child's label is the
   // label after the exec. It is read from outside, because until the agent attests the new
   // program the BPF LSM still applies the web identity's file rules to it.
-  const sleeper = spawn(FILES.webEnv, [FILES.auditSleep, '30'], { stdio: 'ignore' });
-  const label = await waitFor(() => {
-    const current = fs.readFileSync(`/proc/${sleeper.pid}/attr/current`, 'utf8');
-    return current.startsWith(AUDIT_PROFILE) ? current : null;
-  }, 5000);
-  const lastLabel = fs.readFileSync(`/proc/${sleeper.pid}/attr/current`, 'utf8').trim();
+  const sleeper = spawn(FILES.webEnv, [FILES.auditSleep, '30'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let sleeperStderr = '';
+  let sleeperExit = null;
+  sleeper.stderr.on('data', (chunk) => (sleeperStderr += chunk));
+  sleeper.once('exit', (code, signal) => (sleeperExit = { code, signal }));
+  const readLabel = () => {
+    try {
+      return fs.readFileSync(`/proc/${sleeper.pid}/attr/current`, 'utf8').trim();
+    } catch (error) {
+      return `unreadable: ${error.code}`;
+    }
+  };
+  const label = await waitFor(() => sleeperExit || (readLabel().startsWith(AUDIT_PROFILE) ? readLabel() : null), 5000);
   sleeper.kill('SIGKILL');
-  check('exec of the audit executable moves to its profile', label && label.trim() === `${AUDIT_PROFILE} (complain)`, lastLabel);
+  check('exec of the audit executable moves to its profile', label === `${AUDIT_PROFILE} (complain)`, { label, exit: sleeperExit, stderr: sleeperStderr });
   const blockedExec = spawnSync(FILES.webEnv, [FILES.blocked], { encoding: 'utf8' });
   check('the exec deny rule fails with EACCES', blockedExec.status !== 0 && blockedExec.stderr.includes('Permission denied'), { status: blockedExec.status, stderr: blockedExec.stderr });
   const unlisted = spawnSync(FILES.webEnv, ['/bin/busybox', 'true'], { encoding: 'utf8' });
@@ -209,12 +230,54 @@ async function checkConfinement() {
   check('the kernel logs the complain-mode access', allowedLine, allowedLine);
 }
 
+/**
+ * Runs the workload as RECORDED_UID, which gives it the recorded SPIFFE ID. With `profile`,
+ * the shell first asks for that profile on its next exec, as a container runtime does.
+ */
+function runWorkload(command, profile) {
+  const prefix = profile ? `echo -n "exec ${profile}" > /proc/self/attr/exec && ` : '';
+  const script = `${prefix}exec /bin/busybox sh -c '${command}'`;
+  return spawnSync('/bin/busybox', ['sh', '-c', script], { uid: RECORDED_UID, gid: RECORDED_UID, encoding: 'utf8' });
+}
+
+/** Records the workload with `sigil apparmor record`, loads the profile and runs the workload again. */
+async function checkRecording() {
+  const started = Date.now();
+  const recorder = spawn(
+    process.execPath,
+    ['bin/sigil', 'apparmor', 'record', '--subject', RECORDED_ID, '--duration', '8', '--registration', FILES.registration, '--socket', '/tmp/sigil-aa.sock', '--out', FILES.recordedProfile],
+    { stdio: ['ignore', 'ignore', 'pipe'] },
+  );
+  let recorderStderr = '';
+  recorder.stderr.on('data', (chunk) => (recorderStderr += chunk));
+  const recorderExit = new Promise((resolve) => recorder.once('exit', (code) => resolve(code)));
+  // node and the gRPC client take seconds to start under TCG, and the stream must be live first.
+  const live = await waitFor(() => recorderStderr.includes('recording '), 30_000);
+  check('sigil apparmor record subscribes to the agent', live, recorderStderr);
+  const recorded = runWorkload(`${FILES.recordedSleep} 0.5`, null);
+  const recorderStatus = await recorderExit;
+  timings.recordSeconds = (Date.now() - started) / 1000;
+  check('sigil apparmor record writes a profile', recorded.status === 0 && recorderStatus === 0 && fs.existsSync(FILES.recordedProfile), { workload: recorded.status, recorder: recorderStatus, stderr: recorderStderr });
+  if (!fs.existsSync(FILES.recordedProfile)) return;
+  const profile = fs.readFileSync(FILES.recordedProfile, 'utf8');
+  fs.writeFileSync(`${RESULTS}/recorded.profile`, profile);
+  check('the recorded profile allows the recorded program', profile.includes(`"${FILES.recordedSleep}" mrix,`), profile);
+  const load = spawnSync(PARSER, ['-r', '-K', FILES.recordedProfile], { encoding: 'utf8' });
+  check('the recorded profile loads', load.status === 0, load.stderr);
+
+  const again = runWorkload(`${FILES.recordedSleep} 0.5`, RECORDED_PROFILE);
+  check('the recorded workload runs again under its profile', again.status === 0, { status: again.status, stderr: again.stderr });
+  const never = runWorkload(FILES.recordedTrue, RECORDED_PROFILE);
+  check('the recorded profile denies a program it never ran', never.status !== 0 && never.stderr.includes('Permission denied'), { status: never.status, stderr: never.stderr });
+  const unconfined = runWorkload(FILES.recordedTrue, null);
+  check('the same program runs without the profile', unconfined.status === 0, { status: unconfined.status, stderr: unconfined.stderr });
+}
+
 async function main() {
   const lsm = fs.readFileSync('/sys/kernel/security/lsm', 'utf8');
   check('the kernel lists apparmor among the active LSMs', lsm.split(',').includes('apparmor'), lsm);
   makeFixtures();
   for (const stale of ['/tmp/sigil-aa-state', '/tmp/sigil-aa.sock']) fs.rmSync(stale, { recursive: true, force: true });
-  fs.rmSync('/sys/fs/bpf/sigil-aa', { recursive: true, force: true });
 
   const foreign = loadForeignProfile(FOREIGN_PROFILE);
   const stale = loadForeignProfile(STALE_PROFILE);
@@ -250,6 +313,8 @@ async function main() {
   check('the agent removes the profile of a deleted policy', removed && !afterRemoval.has(AUDIT_PROFILE), [...afterRemoval]);
   check('the foreign profile stays after removals', afterRemoval.has(FOREIGN_PROFILE), [...afterRemoval]);
   check('the web profile stays loaded', afterRemoval.get(WEB_PROFILE) === 'enforce', [...afterRemoval]);
+
+  await checkRecording();
 
   agent.child.kill('SIGTERM');
   await waitFor(() => agent.exit, 20_000);
