@@ -1,4 +1,4 @@
-import { quote } from './aare';
+import { literalAare, quote } from './aare';
 import { ExecRule, FileAccessRule, NetworkRule, ProfileModel, RuleQualifier } from './model';
 import { compareText } from './subjects';
 
@@ -57,14 +57,10 @@ function profileHeader(model: ProfileModel): string {
  * with `/`).
  */
 export function attachmentAare(paths: readonly string[]): string | null {
-  const sorted = [...new Set(paths)].sort(compareText).map(escapeLiteral);
+  const sorted = [...new Set(paths)].sort(compareText).map(literalAare);
   if (sorted.length === 0) return null;
   if (sorted.length === 1) return sorted[0];
   return `/{${sorted.map((path) => path.slice(1)).join(',')}}`;
-}
-
-function escapeLiteral(path: string): string {
-  return path.replace(/[\\*?[\]{}^]/g, (character) => `\\${character}`);
 }
 
 function networkLines(model: ProfileModel): string[] {

@@ -107,6 +107,18 @@ describe('file rules', () => {
     expect(rules.indexOf('audit deny "/z" rw,')).toBeLessThan(rules.indexOf('"/a" rw,'));
   });
 
+  it('Block inside an allowed directory keeps both rules', () => {
+    // AppArmor subtracts deny rules from the allowed set, so Block still wins here.
+    const rules = rulesOf({
+      file: [
+        { action: 'Allow', directories: ['/srv'], recursive: true },
+        { action: 'Block', paths: ['/srv/secret'] },
+      ],
+    });
+    expect(rules).toContain('"/srv/**" rw,');
+    expect(rules).toContain('audit deny "/srv/secret" rw,');
+  });
+
   it('same path from two rules is merged', () => {
     const rules = rulesOf({
       file: [

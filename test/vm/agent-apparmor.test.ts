@@ -40,6 +40,8 @@ const EXPECTED_CHECKS = [
   'the enforce profile lets web open the allowed file',
   'the deny rule fails the secret with EACCES',
   'the allow-list fails another file with EACCES',
+  'the directory rule lets web open a file in it',
+  'a Block rule inside an allowed directory fails with EACCES',
   'the kernel logs the denial of the secret',
   'exec of the audit executable moves to its profile',
   'the exec deny rule fails with EACCES',

@@ -39,6 +39,8 @@ const FILES = {
   allowed: `${ROOT}/data/allowed.txt`,
   secret: `${ROOT}/data/secret.txt`,
   other: `${ROOT}/data/other.txt`,
+  sharedOpen: `${ROOT}/data/shared/open.txt`,
+  sharedLocked: `${ROOT}/data/shared/locked.txt`,
   registration: `${CONFIG}/registration.yaml`,
   policies: `${CONFIG}/policies`,
 };
@@ -111,6 +113,8 @@ function webPolicy(allowed) {
     '  file:',
     `    - {name: data, action: Allow, paths: [${allowed.join(', ')}]}`,
     `    - {name: no-secret, action: Block, paths: [${FILES.secret}]}`,
+    `    - {name: shared, action: Allow, directories: [${ROOT}/data/shared]}`,
+    `    - {name: no-locked, action: Block, paths: [${FILES.sharedLocked}]}`,
     '  processPosture: Block',
     '  process:',
     `    - {name: audit-tools, action: Allow, directories: [${ROOT}/audit]}`,
@@ -122,7 +126,7 @@ function webPolicy(allowed) {
 
 function makeFixtures() {
   for (const directory of [ROOT, CONFIG]) fs.rmSync(directory, { recursive: true, force: true });
-  for (const directory of [`${ROOT}/web`, `${ROOT}/audit`, `${ROOT}/bin`, `${ROOT}/tools`, `${ROOT}/data`, FILES.policies]) {
+  for (const directory of [`${ROOT}/web`, `${ROOT}/audit`, `${ROOT}/bin`, `${ROOT}/tools`, `${ROOT}/data/shared`, FILES.policies]) {
     fs.mkdirSync(directory, { recursive: true });
   }
   // busybox runs the applet named by the executable's file name, so each copy is `cat`.
@@ -131,7 +135,7 @@ function makeFixtures() {
     fs.copyFileSync('/bin/busybox', executable);
     fs.chmodSync(executable, 0o755);
   }
-  for (const file of [FILES.allowed, FILES.secret, FILES.other]) {
+  for (const file of [FILES.allowed, FILES.secret, FILES.other, FILES.sharedOpen, FILES.sharedLocked]) {
     fs.writeFileSync(file, `contents of ${file}\n`);
   }
   fs.writeFileSync(
@@ -198,6 +202,10 @@ async function checkConfinement() {
   check('the deny rule fails the secret with EACCES', secret.status !== 0 && secret.stderr.includes('Permission denied'), secret);
   const other = cat(FILES.webCat, FILES.other);
   check('the allow-list fails another file with EACCES', other.status !== 0 && other.stderr.includes('Permission denied'), other);
+  const shared = cat(FILES.webCat, FILES.sharedOpen);
+  check('the directory rule lets web open a file in it', shared.status === 0, shared);
+  const locked = cat(FILES.webCat, FILES.sharedLocked);
+  check('a Block rule inside an allowed directory fails with EACCES', locked.status !== 0 && locked.stderr.includes('Permission denied'), locked);
   const denial = await waitFor(() => dmesg().split('\n').find((line) => line.includes('apparmor="DENIED"') && line.includes(`profile="${WEB_PROFILE}"`) && line.includes(`name="${FILES.secret}"`)), 5000);
   check('the kernel logs the denial of the secret', denial, denial);
 
