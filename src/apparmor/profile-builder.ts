@@ -45,6 +45,13 @@ const PROTOCOL_TYPES: Record<RuleProtocol, SocketType[]> = {
   Any: ['stream', 'dgram'],
 };
 
+/**
+ * In complain mode the kernel logs a denied access and allows it, deny rules included (seen on
+ * Linux 6.1 in the VM test; the apparmor.d manual of newer AppArmor says deny rules still deny).
+ */
+const COMPLAIN_DENY =
+  'the profile is in complain mode, where the kernel logs the access and allows it despite the deny rule';
+
 /** Classes of one profile, each an allow-list or not, with the posture that applies. */
 interface ClassState {
   allowList: boolean;
@@ -243,6 +250,7 @@ class ProfileBuilder {
   }
 
   private ruleStatus(action: string, state: ClassState): [RuleStatus, string] {
+    if (action === 'Block' && this.complain) return ['audits', COMPLAIN_DENY];
     if (action === 'Block') return ['enforces', 'an audit deny rule denies and logs the access'];
     if (action === 'Audit') return ['audits', 'an audit rule allows and logs the access'];
     if (state.allowList) return ['enforces', 'an allow rule of the allow-list grants the access'];
@@ -324,7 +332,9 @@ class ProfileBuilder {
           const types = PROTOCOL_TYPES[rule.protocol];
           let status: [RuleStatus, string];
           if (action === 'Block' && wide && types.every((type) => denied.has(type))) {
-            status = ['enforces', 'a network deny rule covers the socket type in both directions'];
+            status = this.complain
+              ? ['audits', COMPLAIN_DENY]
+              : ['enforces', 'a network deny rule covers the socket type in both directions'];
           } else if (action === 'Block') {
             status = [
               'cannot-express',

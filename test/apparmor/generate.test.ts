@@ -204,10 +204,28 @@ describe('postures and modes', () => {
     });
     const status = Object.fromEntries(generation.reports.map((r) => [r.rule, r.status]));
     expect(status.allowed).toBe('enforces');
-    expect(status.blocked).toBe('enforces');
     expect(status.audited).toBe('audits');
     expect(status['(posture)']).toBe('audits');
     expect(generation.reports.every((r) => r.file === 'policies.yaml')).toBe(true);
+  });
+
+  it('Block in complain mode is only audited', () => {
+    const generation = generateFor({
+      filePosture: 'Audit',
+      file: [
+        { action: 'Allow', paths: ['/a'] },
+        { name: 'blocked', action: 'Block', paths: ['/b'] },
+      ],
+    });
+    const blocked = generation.reports.find((r) => r.rule === 'blocked')!;
+    expect(blocked.status).toBe('audits');
+    expect(blocked.detail).toContain('complain mode');
+    expect(ruleLines(generation.profiles[0].text)).toContain('audit deny "/b" rw,');
+  });
+
+  it('Block in enforce mode is enforced', () => {
+    const generation = generateFor({ file: [{ name: 'blocked', action: 'Block', paths: ['/b'] }] });
+    expect(generation.reports.find((r) => r.rule === 'blocked')?.status).toBe('enforces');
   });
 });
 

@@ -159,6 +159,7 @@ function makeFixtures() {
       '  filePosture: Audit',
       '  file:',
       `    - {name: data, action: Allow, paths: [${FILES.allowed}]}`,
+      `    - {name: no-secret, action: Block, paths: [${FILES.secret}]}`,
     ]),
   );
 }
@@ -234,6 +235,11 @@ async function checkConfinement() {
 
   const logged = cat(FILES.auditCat, FILES.other);
   check('the complain profile lets audit open another file', logged.status === 0 && logged.stdout.includes('contents of'), logged);
+  // Linux 6.1 turns every denial of a complain-mode profile into a logged allow, explicit
+  // deny rules included, so the generator reports Block rules there as audited.
+  const complainDenied = cat(FILES.auditCat, FILES.secret);
+  const complainLine = await waitFor(() => dmesg().split('\n').find((line) => line.includes('apparmor="ALLOWED"') && line.includes(`profile="${AUDIT_PROFILE}"`) && line.includes(`name="${FILES.secret}"`)), 5000);
+  check('a deny rule only logs in complain mode', complainDenied.status === 0 && complainLine, { complainDenied, complainLine });
   const allowedLine = await waitFor(() => dmesg().split('\n').find((line) => line.includes('apparmor="ALLOWED"') && line.includes(`profile="${AUDIT_PROFILE}"`) && line.includes(`name="${FILES.other}"`)), 5000);
   check('the kernel logs the complain-mode access', allowedLine, allowedLine);
 }
