@@ -63,7 +63,7 @@ export function checkProfiles(models: readonly ProfileModel[]): string[] {
   return problems;
 }
 
-/** The allowed exec rules of a profile, with `file,` or the blanket exec rule as `/**` ix. */
+/** Returns the allowed exec rules of a profile, with the blanket exec rule as `/**` ix. */
 function allowedExecs(model: ProfileModel): ExecRule[] {
   const rules = model.execs.filter((rule) => rule.qualifier !== 'deny');
   if (model.allowAllExec) {

@@ -6,7 +6,7 @@ import { promisify } from 'node:util';
 
 const execFileAsync = promisify(execFile);
 
-/** Where Debian's `apparmor` package installs the parser (`/sbin` is a link to it). */
+/** Install path of the parser in Debian's `apparmor` package (`/sbin` is a link to it). */
 export const DEFAULT_PARSER = '/usr/sbin/apparmor_parser';
 
 /**

@@ -23,7 +23,7 @@ import { patternsOverlap } from './pattern-overlap';
 import { POSTURE_RULE, RuleReport, RuleStatus } from './rule-report';
 import { ExecutableAttachment, ProfileSubject } from './subjects';
 
-/** What every profile of one generation shares. */
+/** Inputs shared by every profile of one generation. */
 export interface BuildContext {
   /** Profile name of each SPIFFE ID that gets a profile. */
   names: ReadonlyMap<string, string>;
@@ -46,8 +46,9 @@ const PROTOCOL_TYPES: Record<RuleProtocol, SocketType[]> = {
 };
 
 /**
- * In complain mode the kernel logs a denied access and allows it, deny rules included (seen on
- * Linux 6.1 in the VM test; the apparmor.d manual of newer AppArmor says deny rules still deny).
+ * In complain mode the kernel logs a denied access and allows it, deny rules included. The VM test
+ * shows this on Linux 6.1, while the apparmor.d manual of newer AppArmor states that deny rules
+ * still deny.
  */
 const COMPLAIN_DENY =
   'the profile is in complain mode, where the kernel logs the access and allows it despite the deny rule';
@@ -123,7 +124,7 @@ class ProfileBuilder {
 
   /**
    * A class is an allow-list when every one of its kinds has an Allow rule, because only then
-   * does a posture apply to every operation that AppArmor sees for the class. Its posture is
+   * does a posture apply to every operation that AppArmor mediates for the class. Its posture is
    * Block only when the posture of each kind is Block.
    */
   private classState(kinds: RuleKind[]): ClassState {

@@ -1,7 +1,7 @@
 import { RuleKind } from '../policy/types';
 
 /**
- * What AppArmor does with one rule or posture of a policy in one profile:
+ * Effect of one profile on one rule or posture of a policy:
  * - `enforces`: the profile allows and denies what the rule allows and denies;
  * - `audits`: the profile logs what the rule matches, but denies nothing for it;
  * - `partial`: the profile enforces part of the rule (such as the socket type but not the port);

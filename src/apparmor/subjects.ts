@@ -66,10 +66,10 @@ export function profileSubjects(
 }
 
 /**
- * Collects the `unix:path` selectors of the registration file. Returns issues with severity
- * error for a path that Sigil cannot write into a profile, and for a path that two SPIFFE IDs
- * share, because AppArmor attaches one profile to an executable and attestation would decide by
- * the other selectors, which AppArmor does not see.
+ * Collects the `unix:path` selectors of the registration file. Adds an error issue for a path
+ * that Sigil cannot write into a profile, and for a path that two SPIFFE IDs share. AppArmor
+ * attaches one profile to an executable, while attestation would choose by the other
+ * selectors, which AppArmor does not check.
  */
 export function executableAttachments(
   registration: Registration | null,
@@ -136,5 +136,6 @@ function policyWarning(policy: Policy, message: string, hint: string): ConfigIss
 
 /** Compares by UTF-16 code units, so the order does not depend on the locale. */
 export function compareText(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
+  if (a < b) return -1;
+  return a > b ? 1 : 0;
 }
