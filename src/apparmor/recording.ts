@@ -34,14 +34,21 @@ export class BehaviourRecording {
   readonly executables = new Set<string>();
   private readonly destinations = new Map<string, Destination>();
   private readonly files: FileAccess = { read: new Set(), write: new Set() };
-  /** Events that had the subject but could not be used, such as exec of a deleted file. */
+  /** Events of the subject that were not used: denied, or without a usable path or protocol. */
   skipped = 0;
 
   constructor(readonly spiffeId: string) {}
 
-  /** Adds one event; events of other subjects and of other types are ignored. */
+  /**
+   * Adds one event. Events of other subjects and of other types are ignored, and denied
+   * operations are skipped, so the recording never allows what a policy blocked.
+   */
   add(event: AuditEvent): void {
     if (event.subject?.spiffeId !== this.spiffeId) return;
+    if (event.result === 'denied') {
+      this.skipped++;
+      return;
+    }
     if (event.type === 'exec') this.addExec(event);
     else if (event.type === 'connect') this.addConnect(event);
     else if (event.type === 'file') this.addFile(event);
@@ -81,7 +88,12 @@ export class BehaviourRecording {
       this.skipped++;
       return;
     }
-    const write = WRITE_OPERATIONS.has(event.object?.operation ?? '');
+    // NOTE: BPF LSM file events have operation `open` for reads and writes alike, and only
+    // their message says "for write", so the message decides for them.
+    const operation = event.object?.operation ?? '';
+    const write =
+      WRITE_OPERATIONS.has(operation) ||
+      (operation === 'open' && / for write /.test(event.message ?? ''));
     (write ? this.files.write : this.files.read).add(path);
   }
 

@@ -67,7 +67,7 @@ export async function runAppArmorRecord(
       `connect destinations and ${files.readPaths.length + files.writePaths.length + files.writeDirectories.length} ` +
       `file objects of ${options.subject} in ${options.duration} s` +
       (recording.skipped > 0
-        ? ` (${recording.skipped} events without a usable path or protocol skipped)`
+        ? ` (${recording.skipped} denied events or events without a usable path or protocol skipped)`
         : '') +
       '\n',
   );

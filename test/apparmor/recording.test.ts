@@ -96,6 +96,27 @@ describe('BehaviourRecording', () => {
     });
   });
 
+  it('reads write intent of BPF LSM opens', () => {
+    const write = event('file', {
+      object: { path: '/var/log/app.log', operation: 'open' },
+      message: 'open of /var/log/app.log for write allowed',
+    });
+    const read = event('file', {
+      object: { path: '/etc/app.conf', operation: 'open' },
+      message: 'open of /etc/app.conf for read allowed',
+    });
+    const objects = recordingOf([write, read]).fileObjects();
+    expect(objects.writePaths).toEqual(['/var/log/app.log']);
+    expect(objects.readPaths).toEqual(['/etc/app.conf']);
+  });
+
+  it('skips denied operations', () => {
+    const denied = { ...exec('/usr/bin/curl'), result: 'denied' as const };
+    const recording = recordingOf([denied]);
+    expect(recording.executables.size).toBe(0);
+    expect(recording.skipped).toBe(1);
+  });
+
   it('never collapses read-only siblings', () => {
     const recording = recordingOf([file('/etc/a', 'open'), file('/etc/b', 'open')]);
     expect(recording.fileObjects().readPaths).toEqual(['/etc/a', '/etc/b']);
