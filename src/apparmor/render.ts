@@ -117,9 +117,10 @@ function fileLines(model: ProfileModel): string[] {
       QUALIFIER_ORDER[a.rule.qualifier] - QUALIFIER_ORDER[b.rule.qualifier] ||
       compareText(a.rule.aare, b.rule.aare),
   );
+  let previous = '';
   for (const { rule, letters, sources } of entries) {
     const permissions = [...PERMISSION_ORDER].filter((letter) => letters.has(letter)).join('');
-    lines.push(`${INDENT}# ${[...sources].sort(compareText).join(' ')}`);
+    previous = pushSourceComment(lines, sources, previous);
     lines.push(`${INDENT}${prefixed(rule.qualifier, `${quote(rule.aare)} ${permissions},`)}`);
   }
   if (lines.length > 0) lines.push('');
@@ -142,11 +143,26 @@ function execLines(model: ProfileModel): string[] {
       QUALIFIER_ORDER[a.rule.qualifier] - QUALIFIER_ORDER[b.rule.qualifier] ||
       compareText(a.rule.aare, b.rule.aare),
   );
+  let previous = '';
   for (const { rule, sources } of entries) {
-    if (sources.size > 0) lines.push(`${INDENT}# ${[...sources].sort(compareText).join(' ')}`);
+    previous = pushSourceComment(lines, sources, previous);
     lines.push(`${INDENT}${prefixed(rule.qualifier, execRuleBody(rule))}`);
   }
   return lines;
+}
+
+/**
+ * Adds a `# policy/rule` comment naming the rules behind the next line, unless the line before
+ * came from the same rules. Returns the comment text for the next call.
+ */
+function pushSourceComment(
+  lines: string[],
+  sources: ReadonlySet<string>,
+  previous: string,
+): string {
+  const text = [...sources].sort(compareText).join(' ');
+  if (text !== '' && text !== previous) lines.push(`${INDENT}# ${text}`);
+  return text;
 }
 
 /** Exec rules also grant `m` and `r` on the executable, which the loader and interpreters need. */
