@@ -48,7 +48,7 @@ const EXPECTED_CHECKS = [
   'the exec allow-list fails another program with EACCES',
   'the complain profile lets audit open another file',
   'the kernel logs the complain-mode access',
-  'a deny rule does not deny in complain mode',
+  'a deny rule only logs in complain mode',
   'the agent replaces the changed profile',
   'the replaced profile allows the other file',
   'the agent removes the profile of a deleted policy',
