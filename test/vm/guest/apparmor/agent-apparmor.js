@@ -246,7 +246,7 @@ async function checkConfinement() {
 
 /**
  * Runs the workload as RECORDED_UID, which gives it the recorded SPIFFE ID. With `profile`,
- * the shell first asks for that profile on its next exec, as a container runtime does.
+ * the shell first requests that profile for its next exec, as a container runtime does.
  */
 function runWorkload(command, profile) {
   const prefix = profile ? `echo -n "exec ${profile}" > /proc/self/attr/exec && ` : '';
