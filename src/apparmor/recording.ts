@@ -89,7 +89,7 @@ export class BehaviourRecording {
       return;
     }
     // NOTE: BPF LSM file events have operation `open` for reads and writes alike, and only
-    // their message says "for write", so the message decides for them.
+    // their message contains "for write", so the message decides for them.
     const operation = event.object?.operation ?? '';
     const write =
       WRITE_OPERATIONS.has(operation) ||
