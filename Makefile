@@ -12,7 +12,7 @@ NODE ?= node
 NODEDIR ?= $(shell dirname "$$(dirname "$$(readlink -f "$$(command -v $(NODE))")")")
 
 APT_PACKAGES := clang llvm libbpf-dev bpftool libelf-dev zlib1g-dev pkg-config make g++ \
-	python3 util-linux iproute2 procps qemu-system-x86 busybox-static cpio
+	python3 util-linux iproute2 procps qemu-system-x86 busybox-static cpio apparmor
 
 BPF_OUT := bpf/.output
 BPF_SOURCES := $(wildcard bpf/*.bpf.c)

@@ -23,6 +23,7 @@ import {
   NODE_POLICIES,
   NODE_REGISTRATION,
 } from './defaults';
+import { registerAppArmorCommands } from './apparmor-commands';
 import { registerEventsCommand } from './events-command';
 import { addGrpcListenOptions, GrpcListenFlags, grpcListenSettings } from './mtls-options';
 import { registerPolicyCommands } from './policy-commands';
@@ -360,6 +361,8 @@ export function buildProgram(): Command {
 
   const policy = program.command('policy').description('work with policy files');
   registerPolicyCommands(policy);
+
+  registerAppArmorCommands(program.command('apparmor').description('generate AppArmor profiles'));
 
   const registration = program.command('registration').description('work with registration files');
   registration

@@ -52,6 +52,7 @@ import { TpDecisionRecord } from '../kernel/tp-layout';
 import { TracepointEnforcer, tracepointKillUsable } from './tracepoint-enforcer';
 import { kindEnforcers, publishEnforcementReport } from './enforcement-status';
 import { CacheState, ProcessCache } from './process-cache';
+import { AppArmorEnforcer, appArmorEnabled } from './apparmor-enforcer';
 import { IdentityRegistry } from './identity-registry';
 import { ConfigWatcher } from './config-watcher';
 import { socketInUse } from './single-instance';
@@ -157,6 +158,7 @@ export class Agent {
   private readonly egressCompiler = new EgressCompiler();
   private lsm: LsmEnforcer | null = null;
   private tracepoint: TracepointEnforcer | null = null;
+  private apparmor: AppArmorEnforcer | null = null;
   private server: AuditServer | null = null;
   private mtls: MtlsEndpoint | null = null;
   private watcher: ConfigWatcher | null = null;
@@ -231,7 +233,10 @@ export class Agent {
     }
     const lsmUsable = bpfLsmUsable(options.pinDir, log);
     const tracepointUsable = !lsmUsable && tracepointKillUsable(options.pinDir, log);
-    dropEnforcedKindWarnings(this.policySet, enforcedRuleKinds(lsmUsable || tracepointUsable));
+    dropEnforcedKindWarnings(
+      this.policySet,
+      enforcedRuleKinds(lsmUsable || tracepointUsable, appArmorEnabled()),
+    );
     for (const warning of this.policySet.warnings) log.warn(formatIssue(warning));
 
     this.reportEnforcers();
@@ -264,6 +269,8 @@ export class Agent {
       });
     }
     this.applyPolicies();
+    if (appArmorEnabled()) this.apparmor = new AppArmorEnforcer({ logger: log });
+    await this.apparmor?.apply(this.policySet, this.registration);
     this.reportEnforcement();
     datapath.startEvents((batch) => this.handleBatch(batch));
 
@@ -558,7 +565,11 @@ export class Agent {
     if (this.lsm) pathEnforcer = 'bpf-lsm';
     else if (this.tracepoint) pathEnforcer = 'tracepoint-kill';
     const generation = this.datapath?.currentGeneration ?? 0;
-    const kinds = kindEnforcers(pathEnforcer, this.lsm !== null && this.options.cgroupPath === undefined);
+    const kinds = kindEnforcers(
+      pathEnforcer,
+      this.lsm !== null && this.options.cgroupPath === undefined,
+      this.apparmor !== null,
+    );
     publishEnforcementReport(this.log, this.options.stateDir, this.policySet.policies, kinds, generation);
   }
 
@@ -806,7 +817,10 @@ export class Agent {
       return;
     }
 
-    dropEnforcedKindWarnings(policySet, enforcedRuleKinds(this.lsm !== null || this.tracepoint !== null));
+    dropEnforcedKindWarnings(
+      policySet,
+      enforcedRuleKinds(this.lsm !== null || this.tracepoint !== null, this.apparmor !== null),
+    );
     for (const warning of policySet.warnings) this.log.warn(formatIssue(warning));
     const previous = { registration: this.registration, policySet: this.policySet };
     try {
@@ -822,6 +836,7 @@ export class Agent {
       this.rejectReload(error);
       return;
     }
+    await this.apparmor?.apply(policySet, registration);
     if (
       registrationChanged &&
       registration &&

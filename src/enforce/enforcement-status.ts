@@ -24,13 +24,14 @@ const REPORT_FILE = 'enforcement.json';
 export function kindEnforcers(
   pathEnforcer: 'bpf-lsm' | 'tracepoint-kill' | null,
   lsmConnect = false,
+  appArmor = false,
 ): KindEnforcers {
   return {
     egress: lsmConnect ? 'bpf-lsm' : 'cgroup-sock',
     ingress: null,
     process: pathEnforcer,
     file: pathEnforcer,
-    capability: null,
+    capability: appArmor ? 'apparmor' : null,
   };
 }
 

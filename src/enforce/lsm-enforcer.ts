@@ -82,8 +82,10 @@ export function bpfLsmUsable(pinDir: string | null, logger: Logger): boolean {
 }
 
 /** Rule kinds that the node enforces, with BPF LSM or without. */
-export function enforcedRuleKinds(lsmUsed: boolean): RuleKind[] {
-  return lsmUsed ? ['egress', 'process', 'file'] : ['egress'];
+export function enforcedRuleKinds(lsmUsed: boolean, appArmorUsed = false): RuleKind[] {
+  const kinds: RuleKind[] = lsmUsed ? ['egress', 'process', 'file'] : ['egress'];
+  if (appArmorUsed) kinds.push('capability');
+  return kinds;
 }
 
 /**

@@ -81,12 +81,13 @@ async function scriptOutputPath(
 
 /**
  * Downloads the guest kernel when it is not cached and builds the initramfs
- * from the current tree. Throws, with the script's stderr, when a piece is
+ * from the current tree, passing buildArgs (such as `--binary PATH`) to
+ * build-initramfs.sh. Throws, with the script's stderr, when a piece is
  * missing (such as qemu, busybox-static or the output of `make`).
  */
-export async function prepareVm(): Promise<VmImage> {
+export async function prepareVm(buildArgs: string[] = []): Promise<VmImage> {
   const kernel = await scriptOutputPath('fetch-kernel.sh', [], 300_000);
-  const initramfs = await scriptOutputPath('build-initramfs.sh', [], 300_000);
+  const initramfs = await scriptOutputPath('build-initramfs.sh', buildArgs, 300_000);
   return { kernel, initramfs };
 }
 
