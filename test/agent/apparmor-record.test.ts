@@ -74,7 +74,12 @@ beforeAll(async () => {
       '',
     ].join('\n'),
   );
-  writeFileSync(join(work, 'policy.yaml'), '');
+  // A policy without rules: recording needs the agent's events, not its enforcement.
+  writeFileSync(
+    join(work, 'policy.yaml'),
+    'apiVersion: sigil.dev/v1alpha1\nkind: IdentityPolicy\nmetadata: {name: no-rules}\n' +
+      'spec: {subject: {spiffeId: spiffe://example.org/nobody}}\n',
+  );
   listener = createServer((socket) => socket.destroy());
   await new Promise<void>((resolve) => listener.listen(PORT, '127.0.0.1', resolve));
   agent = AgentProcess.spawn(
