@@ -237,7 +237,9 @@ static __always_inline int decide_access(const struct file_access *access)
 	 * flood the ring buffer and cost each open() a record.
 	 */
 	if (verdict.action == SIGIL_ACTION_AUDIT || verdict.action == SIGIL_ACTION_BLOCK ||
-	    (subject && (settings->flags & SIGIL_SETTINGS_REPORT_ALLOWED_ACCESS))) {
+	    ((settings->flags & SIGIL_SETTINGS_REPORT_ALLOWED_ACCESS) &&
+	     (subject || verdict.action != SIGIL_ACTION_NONE ||
+	      verdict.reason != SIGIL_REASON_NO_POLICY))) {
 		fill_process_fields(&decision);
 		emit_decision(access, &decision, buffer, owner);
 	}

@@ -10,6 +10,7 @@ import { copyFileSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSyn
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Datapath, KernelRuleSet, removePinnedState } from '../../../../src/kernel/datapath';
+import { SETTINGS_REPORT_ALLOWED_ACCESS } from '../../../../src/kernel/layout';
 import { batchRecords } from '../../../../src/kernel/native';
 import { decodeLsmRecord, LsmRecord } from '../../../../src/kernel/lsm-layout';
 import {
@@ -255,10 +256,13 @@ const links: Link[] = [];
 const helpers: Subject[] = [];
 const records: LsmRecord[] = [];
 
-/** Applies the exec and file rules with an empty egress rule set, as the agent's hooks do. */
+/**
+ * Applies the exec and file rules with an empty egress rule set, as the agent's hooks do. Allowed
+ * execs and opens are reported too, so every decision has a record to compare.
+ */
 function applyLsmRules(compiled: LsmPolicyCompilation): number {
   const egress: KernelRuleSet = { subjects: [], peerRules: [], cidrRules: [] };
-  return datapath!.applyRuleSet(egress, 0, {
+  return datapath!.applyRuleSet(egress, SETTINGS_REPORT_ALLOWED_ACCESS, {
     beforeSwitch: (generation) => publishLsmRuleSet(lsmMaps, generation, compiled.ruleSet),
     afterSwitch: (_generation, previous) => {
       if (previous !== 0) retireLsmRuleSet(lsmMaps, previous);
