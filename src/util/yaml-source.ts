@@ -88,6 +88,8 @@ function checkAliases(document: Document.Parsed): AliasIssue | null {
   const sizes = new Map<Node, number>();
   const open = new Set<Node>();
   let failure: AliasIssue | null = null;
+  // The alias that expands to the most nodes, where an oversized document is reported.
+  let largestAlias = { offset: 0, size: 0 };
 
   const sizeOf = (node: unknown): number => {
     if (failure) return 0;
@@ -103,7 +105,9 @@ function checkAliases(document: Document.Parsed): AliasIssue | null {
         };
         return 0;
       }
-      return sizes.get(target) ?? 1;
+      const size = sizes.get(target) ?? 1;
+      if (size > largestAlias.size) largestAlias = { offset: node.range?.[0] ?? 0, size };
+      return size;
     }
     if (isPair(node)) return sizeOf(node.key) + sizeOf(node.value);
     if (!isMap(node) && !isSeq(node) && !isScalar(node)) return 0;
@@ -123,7 +127,7 @@ function checkAliases(document: Document.Parsed): AliasIssue | null {
   if (failure) return failure;
   if (total > MAX_EXPANDED_NODES) {
     return {
-      offset: 0,
+      offset: largestAlias.offset,
       message: `the document's aliases expand to ${total} nodes, more than ${MAX_EXPANDED_NODES}`,
       hint: 'use fewer or smaller aliases, or split the document',
     };

@@ -27,13 +27,21 @@ describe('parseYamlSource alias bound', () => {
     expect(issues.map(formatIssue)).toEqual([
       expect.stringMatching(
         new RegExp(
-          `^laughs\\.yaml:1:1: error: the document's aliases expand to \\d+ nodes, more than ${MAX_EXPANDED_NODES} ` +
+          `^laughs\\.yaml:10:10: error: the document's aliases expand to \\d+ nodes, more than ${MAX_EXPANDED_NODES} ` +
             '\\(use fewer or smaller aliases, or split the document\\)$',
         ),
       ),
     ]);
     // Counting is linear in the written document, not in its expansion (10^10 nodes here).
     expect(elapsedMs).toBeLessThan(1000);
+  });
+
+  it('places the error at the largest alias of a later document', () => {
+    const text = `first: 1\n---\n${nestedAliases(5)}`;
+    const { issues } = parseYamlSource(text, 'two.yaml');
+    expect(issues.map(formatIssue)).toEqual([
+      expect.stringMatching(/^two\.yaml:8:10: error: the document's aliases expand to \d+ nodes/),
+    ]);
   });
 
   it('rejects an alias to a node that contains it', () => {
