@@ -12,6 +12,9 @@
  *   happened: O_CREAT has created the file and O_TRUNC has truncated it, but
  *   the process is killed before it returns to user space and can read or
  *   write through the descriptor.
+ *   NOTE: the programs read the file from the descriptor table, so another
+ *   thread that dup2()s an allowed file into the new descriptor's slot first
+ *   makes them decide that file, and keeps a copy of the blocked one.
  *
  * Rules match inodes. An exact-file rule matches the (device, inode) of the
  * file. A directory rule matches the (device, inode) of a directory that the
