@@ -35,7 +35,8 @@ export function parseYamlSource(
       issues.push({
         position: { file, line, column: col },
         fieldPath: '',
-        message: `invalid YAML: ${error.message.split('\n')[0]}`,
+        message: `invalid YAML: ${yamlErrorSummary(error)}`,
+        hint: YAML_ERROR_HINTS[error.code] ?? 'correct the YAML syntax at this position',
         severity: 'error',
       });
     }
@@ -63,6 +64,22 @@ export function parseYamlSource(
     parsed.push(document);
   }
   return { source: { file, documents: parsed, lineCounter }, issues };
+}
+
+/** Fixes for the yaml package's error codes that a hand-edited policy hits most. */
+const YAML_ERROR_HINTS: Partial<Record<YAMLParseError['code'], string>> = {
+  DUPLICATE_KEY: 'remove or rename one of the two keys',
+  TAB_AS_INDENT: 'indent with spaces',
+  BAD_INDENT: 'align the line with the other entries of its map or list',
+  MISSING_CHAR: 'add the missing bracket, brace or quote',
+};
+
+/**
+ * Returns the first line of a yaml package error without its trailing
+ * " at line L, column C:", which the issue's position already gives.
+ */
+function yamlErrorSummary(error: YAMLParseError): string {
+  return error.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '');
 }
 
 /**

@@ -14,6 +14,23 @@ function nestedAliases(levels: number): string {
   return `${out.join('\n')}\n`;
 }
 
+describe('parseYamlSource syntax errors', () => {
+  it('names a duplicate key once, with a fix', () => {
+    const { issues } = parseYamlSource('spec: {}\nkind: x\nspec: {}\n', 'dup.yaml');
+    expect(issues.map(formatIssue)).toEqual([
+      'dup.yaml:3:1: error: invalid YAML: Map keys must be unique ' +
+        '(remove or rename one of the two keys)',
+    ]);
+  });
+
+  it('gives a fix for tab indentation', () => {
+    const { issues } = parseYamlSource('spec:\n\tkind: x\n', 'tab.yaml');
+    expect(issues.map(formatIssue)).toEqual([
+      'tab.yaml:2:1: error: invalid YAML: Tabs are not allowed as indentation (indent with spaces)',
+    ]);
+  });
+});
+
 describe('parseYamlSource alias bound', () => {
   it('accepts a few aliases', () => {
     const { issues } = parseYamlSource('base: &b {port: 80}\nuse: [*b, *b]\n', 'a.yaml');
