@@ -241,6 +241,7 @@ function encodeProcess(writer: ProtoWriter, process: Process): void {
   writer.string(10, process.containerId);
   writer.messages(11, process.ancestry, encodeProcessRef);
   writer.int32(12, process.exitCode);
+  writer.uint32(13, process.exitSignal);
 }
 
 function encodeConnection(writer: ProtoWriter, connection: Connection): void {
@@ -268,6 +269,7 @@ function encodeLoss(writer: ProtoWriter, loss: Loss): void {
   writer.uint64Number(2, loss.count);
   writer.uint64Number(3, loss.firstSeq);
   writer.uint64Number(4, loss.lastSeq);
+  writer.string(5, loss.reason);
 }
 
 function encodeObject(writer: ProtoWriter, object: EventObject): void {
