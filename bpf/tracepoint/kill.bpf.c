@@ -507,8 +507,9 @@ int sigil_tp_open_by_handle_at(struct syscall_trace_exit *ctx)
  * an open through that ABI is never decided. The raw sys_exit tracepoint runs
  * this program at the end of every system call on the node, and it returns
  * at once unless the call is an i386 one. An fexit program on do_sys_openat2() would run only
- * on opens, but some kernels refuse fexit programs (6.18 with lockdown in
- * confidentiality mode loads them with EPERM).
+ * on opens, but some kernels refuse fexit programs: a 6.18 kernel in
+ * integrity lockdown rejected one on do_sys_openat2() with EPERM, while it
+ * loaded raw tracepoint programs.
  */
 #define TS_COMPAT 0x0002	/* thread_info.status bit of an i386 system call on x86-64 */
 #define IA32_NR_OPEN 5
