@@ -12,6 +12,9 @@
  *   happened: O_CREAT has created the file and O_TRUNC has truncated it, but
  *   the process is killed before it returns to user space and can read or
  *   write through the descriptor.
+ *   NOTE: the programs read the file from the descriptor table, so another
+ *   thread that dup2()s an allowed file into the new descriptor's slot first
+ *   makes them decide that file, and keeps a copy of the blocked one.
  *
  * Rules match inodes. An exact-file rule matches the (device, inode) of the
  * file. A directory rule matches the (device, inode) of a directory that the
@@ -398,6 +401,35 @@ static __always_inline struct file *file_of_fd(long fd)
 }
 
 /*
+ * Decides the file behind descriptor fd, which an open system call of the
+ * subject returned. flags are the call's open flags, needed for O_TRUNC.
+ */
+static __always_inline void decide_opened_fd(const struct subject *subject, long fd,
+					     __u32 syscall, const char *user_path, __u64 flags)
+{
+	struct file_access access = {};
+	struct file *file;
+	__u32 f_mode;
+
+	access.file = file_of_fd(fd);
+	if (!access.file)
+		return;
+	access.kind = SIGIL_LSM_KIND_FILE;
+	access.syscall = syscall;
+	access.fd = fd;
+	access.user_path = user_path;
+
+	/* the kernel clears O_TRUNC from f_flags during the open, so it comes from the arguments */
+	file = access.file;
+	/* an O_PATH descriptor cannot read or write, and BPF LSM's file_open never sees one */
+	if (BPF_CORE_READ(file, f_flags) & O_PATH)
+		return;
+	f_mode = BPF_CORE_READ(file, f_mode);
+	access.write_intent = (f_mode & FMODE_WRITE) || (flags & O_TRUNC);
+	decide_access(subject, &access);
+}
+
+/*
  * Decides the file that an open returned. path_argument and flags_argument
  * are the 1-based positions of the call's path and flags arguments, or 0 for
  * none. The flags of openat2() come from its struct open_how.
@@ -405,29 +437,21 @@ static __always_inline struct file *file_of_fd(long fd)
 static __always_inline int decide_open(struct syscall_trace_exit *ctx, __u32 syscall,
 				       int path_argument, int flags_argument)
 {
-	struct file_access access = {};
 	struct open_how how = {};
 	struct subject subject;
+	const char *user_path = NULL;
 	struct pt_regs *regs;
-	struct file *file;
 	__u64 flags = 0;
-	__u32 f_mode;
 
 	if (ctx->ret < 0 || !find_subject(&subject))
 		return 0;
 	regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	access.file = file_of_fd(ctx->ret);
-	if (!access.file)
-		return 0;
-	access.kind = SIGIL_LSM_KIND_FILE;
-	access.syscall = syscall;
-	access.fd = ctx->ret;
 
 	/* the system call's arguments are still in the registers saved at entry */
 	if (path_argument == 1)
-		access.user_path = (const char *)PT_REGS_PARM1_CORE_SYSCALL(regs);
+		user_path = (const char *)PT_REGS_PARM1_CORE_SYSCALL(regs);
 	else if (path_argument == 2)
-		access.user_path = (const char *)PT_REGS_PARM2_CORE_SYSCALL(regs);
+		user_path = (const char *)PT_REGS_PARM2_CORE_SYSCALL(regs);
 	if (syscall == SIGIL_TP_SYSCALL_OPENAT2) {
 		bpf_probe_read_user(&how, sizeof(how), (void *)PT_REGS_PARM3_CORE_SYSCALL(regs));
 		flags = how.flags;
@@ -438,15 +462,7 @@ static __always_inline int decide_open(struct syscall_trace_exit *ctx, __u32 sys
 	}
 	if (syscall == SIGIL_TP_SYSCALL_CREAT)
 		flags = O_TRUNC;
-
-	/* the kernel clears O_TRUNC from f_flags during the open, so it comes from the arguments */
-	file = access.file;
-	/* an O_PATH descriptor cannot read or write, and BPF LSM's file_open never sees one */
-	if (BPF_CORE_READ(file, f_flags) & O_PATH)
-		return 0;
-	f_mode = BPF_CORE_READ(file, f_mode);
-	access.write_intent = (f_mode & FMODE_WRITE) || (flags & O_TRUNC);
-	decide_access(&subject, &access);
+	decide_opened_fd(&subject, ctx->ret, syscall, user_path, flags);
 	return 0;
 }
 
@@ -483,4 +499,79 @@ int sigil_tp_open_by_handle_at(struct syscall_trace_exit *ctx)
 {
 	/* open_by_handle_at(mount_fd, handle, flags) takes no path */
 	return decide_open(ctx, SIGIL_TP_SYSCALL_OPEN_BY_HANDLE_AT, 0, 3);
+}
+
+/*
+ * The syscalls/sys_exit_* tracepoints skip the system calls of the i386 ABI
+ * (int 0x80, which a 64-bit process can also make), so without this program
+ * an open through that ABI is never decided. The raw sys_exit tracepoint runs
+ * this program at the end of every system call on the node, and it returns
+ * at once unless the call is an i386 one. An fexit program on do_sys_openat2() would run only
+ * on opens, but some kernels refuse fexit programs: a 6.18 kernel in
+ * integrity lockdown rejected one on do_sys_openat2() with EPERM, while it
+ * loaded raw tracepoint programs.
+ */
+#define TS_COMPAT 0x0002	/* thread_info.status bit of an i386 system call on x86-64 */
+#define IA32_NR_OPEN 5
+#define IA32_NR_CREAT 8
+#define IA32_NR_OPENAT 295
+#define IA32_NR_OPEN_BY_HANDLE_AT 342
+#define IA32_NR_OPENAT2 437
+
+/* An i386 system call argument that is a user-space address: the low 32 bits of the register. */
+static __always_inline const char *compat_pointer(unsigned long reg)
+{
+	return (const char *)(unsigned long)(__u32)reg;
+}
+
+SEC("raw_tp/sys_exit")
+int sigil_tp_sys_exit_ia32(struct bpf_raw_tracepoint_args *ctx)
+{
+	/* TP_PROTO(struct pt_regs *regs, long ret) */
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
+	long ret = ctx->args[1], number;
+	struct subject subject;
+	struct open_how how = {};
+	const char *user_path = NULL;
+	__u64 flags = 0;
+	__u32 syscall;
+
+	if (!(task->thread_info.status & TS_COMPAT) || ret < 0)
+		return 0;
+	number = BPF_CORE_READ(regs, orig_ax);
+	/* the i386 ABI passes arguments in ebx, ecx, edx */
+	switch (number) {
+	case IA32_NR_OPEN:
+		syscall = SIGIL_TP_SYSCALL_OPEN;
+		user_path = compat_pointer(BPF_CORE_READ(regs, bx));
+		flags = (__u32)BPF_CORE_READ(regs, cx);
+		break;
+	case IA32_NR_CREAT:
+		syscall = SIGIL_TP_SYSCALL_CREAT;
+		user_path = compat_pointer(BPF_CORE_READ(regs, bx));
+		flags = O_TRUNC;
+		break;
+	case IA32_NR_OPENAT:
+		syscall = SIGIL_TP_SYSCALL_OPENAT;
+		user_path = compat_pointer(BPF_CORE_READ(regs, cx));
+		flags = (__u32)BPF_CORE_READ(regs, dx);
+		break;
+	case IA32_NR_OPENAT2:
+		syscall = SIGIL_TP_SYSCALL_OPENAT2;
+		user_path = compat_pointer(BPF_CORE_READ(regs, cx));
+		bpf_probe_read_user(&how, sizeof(how), compat_pointer(BPF_CORE_READ(regs, dx)));
+		flags = how.flags;
+		break;
+	case IA32_NR_OPEN_BY_HANDLE_AT:
+		syscall = SIGIL_TP_SYSCALL_OPEN_BY_HANDLE_AT;
+		flags = (__u32)BPF_CORE_READ(regs, dx);
+		break;
+	default:
+		return 0;
+	}
+	if (!find_subject(&subject))
+		return 0;
+	decide_opened_fd(&subject, ret, syscall, user_path, flags);
+	return 0;
 }

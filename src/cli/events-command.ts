@@ -29,11 +29,30 @@ export interface EventsOutput {
   stderr: { write(text: string): unknown };
 }
 
-/** Formats one event as a line of output, with its newline. */
+/**
+ * Characters that a terminal acts on or that reorder or break a line: C0 and
+ * C1 controls, DEL, the Unicode line and paragraph separators and the bidi
+ * overrides and isolates. Paths and names in events may contain any of them.
+ */
+const TERMINAL_UNSAFE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+
+/** Replaces each unsafe character with its JSON escape, which JSON parsers read back unchanged. */
+function escapeUnsafe(text: string): string {
+  return text.replace(
+    TERMINAL_UNSAFE,
+    (unit) => `\\u${unit.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
+}
+
+/**
+ * Formats one event as a line of output, with its newline. Control
+ * characters are escaped, so a hostile executable or file name can neither
+ * forge a line nor send escape sequences to the terminal.
+ */
 export function renderEvent(event: AuditEvent, format: EventsFormat): string {
-  if (format === 'table') return `${formatEventRow(event)}\n`;
-  if (format === 'ocsf') return `${JSON.stringify(toOcsf(event))}\n`;
-  return `${JSON.stringify(event)}\n`;
+  if (format === 'table') return `${escapeUnsafe(formatEventRow(event))}\n`;
+  if (format === 'ocsf') return `${escapeUnsafe(JSON.stringify(toOcsf(event)))}\n`;
+  return `${escapeUnsafe(JSON.stringify(event))}\n`;
 }
 
 /**

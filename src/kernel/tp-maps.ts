@@ -59,6 +59,8 @@ export const TP_PROGRAMS = [
     kind: 'tracepoint',
     target: 'syscalls/sys_exit_open_by_handle_at',
   },
+  // The syscalls tracepoints skip i386 system calls, so this one decides the opens made through that ABI.
+  { program: 'sigil_tp_sys_exit_ia32', kind: 'raw_tp', target: 'sys_exit' },
 ] as const;
 
 /** Returns the default path of the linked tracepoint-kill object, relative to the package root. */

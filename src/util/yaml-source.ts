@@ -35,7 +35,8 @@ export function parseYamlSource(
       issues.push({
         position: { file, line, column: col },
         fieldPath: '',
-        message: `invalid YAML: ${error.message.split('\n')[0]}`,
+        message: `invalid YAML: ${yamlErrorSummary(error)}`,
+        hint: YAML_ERROR_HINTS[error.code] ?? 'correct the YAML syntax at this position',
         severity: 'error',
       });
     }
@@ -65,6 +66,22 @@ export function parseYamlSource(
   return { source: { file, documents: parsed, lineCounter }, issues };
 }
 
+/** Fixes for the yaml package's error codes that a hand-edited policy hits most. */
+const YAML_ERROR_HINTS: Partial<Record<YAMLParseError['code'], string>> = {
+  DUPLICATE_KEY: 'remove or rename one of the two keys',
+  TAB_AS_INDENT: 'indent with spaces',
+  BAD_INDENT: 'align the line with the other entries of its map or list',
+  MISSING_CHAR: 'add the missing bracket, brace or quote',
+};
+
+/**
+ * Returns the first line of a yaml package error without its trailing
+ * " at line L, column C:", which the issue's position already gives.
+ */
+function yamlErrorSummary(error: YAMLParseError): string {
+  return error.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '');
+}
+
 /**
  * Bound on the nodes a document may hold once its aliases are expanded. Readers visit aliased
  * content once per alias, so without a bound a few lines of nested aliases ("billion laughs")
@@ -88,6 +105,8 @@ function checkAliases(document: Document.Parsed): AliasIssue | null {
   const sizes = new Map<Node, number>();
   const open = new Set<Node>();
   let failure: AliasIssue | null = null;
+  // The alias that expands to the most nodes, where an oversized document is reported.
+  let largestAlias = { offset: 0, size: 0 };
 
   const sizeOf = (node: unknown): number => {
     if (failure) return 0;
@@ -103,7 +122,9 @@ function checkAliases(document: Document.Parsed): AliasIssue | null {
         };
         return 0;
       }
-      return sizes.get(target) ?? 1;
+      const size = sizes.get(target) ?? 1;
+      if (size > largestAlias.size) largestAlias = { offset: node.range?.[0] ?? 0, size };
+      return size;
     }
     if (isPair(node)) return sizeOf(node.key) + sizeOf(node.value);
     if (!isMap(node) && !isSeq(node) && !isScalar(node)) return 0;
@@ -123,7 +144,7 @@ function checkAliases(document: Document.Parsed): AliasIssue | null {
   if (failure) return failure;
   if (total > MAX_EXPANDED_NODES) {
     return {
-      offset: 0,
+      offset: largestAlias.offset,
       message: `the document's aliases expand to ${total} nodes, more than ${MAX_EXPANDED_NODES}`,
       hint: 'use fewer or smaller aliases, or split the document',
     };

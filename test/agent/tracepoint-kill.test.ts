@@ -116,6 +116,7 @@ beforeAll(async () => {
   linkSync(path('bin/blocked'), path('bin/hardlink'));
   execFileSync('cp', [realpathSync('/bin/true'), path('bin/allowed')]);
   execFileSync('cp', [realpathSync('/usr/bin/touch'), path('bin/blocked-touch')]);
+  execFileSync('cc', ['-O2', '-Wall', '-Werror', '-o', path('bin/ia32_open'), join(__dirname, 'fixtures', 'ia32_open.c')]);
   writeFileSync(path('secret.txt'), 'secret\n');
   writeFileSync(path('ro.txt'), 'read me\n');
   writeFileSync(path('open.txt'), 'anyone\n');
@@ -199,6 +200,22 @@ describe('tracepoint-kill on open', () => {
     expect(event.subject?.spiffeId).toBe(A);
   });
 
+  it('kills an open through the i386 system calls', async () => {
+    // The syscalls/sys_exit_* tracepoints skip i386 calls, which a 64-bit process can make with int 0x80.
+    expect(await run(a, `${path('bin/ia32_open')} ${path('secret.txt')} open`)).toBe(KILLED);
+    const event = await agent.waitForEvent(
+      'kill event of the i386 open',
+      (e) => killedEvent('no-secret', path('secret.txt'))(e) && e.message?.startsWith('open of ') === true,
+    );
+    expect(event.subject?.spiffeId).toBe(A);
+    expect(await run(a, `${path('bin/ia32_open')} ${path('secret.txt')} openat`)).toBe(KILLED);
+    await agent.waitForEvent(
+      'kill event of the i386 openat',
+      (e) => killedEvent('no-secret', path('secret.txt'))(e) && e.message?.startsWith('openat of ') === true,
+    );
+    expect(await run(b, `${path('bin/ia32_open')} ${path('secret.txt')} open`)).toBe(0);
+  });
+
   it('lets the subject open it with O_PATH', async () => {
     const script = `import os; os.open(${JSON.stringify(path('secret.txt'))}, os.O_PATH)`;
     expect(await run(a, `python3 -c '${script}'`)).toBe(0);
@@ -266,6 +283,7 @@ describe('tracepoint-kill without the agent', () => {
     const programs = status.pinned.links.map((link: { program: string }) => link.program);
     expect(programs).toContain('sigil_tp_exec');
     expect(programs).toContain('sigil_tp_openat');
+    expect(programs).toContain('sigil_tp_sys_exit_ia32');
     const text = execFileSync(
       process.execPath,
       [SIGIL, 'status', '--bpffs-dir', agent.pinDir, '--state-dir', agent.stateDir],

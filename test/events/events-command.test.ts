@@ -155,4 +155,19 @@ describe('sigil events options', () => {
       expect(line.slice(0, -1)).not.toContain('\n');
     }
   });
+
+  it.each(['json', 'ocsf', 'table'] as const)('keeps control characters out of a %s line', (format) => {
+    const hub = new EventHub('render-node');
+    // A file name may hold any byte but '/' and NUL: a forged second row, a terminal escape, a bidi override.
+    const hostile = '/tmp/x\n00:00:00.000 #1 info     exec    forged\r\u001b[2J\u009b31m\u202eexe\u2028';
+    for (const draft of sampleDrafts()) {
+      if (draft.process) draft.process = { ...draft.process, executable: hostile, comm: 'c\u001b' };
+      if (draft.object) draft.object = { ...draft.object, path: hostile };
+      draft.message = hostile;
+      const line = renderEvent(hub.publish(draft), format).slice(0, -1);
+      expect(line).not.toMatch(/[\u0000-\u001f\u007f-\u009f]/);
+      expect(line).not.toMatch(/[\u2028\u2029\u202a-\u202e\u2066-\u2069]/);
+      if (format === 'json') expect(JSON.parse(line).message).toBe(hostile);
+    }
+  });
 });

@@ -14,6 +14,23 @@ function nestedAliases(levels: number): string {
   return `${out.join('\n')}\n`;
 }
 
+describe('parseYamlSource syntax errors', () => {
+  it('names a duplicate key once, with a fix', () => {
+    const { issues } = parseYamlSource('spec: {}\nkind: x\nspec: {}\n', 'dup.yaml');
+    expect(issues.map(formatIssue)).toEqual([
+      'dup.yaml:3:1: error: invalid YAML: Map keys must be unique ' +
+        '(remove or rename one of the two keys)',
+    ]);
+  });
+
+  it('gives a fix for tab indentation', () => {
+    const { issues } = parseYamlSource('spec:\n\tkind: x\n', 'tab.yaml');
+    expect(issues.map(formatIssue)).toEqual([
+      'tab.yaml:2:1: error: invalid YAML: Tabs are not allowed as indentation (indent with spaces)',
+    ]);
+  });
+});
+
 describe('parseYamlSource alias bound', () => {
   it('accepts a few aliases', () => {
     const { issues } = parseYamlSource('base: &b {port: 80}\nuse: [*b, *b]\n', 'a.yaml');
@@ -27,13 +44,21 @@ describe('parseYamlSource alias bound', () => {
     expect(issues.map(formatIssue)).toEqual([
       expect.stringMatching(
         new RegExp(
-          `^laughs\\.yaml:1:1: error: the document's aliases expand to \\d+ nodes, more than ${MAX_EXPANDED_NODES} ` +
+          `^laughs\\.yaml:10:10: error: the document's aliases expand to \\d+ nodes, more than ${MAX_EXPANDED_NODES} ` +
             '\\(use fewer or smaller aliases, or split the document\\)$',
         ),
       ),
     ]);
     // Counting is linear in the written document, not in its expansion (10^10 nodes here).
     expect(elapsedMs).toBeLessThan(1000);
+  });
+
+  it('places the error at the largest alias of a later document', () => {
+    const text = `first: 1\n---\n${nestedAliases(5)}`;
+    const { issues } = parseYamlSource(text, 'two.yaml');
+    expect(issues.map(formatIssue)).toEqual([
+      expect.stringMatching(/^two\.yaml:8:10: error: the document's aliases expand to \d+ nodes/),
+    ]);
   });
 
   it('rejects an alias to a node that contains it', () => {
