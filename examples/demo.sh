@@ -75,14 +75,30 @@ web=$!
 pids+=($web)
 exec 3>"$work/web.in"
 
+# Prints "pid P is SPIFFE_ID" for each exec event of the given pids that carries a SPIFFE ID.
+attested() {
+  node -e '
+const pids = new Set(process.argv.slice(2).map(Number));
+const fs = require("fs");
+const text = fs.existsSync(process.argv[1]) ? fs.readFileSync(process.argv[1], "utf8") : "";
+for (const line of text.split("\n")) {
+  let event;
+  try {
+    event = JSON.parse(line);
+  } catch {
+    continue; // the last line may be half written
+  }
+  if (event.type !== "exec" || !event.subject?.spiffeId || !pids.has(event.process?.pid)) continue;
+  console.log(`   pid ${event.process.pid} is ${event.subject.spiffeId}`);
+}' "$events" "$@"
+}
+
 # Each workload has its identity once the agent has attested its exec.
 for pid in $api $db $web; do
-  wait_for "the identity of pid $pid" \
-    "grep -q '\"type\":\"exec\".*\"spiffeId\":\"spiffe://[^\"]*\".*\"pid\":$pid,' '$events'"
+  wait_for "the identity of pid $pid" "attested $pid | grep -q ."
 done
 wait_for "the listeners" 'grep -q listening "$work/api.out" && grep -q listening "$work/db.out"'
-grep '"type":"exec"' "$events" | grep '"spiffeId":"spiffe:' | grep -E "\"pid\":($api|$db|$web)," |
-  sed -E 's/.*"spiffeId":"([^"]*)".*"pid":([0-9]+).*/   pid \2 is \1/'
+attested "$api" "$db" "$web"
 
 echo "== web connects to api:18080, then to db:15432"
 echo "127.0.0.1 18080" >&3
