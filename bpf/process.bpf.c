@@ -142,3 +142,26 @@ int sigil_process_exit(struct bpf_raw_tracepoint_args *ctx)
 	bpf_ringbuf_submit(record, 0);
 	return 0;
 }
+
+/*
+ * Reports a task's move to another cgroup, so that user space attests the
+ * process again: a cgroup:path selector may now give it another identity.
+ * It keeps its identity until then, as after an exec.
+ */
+SEC("tracepoint/cgroup/cgroup_attach_task")
+int sigil_cgroup_attach(struct trace_event_raw_cgroup_migrate *ctx)
+{
+	struct sigil_cgroup_record *record;
+
+	record = reserve_process_record(sizeof(*record));
+	if (!record)
+		return 0;
+	record->header.type = SIGIL_RECORD_CGROUP;
+	record->header.size = sizeof(*record);
+	record->header.ktime_ns = bpf_ktime_get_boot_ns();
+	record->pid = ctx->pid;
+	record->dst_root = ctx->dst_root;
+	record->dst_id = ctx->dst_id;
+	bpf_ringbuf_submit(record, 0);
+	return 0;
+}

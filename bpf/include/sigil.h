@@ -35,6 +35,7 @@ enum sigil_record_type {
 	SIGIL_RECORD_CONNECT = 3,
 	SIGIL_RECORD_FORK = 4,
 	SIGIL_RECORD_BIND = 5,
+	SIGIL_RECORD_CGROUP = 6,
 };
 
 /* Actions a rule or a posture can take. */
@@ -167,6 +168,14 @@ struct sigil_fork_record {
 	__u32 ppid;
 	__u64 start_boottime_ns;
 	__u64 parent_start_boottime_ns;
+};
+
+/* A task moved to another cgroup, from tracepoint cgroup/cgroup_attach_task. */
+struct sigil_cgroup_record {
+	struct sigil_record_header header;
+	__u32 pid;		/* the moved task: a thread id, equal to the tgid for a process's leader */
+	__s32 dst_root;		/* hierarchy id of the destination cgroup */
+	__u64 dst_id;		/* id of the destination cgroup */
 };
 
 struct sigil_exit_record {

@@ -1,4 +1,4 @@
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { listPids } from '../identity/process-info';
@@ -17,6 +17,7 @@ import { ConfigError, ConfigIssue, formatIssue } from '../util/config-error';
 import {
   BindRecord,
   decodeBatch,
+  CgroupRecord,
   ExecRecord,
   ExitRecord,
   ConnectRecord,
@@ -603,6 +604,11 @@ export class Agent {
         return;
       case 'exit':
         return this.handleExit(record);
+      case 'cgroup':
+        this.handleCgroupMove(record).catch((error) =>
+          this.log.error({ err: error, pid: record.pid }, 'handle cgroup move record failed'),
+        );
+        return;
       case 'connect':
         return this.handleConnect(record);
       case 'bind':
@@ -628,6 +634,25 @@ export class Agent {
         });
         return;
     }
+  }
+
+  /**
+   * Attests a process again after it moved to another cgroup, since a cgroup:path selector
+   * may give it another identity there. Threads moved on their own are left to their
+   * process's next attestation.
+   */
+  private async handleCgroupMove(record: CgroupRecord): Promise<void> {
+    if (tgidOf(record.pid) !== record.pid) return;
+    const before = this.processes.find(record.pid, null)?.spiffeId ?? null;
+    const after = await this.attestAndWrite(record.pid, null);
+    if (after === undefined || (after ?? null) === (before ?? null)) return;
+    this.log.info(
+      { pid: record.pid, cgroupId: record.dstId.toString(), before, after },
+      'identity changed after a cgroup move',
+    );
+    this.publishAgentEvent(
+      `identity of pid ${record.pid} changed to ${after ?? 'none'} after a move to cgroup ${record.dstId}`,
+    );
   }
 
   private async handleExec(record: ExecRecord): Promise<void> {
@@ -942,4 +967,14 @@ function kernelSubject(id: number, settings: SubjectSettings): KernelSubject {
     hasEgressAllow: settings.hasEgressAllow,
     egressPosture: settings.egressPosture === 'Block' ? KernelAction.Block : KernelAction.Audit,
   };
+}
+
+/** Returns the tgid of a task id from /proc, or null when the task is gone. */
+function tgidOf(pid: number): number | null {
+  try {
+    const match = /^Tgid:\s+(\d+)$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return match ? Number(match[1]) : null;
+  } catch {
+    return null;
+  }
 }

@@ -1,6 +1,7 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import {
   bindRecordLayout,
+  cgroupRecordLayout,
   cidrKeyLayout,
   ConnectEnforcer,
   connectRecordLayout,
@@ -63,6 +64,17 @@ export interface ExitRecord {
   startBoottimeNs: bigint;
 }
 
+/** A task moved to another cgroup. */
+export interface CgroupRecord {
+  type: 'cgroup';
+  ktimeNs: bigint;
+  /** The moved task: a thread id, equal to the tgid for a process's leader. */
+  pid: number;
+  /** Hierarchy id of the destination cgroup. */
+  dstRoot: number;
+  dstId: bigint;
+}
+
 /** A bind() by a process that had an identity. */
 export interface BindRecord {
   type: 'bind';
@@ -105,7 +117,13 @@ export interface ConnectRecord {
   comm: string;
 }
 
-export type KernelRecord = ExecRecord | ForkRecord | ExitRecord | ConnectRecord | BindRecord;
+export type KernelRecord =
+  | ExecRecord
+  | ForkRecord
+  | ExitRecord
+  | ConnectRecord
+  | BindRecord
+  | CgroupRecord;
 
 /** A record that could not be decoded; the stream goes on past it. */
 export interface MalformedRecord {
@@ -342,6 +360,17 @@ function decodeFork(buffer: Buffer, at: number): ForkRecord {
   };
 }
 
+function decodeCgroup(buffer: Buffer, at: number): CgroupRecord {
+  const l = cgroupRecordLayout;
+  return {
+    type: 'cgroup',
+    ktimeNs: buffer.readBigUInt64LE(at + field(recordHeaderLayout, 'ktime_ns')),
+    pid: buffer.readUInt32LE(at + field(l, 'pid')),
+    dstRoot: buffer.readInt32LE(at + field(l, 'dst_root')),
+    dstId: buffer.readBigUInt64LE(at + field(l, 'dst_id')),
+  };
+}
+
 function decodeBind(buffer: Buffer, at: number): BindRecord {
   const l = bindRecordLayout;
   const addrAt = at + field(l, 'addr');
@@ -412,6 +441,7 @@ const DECODERS: Record<number, { layout: StructLayout; decode: (b: Buffer, at: n
   [RecordType.Exit]: { layout: exitRecordLayout, decode: decodeExit },
   [RecordType.Connect]: { layout: connectRecordLayout, decode: decodeConnect },
   [RecordType.Fork]: { layout: forkRecordLayout, decode: decodeFork },
+  [RecordType.Cgroup]: { layout: cgroupRecordLayout, decode: decodeCgroup },
   [RecordType.Bind]: { layout: bindRecordLayout, decode: decodeBind },
 };
 

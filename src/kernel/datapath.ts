@@ -93,6 +93,7 @@ const PROCESS_PROGRAMS = [
   { program: 'sigil_process_fork', kind: 'raw_tp', target: 'sched_process_fork' },
   { program: 'sigil_process_exit', kind: 'raw_tp', target: 'sched_process_exit' },
   { program: 'sigil_process_exec', kind: 'tracepoint', target: 'sched/sched_process_exec' },
+  { program: 'sigil_cgroup_attach', kind: 'tracepoint', target: 'cgroup/cgroup_attach_task' },
 ] as const;
 
 const SOCKET_PROGRAMS = [

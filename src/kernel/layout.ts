@@ -80,6 +80,7 @@ export enum RecordType {
   Connect = 3,
   Fork = 4,
   Bind = 5,
+  Cgroup = 6,
 }
 
 export enum KernelAction {
@@ -192,6 +193,13 @@ export const forkRecordLayout = defineStruct('sigil_fork_record', [
   { name: 'parent_start_boottime_ns', type: 'u64' },
 ]);
 
+export const cgroupRecordLayout = defineStruct('sigil_cgroup_record', [
+  { name: 'header', type: recordHeaderLayout },
+  { name: 'pid', type: 'u32' },
+  { name: 'dst_root', type: 'u32' },
+  { name: 'dst_id', type: 'u64' },
+]);
+
 export const exitRecordLayout = defineStruct('sigil_exit_record', [
   { name: 'header', type: recordHeaderLayout },
   { name: 'tgid', type: 'u32' },
@@ -255,6 +263,7 @@ export const ALL_LAYOUTS: StructLayout[] = [
   exitRecordLayout,
   connectRecordLayout,
   bindRecordLayout,
+  cgroupRecordLayout,
 ];
 
 /** Constants the header defines, by C name, for the layout test. */
@@ -275,6 +284,7 @@ export const HEADER_CONSTANTS: Record<string, number> = {
   SIGIL_CONNECT_BY_CGROUP: ConnectEnforcer.Cgroup,
   SIGIL_CONNECT_BY_LSM: ConnectEnforcer.Lsm,
   SIGIL_RECORD_FORK: RecordType.Fork,
+  SIGIL_RECORD_CGROUP: RecordType.Cgroup,
   SIGIL_RECORD_BIND: RecordType.Bind,
   SIGIL_ACTION_NONE: KernelAction.None,
   SIGIL_ACTION_ALLOW: KernelAction.Allow,

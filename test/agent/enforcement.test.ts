@@ -207,6 +207,20 @@ describe('agent enforcing by SPIFFE ID', () => {
     expect(event.connection?.peerPid).toBe(ownerPid);
   });
 
+  it('attests a process again when it moves to another cgroup', async () => {
+    // Starts as C, which no policy restricts, then moves into A's cgroup; A may not reach D.
+    const mover = await startWorkload(spawnInCgroup(cgroups.path('c'), clientArgv()), C);
+    expect(await connectFrom(mover, '127.0.0.1', PORT_D)).toBe(`connect 127.0.0.1:${PORT_D} ok`);
+    writeFileSync(join(cgroups.path('a'), 'cgroup.procs'), String(mover.pid));
+    const changed = `identity of pid ${mover.pid} changed to ${A} after a move to cgroup ${cgroupId('a')}`;
+    await agent.waitForEvent('identity change after the move', (e) => e.type === 'agent' && e.message === changed);
+    expect(await connectFrom(mover, '127.0.0.1', PORT_D)).toBe(`connect 127.0.0.1:${PORT_D} failed EPERM`);
+    const event = await agent.waitForEvent('connect event after the move', (e) =>
+      connectEventsFrom(mover.pid, PORT_D).includes(e) && e.result === 'denied',
+    );
+    expect(event.subject?.spiffeId).toBe(A);
+  });
+
   it('decides a connect to 0.0.0.0 as one to 127.0.0.1', async () => {
     // The kernel sends it to the loopback listener, so the peer rule a-to-c must match.
     expect(await connectFrom(a, '0.0.0.0', PORT_C)).toBe(`connect 0.0.0.0:${PORT_C} ok`);
@@ -284,6 +298,11 @@ describe('agent restart and uninstall', () => {
 });
 
 /** Runs `sigil run` with args until it exits; returns its exit code and stderr. */
+/** Returns a test cgroup's id: the inode number of its directory. */
+function cgroupId(name: string): string {
+  return execFileSync('stat', ['-c', '%i', cgroups.path(name)], { encoding: 'utf8' }).trim();
+}
+
 /** Listens on 127.0.0.1:argv[1], hands the socket to a forked child, and exits. */
 const HANDOFF_LISTENER = `
 import os, socket, sys
