@@ -192,17 +192,37 @@ export function runPolicyExplain(
   if (!set) return EXIT_ERROR;
 
   let explanation: Explanation;
+  let programOpen: Explanation | null = null;
   try {
     explanation = explainOperation(set, subject, operation);
+    // execve() opens the program file before the exec is decided, so the file rules decide first.
+    if (operation.kind === 'process') {
+      const open = explainOperation(set, subject, {
+        kind: 'file',
+        path: operation.path,
+        write: false,
+      });
+      if (open.decision.denied) programOpen = open;
+    }
   } catch (error) {
     // The decision functions reject invalid addresses and paths with Error.
     output.err(`sigil policy explain: ${(error as Error).message}\n`);
     return EXIT_ERROR;
   }
   if (options.json) {
-    output.out(`${JSON.stringify(explanationJson(subject, operation, explanation), null, 2)}\n`);
+    const json = explanationJson(subject, operation, explanation);
+    const withOpen = programOpen
+      ? { ...json, programOpen: { verdict: describeVerdict(programOpen), ...programOpen } }
+      : json;
+    output.out(`${JSON.stringify(withOpen, null, 2)}\n`);
   } else {
     output.out(formatExplanation(subject, operation, explanation));
+    if (programOpen) {
+      output.out(
+        `program open: ${describeVerdict(programOpen)}: execve() opens the program first, ` +
+          'so the file rules deny the exec before the process rules apply\n',
+      );
+    }
   }
   return 0;
 }

@@ -129,6 +129,34 @@ describe('policy explain', () => {
     );
   });
 
+  it('names the file rule that denies the open of an executed program', () => {
+    const file = write(
+      'exec-open.yaml',
+      [
+        'apiVersion: sigil.dev/v1alpha1',
+        'kind: IdentityPolicy',
+        'metadata: {name: web-files}',
+        'spec:',
+        `  subject: {spiffeId: ${WEB}}`,
+        '  filePosture: Block',
+        '  file:',
+        '    - {name: config, action: Allow, paths: [/etc/web.conf]}',
+        '  process:',
+        '    - {name: tools, action: Allow, paths: [/usr/bin/curl]}',
+        '',
+      ].join('\n'),
+    );
+    const result = explain({ subject: WEB, exec: '/usr/bin/curl' }, [file]);
+    expect(result.stdout).toContain(`verdict: Allow by rule web-files/tools (${file}:10)`);
+    expect(result.stdout).toContain(
+      'program open: Block by the file posture of web-files: execve() opens the program first, ' +
+        'so the file rules deny the exec before the process rules apply\n',
+    );
+    const json = JSON.parse(explain({ subject: WEB, exec: '/usr/bin/curl', json: true }, [file]).stdout);
+    expect(json.programOpen).toMatchObject({ kind: 'file', decision: { action: 'Block', denied: true } });
+    expect(explain({ subject: WEB, exec: '/bin/sh' }, [files[0]]).stdout).not.toContain('program open');
+  });
+
   it('prints JSON', () => {
     const result = explain({ subject: WEB, connect: '10.0.0.53:53', protocol: 'udp', json: true });
     expect(result.code).toBe(0);
