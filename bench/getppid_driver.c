@@ -1,8 +1,8 @@
 // Calls getppid() at a steady rate, to drive bench/event-generator.bpf.c.
 // Usage: getppid_driver CALLS_PER_SECOND SECONDS
 // It waits for one line on stdin before it starts, so the bench can fill the
-// generator's template with this process's pid first, then prints the calls
-// made and the elapsed nanoseconds as one line of JSON.
+// generator's template with this process's pid first, then prints the number of calls
+// and the elapsed nanoseconds as one line of JSON.
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/syscall.h>
@@ -20,7 +20,7 @@ static long long now_ns(void)
 int main(int argc, char **argv)
 {
 	char line[16];
-	long long rate, seconds, total, made = 0, start, end, elapsed;
+	long long rate, seconds, total, calls = 0, start, end, elapsed;
 	struct timespec tick = { 0, 200000 };
 
 	if (argc != 3) {
@@ -39,17 +39,17 @@ int main(int argc, char **argv)
 	total = rate * seconds;
 	start = now_ns();
 	/* Every 0.2 ms, make the calls due by now, so the rate is steady over any interval longer than that. */
-	while (made < total) {
+	while (calls < total) {
 		elapsed = now_ns() - start;
 		long long due = (long long)((double)elapsed * rate / 1e9);
 
 		if (due > total)
 			due = total;
-		for (; made < due; made++)
+		for (; calls < due; calls++)
 			syscall(SYS_getppid); /* enters the kernel on every call, whatever libc does */
 		nanosleep(&tick, NULL);
 	}
 	end = now_ns();
-	printf("{\"calls\":%lld,\"ns\":%lld}\n", made, end - start);
+	printf("{\"calls\":%lld,\"ns\":%lld}\n", calls, end - start);
 	return 0;
 }

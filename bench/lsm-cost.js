@@ -77,7 +77,7 @@ function writeFixtures() {
 
 /**
  * Runs the loop in the bench cgroup. The shell joins the cgroup and execs a second shell, which
- * the agent attests (when it runs) before the loop starts; the loop inherits its identity.
+ * the agent (when it runs) attests before the loop starts. The loop inherits that identity.
  */
 function runLoop(operation, path, count) {
   const script = `echo $$ > ${CGROUP}/cgroup.procs && exec sh -c 'sleep 2; exec "$0" "$@"' "$@"`;

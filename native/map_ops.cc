@@ -111,7 +111,7 @@ Napi::Value MapUpdate(const Napi::CallbackInfo &info)
 	return env.Undefined();
 }
 
-// Checks that bytes holds a whole number of items of item_bytes each, and returns that number.
+// Checks that bytes contains a whole number of items of item_bytes each, and returns that number.
 size_t CountItems(Napi::Env env, const std::string &action, const char *what, size_t bytes,
 		  size_t item_bytes)
 {

@@ -421,7 +421,7 @@ static __always_inline void decide_opened_fd(const struct subject *subject, long
 
 	/* the kernel clears O_TRUNC from f_flags during the open, so it comes from the arguments */
 	file = access.file;
-	/* an O_PATH descriptor cannot read or write, and BPF LSM's file_open never sees one */
+	/* an O_PATH descriptor cannot read or write, and BPF LSM's file_open is not called for one */
 	if (BPF_CORE_READ(file, f_flags) & O_PATH)
 		return;
 	f_mode = BPF_CORE_READ(file, f_mode);

@@ -130,9 +130,10 @@ class ProfileBuilder {
   }
 
   /**
-   * A class is an allow-list when every one of its kinds has an Allow rule, because only then
-   * does a posture apply to every operation that AppArmor mediates for the class. Its posture is
-   * Block only when the posture of each kind is Block.
+   * Returns whether a class is an allow-list, and its posture. A class is an allow-list when
+   * every one of its kinds has an Allow rule, because only then does a posture apply to every
+   * operation that AppArmor mediates for the class. Its posture is Block only when the posture
+   * of each kind is Block.
    */
   private classState(kinds: RuleKind[]): ClassState {
     const allowList = kinds.every((kind) =>

@@ -9,7 +9,7 @@ interface Target {
   path: string;
   /** File name inside the watched directory, or null when the target is the directory itself. */
   name: string | null;
-  /** What the path resolved to when last seen, so a swapped symlink counts as a change. */
+  /** Resolved path, inode, size and time when last seen, so a swapped symlink counts as a change. */
   signature: string;
 }
 

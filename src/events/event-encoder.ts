@@ -27,7 +27,7 @@ const VARINT = 0;
 const LENGTH_DELIMITED = 2;
 /** Bytes reserved for a nested message's length: a varint of up to 2^35. */
 const LENGTH_RESERVE = 5;
-/** Longest string copied by a JavaScript loop, which stops at the first non-ASCII unit. */
+/** Maximum length of a string copied by a JavaScript loop, which stops at the first non-ASCII unit. */
 const ASCII_LOOP_MAX = 64;
 
 /** An encoder into one growing scratch buffer, reused for every event. */

@@ -25,10 +25,10 @@ export const DEFAULT_CLIENT_QUEUE = 10_000;
 /** Maximum events in one WatchBatches message. */
 export const MAX_BATCH_EVENTS = 1024;
 /**
- * Encoded bytes after which a WatchBatches message goes out, so a message
- * stays below gRPC's default receive limit of 4 MiB: the largest event
- * (64 arguments of 4096 bytes and a full ancestry) takes about 270 KB by
- * the schema's limits.
+ * Encoded bytes after which a WatchBatches message goes out, so that a
+ * message stays below gRPC's default receive limit of 4 MiB. By the
+ * schema's limits the largest event (64 arguments of 4096 bytes and a full
+ * ancestry) takes about 270 KB.
  */
 export const MAX_BATCH_BYTES = 1024 * 1024;
 /** Time stop() gives open streams to finish before it closes them by force. */

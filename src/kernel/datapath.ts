@@ -360,10 +360,10 @@ export class Datapath {
 
   /**
    * Applies the changes that turn the rule set in force into the next one, and returns the new
-   * generation. The changes go into the standby inner maps, which are published under the next
-   * generation already and which no program reads, and then one write of the settings map
-   * switches the programs to them: a connect reads either the whole old set or the whole new
-   * one, as with applyRuleSet. The cost is the changed entries only, once prepareStandby has
+   * generation. The changes go into the standby inner maps, which are already published under
+   * the next generation and which no program reads. Then one write of the settings map switches
+   * the programs to them, so a connect reads either the whole old set or the whole new one, as
+   * with applyRuleSet. The cost is the changed entries only, once prepareStandby has
    * run since the previous apply; otherwise this call runs it first. On failure the old set
    * stays in force. Throws when no rule set was applied by this Datapath yet.
    */

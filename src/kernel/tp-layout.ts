@@ -101,7 +101,7 @@ export interface TpDecisionRecord {
   action: KernelAction;
   /** A DecisionReason value. */
   reason: number;
-  /** The verdict was Block, so the program sent SIGKILL. killResult tells whether the kernel queued it. */
+  /** True when the verdict was Block, so the program sent SIGKILL (see killResult). */
   denied: boolean;
   match: LsmMatch;
   /** bpf_send_signal's result: 0 when SIGKILL was queued (or none was sent), else a negative errno. */

@@ -76,7 +76,7 @@ const YAML_ERROR_HINTS: Partial<Record<YAMLParseError['code'], string>> = {
 
 /**
  * Returns the first line of a yaml package error without its trailing
- * " at line L, column C:", which the issue's position already gives.
+ * " at line L, column C:", because the reported position already gives it.
  */
 function yamlErrorSummary(error: YAMLParseError): string {
   return error.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '');

@@ -246,10 +246,10 @@ describe('EgressCompiler', () => {
           result.changes.subjects.upsert.length +
           result.changes.peerRules.upsert.length +
           result.changes.cidrRules.upsert.length;
-        const wanted = kernelContents(expected);
-        if (JSON.stringify(sortedContents(contents)) !== JSON.stringify(sortedContents(wanted))) {
+        const expectedContents = kernelContents(expected);
+        if (JSON.stringify(sortedContents(contents)) !== JSON.stringify(sortedContents(expectedContents))) {
           mismatches.push({ scenario, step, problem: 'changes', specs, spec });
-          contents = wanted;
+          contents = expectedContents;
         }
         if (JSON.stringify(normalised(result.compiled)) !== JSON.stringify(normalised(expected))) {
           mismatches.push({ scenario, step, problem: 'compiled set', specs, spec });

@@ -4,7 +4,7 @@ import { parsePolicies } from '../../src/policy/loader';
 import { ConfigError, formatIssue } from '../../src/util/config-error';
 import { MAX_EXPANDED_NODES, parseYamlSource } from '../../src/util/yaml-source';
 
-/** A "billion laughs" document: each level holds ten aliases of the level before. */
+/** A "billion laughs" document: each level contains ten aliases of the level before. */
 function nestedAliases(levels: number): string {
   const out = ['a0: &a0 [x, x, x, x, x, x, x, x, x, x]'];
   for (let level = 1; level <= levels; level += 1) {

@@ -43,7 +43,7 @@ function connect(request) {
 
 const OPERATIONS = { open, exec, connect };
 
-// Requests are answered in order, one at a time, since connect() answers later.
+// Replies go out in request order, one at a time, because connect() completes later.
 let queue = Promise.resolve();
 const lines = readline.createInterface({ input: process.stdin });
 lines.on('line', (line) => {
