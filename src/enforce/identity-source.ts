@@ -58,7 +58,7 @@ export class RegistrationIdentitySource extends EventEmitter<IdentitySourceEvent
 
   async attest(pid: number, expectedStartTime: bigint | null): Promise<AttestedProcess | undefined> {
     const options = expectedStartTime === null ? {} : { expectedStartTime };
-    const result = this.attestor.attest(pid, options);
+    const result = await this.attestor.attest(pid, options);
     if (!result) return undefined;
     return {
       spiffeId: result.spiffeId,

@@ -79,7 +79,7 @@ export class RegistrationAttestor {
    * The result describes the process at the time of the call. An exec keeps the pid and start
    * time but changes the executable, so callers attest again after each exec.
    */
-  attest(pid: number, options: AttestOptions = {}): AttestationResult | null {
+  async attest(pid: number, options: AttestOptions = {}): Promise<AttestationResult | null> {
     const info = readProcessInfo(pid, { procRoot: this.procRoot, cgroup2Mount: this.cgroup2Mount });
     if (info === null) {
       return null;
@@ -91,7 +91,7 @@ export class RegistrationAttestor {
       return null;
     }
 
-    const selectors = collectSelectors(info, this.needs, this.hasher, this.accounts);
+    const selectors = await collectSelectors(info, this.needs, this.hasher, this.accounts);
     // Hashing opened /proc/<pid>/exe after readProcessInfo() returned, so make sure that the
     // pid still belongs to the same process.
     if (readStartTime(pid, this.procRoot) !== info.startTimeTicks) {

@@ -3,8 +3,8 @@
  * file the process runs, even when that file was unlinked or lives in another mount namespace.
  */
 
-import { createHash } from 'node:crypto';
-import { closeSync, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, fstatSync, openSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
 
 export interface ExecutableHasherOptions {
   /** Root of procfs; defaults to /proc. */
@@ -16,6 +16,102 @@ export interface ExecutableHasherOptions {
 }
 
 const READ_CHUNK_BYTES = 1024 * 1024;
+
+/**
+ * The hashing thread. It reads a descriptor that the main thread opened (descriptors belong to
+ * the process, so the thread can read them) and replies with the digest or the error's code and
+ * message. It is kept as source text, so the same code runs from src/ under vitest and from
+ * dist/ after tsc.
+ */
+const HASH_THREAD_SOURCE = `
+const { parentPort } = require('node:worker_threads');
+const { createHash } = require('node:crypto');
+const { readSync } = require('node:fs');
+const buffer = Buffer.allocUnsafe(${READ_CHUNK_BYTES});
+parentPort.on('message', ({ id, fd }) => {
+  try {
+    const hash = createHash('sha256');
+    let position = 0;
+    for (;;) {
+      const bytesRead = readSync(fd, buffer, 0, buffer.length, position);
+      if (bytesRead === 0) break;
+      hash.update(buffer.subarray(0, bytesRead));
+      position += bytesRead;
+    }
+    parentPort.postMessage({ id, digest: hash.digest('hex') });
+  } catch (error) {
+    parentPort.postMessage({ id, code: error.code, message: String(error.message) });
+  }
+});
+`;
+
+interface HashReply {
+  id: number;
+  digest?: string;
+  code?: string;
+  message?: string;
+}
+
+interface HashRequest {
+  resolve: (digest: string) => void;
+  reject: (error: Error) => void;
+}
+
+/**
+ * One thread, shared by every hasher of the process, that computes SHA-256 digests off the main
+ * thread, so that hashing a large executable does not hold up the event loop (events, gRPC,
+ * attestation of other processes). Requests are served in order. The thread keeps the process
+ * alive only while a request is pending, and is started again after it dies.
+ */
+class HashThread {
+  private worker: Worker | null = null;
+  private nextId = 1;
+  private readonly pending = new Map<number, HashRequest>();
+
+  /** Hashes the whole file open as `fd`, from offset 0. The caller keeps `fd` open until then. */
+  hash(fd: number): Promise<string> {
+    const worker = this.start();
+    const id = this.nextId++;
+    return new Promise<string>((resolve, reject) => {
+      this.pending.set(id, { resolve, reject });
+      if (this.pending.size === 1) worker.ref();
+      worker.postMessage({ id, fd });
+    });
+  }
+
+  private start(): Worker {
+    if (this.worker !== null) return this.worker;
+    const worker = new Worker(HASH_THREAD_SOURCE, { eval: true });
+    worker.unref();
+    worker.on('message', (reply: HashReply) => {
+      const request = this.pending.get(reply.id);
+      if (request === undefined) return;
+      this.pending.delete(reply.id);
+      if (this.pending.size === 0) worker.unref();
+      if (reply.digest !== undefined) {
+        request.resolve(reply.digest);
+        return;
+      }
+      const error: NodeJS.ErrnoException = new Error(`hash executable: ${reply.message}`);
+      if (reply.code !== undefined) error.code = reply.code;
+      request.reject(error);
+    });
+    const fail = (error: Error): void => {
+      if (this.worker === worker) this.worker = null;
+      const requests = [...this.pending.values()];
+      this.pending.clear();
+      for (const request of requests) request.reject(error);
+    };
+    worker.on('error', fail);
+    worker.on('exit', (code) =>
+      fail(new Error(`the executable hashing thread exited with code ${code}`)),
+    );
+    this.worker = worker;
+    return worker;
+  }
+}
+
+let sharedThread: HashThread | undefined;
 
 /**
  * Hashes executables and caches each digest by the file's device, inode, size, modification
@@ -48,9 +144,9 @@ export class ExecutableHasher {
   /**
    * Returns the lowercase hex SHA-256 of the process's executable, or null when the process is
    * gone, has no executable (kernel threads, zombies) or the file is larger than `maxSizeBytes`.
-   * Other errors throw.
+   * Other errors reject. The file is read and hashed on a separate thread.
    */
-  hashExecutable(pid: number): string | null {
+  async hashExecutable(pid: number): Promise<string | null> {
     let fd: number;
     try {
       fd = openSync(`${this.procRoot}/${pid}/exe`, 'r');
@@ -62,7 +158,7 @@ export class ExecutableHasher {
       throw error;
     }
     try {
-      return this.hashOpenFile(fd);
+      return await this.hashOpenFile(fd);
     } finally {
       closeSync(fd);
     }
@@ -73,7 +169,7 @@ export class ExecutableHasher {
     return this.digests.size;
   }
 
-  private hashOpenFile(fd: number): string | null {
+  private async hashOpenFile(fd: number): Promise<string | null> {
     const before = fstatSync(fd, { bigint: true });
     const key = `${before.dev}:${before.ino}:${before.size}:${before.mtimeNs}:${before.ctimeNs}`;
     const cached = this.digests.get(key);
@@ -86,16 +182,7 @@ export class ExecutableHasher {
       return null;
     }
 
-    const hash = createHash('sha256');
-    const buffer = Buffer.allocUnsafe(READ_CHUNK_BYTES);
-    for (;;) {
-      const bytesRead = readSync(fd, buffer, 0, buffer.length, null);
-      if (bytesRead === 0) {
-        break;
-      }
-      hash.update(buffer.subarray(0, bytesRead));
-    }
-    const digest = hash.digest('hex');
+    const digest = await (sharedThread ??= new HashThread()).hash(fd);
 
     // A file that changed while it was read gets no cache entry, so the next call reads it again.
     const after = fstatSync(fd, { bigint: true });

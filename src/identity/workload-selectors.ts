@@ -39,12 +39,12 @@ let defaultAccounts: AccountDatabase | undefined;
  * limit). The hasher reads /proc/<pid>/exe, so callers must check afterwards that the pid still
  * has the same start time.
  */
-export function collectSelectors(
+export async function collectSelectors(
   info: ProcessInfo,
   needs: SelectorNeeds,
   hasher: ExecutableHasher,
   accounts: AccountDatabase = (defaultAccounts ??= new AccountDatabase()),
-): string[] {
+): Promise<string[]> {
   const selectors: string[] = [];
 
   selectors.push(`unix:uid:${info.uid}`);
@@ -71,7 +71,7 @@ export function collectSelectors(
     selectors.push(`unix:path:${info.exePath}`);
   }
   if (needs.sha256 && info.exePath !== null) {
-    const digest = hasher.hashExecutable(info.pid);
+    const digest = await hasher.hashExecutable(info.pid);
     if (digest !== null) {
       selectors.push(`unix:sha256:${digest}`);
     }

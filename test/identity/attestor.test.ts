@@ -76,7 +76,7 @@ describe('RegistrationAttestor', () => {
       { cgroup2Mount, accounts },
     );
 
-    const result = attestor.attest(pid);
+    const result = await attestor.attest(pid);
     expect(result).not.toBeNull();
     if (result === null) return;
     expect(result.pid).toBe(pid);
@@ -99,7 +99,7 @@ describe('RegistrationAttestor', () => {
       ]),
       { accounts },
     );
-    const result = attestor.attest(pid);
+    const result = await attestor.attest(pid);
     expect(result?.spiffeId).toBe('spiffe://example.org/any-root');
     expect(result?.entryIndex).toBe(1);
   });
@@ -129,7 +129,7 @@ describe('RegistrationAttestor', () => {
       { accounts },
     );
 
-    const result = attestor.attest(child.pid);
+    const result = await attestor.attest(child.pid);
     expect(result?.spiffeId).toBe('spiffe://example.org/web');
     expect(result?.entryIndex).toBe(2);
     expect(result?.info.uid).toBe(4242);
@@ -144,7 +144,7 @@ describe('RegistrationAttestor', () => {
       { accounts },
     );
 
-    const result = attestor.attest(child.pid);
+    const result = await attestor.attest(child.pid);
     expect(result).not.toBeNull();
     expect(result?.spiffeId).toBeNull();
     expect(result?.entryIndex).toBeNull();
@@ -158,7 +158,7 @@ describe('RegistrationAttestor', () => {
       registration([['spiffe://example.org/root', ['unix:uid:0']]]),
       { accounts },
     );
-    const selectors = attestor.attest(child.pid)?.selectors ?? [];
+    const selectors = (await attestor.attest(child.pid))?.selectors ?? [];
     expect(selectors.some((selector) => selector.startsWith('unix:sha256:'))).toBe(false);
   });
 
@@ -170,15 +170,15 @@ describe('RegistrationAttestor', () => {
       { accounts },
     );
 
-    const first = attestor.attest(child.pid);
+    const first = await attestor.attest(child.pid);
     expect(first).not.toBeNull();
     if (first === null) return;
     const startTime = first.info.startTimeTicks;
-    expect(attestor.attest(child.pid, { expectedStartTime: startTime })?.spiffeId).toBe(
+    expect((await attestor.attest(child.pid, { expectedStartTime: startTime }))?.spiffeId).toBe(
       'spiffe://example.org/root',
     );
-    expect(attestor.attest(child.pid, { expectedStartTime: startTime + 1n })).toBeNull();
-    expect(attestor.attest(child.pid, { expectedStartTime: startTime - 1n })).toBeNull();
+    expect(await attestor.attest(child.pid, { expectedStartTime: startTime + 1n })).toBeNull();
+    expect(await attestor.attest(child.pid, { expectedStartTime: startTime - 1n })).toBeNull();
   });
 
   it('returns null for a process that exited', async () => {
@@ -188,7 +188,7 @@ describe('RegistrationAttestor', () => {
       registration([['spiffe://example.org/root', ['unix:uid:0']]]),
       { accounts },
     );
-    expect(attestor.attest(child.pid)).toBeNull();
+    expect(await attestor.attest(child.pid)).toBeNull();
   });
 
   it('rejects an entry without selectors', () => {

@@ -7,6 +7,7 @@ import {
   rmSync,
   statSync,
   symlinkSync,
+  truncateSync,
   unlinkSync,
   utimesSync,
   writeFileSync,
@@ -35,7 +36,7 @@ describe('ExecutableHasher on real processes', () => {
     children.push(child);
 
     const hasher = new ExecutableHasher();
-    expect(hasher.hashExecutable(child.pid)).toBe(sha256Of(exe));
+    expect(await hasher.hashExecutable(child.pid)).toBe(sha256Of(exe));
     expect(hasher.size).toBe(1);
   });
 
@@ -46,8 +47,8 @@ describe('ExecutableHasher on real processes', () => {
     children.push(first, second);
 
     const hasher = new ExecutableHasher();
-    const digest = hasher.hashExecutable(first.pid);
-    expect(hasher.hashExecutable(second.pid)).toBe(digest);
+    const digest = await hasher.hashExecutable(first.pid);
+    expect(await hasher.hashExecutable(second.pid)).toBe(digest);
     expect(hasher.size).toBe(1);
   });
 
@@ -58,7 +59,7 @@ describe('ExecutableHasher on real processes', () => {
     children.push(child);
     unlinkSync(exe);
 
-    expect(new ExecutableHasher().hashExecutable(child.pid)).toBe(expected);
+    expect(await new ExecutableHasher().hashExecutable(child.pid)).toBe(expected);
   });
 
   it('skips files over the size limit', async () => {
@@ -67,8 +68,10 @@ describe('ExecutableHasher on real processes', () => {
     children.push(child);
     const size = statSync(exe).size;
 
-    expect(new ExecutableHasher({ maxSizeBytes: size - 1 }).hashExecutable(child.pid)).toBeNull();
-    expect(new ExecutableHasher({ maxSizeBytes: size }).hashExecutable(child.pid)).toBe(
+    expect(
+      await new ExecutableHasher({ maxSizeBytes: size - 1 }).hashExecutable(child.pid),
+    ).toBeNull();
+    expect(await new ExecutableHasher({ maxSizeBytes: size }).hashExecutable(child.pid)).toBe(
       sha256Of(exe),
     );
   });
@@ -77,7 +80,7 @@ describe('ExecutableHasher on real processes', () => {
     const exe = copySleep(directory, 'exited');
     const child = await spawnRunning(exe, ['30'], exe);
     await stopChild(child);
-    expect(new ExecutableHasher().hashExecutable(child.pid)).toBeNull();
+    expect(await new ExecutableHasher().hashExecutable(child.pid)).toBeNull();
   });
 });
 
@@ -91,22 +94,22 @@ describe('ExecutableHasher cache', () => {
     symlinkSync(target, join(procRoot, String(pid), 'exe'));
   }
 
-  it('hashes again after the file changes', () => {
+  it('hashes again after the file changes', async () => {
     linkExe(10, file);
     const hasher = new ExecutableHasher({ procRoot });
 
     writeFileSync(file, 'version 1');
-    expect(hasher.hashExecutable(10)).toBe(sha256Of(file));
+    expect(await hasher.hashExecutable(10)).toBe(sha256Of(file));
 
     // Same size, so only the timestamps tell the two versions apart.
     writeFileSync(file, 'version 2');
     const later = new Date(Date.now() + 5000);
     utimesSync(file, later, later);
-    expect(hasher.hashExecutable(10)).toBe(sha256Of(file));
+    expect(await hasher.hashExecutable(10)).toBe(sha256Of(file));
     expect(hasher.size).toBe(2);
   });
 
-  it('drops the least recently used digest', () => {
+  it('drops the least recently used digest', async () => {
     const first = join(directory, 'first');
     const second = join(directory, 'second');
     writeFileSync(first, 'first');
@@ -115,17 +118,51 @@ describe('ExecutableHasher cache', () => {
     linkExe(22, second);
 
     const hasher = new ExecutableHasher({ procRoot, maxEntries: 1 });
-    hasher.hashExecutable(21);
-    hasher.hashExecutable(22);
+    await hasher.hashExecutable(21);
+    await hasher.hashExecutable(22);
     expect(hasher.size).toBe(1);
     // Replacing `first` by a copy with the same content gives a new inode and a new cache key.
     copyFileSync(second, first);
-    expect(hasher.hashExecutable(21)).toBe(sha256Of(second));
+    expect(await hasher.hashExecutable(21)).toBe(sha256Of(second));
   });
 
-  it('returns null when the exe link has no target', () => {
+  it('returns null when the exe link has no target', async () => {
     linkExe(30, join(directory, 'missing'));
-    expect(new ExecutableHasher({ procRoot }).hashExecutable(30)).toBeNull();
+    expect(await new ExecutableHasher({ procRoot }).hashExecutable(30)).toBeNull();
+  });
+
+  it('keeps the event loop turning while a large file is hashed', async () => {
+    const large = join(directory, 'large');
+    // 256 MiB of zeros, written without holding the data in memory.
+    writeFileSync(large, '');
+    truncateSync(large, 256 * 1024 * 1024);
+    linkExe(40, large);
+
+    let turns = 0;
+    let hashing = true;
+    const turn = (): void => {
+      turns++;
+      if (hashing) setImmediate(turn);
+    };
+    setImmediate(turn);
+    const digest = await new ExecutableHasher({ procRoot }).hashExecutable(40);
+    hashing = false;
+
+    expect(digest).toBe(
+      createHash('sha256')
+        .update(Buffer.alloc(256 * 1024 * 1024))
+        .digest('hex'),
+    );
+    // Hashing 256 MiB on the main thread would leave no turn in between.
+    expect(turns).toBeGreaterThan(10);
+    unlinkSync(large);
+  });
+
+  it('rejects with the read error when the link names a directory', async () => {
+    linkExe(41, directory);
+    await expect(new ExecutableHasher({ procRoot }).hashExecutable(41)).rejects.toMatchObject({
+      code: 'EISDIR',
+    });
   });
 
   it.each([

@@ -27,7 +27,7 @@ const accounts = new AccountDatabase({
 
 /** A hasher that fails the test if it is used. */
 const unusedHasher = {
-  hashExecutable(): string | null {
+  async hashExecutable(): Promise<string | null> {
     throw new Error('the hasher must not be called');
   },
 } as unknown as ExecutableHasher;
@@ -50,8 +50,13 @@ function processInfo(fields: Partial<ProcessInfo>): ProcessInfo {
 }
 
 describe('collectSelectors', () => {
-  it('produces SPIRE unix selectors and the cgroup path in order', () => {
-    const selectors = collectSelectors(processInfo({}), { sha256: false }, unusedHasher, accounts);
+  it('produces SPIRE unix selectors and the cgroup path in order', async () => {
+    const selectors = await collectSelectors(
+      processInfo({}),
+      { sha256: false },
+      unusedHasher,
+      accounts,
+    );
     expect(selectors).toEqual([
       'unix:uid:4242',
       'unix:user:web',
@@ -79,8 +84,8 @@ describe('collectSelectors', () => {
     ['no executable', { exePath: null }, [], ['unix:path:', 'unix:sha256:']],
     ['no cgroup v2', { cgroupPath: null }, [], ['cgroup:path:']],
     ['the root cgroup', { cgroupPath: '/' }, ['cgroup:path:/'], []],
-  ])('handles %s', (_name, fields, present, absentPrefixes) => {
-    const selectors = collectSelectors(
+  ])('handles %s', async (_name, fields, present, absentPrefixes) => {
+    const selectors = await collectSelectors(
       processInfo(fields),
       { sha256: false },
       unusedHasher,
@@ -104,17 +109,22 @@ describe('collectSelectors', () => {
 
     const digest = createHash('sha256').update(readFileSync(exe)).digest('hex');
     const hasher = new ExecutableHasher();
-    const withHash = collectSelectors(info, { sha256: true }, hasher, accounts);
+    const withHash = await collectSelectors(info, { sha256: true }, hasher, accounts);
     expect(withHash).toContain(`unix:sha256:${digest}`);
     expect(withHash).toContain(`unix:path:${exe}`);
 
-    const withoutHash = collectSelectors(info, { sha256: false }, unusedHasher, accounts);
+    const withoutHash = await collectSelectors(info, { sha256: false }, unusedHasher, accounts);
     expect(withoutHash.some((selector) => selector.startsWith('unix:sha256:'))).toBe(false);
   });
 
-  it('leaves out the digest when the hasher returns null', () => {
-    const nullHasher = { hashExecutable: () => null } as unknown as ExecutableHasher;
-    const selectors = collectSelectors(processInfo({}), { sha256: true }, nullHasher, accounts);
+  it('leaves out the digest when the hasher returns null', async () => {
+    const nullHasher = { hashExecutable: async () => null } as unknown as ExecutableHasher;
+    const selectors = await collectSelectors(
+      processInfo({}),
+      { sha256: true },
+      nullHasher,
+      accounts,
+    );
     expect(selectors.some((selector) => selector.startsWith('unix:sha256:'))).toBe(false);
   });
 });

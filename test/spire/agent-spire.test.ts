@@ -126,7 +126,7 @@ describe('agent with SPIRE as identity source', () => {
     const attestor = new RegistrationAttestor(registration);
     for (const workload of [a, b, c]) {
       const fromSpire = await agent.identityOf(workload.pid);
-      expect(attestor.attest(workload.pid)?.spiffeId).toBe(fromSpire);
+      expect((await attestor.attest(workload.pid))?.spiffeId).toBe(fromSpire);
     }
   });
 
