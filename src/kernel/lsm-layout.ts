@@ -13,6 +13,7 @@ import {
   StructLayout,
   defineStruct,
 } from './layout';
+import { cString } from './codec';
 
 export const SIGIL_LSM_PATH_BUFFER = 4096;
 export const SIGIL_LSM_MAX_INODE_KEYS = 262144;
@@ -215,13 +216,6 @@ export interface FileDecisionRecord extends PathDecision {
 }
 
 export type LsmRecord = ExecDecisionRecord | FileDecisionRecord;
-
-/** Returns the UTF-8 text of a NUL-terminated C string in a field of length bytes at offset. */
-export function cString(buffer: Buffer, offset: number, length: number): string {
-  const end = buffer.indexOf(0, offset);
-  const stop = end === -1 || end > offset + length ? offset + length : end;
-  return buffer.toString('utf8', offset, stop);
-}
 
 /**
  * Decodes the header time, the decision and the comm and path fields of a
