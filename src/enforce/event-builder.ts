@@ -31,6 +31,11 @@ const REASON_NAMES: Record<number, PolicyRef['reason']> = {
   [DecisionReason.Posture]: 'posture',
 };
 
+/** Returns the event's name of a KernelAction value, or 'none' for an unknown one. */
+export function actionName(action: number): Action {
+  return ACTION_NAMES[action] ?? 'none';
+}
+
 function protocolName(protocol: number): 'tcp' | 'udp' | 'other' {
   if (protocol === 6) return 'tcp';
   if (protocol === 17) return 'udp';
@@ -51,6 +56,30 @@ export interface ProcessContext {
   containerId?: string;
   /** Parent first. */
   ancestry?: ProcessRef[];
+}
+
+/** Fields of a kernel record that describe the process that made the call. */
+export interface RecordProcess {
+  tgid: number;
+  ppid: number;
+  uid: number;
+  gid: number;
+  comm: string;
+  cgroupId: bigint;
+}
+
+/** Builds the process of an event from a kernel record and the executable the agent attested. */
+export function processOfRecord(record: RecordProcess, executable: string): Process {
+  return {
+    pid: record.tgid,
+    ppid: record.ppid,
+    uid: record.uid,
+    gid: record.gid,
+    executable,
+    comm: record.comm,
+    cgroupId: record.cgroupId.toString(),
+    tgid: record.tgid,
+  };
 }
 
 /** Adds the optional process context, leaving out what is unknown. */
@@ -80,19 +109,7 @@ export function execEvent(
     type: 'exec',
     ktimeNs: record.ktimeNs.toString(),
     subject: { spiffeId: spiffeId ?? '' },
-    process: withContext(
-      {
-        pid: record.tgid,
-        ppid: record.ppid,
-        uid: record.uid,
-        gid: record.gid,
-        executable,
-        comm: record.comm,
-        cgroupId: record.cgroupId.toString(),
-        tgid: record.tgid,
-      },
-      context,
-    ),
+    process: withContext(processOfRecord(record, executable), context),
     action: 'none',
     result: 'allowed',
   };
@@ -163,19 +180,7 @@ export function connectEvent(record: ConnectRecord, context: ConnectContext): Ev
     type: 'connect',
     ktimeNs: record.ktimeNs.toString(),
     subject: { spiffeId: context.subject ?? '' },
-    process: withContext(
-      {
-        pid: record.tgid,
-        ppid: record.ppid,
-        uid: record.uid,
-        gid: record.gid,
-        executable: context.executable ?? '',
-        comm: record.comm,
-        cgroupId: record.cgroupId.toString(),
-        tgid: record.tgid,
-      },
-      context,
-    ),
+    process: withContext(processOfRecord(record, context.executable ?? ''), context),
     connection: {
       family: record.family,
       protocol: protocolName(record.protocol),
@@ -192,7 +197,7 @@ export function connectEvent(record: ConnectRecord, context: ConnectContext): Ev
       },
       context.rule,
     ),
-    action: ACTION_NAMES[record.action] ?? 'none',
+    action: actionName(record.action),
     result: record.denied ? 'denied' : 'allowed',
     enforcer: record.enforcer,
   };
@@ -275,19 +280,7 @@ export function observedBindEvent(
     type: 'bind',
     ktimeNs: record.ktimeNs.toString(),
     subject: { spiffeId: context.subject ?? '' },
-    process: withContext(
-      {
-        pid: record.tgid,
-        ppid: record.ppid,
-        uid: record.uid,
-        gid: record.gid,
-        executable: context.executable ?? '',
-        comm: record.comm,
-        cgroupId: record.cgroupId.toString(),
-        tgid: record.tgid,
-      },
-      context,
-    ),
+    process: withContext(processOfRecord(record, context.executable ?? ''), context),
     connection: {
       family: record.family,
       protocol: protocolName(record.protocol),

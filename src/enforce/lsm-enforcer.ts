@@ -5,12 +5,10 @@
  * the egress rules, through Datapath.applyRuleSet's hooks, and turns the exec
  * and file decision records into audit events.
  */
-import { readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { decodeRecord, KernelRecord, MalformedRecord } from '../kernel/codec';
 import { RuleSetHooks } from '../kernel/datapath';
-import { DecisionReason, KernelAction, recordHeaderLayout } from '../kernel/layout';
+import { KernelAction } from '../kernel/layout';
 import { decodeLsmRecord, LsmRecord, LsmRecordType } from '../kernel/lsm-layout';
 import {
   ensureLsmHashSeed,
@@ -21,20 +19,18 @@ import {
   publishLsmRuleSet,
   retireLsmRuleSet,
 } from '../kernel/lsm-maps';
-import { BpfObject, Link } from '../kernel/native';
+import { BpfObject } from '../kernel/native';
 import { probeEnforcers } from '../kernel/probe';
 import { KnownIdentity } from '../policy/compile';
-import { compileLsmPolicySet, LsmPolicyCompilation } from '../policy/compile-lsm';
+import { compileLsmPolicySet } from '../policy/compile-lsm';
 import { policyWarnings } from '../policy/enforcer-warnings';
 import { PolicySet, RuleKind } from '../policy/types';
 import { formatIssue } from '../util/config-error';
-import { Action, EventDraft, PolicyRef, Process } from '../events/audit-event';
-import { fileEvent } from './event-builder';
+import { EventDraft } from '../events/audit-event';
+import { actionName, fileEvent, processOfRecord } from './event-builder';
+import { PathRuleEnforcer, PathRuleEnforcerOptions } from './path-rule-enforcer';
 
 const EPERM = 1;
-// Rule tables kept for decoding records of generations that are no longer active, as the agent keeps egress ones.
-const KEPT_GENERATIONS = 8;
-const FRAME_HEADER_BYTES = 8;
 
 /**
  * Programs that enforce connect() and bind(). The cgroup socket programs of
@@ -44,29 +40,10 @@ const FRAME_HEADER_BYTES = 8;
  */
 const SOCKET_PROGRAMS: readonly string[] = ['sigil_lsm_socket_bind', 'sigil_lsm_socket_connect'];
 
-const ACTION_NAMES: Record<number, Action> = {
-  [KernelAction.None]: 'none',
-  [KernelAction.Allow]: 'allow',
-  [KernelAction.Audit]: 'audit',
-  [KernelAction.Block]: 'block',
-};
-
-export interface LsmEnforcerOptions {
-  /** bpffs directory that Datapath.load pinned its maps under (pinDir/maps) and its links under (pinDir/links). */
-  pinDir: string;
-  /** Path of the LSM object, by default the build output. */
-  objectPath?: string;
+export interface LsmEnforcerOptions extends PathRuleEnforcerOptions {
   /** Whether to attach lsm/socket_bind and lsm/socket_connect. Set it only where the cgroup socket programs are not attached. */
   socketHooks: boolean;
-  logger: Logger;
-  /** Returns the SPIFFE ID of an identity id, or null for id 0 and unknown ids. */
-  spiffeIdOf(id: number): string | null;
-  /** Returns the executable the agent attested for a process, or null. */
-  executableOf(tgid: number): string | null;
 }
-
-/** Rule table and posture sources of one generation. */
-type GenerationTables = Pick<LsmPolicyCompilation, 'rules' | 'policiesBySubject'>;
 
 /**
  * Returns whether the agent can enforce with BPF LSM: the probe reports the
@@ -103,18 +80,16 @@ export function dropEnforcedKindWarnings(set: PolicySet, enforcedKinds: readonly
 }
 
 /** The LSM object, its pinned links and the rule tables of recent generations. */
-export class LsmEnforcer {
+export class LsmEnforcer extends PathRuleEnforcer<LsmRecord, LsmEnforcerOptions> {
   private readonly maps: LsmMapFds;
-  private readonly links: Link[] = [];
-  private readonly tables = new Map<number, GenerationTables>();
-  private readonly log: Logger;
 
-  private constructor(
-    private readonly object: BpfObject,
-    private readonly options: LsmEnforcerOptions,
-  ) {
+  private constructor(object: BpfObject, options: LsmEnforcerOptions) {
+    super(object, options, {
+      recordTypes: [LsmRecordType.ExecDecision, LsmRecordType.FileDecision],
+      decode: decodeLsmRecord,
+      execType: 'exec-decision',
+    });
     this.maps = lsmMapFds(object);
-    this.log = options.logger;
   }
 
   /**
@@ -128,30 +103,22 @@ export class LsmEnforcer {
   static start(options: LsmEnforcerOptions): LsmEnforcer {
     const object = openLsmObject(join(options.pinDir, 'maps'), options.objectPath);
     const enforcer = new LsmEnforcer(object, options);
-    try {
+    return enforcer.started(() => {
       ensureLsmHashSeed(enforcer.maps);
       enforcer.attach();
-    } catch (error) {
-      enforcer.close();
-      throw error;
-    }
-    return enforcer;
+    });
   }
 
   private attach(): void {
-    const linkDirectory = join(this.options.pinDir, 'links');
-    const programs = LSM_PROGRAMS.filter((program) => this.options.socketHooks || !SOCKET_PROGRAMS.includes(program));
-    const earlierPins = readdirSync(linkDirectory)
-      .filter((name) => LSM_PROGRAMS.some((program) => name.startsWith(`${program}-`)))
-      .map((name) => join(linkDirectory, name));
-    for (const program of programs) {
-      const link = this.object.attach(program);
-      this.links.push(link);
-      // bpffs rejects '.' in names, so the pin name is the program and the agent's pid.
-      link.pin(join(linkDirectory, `${program}-${process.pid}`));
-    }
-    for (const pin of earlierPins) rmSync(pin, { force: true });
-    this.log.info({ programs, replaced: earlierPins.length }, 'attached the BPF LSM programs');
+    const programs = LSM_PROGRAMS.filter(
+      (program) => this.options.socketHooks || !SOCKET_PROGRAMS.includes(program),
+    );
+    this.attachPinned(
+      LSM_PROGRAMS,
+      programs,
+      (program) => this.object.attach(program),
+      'attached the BPF LSM programs',
+    );
   }
 
   /**
@@ -162,53 +129,12 @@ export class LsmEnforcer {
   prepare(set: PolicySet, identities: ReadonlyArray<KnownIdentity>): RuleSetHooks {
     const compiled = compileLsmPolicySet(set, identities);
     for (const warning of compiled.warnings) this.log.warn(formatIssue(warning));
-    return {
-      beforeSwitch: (generation) => publishLsmRuleSet(this.maps, generation, compiled.ruleSet),
-      afterSwitch: (generation, previous) => {
-        this.tables.set(generation, { rules: compiled.rules, policiesBySubject: compiled.policiesBySubject });
-        this.tables.delete(generation - KEPT_GENERATIONS);
-        if (previous === 0) return;
-        try {
-          retireLsmRuleSet(this.maps, previous);
-        } catch (error) {
-          this.log.error({ err: error, generation: previous }, 'retire LSM rule set failed');
-        }
-      },
-    };
-  }
-
-  /**
-   * Decodes a ring-buffer batch (see batchRecords for the framing) like
-   * decodeBatch of codec.ts, and also decodes the exec and file decision
-   * records, which codec.ts reports as malformed.
-   */
-  decodeBatch(batch: Buffer): (KernelRecord | MalformedRecord | LsmRecord)[] {
-    const records: (KernelRecord | MalformedRecord | LsmRecord)[] = [];
-    let at = 0;
-    while (at + FRAME_HEADER_BYTES <= batch.length) {
-      const length = batch.readUInt32LE(at);
-      const start = at + FRAME_HEADER_BYTES;
-      if (start + length > batch.length) {
-        records.push({ type: 'malformed', reason: `frame of ${length} bytes overruns the batch` });
-        break;
-      }
-      records.push(this.decodeRecord(batch, start, length));
-      at = start + Math.ceil(length / 8) * 8;
-    }
-    return records;
-  }
-
-  private decodeRecord(batch: Buffer, at: number, length: number): KernelRecord | MalformedRecord | LsmRecord {
-    if (length < recordHeaderLayout.size) return decodeRecord(batch, at, length);
-    const type = batch.readUInt32LE(at + recordHeaderLayout.offsetOf('type'));
-    if (type !== LsmRecordType.ExecDecision && type !== LsmRecordType.FileDecision) {
-      return decodeRecord(batch, at, length);
-    }
-    try {
-      return decodeLsmRecord(batch, at, length)!;
-    } catch (error) {
-      return { type: 'malformed', reason: (error as Error).message };
-    }
+    return this.generationHooks(
+      compiled,
+      (generation) => publishLsmRuleSet(this.maps, generation, compiled.ruleSet),
+      (generation) => retireLsmRuleSet(this.maps, generation),
+      'retire LSM rule set failed',
+    );
   }
 
   /**
@@ -221,19 +147,12 @@ export class LsmEnforcer {
     if (record.action === KernelAction.None) return null;
     const spiffeId = this.options.spiffeIdOf(record.subjectId);
     const path = record.path || `inode ${record.dev}:${record.ino}`;
-    const process: Process = {
-      pid: record.tgid,
-      ppid: record.ppid,
-      uid: record.uid,
-      gid: record.gid,
-      // An exec event names the program that the exec runs, or was denied to run.
-      executable: record.type === 'exec-decision' ? path : (this.options.executableOf(record.tgid) ?? ''),
-      comm: record.comm,
-      cgroupId: record.cgroupId.toString(),
-      tgid: record.tgid,
-    };
+    // An exec event names the program that the exec runs, or was denied to run.
+    const executable =
+      record.type === 'exec-decision' ? path : (this.options.executableOf(record.tgid) ?? '');
+    const process = processOfRecord(record, executable);
     const policy = this.policyOf(record);
-    const action = ACTION_NAMES[record.action] ?? 'none';
+    const action = actionName(record.action);
     if (record.type === 'file-decision') {
       const access = record.writeIntent ? 'write' : 'read';
       return fileEvent(
@@ -263,34 +182,5 @@ export class LsmEnforcer {
     if (policy) draft.policy = policy;
     if (record.denied) draft.errno = EPERM;
     return draft;
-  }
-
-  /** Names the rule, or the policies whose posture decided, from the generation's tables. */
-  private policyOf(record: LsmRecord): PolicyRef | undefined {
-    const tables = this.tables.get(record.generation);
-    if (record.reason === DecisionReason.Rule) {
-      const rule = tables?.rules[record.ruleIndex];
-      if (!rule) return undefined;
-      const policy: PolicyRef = { name: rule.policy, rule: rule.rule, reason: 'rule' };
-      if (rule.severity) policy.severity = rule.severity;
-      if (rule.tags?.length) policy.tags = [...rule.tags];
-      if (rule.message) policy.message = rule.message;
-      return policy;
-    }
-    if (record.reason === DecisionReason.Posture) {
-      const names = tables?.policiesBySubject.get(record.subjectId) ?? [];
-      const rule = record.type === 'exec-decision' ? 'processPosture' : 'filePosture';
-      return { name: names.join(','), rule, reason: 'posture' };
-    }
-    return undefined;
-  }
-
-  /**
-   * Releases this process's links and the object. Pinned links stay attached
-   * and keep enforcing with the pinned maps after this call.
-   */
-  close(): void {
-    for (const link of this.links.splice(0)) link.destroy();
-    this.object.close();
   }
 }

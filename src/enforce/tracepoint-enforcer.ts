@@ -10,12 +10,10 @@
  * differ on Block: this enforcer cannot fail the call, so it kills the
  * process after the exec or open succeeded (see bpf/tracepoint/kill.bpf.c).
  */
-import { readdirSync, rmSync, statSync } from 'node:fs';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
-import { decodeRecord, KernelRecord, MalformedRecord } from '../kernel/codec';
 import { RuleSetHooks } from '../kernel/datapath';
-import { DecisionReason, KernelAction, recordHeaderLayout } from '../kernel/layout';
 import { kernelDeviceNumber, LsmDirectoryRule } from '../kernel/lsm-maps';
 import { BpfObject, Link } from '../kernel/native';
 import { probeEnforcers } from '../kernel/probe';
@@ -30,34 +28,14 @@ import {
   tpMapFds,
 } from '../kernel/tp-maps';
 import { KnownIdentity } from '../policy/compile';
-import { compileLsmPolicySet, LsmPolicyCompilation, LsmRuleRef } from '../policy/compile-lsm';
+import { compileLsmPolicySet, LsmRuleRef } from '../policy/compile-lsm';
 import { PolicySet } from '../policy/types';
 import { ConfigIssue, formatIssue } from '../util/config-error';
-import { Action, EventDraft, PolicyRef, Process } from '../events/audit-event';
-import { fileEvent } from './event-builder';
+import { EventDraft } from '../events/audit-event';
+import { actionName, fileEvent, processOfRecord } from './event-builder';
+import { PathRuleEnforcer, PathRuleEnforcerOptions } from './path-rule-enforcer';
 
-// Rule tables kept for decoding records of generations that are no longer active, as the agent keeps egress ones.
-const KEPT_GENERATIONS = 8;
-const FRAME_HEADER_BYTES = 8;
-
-const ACTION_NAMES: Record<number, Action> = {
-  [KernelAction.None]: 'none',
-  [KernelAction.Allow]: 'allow',
-  [KernelAction.Audit]: 'audit',
-  [KernelAction.Block]: 'block',
-};
-
-export interface TracepointEnforcerOptions {
-  /** bpffs directory that Datapath.load pinned its maps under (pinDir/maps) and its links under (pinDir/links). */
-  pinDir: string;
-  /** Path of the tracepoint-kill object, by default the build output. */
-  objectPath?: string;
-  logger: Logger;
-  /** Returns the SPIFFE ID of an identity id, or null for id 0 and unknown ids. */
-  spiffeIdOf(id: number): string | null;
-  /** Returns the executable the agent attested for a process, or null. */
-  executableOf(tgid: number): string | null;
-}
+export type TracepointEnforcerOptions = PathRuleEnforcerOptions;
 
 /**
  * Returns whether the agent enforces exec and file rules with tracepoint-kill.
@@ -76,9 +54,6 @@ export function tracepointKillUsable(pinDir: string | null, logger: Logger): boo
   }
   return used && pinDir !== null;
 }
-
-/** Rule table and posture sources of one generation. */
-type GenerationTables = Pick<LsmPolicyCompilation, 'rules' | 'policiesBySubject'>;
 
 /**
  * Resolves directory rules to the (device, inode) of their directories now.
@@ -160,19 +135,23 @@ export function unidentifiedKillWarnings(set: PolicySet): ConfigIssue[] {
   return warnings;
 }
 
-/** The tracepoint-kill object, its pinned links and the rule tables of recent generations. */
-export class TracepointEnforcer {
-  private readonly maps: TpMapFds;
-  private readonly links: Link[] = [];
-  private readonly tables = new Map<number, GenerationTables>();
-  private readonly log: Logger;
+/** Programs that must attach; the others are skipped with a warning on a kernel without their tracepoint. */
+const REQUIRED_PROGRAMS: readonly string[] = ['sigil_tp_exec', 'sigil_tp_openat'];
 
-  private constructor(
-    private readonly object: BpfObject,
-    private readonly options: TracepointEnforcerOptions,
-  ) {
+/** The tracepoint-kill object, its pinned links and the rule tables of recent generations. */
+export class TracepointEnforcer extends PathRuleEnforcer<
+  TpDecisionRecord,
+  TracepointEnforcerOptions
+> {
+  private readonly maps: TpMapFds;
+
+  private constructor(object: BpfObject, options: TracepointEnforcerOptions) {
+    super(object, options, {
+      recordTypes: [TpRecordType.ExecDecision, TpRecordType.FileDecision],
+      decode: decodeTpRecord,
+      execType: 'tp-exec-decision',
+    });
     this.maps = tpMapFds(object);
-    this.log = options.logger;
   }
 
   /**
@@ -186,51 +165,38 @@ export class TracepointEnforcer {
   static start(options: TracepointEnforcerOptions): TracepointEnforcer {
     const object = openTpObject(join(options.pinDir, 'maps'), options.objectPath);
     const enforcer = new TracepointEnforcer(object, options);
-    try {
-      enforcer.attach();
-    } catch (error) {
-      enforcer.close();
-      throw error;
-    }
-    return enforcer;
+    return enforcer.started(() => enforcer.attach());
   }
 
   private attach(): void {
-    const linkDirectory = join(this.options.pinDir, 'links');
-    const earlierPins = readdirSync(linkDirectory)
-      .filter((name) => TP_PROGRAMS.some(({ program }) => name.startsWith(`${program}-`)))
-      .map((name) => join(linkDirectory, name));
-    const attached: string[] = [];
-    for (const { program, kind, target } of TP_PROGRAMS) {
-      let link: Link;
-      try {
-        if (kind === 'raw_tp') link = this.object.attachRawTracepoint(program, target);
-        else {
-          const [category, name] = target.split('/');
-          link = this.object.attachTracepoint(program, category, name);
-        }
-      } catch (error) {
-        if (program === 'sigil_tp_exec' || program === 'sigil_tp_openat') {
-          throw new Error(`attach ${program} to ${target}: ${(error as Error).message}`, {
-            cause: error,
-          });
-        }
-        this.log.warn(
-          { program, target, err: error },
-          `tracepoint ${target} not attached; opens through it are not enforced`,
-        );
-        continue;
-      }
-      this.links.push(link);
-      // bpffs rejects '.' in names, so the pin name is the program and the agent's pid.
-      link.pin(join(linkDirectory, `${program}-${process.pid}`));
-      attached.push(program);
-    }
-    for (const pin of earlierPins) rmSync(pin, { force: true });
-    this.log.info(
-      { programs: attached, replaced: earlierPins.length },
+    const programs = TP_PROGRAMS.map(({ program }) => program);
+    this.attachPinned(
+      programs,
+      programs,
+      (program) => this.attachProgram(program),
       'attached the tracepoint-kill programs',
     );
+  }
+
+  /** Attaches one program to its tracepoint, or returns null after a warning for an optional one. */
+  private attachProgram(program: string): Link | null {
+    const { kind, target } = TP_PROGRAMS.find((entry) => entry.program === program)!;
+    try {
+      if (kind === 'raw_tp') return this.object.attachRawTracepoint(program, target);
+      const [category, name] = target.split('/');
+      return this.object.attachTracepoint(program, category, name);
+    } catch (error) {
+      if (REQUIRED_PROGRAMS.includes(program)) {
+        throw new Error(`attach ${program} to ${target}: ${(error as Error).message}`, {
+          cause: error,
+        });
+      }
+      this.log.warn(
+        { program, target, err: error },
+        `tracepoint ${target} not attached; opens through it are not enforced`,
+      );
+      return null;
+    }
   }
 
   /**
@@ -255,62 +221,12 @@ export class TracepointEnforcer {
       inodeRules: compiled.ruleSet.inodeRules,
       directoryRules: directories.rules,
     };
-    return {
-      beforeSwitch: (generation) => publishTpRuleSet(this.maps, generation, ruleSet),
-      afterSwitch: (generation, previous) => {
-        this.tables.set(generation, {
-          rules: compiled.rules,
-          policiesBySubject: compiled.policiesBySubject,
-        });
-        this.tables.delete(generation - KEPT_GENERATIONS);
-        if (previous === 0) return;
-        try {
-          retireTpRuleSet(this.maps, previous);
-        } catch (error) {
-          this.log.error(
-            { err: error, generation: previous },
-            'retire tracepoint-kill rule set failed',
-          );
-        }
-      },
-    };
-  }
-
-  /**
-   * Decodes a ring-buffer batch (see batchRecords for the framing) like
-   * decodeBatch of codec.ts, and also the decision records of this object.
-   */
-  decodeBatch(batch: Buffer): (KernelRecord | MalformedRecord | TpDecisionRecord)[] {
-    const records: (KernelRecord | MalformedRecord | TpDecisionRecord)[] = [];
-    let at = 0;
-    while (at + FRAME_HEADER_BYTES <= batch.length) {
-      const length = batch.readUInt32LE(at);
-      const start = at + FRAME_HEADER_BYTES;
-      if (start + length > batch.length) {
-        records.push({ type: 'malformed', reason: `frame of ${length} bytes overruns the batch` });
-        break;
-      }
-      records.push(this.decodeRecord(batch, start, length));
-      at = start + Math.ceil(length / 8) * 8;
-    }
-    return records;
-  }
-
-  private decodeRecord(
-    batch: Buffer,
-    at: number,
-    length: number,
-  ): KernelRecord | MalformedRecord | TpDecisionRecord {
-    if (length < recordHeaderLayout.size) return decodeRecord(batch, at, length);
-    const type = batch.readUInt32LE(at + recordHeaderLayout.offsetOf('type'));
-    if (type !== TpRecordType.ExecDecision && type !== TpRecordType.FileDecision) {
-      return decodeRecord(batch, at, length);
-    }
-    try {
-      return decodeTpRecord(batch, at, length)!;
-    } catch (error) {
-      return { type: 'malformed', reason: (error as Error).message };
-    }
+    return this.generationHooks(
+      compiled,
+      (generation) => publishTpRuleSet(this.maps, generation, ruleSet),
+      (generation) => retireTpRuleSet(this.maps, generation),
+      'retire tracepoint-kill rule set failed',
+    );
   }
 
   /**
@@ -337,27 +253,14 @@ export class TracepointEnforcer {
     return draft;
   }
 
-  private processOf(record: TpDecisionRecord, executable: string): Process {
-    return {
-      pid: record.tgid,
-      ppid: record.ppid,
-      uid: record.uid,
-      gid: record.gid,
-      executable,
-      comm: record.comm,
-      cgroupId: record.cgroupId.toString(),
-      tgid: record.tgid,
-    };
-  }
-
   /** Builds an exec event, which names the program that the exec ran. */
   private execDraft(record: TpDecisionRecord, path: string, message: string): EventDraft {
     const draft: EventDraft = {
       type: 'exec',
       ktimeNs: record.ktimeNs.toString(),
       subject: { spiffeId: this.options.spiffeIdOf(record.subjectId) ?? '' },
-      process: this.processOf(record, path),
-      action: ACTION_NAMES[record.action] ?? 'none',
+      process: processOfRecord(record, path),
+      action: actionName(record.action),
       result: 'allowed',
       enforcer: 'tracepoint-kill',
       message,
@@ -375,40 +278,14 @@ export class TracepointEnforcer {
       {
         ktimeNs: record.ktimeNs,
         spiffeId: this.options.spiffeIdOf(record.subjectId),
-        process: this.processOf(record, executable),
+        process: processOfRecord(record, executable),
         policy: this.policyOf(record),
-        action: ACTION_NAMES[record.action] ?? 'none',
+        action: actionName(record.action),
         denied: false,
         enforcer: 'tracepoint-kill',
         message: `${syscallName(record.syscall)} of ${path} for ${access} ${outcome}`,
       },
       { path, operation: 'open' },
     );
-  }
-
-  /** Names the rule, or the policies whose posture decided, from the generation's tables. */
-  private policyOf(record: TpDecisionRecord): PolicyRef | undefined {
-    const tables = this.tables.get(record.generation);
-    if (record.reason === DecisionReason.Rule) {
-      const rule = tables?.rules[record.ruleIndex];
-      if (!rule) return undefined;
-      const policy: PolicyRef = { name: rule.policy, rule: rule.rule, reason: 'rule' };
-      if (rule.severity) policy.severity = rule.severity;
-      if (rule.tags?.length) policy.tags = [...rule.tags];
-      if (rule.message) policy.message = rule.message;
-      return policy;
-    }
-    if (record.reason === DecisionReason.Posture) {
-      const names = tables?.policiesBySubject.get(record.subjectId) ?? [];
-      const rule = record.type === 'tp-exec-decision' ? 'processPosture' : 'filePosture';
-      return { name: names.join(','), rule, reason: 'posture' };
-    }
-    return undefined;
-  }
-
-  /** Releases this process's links and the object. Pinned links stay attached and keep killing. */
-  close(): void {
-    for (const link of this.links.splice(0)) link.destroy();
-    this.object.close();
   }
 }

@@ -137,7 +137,8 @@ function field(layout: StructLayout, name: string): number {
   return layout.offsetOf(name);
 }
 
-function cString(buffer: Buffer, offset: number, length: number): string {
+/** Returns the UTF-8 text of a NUL-terminated C string in a field of length bytes at offset. */
+export function cString(buffer: Buffer, offset: number, length: number): string {
   const end = buffer.indexOf(0, offset);
   const stop = end === -1 || end > offset + length ? offset + length : end;
   return buffer.toString('utf8', offset, stop);

@@ -13,6 +13,7 @@ import {
   StructLayout,
   defineStruct,
 } from './layout';
+import { cString } from './codec';
 
 export const SIGIL_LSM_PATH_BUFFER = 4096;
 export const SIGIL_LSM_MAX_INODE_KEYS = 262144;
@@ -216,13 +217,11 @@ export interface FileDecisionRecord extends PathDecision {
 
 export type LsmRecord = ExecDecisionRecord | FileDecisionRecord;
 
-function cString(buffer: Buffer, offset: number, length: number): string {
-  const end = buffer.indexOf(0, offset);
-  const stop = end === -1 || end > offset + length ? offset + length : end;
-  return buffer.toString('utf8', offset, stop);
-}
-
-function decodePathDecision(buffer: Buffer, at: number, layout: StructLayout): PathDecision {
+/**
+ * Decodes the header time, the decision and the comm and path fields of a
+ * record at `at` whose layout embeds pathDecisionLayout as `decision`.
+ */
+export function decodePathDecision(buffer: Buffer, at: number, layout: StructLayout): PathDecision {
   const base = at + layout.offsetOf('decision');
   const field = (name: string) => base + pathDecisionLayout.offsetOf(name);
   return {
@@ -248,6 +247,32 @@ function decodePathDecision(buffer: Buffer, at: number, layout: StructLayout): P
 }
 
 /**
+ * Returns the type in the header of the record at `at`, and throws
+ * RangeError when the record is shorter than its header.
+ */
+export function decisionRecordType(buffer: Buffer, at: number, length: number): number {
+  if (length < recordHeaderLayout.size) {
+    throw new RangeError(`record of ${length} bytes is shorter than its header`);
+  }
+  return buffer.readUInt32LE(at + recordHeaderLayout.offsetOf('type'));
+}
+
+/** Throws RangeError when the record at `at` is shorter than layout or its header states another size. */
+export function checkRecordSize(
+  buffer: Buffer,
+  at: number,
+  length: number,
+  layout: StructLayout,
+): void {
+  const size = buffer.readUInt32LE(at + recordHeaderLayout.offsetOf('size'));
+  if (size !== layout.size || length < layout.size) {
+    throw new RangeError(
+      `${layout.name} of ${length} bytes (header size ${size}), expected ${layout.size}`,
+    );
+  }
+}
+
+/**
  * Decodes an exec or file decision record at `at`. Returns null for other
  * record types, and throws RangeError when the record is shorter than its
  * layout or its header states another size.
@@ -257,20 +282,12 @@ export function decodeLsmRecord(
   at = 0,
   length = buffer.length - at,
 ): LsmRecord | null {
-  if (length < recordHeaderLayout.size) {
-    throw new RangeError(`record of ${length} bytes is shorter than its header`);
-  }
-  const type = buffer.readUInt32LE(at + recordHeaderLayout.offsetOf('type'));
-  const size = buffer.readUInt32LE(at + recordHeaderLayout.offsetOf('size'));
+  const type = decisionRecordType(buffer, at, length);
   let layout: StructLayout;
   if (type === LsmRecordType.ExecDecision) layout = execDecisionRecordLayout;
   else if (type === LsmRecordType.FileDecision) layout = fileDecisionRecordLayout;
   else return null;
-  if (size !== layout.size || length < layout.size) {
-    throw new RangeError(
-      `${layout.name} of ${length} bytes (header size ${size}), expected ${layout.size}`,
-    );
-  }
+  checkRecordSize(buffer, at, length, layout);
 
   const decision = decodePathDecision(buffer, at, layout);
   if (type === LsmRecordType.ExecDecision) return { type: 'exec-decision', ...decision };

@@ -1,8 +1,9 @@
 /**
  * User-space side of the BPF LSM object (bpf/.output/sigil-lsm.bpf.o). This
- * module opens the object on the main object's pinned maps, encodes its map
- * keys and values (layouts in lsm-layout.ts), and publishes exec and file rule
- * sets per generation, the way Datapath.applyRuleSet publishes egress rules.
+ * module opens the object on the main object's pinned maps, encodes the keys
+ * and values that only this object uses (layouts in lsm-layout.ts), and
+ * publishes exec and file rule sets per generation through path-rule-maps.ts,
+ * the way Datapath.applyRuleSet publishes egress rules.
  *
  * Rules of two kinds: exact-file rules match the (device, inode) of the file
  * that is opened or executed, so hard links, symlinks and renames reach the
@@ -12,38 +13,47 @@
  * applies when it has Allow rules of that kind and none matched.
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync, statSync } from 'node:fs';
 import { join, posix } from 'node:path';
 import { encodeU32 } from './codec';
-import { KernelAction } from './layout';
 import {
-  LSM_SUBJECT_HAS_EXEC_ALLOW,
-  LSM_SUBJECT_HAS_FILE_ALLOW,
   LsmKind,
-  lsmAccessLayout,
   lsmConfigLayout,
   lsmDirectoryKeyLayout,
-  lsmDirectoryRulesLayout,
-  lsmInodeKeyLayout,
-  lsmSubjectLayout,
-  lsmVerdictLayout,
   SIGIL_LSM_FNV_OFFSET_BASIS,
   SIGIL_LSM_FNV_PRIME,
   SIGIL_LSM_MAX_DIRECTORY_KEYS,
   SIGIL_LSM_MAX_INODE_KEYS,
   SIGIL_LSM_PATH_BUFFER,
 } from './lsm-layout';
-import { SIGIL_MAX_SUBJECTS } from './layout';
+import { BpfObject, mapLookup, mapUpdate } from './native';
 import {
-  BpfObject,
-  closeFd,
-  MapFlag,
-  MapType,
-  mapCreate,
-  mapDelete,
-  mapLookup,
-  mapUpdate,
-} from './native';
+  CompiledPathRuleSet,
+  compilePathRuleSet,
+  DirectoryRuleBase,
+  kindValue,
+  openOnPinnedMaps,
+  PathRuleMapFds,
+  PathRuleMapSpec,
+  PathRuleSet,
+  publishPathRuleSet,
+  retirePathRuleSet,
+} from './path-rule-maps';
+
+export {
+  encodeDirectoryRules,
+  encodeInodeKey,
+  encodeLsmAccess,
+  encodeLsmSubject,
+  kernelDeviceNumber,
+  resolveInode,
+} from './path-rule-maps';
+export type {
+  LsmAccessVerdicts,
+  LsmInodeRule,
+  LsmRuleKind,
+  LsmSubjectPostures,
+  LsmVerdict,
+} from './path-rule-maps';
 
 /** Maps of the main object that the LSM object reuses through their pins, by the same names. */
 export const LSM_SHARED_MAPS = [
@@ -73,41 +83,20 @@ export function defaultLsmObjectPath(): string {
 /**
  * Opens and loads the LSM object with every map pinned in pinDirectory, the
  * directory where the main object's maps are pinned (Datapath.load's
- * pinDir/maps). The maps of LSM_SHARED_MAPS must be pinned there already,
- * because libbpf would otherwise create and pin separate ones. The LSM
- * object's own maps are reused when an earlier agent pinned them, and created
- * and pinned otherwise. Throws when a shared pin is missing or a pinned map
- * does not match this object's declaration. Nothing is attached.
+ * pinDir/maps). The maps of LSM_SHARED_MAPS must be pinned there already, and
+ * the LSM object's own maps are reused or pinned as openOnPinnedMaps
+ * describes. Nothing is attached.
  */
 export function openLsmObject(pinDirectory: string, path = defaultLsmObjectPath()): BpfObject {
-  if (!existsSync(path)) throw new Error(`BPF LSM object ${path} not found: run \`make\``);
-  const missing = LSM_SHARED_MAPS.filter((name) => !existsSync(join(pinDirectory, name)));
-  if (missing.length > 0) {
-    throw new Error(
-      `pinned maps of the main BPF object not found in ${pinDirectory}: ${missing.join(', ')}; ` +
-        'load the main object with pinning before the LSM object',
-    );
-  }
-  const object = new BpfObject(path);
-  try {
-    // Maps libbpf makes for global data (.rodata and the like) are not shared state.
-    for (const name of object.mapNames().filter((n) => !n.includes('.'))) {
-      object.setMapPinPath(name, join(pinDirectory, name));
-    }
-    object.load();
-  } catch (error) {
-    object.close();
-    throw error;
-  }
-  return object;
+  return openOnPinnedMaps(path, pinDirectory, LSM_SHARED_MAPS, {
+    file: 'BPF LSM object',
+    object: 'LSM object',
+  });
 }
 
 /** File descriptors of the LSM object's own maps that rule sets are written to. */
-export interface LsmMapFds {
+export interface LsmMapFds extends PathRuleMapFds {
   config: number;
-  subjects: number;
-  inodes: number;
-  directories: number;
 }
 
 /** Returns the file descriptors of a loaded LSM object's rule maps, owned by the object. */
@@ -122,86 +111,19 @@ export function lsmMapFds(object: BpfObject): LsmMapFds {
 
 // --- rule sets ---------------------------------------------------------------
 
-export type LsmRuleKind = 'exec' | 'file';
-
-/** Exec and file postures of one subject. */
-export interface LsmSubjectPostures {
-  id: number;
-  /** Applies to an exec that no rule matched when the subject has exec Allow rules. */
-  execPosture: KernelAction;
-  /** Applies to an open that no rule matched when the subject has file Allow rules. */
-  filePosture: KernelAction;
-  /**
-   * Marks the subject as having exec Allow rules even when none of them produced a map entry
-   * (every path missing or a glob), so that its exec posture still applies as its policies state.
-   */
-  hasExecAllow?: boolean;
-  /** Marks the subject as having file Allow rules, as hasExecAllow does for exec. */
-  hasFileAllow?: boolean;
-}
-
-/** Fields common to exact-file and directory rules. */
-interface LsmRuleBase {
-  /** Identity id of the subject; 0 is the processes without an identity. */
-  subject: number;
-  kind: LsmRuleKind;
-  action: KernelAction.Allow | KernelAction.Audit | KernelAction.Block;
-  /** File rules only: the action applies to opens for reading, and an open with write intent is blocked. */
-  readOnly?: boolean;
-  /** Index into the generation's rule table, reported in decision records. */
-  ruleIndex: number;
-}
-
-/** A rule on one file, by the inode that resolveInode returns for its path. */
-export interface LsmInodeRule extends LsmRuleBase {
-  /** Device in the kernel's encoding (major << 20 | minor), see kernelDeviceNumber. */
-  dev: number;
-  ino: bigint | number;
-}
-
 /** A rule on a directory's entries: directly in it, or at any depth when recursive. */
-export interface LsmDirectoryRule extends LsmRuleBase {
+export interface LsmDirectoryRule extends DirectoryRuleBase {
   /** Absolute path inside the subject's root (a container's path). A trailing '/' is optional. */
   path: string;
-  recursive: boolean;
 }
 
 /** A compiled exec and file rule set in the form the kernel maps take. */
-export interface LsmRuleSet {
-  subjects: Iterable<LsmSubjectPostures>;
-  inodeRules: Iterable<LsmInodeRule>;
-  directoryRules: Iterable<LsmDirectoryRule>;
-}
+export type LsmRuleSet = PathRuleSet<LsmDirectoryRule>;
 
-// --- files and paths ---------------------------------------------------------
+/** The map entries of a rule set, keyed by the hex of the encoded key. */
+export type CompiledLsmRuleSet = CompiledPathRuleSet;
 
-/**
- * Converts a st_dev from stat() (glibc's encoding) to the kernel's s_dev
- * encoding, major << 20 | minor, which the BPF programs read from the inode.
- */
-export function kernelDeviceNumber(statDev: bigint | number): number {
-  const dev = BigInt(statDev);
-  const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
-  const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
-  if (major >= 1n << 12n || minor >= 1n << 20n) {
-    throw new RangeError(
-      `device ${major}:${minor} does not fit the kernel's 12-bit major and 20-bit minor`,
-    );
-  }
-  return Number((major << 20n) | minor);
-}
-
-/**
- * Returns the (device, inode) that an exact-file rule on path matches, following
- * symlinks as exec and open do. A file created at the path later has another
- * inode: until the rules are compiled again, only directory rules cover it.
- * NOTE: on file systems whose stat() reports another device or inode than the
- * kernel's inode (btrfs subvolumes, overlayfs), the rule does not match.
- */
-export function resolveInode(path: string): { dev: number; ino: bigint } {
-  const stats = statSync(path, { bigint: true });
-  return { dev: kernelDeviceNumber(stats.dev), ino: stats.ino };
-}
+// --- paths -------------------------------------------------------------------
 
 /**
  * Returns the string that a directory rule's key hashes: the normalized
@@ -241,65 +163,9 @@ export function pathHash(text: string, seed: bigint): bigint {
 
 // --- encoders ----------------------------------------------------------------
 
-/** The strongest action of the rules on one key for one access, and the first such rule. */
-export interface LsmVerdict {
-  action: KernelAction;
-  ruleIndex: number;
-}
-
-/** Verdicts for opens without and with write intent; exec decisions use read. */
-export interface LsmAccessVerdicts {
-  read: LsmVerdict;
-  write: LsmVerdict;
-}
-
-const NO_VERDICT: LsmVerdict = { action: KernelAction.None, ruleIndex: 0 };
-
 export function encodeLsmConfig(hashSeed: bigint): Buffer {
   const out = Buffer.alloc(lsmConfigLayout.size);
   out.writeBigUInt64LE(hashSeed & UINT64_MASK, lsmConfigLayout.offsetOf('hash_seed'));
-  return out;
-}
-
-export function encodeLsmSubject(
-  flags: number,
-  execPosture: KernelAction,
-  filePosture: KernelAction,
-): Buffer {
-  const out = Buffer.alloc(lsmSubjectLayout.size);
-  out.writeUInt32LE(flags >>> 0, lsmSubjectLayout.offsetOf('flags'));
-  out.writeUInt8(execPosture, lsmSubjectLayout.offsetOf('exec_posture'));
-  out.writeUInt8(filePosture, lsmSubjectLayout.offsetOf('file_posture'));
-  return out;
-}
-
-function writeVerdict(out: Buffer, at: number, verdict: LsmVerdict): void {
-  out.writeUInt32LE(verdict.ruleIndex >>> 0, at + lsmVerdictLayout.offsetOf('rule_index'));
-  out.writeUInt8(verdict.action, at + lsmVerdictLayout.offsetOf('action'));
-}
-
-function writeAccess(out: Buffer, at: number, access: LsmAccessVerdicts): void {
-  writeVerdict(out, at + lsmAccessLayout.offsetOf('read'), access.read);
-  writeVerdict(out, at + lsmAccessLayout.offsetOf('write'), access.write);
-}
-
-export function encodeLsmAccess(access: LsmAccessVerdicts): Buffer {
-  const out = Buffer.alloc(lsmAccessLayout.size);
-  writeAccess(out, 0, access);
-  return out;
-}
-
-export function encodeInodeKey(
-  subject: number,
-  kind: LsmKind,
-  dev: number,
-  ino: bigint | number,
-): Buffer {
-  const out = Buffer.alloc(lsmInodeKeyLayout.size);
-  out.writeBigUInt64LE(BigInt(ino), lsmInodeKeyLayout.offsetOf('ino'));
-  out.writeUInt32LE(dev >>> 0, lsmInodeKeyLayout.offsetOf('dev'));
-  out.writeUInt32LE(subject >>> 0, lsmInodeKeyLayout.offsetOf('subject'));
-  out.writeUInt32LE(kind, lsmInodeKeyLayout.offsetOf('kind'));
   return out;
 }
 
@@ -311,127 +177,18 @@ export function encodeDirectoryKey(subject: number, kind: LsmKind, hash: bigint)
   return out;
 }
 
-/** Encodes a directory's verdicts: direct from its non-recursive rules, subtree from its recursive ones. */
-export function encodeDirectoryRules(
-  direct: LsmAccessVerdicts,
-  subtree: LsmAccessVerdicts,
-): Buffer {
-  const out = Buffer.alloc(lsmDirectoryRulesLayout.size);
-  writeAccess(out, lsmDirectoryRulesLayout.offsetOf('direct'), direct);
-  writeAccess(out, lsmDirectoryRulesLayout.offsetOf('subtree'), subtree);
-  return out;
-}
-
 // --- compiling ---------------------------------------------------------------
 
-function kindValue(kind: LsmRuleKind): LsmKind {
-  if (kind === 'exec') return LsmKind.Exec;
-  if (kind === 'file') return LsmKind.File;
-  throw new RangeError(`invalid rule kind ${JSON.stringify(kind)}: expected 'exec' or 'file'`);
-}
-
-/** Returns the stronger verdict: the higher action, or the lower rule index among equal actions. */
-function stronger(current: LsmVerdict, candidate: LsmVerdict): LsmVerdict {
-  if (candidate.action === KernelAction.None) return current;
-  if (candidate.action > current.action) return candidate;
-  if (candidate.action === current.action && candidate.ruleIndex < current.ruleIndex)
-    return candidate;
-  return current;
-}
-
-function validateRule(rule: LsmRuleBase): void {
-  if (![KernelAction.Allow, KernelAction.Audit, KernelAction.Block].includes(rule.action)) {
-    throw new RangeError(
-      `rule ${rule.ruleIndex}: invalid action ${rule.action}: expected Allow, Audit or Block`,
-    );
-  }
-  if (rule.readOnly && rule.kind !== 'file') {
-    throw new RangeError(
-      `rule ${rule.ruleIndex}: readOnly applies to file rules only, got kind ${rule.kind}`,
-    );
-  }
-}
-
-/** Adds a rule's contribution to the verdicts of its key: a readOnly rule blocks opens with write intent. */
-function addRule(access: LsmAccessVerdicts, rule: LsmRuleBase): LsmAccessVerdicts {
-  const read = { action: rule.action, ruleIndex: rule.ruleIndex };
-  const write = rule.readOnly ? { action: KernelAction.Block, ruleIndex: rule.ruleIndex } : read;
-  return { read: stronger(access.read, read), write: stronger(access.write, write) };
-}
-
-interface SubjectEntry {
-  flags: number;
-  execPosture: KernelAction;
-  filePosture: KernelAction;
-}
-
-/** The map entries of a rule set, keyed by the hex of the encoded key. */
-export interface CompiledLsmRuleSet {
-  subjects: Map<number, SubjectEntry>;
-  inodes: Map<string, { key: Buffer; access: LsmAccessVerdicts }>;
-  directories: Map<string, { key: Buffer; direct: LsmAccessVerdicts; subtree: LsmAccessVerdicts }>;
-}
-
-function subjectEntry(compiled: CompiledLsmRuleSet, id: number): SubjectEntry {
-  let entry = compiled.subjects.get(id);
-  if (!entry) {
-    entry = { flags: 0, execPosture: KernelAction.None, filePosture: KernelAction.None };
-    compiled.subjects.set(id, entry);
-  }
-  return entry;
-}
-
-/** Marks the subject as having Allow rules of the rule's kind, which turns its posture of that kind on. */
-function noteAllowRule(compiled: CompiledLsmRuleSet, rule: LsmRuleBase): void {
-  const entry = subjectEntry(compiled, rule.subject);
-  if (rule.action !== KernelAction.Allow) return;
-  entry.flags |= rule.kind === 'exec' ? LSM_SUBJECT_HAS_EXEC_ALLOW : LSM_SUBJECT_HAS_FILE_ALLOW;
-}
-
 /**
- * Merges the rules into one map entry per key. Every subject with rules gets
- * a subject entry, which the kernel needs before it looks at any rule.
+ * Merges the rules into one map entry per key, with directory rules keyed by
+ * the seeded hash of their path. Every subject with rules gets a subject
+ * entry, which the kernel needs before it looks at any rule.
  */
 export function compileLsmRuleSet(ruleSet: LsmRuleSet, hashSeed: bigint): CompiledLsmRuleSet {
-  const compiled: CompiledLsmRuleSet = {
-    subjects: new Map(),
-    inodes: new Map(),
-    directories: new Map(),
-  };
-  for (const subject of ruleSet.subjects) {
-    const entry = subjectEntry(compiled, subject.id);
-    entry.execPosture = subject.execPosture;
-    entry.filePosture = subject.filePosture;
-    if (subject.hasExecAllow) entry.flags |= LSM_SUBJECT_HAS_EXEC_ALLOW;
-    if (subject.hasFileAllow) entry.flags |= LSM_SUBJECT_HAS_FILE_ALLOW;
-  }
-
-  for (const rule of ruleSet.inodeRules) {
-    validateRule(rule);
-    noteAllowRule(compiled, rule);
-    const key = encodeInodeKey(rule.subject, kindValue(rule.kind), rule.dev, rule.ino);
-    const id = key.toString('hex');
-    const entry = compiled.inodes.get(id) ?? {
-      key,
-      access: { read: NO_VERDICT, write: NO_VERDICT },
-    };
-    entry.access = addRule(entry.access, rule);
-    compiled.inodes.set(id, entry);
-  }
-
-  for (const rule of ruleSet.directoryRules) {
-    validateRule(rule);
-    noteAllowRule(compiled, rule);
+  return compilePathRuleSet(ruleSet, (rule) => {
     const hash = pathHash(directoryKeyPath(rule.path), hashSeed);
-    const key = encodeDirectoryKey(rule.subject, kindValue(rule.kind), hash);
-    const id = key.toString('hex');
-    const empty = { read: NO_VERDICT, write: NO_VERDICT };
-    const entry = compiled.directories.get(id) ?? { key, direct: empty, subtree: empty };
-    if (rule.recursive) entry.subtree = addRule(entry.subtree, rule);
-    else entry.direct = addRule(entry.direct, rule);
-    compiled.directories.set(id, entry);
-  }
-  return compiled;
+    return encodeDirectoryKey(rule.subject, kindValue(rule.kind), hash);
+  });
 }
 
 // --- publishing --------------------------------------------------------------
@@ -457,23 +214,14 @@ export function readLsmHashSeed(maps: LsmMapFds): bigint {
   return value.readBigUInt64LE(lsmConfigLayout.offsetOf('hash_seed'));
 }
 
-function createInnerMap(
-  name: string,
-  keySize: number,
-  valueSize: number,
-  maxEntries: number,
-): number {
-  return mapCreate({
-    type: MapType.HASH,
-    name,
-    keySize,
-    valueSize,
-    maxEntries,
-    flags: MapFlag.NO_PREALLOC,
-  });
-}
-
-const OUTER_MAPS = ['subjects', 'inodes', 'directories'] as const;
+/** Inner map names and limits of the LSM object's rule maps. */
+export const LSM_RULE_MAPS: PathRuleMapSpec = {
+  label: 'LSM',
+  innerNames: { subjects: 'sigil_lsm_subj', inodes: 'sigil_lsm_ino', directories: 'sigil_lsm_dir' },
+  maxInodeKeys: SIGIL_LSM_MAX_INODE_KEYS,
+  maxDirectoryKeys: SIGIL_LSM_MAX_DIRECTORY_KEYS,
+  directoryKeySize: lsmDirectoryKeyLayout.size,
+};
 
 /**
  * Writes an exec and file rule set into fresh inner maps and publishes them
@@ -484,57 +232,7 @@ const OUTER_MAPS = ['subjects', 'inodes', 'directories'] as const;
  */
 export function publishLsmRuleSet(maps: LsmMapFds, generation: number, ruleSet: LsmRuleSet): void {
   const compiled = compileLsmRuleSet(ruleSet, readLsmHashSeed(maps));
-  const created: number[] = [];
-  const inserted: (typeof OUTER_MAPS)[number][] = [];
-  try {
-    // Fill the inner maps.
-    const subjects = createInnerMap('sigil_lsm_subj', 4, lsmSubjectLayout.size, SIGIL_MAX_SUBJECTS);
-    created.push(subjects);
-    for (const [id, entry] of compiled.subjects) {
-      mapUpdate(
-        subjects,
-        encodeU32(id),
-        encodeLsmSubject(entry.flags, entry.execPosture, entry.filePosture),
-        0,
-      );
-    }
-
-    const inodes = createInnerMap(
-      'sigil_lsm_ino',
-      lsmInodeKeyLayout.size,
-      lsmAccessLayout.size,
-      SIGIL_LSM_MAX_INODE_KEYS,
-    );
-    created.push(inodes);
-    for (const { key, access } of compiled.inodes.values())
-      mapUpdate(inodes, key, encodeLsmAccess(access), 0);
-
-    const directories = createInnerMap(
-      'sigil_lsm_dir',
-      lsmDirectoryKeyLayout.size,
-      lsmDirectoryRulesLayout.size,
-      SIGIL_LSM_MAX_DIRECTORY_KEYS,
-    );
-    created.push(directories);
-    for (const { key, direct, subtree } of compiled.directories.values()) {
-      mapUpdate(directories, key, encodeDirectoryRules(direct, subtree), 0);
-    }
-
-    // Publish them under the generation.
-    const key = encodeU32(generation);
-    created.forEach((inner, i) => {
-      mapUpdate(maps[OUTER_MAPS[i]], key, encodeU32(inner), 0);
-      inserted.push(OUTER_MAPS[i]);
-    });
-  } catch (cause) {
-    for (const outer of inserted) mapDelete(maps[outer], encodeU32(generation));
-    throw new Error(`publish LSM rule set generation ${generation}: ${(cause as Error).message}`, {
-      cause,
-    });
-  } finally {
-    // The outer maps hold their own references to the inner maps.
-    for (const fd of created) closeFd(fd);
-  }
+  publishPathRuleSet(maps, generation, compiled, LSM_RULE_MAPS);
 }
 
 /**
@@ -542,5 +240,5 @@ export function publishLsmRuleSet(maps: LsmMapFds, generation: number, ruleSet: 
  * keeps its inner maps alive until the kernel's RCU grace period ends.
  */
 export function retireLsmRuleSet(maps: LsmMapFds, generation: number): void {
-  for (const outer of OUTER_MAPS) mapDelete(maps[outer], encodeU32(generation));
+  retirePathRuleSet(maps, generation);
 }

@@ -7,14 +7,19 @@
  * programs write them on x86_64.
  */
 import {
-  KernelAction,
   recordHeaderLayout,
   SIGIL_COMM_LEN,
   SIGIL_PATH_MAX,
   StructLayout,
   defineStruct,
 } from './layout';
-import { LsmMatch, pathDecisionLayout } from './lsm-layout';
+import {
+  checkRecordSize,
+  decisionRecordType,
+  decodePathDecision,
+  PathDecision,
+  pathDecisionLayout,
+} from './lsm-layout';
 
 export const SIGIL_TP_MAX_INODE_KEYS = 262144;
 export const SIGIL_TP_MAX_DIRECTORY_KEYS = 262144;
@@ -82,28 +87,10 @@ export const TP_HEADER_CONSTANTS: Record<string, number> = {
 };
 
 /** One exec or file decision of the tracepoint-kill programs. */
-export interface TpDecisionRecord {
+export interface TpDecisionRecord extends PathDecision {
   type: 'tp-exec-decision' | 'tp-file-decision';
-  ktimeNs: bigint;
-  tgid: number;
-  ppid: number;
-  uid: number;
-  gid: number;
-  subjectId: number;
-  generation: number;
-  ruleIndex: number;
-  /** Device of the file in the kernel's encoding (major << 20 | minor). */
-  dev: number;
-  ino: bigint;
-  cgroupId: bigint;
-  /** Length of path with its NUL, or a negative errno when it could not be read. */
-  pathLength: number;
-  action: KernelAction;
-  /** A DecisionReason value. */
-  reason: number;
   /** True when the verdict was Block, so the program sent SIGKILL (see killResult). */
   denied: boolean;
-  match: LsmMatch;
   /** bpf_send_signal's result: 0 when SIGKILL was queued (or none was sent), else a negative errno. */
   killResult: number;
   /** The descriptor the open returned; -1 for exec decisions. */
@@ -112,15 +99,11 @@ export interface TpDecisionRecord {
   writeIntent: boolean;
   /** The walk up the directory tree reached the root, so every ancestor's rules were looked up. */
   walkComplete: boolean;
-  comm: string;
-  /** The path the process passed to open() or execve(), not resolved; empty when unreadable. */
+  /**
+   * The path the process passed to open() or execve(), not resolved; empty when unreadable.
+   * pathLength is its length with its NUL, or a negative errno when it could not be read.
+   */
   path: string;
-}
-
-function cString(buffer: Buffer, offset: number, length: number): string {
-  const end = buffer.indexOf(0, offset);
-  const stop = end === -1 || end > offset + length ? offset + length : end;
-  return buffer.toString('utf8', offset, stop);
 }
 
 /**
@@ -133,45 +116,18 @@ export function decodeTpRecord(
   at = 0,
   length = buffer.length - at,
 ): TpDecisionRecord | null {
-  if (length < recordHeaderLayout.size) {
-    throw new RangeError(`record of ${length} bytes is shorter than its header`);
-  }
-  const type = buffer.readUInt32LE(at + recordHeaderLayout.offsetOf('type'));
+  const type = decisionRecordType(buffer, at, length);
   if (type !== TpRecordType.ExecDecision && type !== TpRecordType.FileDecision) return null;
   const layout = tpDecisionRecordLayout;
-  const size = buffer.readUInt32LE(at + recordHeaderLayout.offsetOf('size'));
-  if (size !== layout.size || length < layout.size) {
-    throw new RangeError(
-      `${layout.name} of ${length} bytes (header size ${size}), expected ${layout.size}`,
-    );
-  }
-  const base = at + layout.offsetOf('decision');
-  const field = (name: string) => base + pathDecisionLayout.offsetOf(name);
+  checkRecordSize(buffer, at, length, layout);
   const own = (name: string) => at + layout.offsetOf(name);
   return {
     type: type === TpRecordType.ExecDecision ? 'tp-exec-decision' : 'tp-file-decision',
-    ktimeNs: buffer.readBigUInt64LE(at + recordHeaderLayout.offsetOf('ktime_ns')),
-    tgid: buffer.readUInt32LE(field('tgid')),
-    ppid: buffer.readUInt32LE(field('ppid')),
-    uid: buffer.readUInt32LE(field('uid')),
-    gid: buffer.readUInt32LE(field('gid')),
-    subjectId: buffer.readUInt32LE(field('subject_id')),
-    generation: buffer.readUInt32LE(field('generation')),
-    ruleIndex: buffer.readUInt32LE(field('rule_index')),
-    dev: buffer.readUInt32LE(field('dev')),
-    ino: buffer.readBigUInt64LE(field('ino')),
-    cgroupId: buffer.readBigUInt64LE(field('cgroup_id')),
-    pathLength: buffer.readInt32LE(field('path_len')),
-    action: buffer.readUInt8(field('action')),
-    reason: buffer.readUInt8(field('reason')),
-    denied: buffer.readUInt8(field('denied')) !== 0,
-    match: buffer.readUInt8(field('match')),
+    ...decodePathDecision(buffer, at, layout),
     killResult: buffer.readInt32LE(own('kill_result')),
     fd: buffer.readInt32LE(own('fd')),
     syscall: buffer.readUInt32LE(own('syscall')),
     writeIntent: buffer.readUInt8(own('write_intent')) !== 0,
     walkComplete: buffer.readUInt8(own('walk_complete')) !== 0,
-    comm: cString(buffer, own('comm'), SIGIL_COMM_LEN),
-    path: cString(buffer, own('path'), SIGIL_PATH_MAX),
   };
 }

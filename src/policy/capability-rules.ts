@@ -1,4 +1,4 @@
-import { isScalar, Node } from 'yaml';
+import { Node } from 'yaml';
 import { SourcePosition } from '../util/config-error';
 import {
   checkContradictions,
@@ -9,8 +9,9 @@ import {
   ruleBaseOf,
 } from './rule-fields';
 import { CAPABILITY_NAMES, CAPABILITY_RULE_SCHEMA, fieldNames } from './schema';
+import { readStringList } from './string-list';
 import { CapabilityRule } from './types';
-import { describeNode, FieldPath, YamlField, YamlFieldReader } from './yaml-fields';
+import { FieldPath, YamlField, YamlFieldReader } from './yaml-fields';
 
 const LIST_HINT = 'expected a list of capability names such as [NET_RAW, SYS_ADMIN]';
 
@@ -70,40 +71,18 @@ export function readCapabilityNames(
   reader: YamlFieldReader,
   field: YamlField,
 ): string[] | undefined {
-  const items = reader.readList(field, LIST_HINT);
-  if (!items) return undefined;
-  if (items.length === 0) {
-    reader.error(
-      field.value,
-      field.path,
-      'capabilities is empty',
-      `${LIST_HINT}, or remove the rule`,
-    );
-    return undefined;
-  }
-  const names: string[] = [];
-  let valid = true;
-  for (const item of items) {
-    const node = item.value;
-    if (!isScalar(node) || typeof node.value !== 'string') {
-      reader.error(
-        node,
-        item.path,
-        `expected a capability name, found ${describeNode(node)}`,
-        LIST_HINT,
-      );
-      valid = false;
-      continue;
-    }
-    const problem = capabilityNameProblem(node.value);
-    if (problem) {
-      reader.error(node, item.path, `invalid capability "${node.value}"`, problem);
-      valid = false;
-      continue;
-    }
-    if (!names.includes(node.value)) names.push(node.value);
-  }
-  return valid ? names : undefined;
+  return readStringList(reader, field, {
+    name: 'capabilities',
+    listHint: LIST_HINT,
+    emptyFix: 'remove the rule',
+    entry: 'a capability name',
+    parse: (text) => {
+      const problem = capabilityNameProblem(text);
+      if (problem) return { ok: false, message: `invalid capability "${text}"`, hint: problem };
+      return { ok: true, value: text };
+    },
+    unique: true,
+  });
 }
 
 /** Returns a hint for a name that is not a capability, or null for a valid name. */

@@ -20,8 +20,9 @@ import {
   INGRESS_SOURCE_SCHEMA,
 } from './schema';
 import { selectorKey } from './spiffe-selector';
+import { readStringList } from './string-list';
 import { Cidr, EgressDestination, EgressRule, IngressRule, PortRange, RuleProtocol } from './types';
-import { describeNode, FieldPath, YamlField, YamlFieldReader } from './yaml-fields';
+import { FieldPath, YamlField, YamlFieldReader } from './yaml-fields';
 
 /** Fields that egress and ingress rules share beyond `RuleBase`. */
 interface NetworkFields {
@@ -151,36 +152,17 @@ function readCidrs(
   field: YamlField,
   everythingHint: string,
 ): Cidr[] | undefined {
-  const listHint = 'expected a list such as [10.0.0.0/8, "2001:db8::/32"]';
-  const items = reader.readList(field, listHint);
-  if (!items) return undefined;
-  if (items.length === 0) {
-    reader.error(field.value, field.path, 'cidrs is empty', `${listHint}, or ${everythingHint}`);
-    return undefined;
-  }
-  const cidrs: Cidr[] = [];
-  let valid = true;
-  for (const item of items) {
-    const node = item.value;
-    if (!isScalar(node) || typeof node.value !== 'string') {
-      reader.error(
-        node,
-        item.path,
-        `expected a CIDR string, found ${describeNode(node)}`,
-        listHint,
-      );
-      valid = false;
-      continue;
-    }
-    const result = parseCidr(node.value);
-    if (!result.ok) {
-      reader.error(node, item.path, `invalid CIDR "${node.value}": ${result.reason}`, result.hint);
-      valid = false;
-      continue;
-    }
-    cidrs.push(result.cidr);
-  }
-  return valid ? cidrs : undefined;
+  return readStringList(reader, field, {
+    name: 'cidrs',
+    listHint: 'expected a list such as [10.0.0.0/8, "2001:db8::/32"]',
+    emptyFix: everythingHint,
+    entry: 'a CIDR string',
+    parse: (text) => {
+      const result = parseCidr(text);
+      if (result.ok) return { ok: true, value: result.cidr };
+      return { ok: false, message: `invalid CIDR "${text}": ${result.reason}`, hint: result.hint };
+    },
+  });
 }
 
 function readPorts(reader: YamlFieldReader, field: YamlField): PortRange[] | undefined {

@@ -1,4 +1,4 @@
-import { isScalar, Node } from 'yaml';
+import { Node } from 'yaml';
 import { SourcePosition } from '../util/config-error';
 import { parseRulePath } from './paths';
 import {
@@ -10,8 +10,9 @@ import {
   ruleBaseOf,
 } from './rule-fields';
 import { fieldNames, FILE_RULE_SCHEMA, PATH_MAX_LENGTH, PROCESS_RULE_SCHEMA } from './schema';
+import { readStringList } from './string-list';
 import { FileRule, PathObjects, ProcessRule } from './types';
-import { describeNode, FieldPath, YamlField, YamlFieldReader } from './yaml-fields';
+import { FieldPath, YamlField, YamlFieldReader } from './yaml-fields';
 
 /** Reads `spec.process`. */
 export function readProcessRules(
@@ -122,38 +123,19 @@ function readPathList(
   glob: boolean,
 ): string[] | undefined {
   const example = directory ? '[/usr/local/bin]' : '[/usr/bin/curl]';
-  const listHint = `expected a list such as ${example}`;
-  const items = reader.readList(field, listHint);
-  if (!items) return undefined;
-  const fieldName = directory ? 'directories' : 'paths';
-  if (items.length === 0) {
-    reader.error(field.value, field.path, `${fieldName} is empty`, `${listHint}, or remove it`);
-    return undefined;
-  }
-  const paths: string[] = [];
-  let valid = true;
-  for (const item of items) {
-    const node = item.value;
-    if (!isScalar(node) || typeof node.value !== 'string') {
-      reader.error(
-        node,
-        item.path,
-        `expected a path string, found ${describeNode(node)}`,
-        listHint,
-      );
-      valid = false;
-      continue;
-    }
-    const result = parseRulePath(node.value, { directory, glob, maxLength: PATH_MAX_LENGTH });
-    if (!result.ok) {
-      reader.error(node, item.path, `invalid path "${node.value}": ${result.reason}`, result.hint);
-      valid = false;
-      continue;
-    }
+  return readStringList(reader, field, {
+    name: directory ? 'directories' : 'paths',
+    listHint: `expected a list such as ${example}`,
+    emptyFix: 'remove it',
+    entry: 'a path string',
+    parse: (text) => {
+      const result = parseRulePath(text, { directory, glob, maxLength: PATH_MAX_LENGTH });
+      if (result.ok) return { ok: true, value: result.path };
+      return { ok: false, message: `invalid path "${text}": ${result.reason}`, hint: result.hint };
+    },
     // A path listed twice is kept once.
-    if (!paths.includes(result.path)) paths.push(result.path);
-  }
-  return valid ? paths : undefined;
+    unique: true,
+  });
 }
 
 /** Returns one key per object of a rule: `path:<p>` or `directory:<d>:<recursive>`. */

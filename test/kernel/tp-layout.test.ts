@@ -1,8 +1,4 @@
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { KernelAction, recordHeaderLayout } from '../../src/kernel/layout';
 import { LsmKind, LsmMatch, pathDecisionLayout } from '../../src/kernel/lsm-layout';
 import { encodeInodeKey, LSM_PROGRAMS } from '../../src/kernel/lsm-maps';
@@ -16,86 +12,13 @@ import {
 } from '../../src/kernel/tp-layout';
 import { compileTpRuleSet, TP_PROGRAMS } from '../../src/kernel/tp-maps';
 import { BpfObject } from '../../src/kernel/native';
+import { describeHeaderMirror } from '../helpers/header-mirror';
 
-// Compiles bpf/include/sigil_tp.h with the host C compiler and reads every
-// size, offset and constant back, so the TypeScript mirror cannot drift from it.
-const HEADER = 'bpf/include/sigil_tp.h';
-let workDir = '';
-const facts = {
-  sizes: {} as Record<string, bigint>,
-  offsets: {} as Record<string, bigint>,
-  constants: {} as Record<string, bigint>,
-};
-
-function probeProgram(): string {
-  const lines: string[] = [];
-  const emit = (key: string, expression: string) =>
-    lines.push(
-      `  printf("\\"%s\\": \\"%llu\\",\\n", "${key}", (unsigned long long)(${expression}));`,
-    );
-  lines.push('#include <stdio.h>', '#include <stddef.h>', '#include <linux/types.h>');
-  lines.push(`#include "${resolve(HEADER)}"`, 'int main(void) {', '  printf("{");');
-  for (const layout of ALL_TP_LAYOUTS) {
-    emit(`size:${layout.name}`, `sizeof(struct ${layout.name})`);
-    for (const field of layout.fields) {
-      emit(`offset:${layout.name}.${field.name}`, `offsetof(struct ${layout.name}, ${field.name})`);
-    }
-  }
-  for (const name of Object.keys(TP_HEADER_CONSTANTS)) emit(`constant:${name}`, name);
-  lines.push('  printf("\\"end\\": \\"0\\"}\\n");', '  return 0;', '}');
-  return lines.join('\n');
-}
-
-beforeAll(() => {
-  workDir = mkdtempSync(join(tmpdir(), 'sigil-tp-layout-'));
-  writeFileSync(join(workDir, 'probe.c'), probeProgram());
-  execFileSync('cc', [
-    '-Wall',
-    '-Ibpf/include',
-    '-o',
-    join(workDir, 'probe'),
-    join(workDir, 'probe.c'),
-  ]);
-  const raw = JSON.parse(execFileSync(join(workDir, 'probe'), { encoding: 'utf8' }));
-  for (const [key, value] of Object.entries<string>(raw)) {
-    const [kind, name] = key.split(':');
-    if (kind === 'size') facts.sizes[name] = BigInt(value);
-    if (kind === 'offset') facts.offsets[name] = BigInt(value);
-    if (kind === 'constant') facts.constants[name] = BigInt(value);
-  }
-});
-
-afterAll(() => {
-  if (workDir) rmSync(workDir, { recursive: true, force: true });
-});
-
-describe('layout mirror of sigil_tp.h', () => {
-  it.each(ALL_TP_LAYOUTS.map((layout) => [layout.name, layout] as const))(
-    'struct %s has the header size and offsets',
-    (name, layout) => {
-      expect(BigInt(layout.size)).toBe(facts.sizes[name]);
-      for (const field of layout.fields) {
-        expect({ field: field.name, offset: BigInt(field.offset) }).toEqual({
-          field: field.name,
-          offset: facts.offsets[`${name}.${field.name}`],
-        });
-      }
-    },
-  );
-
-  it.each(Object.entries(TP_HEADER_CONSTANTS))('constant %s matches', (name, value) => {
-    expect(BigInt(value)).toBe(facts.constants[name]);
-  });
-
-  it('covers every struct the header defines', () => {
-    const header = readFileSync(HEADER, 'utf8');
-    const declared = [...header.matchAll(/^struct ([a-z_]+) \{/gm)].map((match) => match[1]);
-    expect(ALL_TP_LAYOUTS.map((layout) => layout.name).sort()).toEqual(declared.sort());
-  });
-
-  it('pads every struct to a multiple of 8', () => {
-    for (const layout of ALL_TP_LAYOUTS) expect(layout.size % 8).toBe(0);
-  });
+describeHeaderMirror({
+  header: 'bpf/include/sigil_tp.h',
+  layouts: ALL_TP_LAYOUTS,
+  constants: TP_HEADER_CONSTANTS,
+  paddedTo8: true,
 });
 
 describe('the linked tracepoint-kill object', () => {
