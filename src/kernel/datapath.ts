@@ -103,6 +103,10 @@ const SOCKET_PROGRAMS = [
   'sigil_connect6',
 ] as const;
 const CONNECT_PROGRAMS: readonly string[] = ['sigil_connect4', 'sigil_connect6'];
+const ACCEPT_TRACEPOINTS = [
+  { program: 'sigil_accept', target: 'sys_exit_accept' },
+  { program: 'sigil_accept4', target: 'sys_exit_accept4' },
+] as const;
 
 /**
  * The loaded Sigil BPF object: its programs, links and maps. Methods block
@@ -210,6 +214,18 @@ export class Datapath {
     for (const program of SOCKET_PROGRAMS) {
       if (!connect && CONNECT_PROGRAMS.includes(program)) continue;
       this.keep(this.object.attachCgroup(program, cgroupPath), program);
+    }
+  }
+
+  /**
+   * Attaches the programs of accept records: the sys_exit tracepoints of accept() and accept4(),
+   * and the sockops program that records the clients of loopback connections made in the cgroup
+   * v2 directory cgroupPath (normally the root). Needs tracefs mounted.
+   */
+  attachAcceptTracking(cgroupPath: string): void {
+    this.keep(this.object.attachCgroup('sigil_sock_ops', cgroupPath), 'sigil_sock_ops');
+    for (const { program, target } of ACCEPT_TRACEPOINTS) {
+      this.keep(this.object.attachTracepoint(program, 'syscalls', target), program);
     }
   }
 

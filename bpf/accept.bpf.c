@@ -1,0 +1,265 @@
+// SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
+/*
+ * Accept records: which process accepted a TCP connection, from which client.
+ *
+ * The sys_exit tracepoints of accept() and accept4() run in the accepting
+ * process, after the system call has installed the new socket in its file
+ * table, so they give both the process and the connection. The host kernel
+ * refuses the LSM socket_accept hook and fexit programs, and the socket
+ * programs that see a passive connection (sock_ops PASSIVE_ESTABLISHED) run
+ * in softirq context, where the current task is not the server. These
+ * programs run only on the two accept system calls. Attaching any syscalls
+ * tracepoint makes every system call of the node take the kernel's traced
+ * entry path, whose cost is a bitmap test per call for calls without a
+ * program; the tracepoint-kill object attaches such tracepoints too.
+ *
+ * The client of a loopback connection is a process of this node. The
+ * sock_ops program records it at BPF_SOCK_OPS_TCP_CONNECT_CB, which runs in
+ * tcp_connect() inside the client's connect() after the local port is
+ * chosen and before the SYN is sent, so the server cannot accept the
+ * connection earlier. The accept program takes the entry out again.
+ *
+ * Not covered: accepts through io_uring and through the i386 system call
+ * ABI (neither reaches these tracepoints), connections accepted before the
+ * programs were attached, UDP (it has no accept), and the client's identity
+ * for a connection to a non-loopback address of the node.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
+
+#include "maps.bpf.h"
+
+#define AF_INET 2
+#define AF_INET6 10
+#define S_IFMT 00170000
+#define S_IFSOCK 0140000
+
+/* Socket programs of this type let the operation go on with 1. */
+#define SIGIL_SOCK_OPS_OK 1
+
+/* Client of each loopback TCP connection not yet accepted, written at connect(). */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SIGIL_MAX_LOCAL_CLIENTS);
+	__type(key, struct sigil_local_client_key);
+	__type(value, struct sigil_socket_owner);
+} sigil_local_clients SEC(".maps");
+
+/* Stores an IPv4 address (network byte order) IPv4-mapped in 16 bytes. */
+static __always_inline void map_ipv4(__u8 *addr, __u32 ip4)
+{
+	__u32 *words = (__u32 *)addr;
+
+	words[0] = 0;
+	words[1] = 0;
+	words[2] = bpf_htonl(0xffff);
+	words[3] = ip4;
+}
+
+static __always_inline bool is_ipv4_mapped(const __u32 *words)
+{
+	return words[0] == 0 && words[1] == 0 && words[2] == bpf_htonl(0xffff);
+}
+
+/* Returns whether a 16-byte address is 127.0.0.0/8 (IPv4-mapped) or ::1. */
+static __always_inline bool is_loopback(const __u8 *addr)
+{
+	const __u32 *words = (const __u32 *)addr;
+
+	if (is_ipv4_mapped(words))
+		return (bpf_ntohl(words[3]) >> 24) == 127;
+	return words[0] == 0 && words[1] == 0 && words[2] == 0 && words[3] == bpf_htonl(1);
+}
+
+/* Fills the connection's key from the client's side, at connect(). */
+static __always_inline void client_key(struct bpf_sock_ops *skops,
+				       struct sigil_local_client_key *key)
+{
+	__u32 *client = (__u32 *)key->client_addr;
+	__u32 *server = (__u32 *)key->server_addr;
+
+	key->netns_cookie = bpf_get_netns_cookie(skops);
+	key->client_port = (__u16)skops->local_port;
+	/* remote_port holds the port in network byte order in its upper 16 bits */
+	key->server_port = (__u16)bpf_ntohl(skops->remote_port);
+	if (skops->family == AF_INET) {
+		map_ipv4(key->client_addr, skops->local_ip4);
+		map_ipv4(key->server_addr, skops->remote_ip4);
+		return;
+	}
+	server[0] = skops->remote_ip6[0];
+	server[1] = skops->remote_ip6[1];
+	server[2] = skops->remote_ip6[2];
+	server[3] = skops->remote_ip6[3];
+	/*
+	 * An IPv6 socket connecting to an IPv4-mapped address sets its IPv6
+	 * source address only after this callback, so its IPv4 one is read.
+	 */
+	if (is_ipv4_mapped(server)) {
+		map_ipv4(key->client_addr, skops->local_ip4);
+		return;
+	}
+	client[0] = skops->local_ip6[0];
+	client[1] = skops->local_ip6[1];
+	client[2] = skops->local_ip6[2];
+	client[3] = skops->local_ip6[3];
+}
+
+/*
+ * Records the connecting process as the client of a loopback connection.
+ * An entry of a process without an identity is removed rather than written,
+ * so an entry left by an earlier connection that was never accepted cannot
+ * name the wrong client.
+ */
+SEC("sockops")
+int sigil_sock_ops(struct bpf_sock_ops *skops)
+{
+	struct sigil_local_client_key key = {};
+	struct sigil_socket_owner owner = {};
+	__u32 tgid;
+
+	if (skops->op != BPF_SOCK_OPS_TCP_CONNECT_CB)
+		return SIGIL_SOCK_OPS_OK;
+	if (skops->family != AF_INET && skops->family != AF_INET6)
+		return SIGIL_SOCK_OPS_OK;
+	client_key(skops, &key);
+	if (!is_loopback(key.server_addr))
+		return SIGIL_SOCK_OPS_OK;
+
+	tgid = bpf_get_current_pid_tgid() >> 32;
+	owner.id = sigil_identity_of(tgid);
+	if (!owner.id) {
+		bpf_map_delete_elem(&sigil_local_clients, &key);
+		return SIGIL_SOCK_OPS_OK;
+	}
+	owner.tgid = tgid;
+	owner.start_ticks = sigil_start_ticks((struct task_struct *)bpf_get_current_task());
+	bpf_map_update_elem(&sigil_local_clients, &key, &owner, BPF_ANY);
+	return SIGIL_SOCK_OPS_OK;
+}
+
+/* Returns the socket behind a file descriptor of the current process, or NULL. */
+static __always_inline struct sock *socket_of_fd(long fd)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	struct fdtable *fdt = BPF_CORE_READ(task, files, fdt);
+	struct file **fds;
+	struct file *file = NULL;
+	struct socket *sock;
+
+	if (!fdt || fd >= BPF_CORE_READ(fdt, max_fds))
+		return NULL;
+	fds = BPF_CORE_READ(fdt, fd);
+	bpf_core_read(&file, sizeof(file), &fds[fd]);
+	if (!file)
+		return NULL;
+	/* another thread may have closed the descriptor and reused it for something else */
+	if ((BPF_CORE_READ(file, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return NULL;
+	sock = BPF_CORE_READ(file, private_data);
+	return sock ? BPF_CORE_READ(sock, sk) : NULL;
+}
+
+/* Fills both ends of an accepted connection; the record's family must be set. */
+static __always_inline void read_ends(struct sock *sk, struct sigil_accept_record *record)
+{
+	record->port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	record->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	if (record->family == AF_INET) {
+		map_ipv4(record->addr, BPF_CORE_READ(sk, __sk_common.skc_daddr));
+		map_ipv4(record->local_addr, BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr));
+		return;
+	}
+	/* a dual-stack listener stores an IPv4 client IPv4-mapped in these fields */
+	BPF_CORE_READ_INTO(&record->addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+	BPF_CORE_READ_INTO(&record->local_addr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
+}
+
+/* Finds and removes the local client of the connection; returns its identity. */
+static __always_inline __u32 take_local_client(struct sock *sk,
+					       const struct sigil_accept_record *record,
+					       __u32 *peer_tgid)
+{
+	struct sigil_local_client_key key = {};
+	struct sigil_socket_owner *owner;
+	__u32 peer;
+
+	if (!is_loopback(record->local_addr))
+		return 0;
+	key.netns_cookie = BPF_CORE_READ(sk, __sk_common.skc_net.net, net_cookie);
+	__builtin_memcpy(key.client_addr, record->addr, 16);
+	__builtin_memcpy(key.server_addr, record->local_addr, 16);
+	key.client_port = record->port;
+	key.server_port = record->local_port;
+	owner = bpf_map_lookup_elem(&sigil_local_clients, &key);
+	if (!owner)
+		return 0;
+	*peer_tgid = owner->tgid;
+	peer = sigil_owner_identity(owner->tgid, owner->id, owner->start_ticks);
+	bpf_map_delete_elem(&sigil_local_clients, &key);
+	return peer;
+}
+
+/* Writes the record of one accepted TCP connection; a full ring buffer is counted. */
+static __always_inline int handle_accept(struct syscall_trace_exit *ctx)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+	struct sigil_accept_record record = {};
+	struct sigil_settings *settings;
+	__u32 zero = 0;
+	struct sock *sk;
+
+	if (ctx->ret < 0)
+		return 0;
+	sk = socket_of_fd(ctx->ret);
+	if (!sk)
+		return 0;
+	record.family = BPF_CORE_READ(sk, __sk_common.skc_family);
+	if (record.family != AF_INET && record.family != AF_INET6)
+		return 0;
+
+	/* both identities */
+	read_ends(sk, &record);
+	record.tgid = pid_tgid >> 32;
+	record.subject_id = sigil_identity_of(record.tgid);
+	record.peer_id = take_local_client(sk, &record, &record.peer_tgid);
+
+	/* accepts between processes without identities are reported only when a policy asks */
+	settings = bpf_map_lookup_elem(&sigil_settings, &zero);
+	if (!record.subject_id && !record.peer_id &&
+	    !(settings && (settings->flags & SIGIL_SETTINGS_REPORT_UNIDENTIFIED_ACCEPTS)))
+		return 0;
+
+	/* the process */
+	record.header.type = SIGIL_RECORD_ACCEPT;
+	record.header.size = sizeof(record);
+	record.header.ktime_ns = bpf_ktime_get_boot_ns();
+	record.pid = (__u32)pid_tgid;
+	record.ppid = BPF_CORE_READ(task, real_parent, tgid);
+	record.uid = (__u32)uid_gid;
+	record.gid = uid_gid >> 32;
+	record.cgroup_id = bpf_get_current_cgroup_id();
+	record.protocol = BPF_CORE_READ(sk, sk_protocol);
+	bpf_get_current_comm(record.comm, sizeof(record.comm));
+
+	/* copy it into the ring buffer */
+	if (bpf_ringbuf_output(&sigil_events, &record, sizeof(record), 0))
+		sigil_count_drop(SIGIL_DROP_EVENTS_RINGBUF_FULL);
+	return 0;
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept4")
+int sigil_accept4(struct syscall_trace_exit *ctx)
+{
+	return handle_accept(ctx);
+}
+
+SEC("tracepoint/syscalls/sys_exit_accept")
+int sigil_accept(struct syscall_trace_exit *ctx)
+{
+	return handle_accept(ctx);
+}
