@@ -8,21 +8,25 @@
  * refuses the LSM socket_accept hook and fexit programs, and the socket
  * programs that see a passive connection (sock_ops PASSIVE_ESTABLISHED) run
  * in softirq context, where the current task is not the server. These
- * programs run only on the two accept system calls. Attaching any syscalls
- * tracepoint makes every system call of the node take the kernel's traced
- * entry path, whose cost is a bitmap test per call for calls without a
- * program; the tracepoint-kill object attaches such tracepoints too.
+ * programs run only on the two accept system calls. But while any syscalls
+ * tracepoint is attached, every system call of the node takes the kernel's
+ * traced entry path, which costs a bitmap test for a call without a
+ * program. The tracepoint-kill object attaches such tracepoints too.
  *
  * The client of a loopback connection is a process of this node. The
- * sock_ops program records it at BPF_SOCK_OPS_TCP_CONNECT_CB, which runs in
- * tcp_connect() inside the client's connect() after the local port is
- * chosen and before the SYN is sent, so the server cannot accept the
- * connection earlier. The accept program takes the entry out again.
+ * sock/inet_sock_set_state tracepoint records it when its socket enters
+ * SYN_SENT inside its connect(), and files it under both ends of the
+ * connection when the socket reaches ESTABLISHED, before the server can
+ * accept it. The program returns at once for other state changes. The
+ * sockops callback TCP_CONNECT_CB would see the same moment, but Linux 6.1
+ * gives sockops programs no bpf_get_current_pid_tgid(). The accept program
+ * takes the entry out again.
  *
  * Not covered: accepts through io_uring and through the i386 system call
  * ABI (neither reaches these tracepoints), connections accepted before the
- * programs were attached, UDP (it has no accept), and the client's identity
- * for a connection to a non-loopback address of the node.
+ * programs were attached, UDP (it has no accept), stream protocols other
+ * than TCP, and the client's identity for a connection to a non-loopback
+ * address of the node.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -36,16 +40,25 @@
 #define S_IFMT 00170000
 #define S_IFSOCK 0140000
 
-/* Socket programs of this type let the operation go on with 1. */
-#define SIGIL_SOCK_OPS_OK 1
+#define IPPROTO_TCP 6
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_SENT 2
 
-/* Client of each loopback TCP connection not yet accepted, written at connect(). */
+/* Client of each loopback TCP connection not yet accepted, by both ends. */
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, SIGIL_MAX_LOCAL_CLIENTS);
 	__type(key, struct sigil_local_client_key);
 	__type(value, struct sigil_socket_owner);
 } sigil_local_clients SEC(".maps");
+
+/* Client of each loopback TCP connection in SYN_SENT, by the address of its struct sock. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SIGIL_MAX_LOCAL_CLIENTS);
+	__type(key, __u64);
+	__type(value, struct sigil_socket_owner);
+} sigil_connecting_clients SEC(".maps");
 
 /* Stores an IPv4 address (network byte order) IPv4-mapped in 16 bytes. */
 static __always_inline void map_ipv4(__u8 *addr, __u32 ip4)
@@ -73,71 +86,110 @@ static __always_inline bool is_loopback(const __u8 *addr)
 	return words[0] == 0 && words[1] == 0 && words[2] == 0 && words[3] == bpf_htonl(1);
 }
 
-/* Fills the connection's key from the client's side, at connect(). */
-static __always_inline void client_key(struct bpf_sock_ops *skops,
-				       struct sigil_local_client_key *key)
-{
-	__u32 *client = (__u32 *)key->client_addr;
-	__u32 *server = (__u32 *)key->server_addr;
+/* Addresses of a TCP state change, copied out of the tracepoint's record. */
+struct state_addresses {
+	__u8 saddr[4];
+	__u8 daddr[4];
+	__u8 saddr_v6[16];
+	__u8 daddr_v6[16];
+};
 
-	key->netns_cookie = bpf_get_netns_cookie(skops);
-	key->client_port = (__u16)skops->local_port;
-	/* remote_port holds the port in network byte order in its upper 16 bits */
-	key->server_port = (__u16)bpf_ntohl(skops->remote_port);
-	if (skops->family == AF_INET) {
-		map_ipv4(key->client_addr, skops->local_ip4);
-		map_ipv4(key->server_addr, skops->remote_ip4);
+/*
+ * Copies one end of a state change into 16 bytes, IPv4-mapped for IPv4. The
+ * tracepoint fills the IPv6 fields IPv4-mapped for an IPv4 socket, but an
+ * IPv6 socket connected to an IPv4-mapped address sets its IPv6 source
+ * address only when connect() is done, so the IPv4 fields are read for it.
+ */
+static __always_inline void state_address(__u8 *out, const __u8 *v4, const __u8 *v6,
+					  const struct state_addresses *addresses)
+{
+	__u32 ip4;
+
+	if (is_ipv4_mapped((const __u32 *)addresses->daddr_v6)) {
+		__builtin_memcpy(&ip4, v4, 4);
+		map_ipv4(out, ip4);
 		return;
 	}
-	server[0] = skops->remote_ip6[0];
-	server[1] = skops->remote_ip6[1];
-	server[2] = skops->remote_ip6[2];
-	server[3] = skops->remote_ip6[3];
-	/*
-	 * An IPv6 socket connecting to an IPv4-mapped address sets its IPv6
-	 * source address only after this callback, so its IPv4 one is read.
-	 */
-	if (is_ipv4_mapped(server)) {
-		map_ipv4(key->client_addr, skops->local_ip4);
+	__builtin_memcpy(out, v6, 16);
+}
+
+/* Remembers the connecting process, in its connect(), when the destination is loopback. */
+static __always_inline void remember_connecting(__u64 sk_key,
+						const struct state_addresses *addresses)
+{
+	struct sigil_socket_owner owner = {};
+	__u8 server[16];
+
+	state_address(server, addresses->daddr, addresses->daddr_v6, addresses);
+	if (!is_loopback(server))
 		return;
-	}
-	client[0] = skops->local_ip6[0];
-	client[1] = skops->local_ip6[1];
-	client[2] = skops->local_ip6[2];
-	client[3] = skops->local_ip6[3];
+	owner.tgid = bpf_get_current_pid_tgid() >> 32;
+	owner.id = sigil_identity_of(owner.tgid);
+	if (!owner.id)
+		return;
+	owner.start_ticks = sigil_start_ticks((struct task_struct *)bpf_get_current_task());
+	bpf_map_update_elem(&sigil_connecting_clients, &sk_key, &owner, BPF_ANY);
 }
 
 /*
- * Records the connecting process as the client of a loopback connection.
- * An entry of a process without an identity is removed rather than written,
- * so an entry left by an earlier connection that was never accepted cannot
- * name the wrong client.
+ * Moves the client of a connection that reached ESTABLISHED to the key of
+ * both ends, which the server's accept() can build. Where the client had no
+ * identity, an entry left under that key by an earlier connection that was
+ * never accepted is removed, so it cannot name the wrong client.
  */
-SEC("sockops")
-int sigil_sock_ops(struct bpf_sock_ops *skops)
+static __always_inline void publish_client(__u64 sk_key, __u16 sport, __u16 dport,
+					   const struct state_addresses *addresses)
 {
 	struct sigil_local_client_key key = {};
-	struct sigil_socket_owner owner = {};
-	__u32 tgid;
+	struct sigil_socket_owner *owner;
 
-	if (skops->op != BPF_SOCK_OPS_TCP_CONNECT_CB)
-		return SIGIL_SOCK_OPS_OK;
-	if (skops->family != AF_INET && skops->family != AF_INET6)
-		return SIGIL_SOCK_OPS_OK;
-	client_key(skops, &key);
+	state_address(key.server_addr, addresses->daddr, addresses->daddr_v6, addresses);
 	if (!is_loopback(key.server_addr))
-		return SIGIL_SOCK_OPS_OK;
-
-	tgid = bpf_get_current_pid_tgid() >> 32;
-	owner.id = sigil_identity_of(tgid);
-	if (!owner.id) {
+		return;
+	state_address(key.client_addr, addresses->saddr, addresses->saddr_v6, addresses);
+	key.netns_cookie = BPF_CORE_READ((struct sock *)sk_key, __sk_common.skc_net.net, net_cookie);
+	key.client_port = sport;
+	key.server_port = dport;
+	owner = bpf_map_lookup_elem(&sigil_connecting_clients, &sk_key);
+	if (!owner) {
 		bpf_map_delete_elem(&sigil_local_clients, &key);
-		return SIGIL_SOCK_OPS_OK;
+		return;
 	}
-	owner.tgid = tgid;
-	owner.start_ticks = sigil_start_ticks((struct task_struct *)bpf_get_current_task());
-	bpf_map_update_elem(&sigil_local_clients, &key, &owner, BPF_ANY);
-	return SIGIL_SOCK_OPS_OK;
+	bpf_map_update_elem(&sigil_local_clients, &key, owner, BPF_ANY);
+	bpf_map_delete_elem(&sigil_connecting_clients, &sk_key);
+}
+
+/*
+ * Follows the client side of TCP connections. CLOSE to SYN_SENT happens in
+ * tcp_v4_connect() or tcp_v6_connect(), inside the client's connect(), after
+ * the destination is set. SYN_SENT to ESTABLISHED happens when the SYN-ACK
+ * arrives, before the client's ACK lets the server accept the connection.
+ */
+SEC("tracepoint/sock/inet_sock_set_state")
+int sigil_tcp_state(struct trace_event_raw_inet_sock_set_state *ctx)
+{
+	struct state_addresses addresses;
+	__u64 sk_key = (__u64)ctx->skaddr;
+	int oldstate = ctx->oldstate, newstate = ctx->newstate;
+
+	if (ctx->protocol != IPPROTO_TCP)
+		return 0;
+	if (newstate != TCP_SYN_SENT && oldstate != TCP_SYN_SENT)
+		return 0;
+	/* the verifier allows only fixed-offset loads from the context, so copy the addresses */
+	bpf_probe_read_kernel(&addresses, sizeof(addresses), ctx->saddr);
+	if (newstate == TCP_SYN_SENT) {
+		remember_connecting(sk_key, &addresses);
+		return 0;
+	}
+	if (newstate == TCP_ESTABLISHED) {
+		/* the tracepoint gives the ports in host byte order */
+		publish_client(sk_key, ctx->sport, ctx->dport, &addresses);
+		return 0;
+	}
+	/* the connect failed */
+	bpf_map_delete_elem(&sigil_connecting_clients, &sk_key);
+	return 0;
 }
 
 /* Returns the socket behind a file descriptor of the current process, or NULL. */
@@ -221,6 +273,10 @@ static __always_inline int handle_accept(struct syscall_trace_exit *ctx)
 	record.family = BPF_CORE_READ(sk, __sk_common.skc_family);
 	if (record.family != AF_INET && record.family != AF_INET6)
 		return 0;
+	/* MPTCP and SCTP stream sockets accept too; ingress rules decide TCP only */
+	record.protocol = BPF_CORE_READ(sk, sk_protocol);
+	if (record.protocol != IPPROTO_TCP)
+		return 0;
 
 	/* both identities */
 	read_ends(sk, &record);
@@ -243,7 +299,6 @@ static __always_inline int handle_accept(struct syscall_trace_exit *ctx)
 	record.uid = (__u32)uid_gid;
 	record.gid = uid_gid >> 32;
 	record.cgroup_id = bpf_get_current_cgroup_id();
-	record.protocol = BPF_CORE_READ(sk, sk_protocol);
 	bpf_get_current_comm(record.comm, sizeof(record.comm));
 
 	/* copy it into the ring buffer */

@@ -267,7 +267,7 @@ struct sigil_accept_record {
 	__u32 peer_tgid;	/* the process that called connect(), 0 when not known */
 	__u64 cgroup_id;
 	__u16 family;		/* AF_INET or AF_INET6: the accepted socket's family */
-	__u16 protocol;		/* sk_protocol: IPPROTO_TCP, or IPPROTO_MPTCP (262) */
+	__u16 protocol;		/* sk_protocol, IPPROTO_TCP in this version */
 	__u16 port;		/* the client's port, host byte order */
 	__u16 local_port;	/* the port the connection reached, host byte order */
 	__u8 addr[16];		/* the client's address, IPv4-mapped for IPv4 */

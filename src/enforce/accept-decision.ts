@@ -29,7 +29,7 @@ export function decideAcceptRecord(
     peer,
     address: record.address,
     port: record.localPort,
-    // The kernel reports TCP and MPTCP accepts; ingress rules name TCP for both.
+    // The kernel writes accept records for TCP sockets only.
     protocol: 'TCP',
   });
   const { decision, decidingMatch } = explanation;

@@ -289,7 +289,7 @@ export class Agent {
     const cgroupPath = options.cgroupPath ?? findCgroup2Root();
     const lsmConnect = this.lsm !== null && options.cgroupPath === undefined;
     datapath.attachSocketPrograms(cgroupPath, { connect: !lsmConnect });
-    datapath.attachAcceptTracking(cgroupPath);
+    datapath.attachAcceptTracking();
     datapath.releaseEarlierLinks();
     log.info(
       { cgroup: cgroupPath, pinDir: options.pinDir, connectEnforcer: lsmConnect ? 'bpf-lsm' : 'cgroup-sock' },
@@ -953,7 +953,7 @@ export class Agent {
 function exactSpiffeIds(set: PolicySet): string[] {
   const ids: string[] = [];
   for (const policy of set.policies) {
-    // policy.subject stands for an unidentified subject as the empty SPIFFE ID, which has no id.
+    // policy.subject represents an unidentified subject as the empty SPIFFE ID, which has no id.
     if (policy.subjectSelector.kind === 'spiffeId') ids.push(policy.subjectSelector.spiffeId);
     for (const rule of policy.egress) {
       if (rule.to.kind === 'peer' && rule.to.peer.kind === 'spiffeId')

@@ -104,8 +104,9 @@ const SOCKET_PROGRAMS = [
 ] as const;
 const CONNECT_PROGRAMS: readonly string[] = ['sigil_connect4', 'sigil_connect6'];
 const ACCEPT_TRACEPOINTS = [
-  { program: 'sigil_accept', target: 'sys_exit_accept' },
-  { program: 'sigil_accept4', target: 'sys_exit_accept4' },
+  { program: 'sigil_tcp_state', category: 'sock', name: 'inet_sock_set_state' },
+  { program: 'sigil_accept', category: 'syscalls', name: 'sys_exit_accept' },
+  { program: 'sigil_accept4', category: 'syscalls', name: 'sys_exit_accept4' },
 ] as const;
 
 /**
@@ -219,13 +220,12 @@ export class Datapath {
 
   /**
    * Attaches the programs of accept records: the sys_exit tracepoints of accept() and accept4(),
-   * and the sockops program that records the clients of loopback connections made in the cgroup
-   * v2 directory cgroupPath (normally the root). Needs tracefs mounted.
+   * and the TCP state tracepoint that records the clients of loopback connections. The client
+   * tracepoint goes first, so no accept finds its entry missing. Needs tracefs mounted.
    */
-  attachAcceptTracking(cgroupPath: string): void {
-    this.keep(this.object.attachCgroup('sigil_sock_ops', cgroupPath), 'sigil_sock_ops');
-    for (const { program, target } of ACCEPT_TRACEPOINTS) {
-      this.keep(this.object.attachTracepoint(program, 'syscalls', target), program);
+  attachAcceptTracking(): void {
+    for (const { program, category, name } of ACCEPT_TRACEPOINTS) {
+      this.keep(this.object.attachTracepoint(program, category, name), program);
     }
   }
 

@@ -10,7 +10,7 @@ import { spawnInCgroup, spawnWorkload, Workload } from '../helpers/workloads';
 
 // The real agent on the running kernel: accept events from the sys_exit
 // tracepoints of accept() and accept4(), the client's SPIFFE ID from the
-// sockops program, and the decision of the ingress rules, which no enforcer
+// TCP state tracepoint, and the decision of the ingress rules, which no enforcer
 // applies. Listeners and clients are real processes on loopback.
 
 const TD = 'spiffe://sigil-test.example';
@@ -332,7 +332,7 @@ describe('accept events', () => {
     expect(agent.events.filter(acceptOf(skipped.port, PORT_UNIDENTIFIED))).toEqual([]);
   });
 
-  it('reports them when an unidentified policy has ingress rules', async () => {
+  it('reports unidentified ends when a policy asks', async () => {
     const seen = agent.events.length;
     writeFileSync(policyFile, policy(true));
     await agent.waitForEvent(
