@@ -14,7 +14,7 @@
  * program. The tracepoint-kill object attaches such tracepoints too.
  *
  * The client of a loopback connection is a process of this node. The
- * sock/inet_sock_set_state tracepoint records it when its socket enters
+ * inet_sock_set_state raw tracepoint records it when its socket enters
  * SYN_SENT inside its connect(), and files it under both ends of the
  * connection when the socket reaches ESTABLISHED, before the server can
  * accept it. The program returns at once for other state changes. The
@@ -86,41 +86,33 @@ static __always_inline bool is_loopback(const __u8 *addr)
 	return words[0] == 0 && words[1] == 0 && words[2] == 0 && words[3] == bpf_htonl(1);
 }
 
-/* Addresses of a TCP state change, copied out of the tracepoint's record. */
-struct state_addresses {
-	__u8 saddr[4];
-	__u8 daddr[4];
-	__u8 saddr_v6[16];
-	__u8 daddr_v6[16];
-};
-
 /*
- * Copies one end of a state change into 16 bytes, IPv4-mapped for IPv4. The
- * tracepoint fills the IPv6 fields IPv4-mapped for an IPv4 socket, but an
- * IPv6 socket connected to an IPv4-mapped address sets its IPv6 source
- * address only when connect() is done, so the IPv4 fields are read for it.
+ * Reads both ends of a TCP socket, IPv4-mapped for IPv4. An IPv6 socket
+ * connected to an IPv4 peer keeps the peer IPv4-mapped in its IPv6 fields,
+ * but sets its own IPv6 address only when connect() is done, so the IPv4
+ * fields are read for it.
  */
-static __always_inline void state_address(__u8 *out, const __u8 *v4, const __u8 *v6,
-					  const struct state_addresses *addresses)
+static __always_inline void read_ends(struct sock *sk, __u8 *remote, __u8 *local)
 {
-	__u32 ip4;
-
-	if (is_ipv4_mapped((const __u32 *)addresses->daddr_v6)) {
-		__builtin_memcpy(&ip4, v4, 4);
-		map_ipv4(out, ip4);
-		return;
+	if (BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET6) {
+		BPF_CORE_READ_INTO((struct in6_addr *)remote, sk, __sk_common.skc_v6_daddr);
+		if (!is_ipv4_mapped((const __u32 *)remote)) {
+			BPF_CORE_READ_INTO((struct in6_addr *)local, sk, __sk_common.skc_v6_rcv_saddr);
+			return;
+		}
 	}
-	__builtin_memcpy(out, v6, 16);
+	map_ipv4(remote, BPF_CORE_READ(sk, __sk_common.skc_daddr));
+	map_ipv4(local, BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr));
 }
 
 /* Remembers the connecting process, in its connect(), when the destination is loopback. */
-static __always_inline void remember_connecting(__u64 sk_key,
-						const struct state_addresses *addresses)
+static __always_inline void remember_connecting(struct sock *sk)
 {
 	struct sigil_socket_owner owner = {};
-	__u8 server[16];
+	__u64 sk_key = (__u64)sk;
+	__u8 client[16], server[16];
 
-	state_address(server, addresses->daddr, addresses->daddr_v6, addresses);
+	read_ends(sk, server, client);
 	if (!is_loopback(server))
 		return;
 	owner.tgid = bpf_get_current_pid_tgid() >> 32;
@@ -137,19 +129,18 @@ static __always_inline void remember_connecting(__u64 sk_key,
  * identity, an entry left under that key by an earlier connection that was
  * never accepted is removed, so it cannot name the wrong client.
  */
-static __always_inline void publish_client(__u64 sk_key, __u16 sport, __u16 dport,
-					   const struct state_addresses *addresses)
+static __always_inline void publish_client(struct sock *sk)
 {
 	struct sigil_local_client_key key = {};
 	struct sigil_socket_owner *owner;
+	__u64 sk_key = (__u64)sk;
 
-	state_address(key.server_addr, addresses->daddr, addresses->daddr_v6, addresses);
+	read_ends(sk, key.server_addr, key.client_addr);
 	if (!is_loopback(key.server_addr))
 		return;
-	state_address(key.client_addr, addresses->saddr, addresses->saddr_v6, addresses);
-	key.netns_cookie = BPF_CORE_READ((struct sock *)sk_key, __sk_common.skc_net.net, net_cookie);
-	key.client_port = sport;
-	key.server_port = dport;
+	key.netns_cookie = BPF_CORE_READ(sk, __sk_common.skc_net.net, net_cookie);
+	key.client_port = BPF_CORE_READ(sk, __sk_common.skc_num);
+	key.server_port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
 	owner = bpf_map_lookup_elem(&sigil_connecting_clients, &sk_key);
 	if (!owner) {
 		bpf_map_delete_elem(&sigil_local_clients, &key);
@@ -164,30 +155,31 @@ static __always_inline void publish_client(__u64 sk_key, __u16 sport, __u16 dpor
  * tcp_v4_connect() or tcp_v6_connect(), inside the client's connect(), after
  * the destination is set. SYN_SENT to ESTABLISHED happens when the SYN-ACK
  * arrives, before the client's ACK lets the server accept the connection.
+ * A raw tracepoint, because it skips building the tracepoint's record for
+ * the many state changes that return at once.
  */
-SEC("tracepoint/sock/inet_sock_set_state")
-int sigil_tcp_state(struct trace_event_raw_inet_sock_set_state *ctx)
+SEC("raw_tp/inet_sock_set_state")
+int sigil_tcp_state(struct bpf_raw_tracepoint_args *ctx)
 {
-	struct state_addresses addresses;
-	__u64 sk_key = (__u64)ctx->skaddr;
-	int oldstate = ctx->oldstate, newstate = ctx->newstate;
+	/* TP_PROTO(const struct sock *sk, const int oldstate, const int newstate) */
+	struct sock *sk = (struct sock *)ctx->args[0];
+	int oldstate = ctx->args[1], newstate = ctx->args[2];
+	__u64 sk_key;
 
-	if (ctx->protocol != IPPROTO_TCP)
-		return 0;
 	if (newstate != TCP_SYN_SENT && oldstate != TCP_SYN_SENT)
 		return 0;
-	/* the verifier allows only fixed-offset loads from the context, so copy the addresses */
-	bpf_probe_read_kernel(&addresses, sizeof(addresses), ctx->saddr);
+	if (BPF_CORE_READ(sk, sk_protocol) != IPPROTO_TCP)
+		return 0;
 	if (newstate == TCP_SYN_SENT) {
-		remember_connecting(sk_key, &addresses);
+		remember_connecting(sk);
 		return 0;
 	}
 	if (newstate == TCP_ESTABLISHED) {
-		/* the tracepoint gives the ports in host byte order */
-		publish_client(sk_key, ctx->sport, ctx->dport, &addresses);
+		publish_client(sk);
 		return 0;
 	}
 	/* the connect failed */
+	sk_key = (__u64)sk;
 	bpf_map_delete_elem(&sigil_connecting_clients, &sk_key);
 	return 0;
 }
@@ -212,21 +204,6 @@ static __always_inline struct sock *socket_of_fd(long fd)
 		return NULL;
 	sock = BPF_CORE_READ(file, private_data);
 	return sock ? BPF_CORE_READ(sock, sk) : NULL;
-}
-
-/* Fills both ends of an accepted connection; the record's family must be set. */
-static __always_inline void read_ends(struct sock *sk, struct sigil_accept_record *record)
-{
-	record->port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
-	record->local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
-	if (record->family == AF_INET) {
-		map_ipv4(record->addr, BPF_CORE_READ(sk, __sk_common.skc_daddr));
-		map_ipv4(record->local_addr, BPF_CORE_READ(sk, __sk_common.skc_rcv_saddr));
-		return;
-	}
-	/* a dual-stack listener stores an IPv4 client IPv4-mapped in these fields */
-	BPF_CORE_READ_INTO(&record->addr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
-	BPF_CORE_READ_INTO(&record->local_addr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
 }
 
 /* Finds and removes the local client of the connection; returns its identity. */
@@ -278,8 +255,10 @@ static __always_inline int handle_accept(struct syscall_trace_exit *ctx)
 	if (record.protocol != IPPROTO_TCP)
 		return 0;
 
-	/* both identities */
-	read_ends(sk, &record);
+	/* both ends and both identities */
+	read_ends(sk, record.addr, record.local_addr);
+	record.port = bpf_ntohs(BPF_CORE_READ(sk, __sk_common.skc_dport));
+	record.local_port = BPF_CORE_READ(sk, __sk_common.skc_num);
 	record.tgid = pid_tgid >> 32;
 	record.subject_id = sigil_identity_of(record.tgid);
 	record.peer_id = take_local_client(sk, &record, &record.peer_tgid);

@@ -104,9 +104,8 @@ const SOCKET_PROGRAMS = [
 ] as const;
 const CONNECT_PROGRAMS: readonly string[] = ['sigil_connect4', 'sigil_connect6'];
 const ACCEPT_TRACEPOINTS = [
-  { program: 'sigil_tcp_state', category: 'sock', name: 'inet_sock_set_state' },
-  { program: 'sigil_accept', category: 'syscalls', name: 'sys_exit_accept' },
-  { program: 'sigil_accept4', category: 'syscalls', name: 'sys_exit_accept4' },
+  { program: 'sigil_accept', name: 'sys_exit_accept' },
+  { program: 'sigil_accept4', name: 'sys_exit_accept4' },
 ] as const;
 
 /**
@@ -220,12 +219,15 @@ export class Datapath {
 
   /**
    * Attaches the programs of accept records: the sys_exit tracepoints of accept() and accept4(),
-   * and the TCP state tracepoint that records the clients of loopback connections. The client
-   * tracepoint goes first, so no accept finds its entry missing. Needs tracefs mounted.
+   * and the raw tracepoint on TCP state changes that records the clients of loopback
+   * connections. The client program goes first, so no accept finds its entry missing. Needs
+   * tracefs mounted.
    */
   attachAcceptTracking(): void {
-    for (const { program, category, name } of ACCEPT_TRACEPOINTS) {
-      this.keep(this.object.attachTracepoint(program, category, name), program);
+    const state = 'sigil_tcp_state';
+    this.keep(this.object.attachRawTracepoint(state, 'inet_sock_set_state'), state);
+    for (const { program, name } of ACCEPT_TRACEPOINTS) {
+      this.keep(this.object.attachTracepoint(program, 'syscalls', name), program);
     }
   }
 
