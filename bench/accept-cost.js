@@ -2,12 +2,12 @@
 // Cost of Sigil's accept programs on a loopback TCP connection: the TCP
 // state tracepoint at the client's state changes and the sys_exit tracepoint
 // of the server's accept(). One process connects to its own listener and accepts,
-// so each iteration pays both. Rounds alternate four runs: no programs;
-// only a syscalls tracepoint on getppid(), which the loop never calls, to
-// show what the kernel's traced system call path alone costs; the accept
-// programs with an unidentified process (no record is written); and the
-// accept programs with an identified one (a record per accept, and a client
-// entry written and removed per connection). The ratio of medians is the figure;
+// so each iteration pays both. Rounds alternate four runs. The first has no
+// programs. The second has only a syscalls tracepoint on getppid(), which
+// the loop never calls, to show what the kernel's traced system call path
+// alone costs. The third has the accept programs and an unidentified
+// process, so no record is written. The fourth has an identified process:
+// a record per accept, and a client entry written and removed per connection. The ratio of medians is the figure;
 // the CPU time of the loop process is steadier than wall-clock time when
 // other work competes for the CPUs.
 // Usage (root, after `make`): node bench/accept-cost.js [ROUNDS] [CONNECTIONS]

@@ -1,6 +1,6 @@
 // Connects to a listener of its own on 127.0.0.1:PORT and accepts the
-// connection, N times, and prints the mean wall-clock nanoseconds and the
-// mean CPU nanoseconds of this process per socket()+connect()+accept()+close()
+// connection, N times. Prints the mean wall-clock nanoseconds and the mean
+// CPU nanoseconds of this process per socket()+connect()+accept()+close()
 // of both ends, then the number of failures. On a loaded machine the CPU time
 // is the steadier figure: it leaves out the time spent waiting for a CPU. One process does both
 // ends, so the time includes the programs on the client's TCP state changes

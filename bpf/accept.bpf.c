@@ -23,10 +23,10 @@
  * takes the entry out again.
  *
  * Not covered: accepts through io_uring and through the i386 system call
- * ABI (neither reaches these tracepoints), connections accepted before the
- * programs were attached, UDP (it has no accept), stream protocols other
- * than TCP, and the client's identity for a connection to a non-loopback
- * address of the node.
+ * ABI, since neither reaches these tracepoints. Also connections accepted
+ * before the programs were attached, UDP (it has no accept), stream
+ * protocols other than TCP, and the client's identity for a connection to
+ * a non-loopback address of the node.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -263,7 +263,7 @@ static __always_inline int handle_accept(struct syscall_trace_exit *ctx)
 	record.subject_id = sigil_identity_of(record.tgid);
 	record.peer_id = take_local_client(sk, &record, &record.peer_tgid);
 
-	/* accepts between processes without identities are reported only when a policy asks */
+	/* accepts between processes without identities are reported only when a policy needs them */
 	settings = bpf_map_lookup_elem(&sigil_settings, &zero);
 	if (!record.subject_id && !record.peer_id &&
 	    !(settings && (settings->flags & SIGIL_SETTINGS_REPORT_UNIDENTIFIED_ACCEPTS)))
