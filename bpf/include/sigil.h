@@ -16,6 +16,8 @@
 #define SIGIL_MAX_SUBJECTS 65536
 #define SIGIL_MAX_PEER_KEYS 262144
 #define SIGIL_MAX_CIDR_KEYS 262144
+/* Loopback TCP connections whose client is remembered until the server accepts them. */
+#define SIGIL_MAX_LOCAL_CLIENTS 65536
 #define SIGIL_GENERATIONS 4
 /* Decision records: connect, bind and the LSM object's exec and file decisions. */
 #define SIGIL_RINGBUF_BYTES (16 * 1024 * 1024)
@@ -36,6 +38,7 @@ enum sigil_record_type {
 	SIGIL_RECORD_FORK = 4,
 	SIGIL_RECORD_BIND = 5,
 	SIGIL_RECORD_CGROUP = 6,
+	SIGIL_RECORD_ACCEPT = 7,
 };
 
 /* Actions a rule or a posture can take. */
@@ -73,6 +76,8 @@ struct sigil_settings {
 #define SIGIL_SETTINGS_EMIT_ALL_CONNECTS (1u << 0)
 /* Report exec and open decisions that no Audit or Block applied to, to record what a workload does. */
 #define SIGIL_SETTINGS_REPORT_ALLOWED_ACCESS (1u << 1)
+/* Report accepts where neither the server nor the client has an identity (ingress rules select such servers). */
+#define SIGIL_SETTINGS_REPORT_UNIDENTIFIED_ACCEPTS (1u << 2)
 
 /*
  * Start times are kept in clock ticks since boot, the unit of field 22 of
@@ -229,6 +234,44 @@ struct sigil_bind_record {
 	__u8 protocol;		/* IPPROTO_TCP or IPPROTO_UDP */
 	__u8 pad2[3];
 	__u8 addr[16];		/* bound address, IPv4-mapped for AF_INET */
+	char comm[SIGIL_COMM_LEN];
+};
+
+/*
+ * Key of the local-clients map: one TCP connection to a loopback address, as
+ * its client saw it at connect() and its server sees it at accept().
+ * Addresses are IPv4-mapped for IPv4; ports are in host byte order.
+ */
+struct sigil_local_client_key {
+	__u64 netns_cookie;	/* network namespace of the connection */
+	__u8 client_addr[16];
+	__u8 server_addr[16];
+	__u16 client_port;
+	__u16 server_port;
+	__u32 pad;
+};
+
+/*
+ * A TCP connection accepted with accept() or accept4(), from the sys_exit
+ * tracepoints of those system calls. Nothing is decided in the kernel.
+ */
+struct sigil_accept_record {
+	struct sigil_record_header header;
+	__u32 tgid;
+	__u32 pid;		/* the thread that called accept() */
+	__u32 ppid;
+	__u32 uid;
+	__u32 gid;
+	__u32 subject_id;	/* identity of the accepting process; 0 for none */
+	__u32 peer_id;		/* identity of the local client; 0 for none or not local */
+	__u32 peer_tgid;	/* the process that called connect(), 0 when not known */
+	__u64 cgroup_id;
+	__u16 family;		/* AF_INET or AF_INET6: the accepted socket's family */
+	__u16 protocol;		/* sk_protocol, IPPROTO_TCP in this version */
+	__u16 port;		/* the client's port, host byte order */
+	__u16 local_port;	/* the port the connection reached, host byte order */
+	__u8 addr[16];		/* the client's address, IPv4-mapped for IPv4 */
+	__u8 local_addr[16];	/* the address the connection reached, IPv4-mapped for IPv4 */
 	char comm[SIGIL_COMM_LEN];
 };
 

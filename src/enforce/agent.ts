@@ -15,6 +15,7 @@ import { PolicySet } from '../policy/types';
 import { subjectMatches } from '../policy/spiffe-selector';
 import { ConfigError, ConfigIssue, formatIssue } from '../util/config-error';
 import {
+  AcceptRecord,
   BindRecord,
   decodeBatch,
   CgroupRecord,
@@ -26,7 +27,12 @@ import {
 } from '../kernel/codec';
 import { Datapath, KernelRuleSet, KernelRuleSetChanges } from '../kernel/datapath';
 import { KernelSubject } from '../kernel/rule-maps';
-import { DropReason, KernelAction, SETTINGS_REPORT_ALLOWED_ACCESS } from '../kernel/layout';
+import {
+  DropReason,
+  KernelAction,
+  SETTINGS_REPORT_ALLOWED_ACCESS,
+  SETTINGS_REPORT_UNIDENTIFIED_ACCEPTS,
+} from '../kernel/layout';
 import { ensureKernelFilesystems, findCgroup2Root } from '../kernel/mounts';
 import { probeEnforcers } from '../kernel/probe';
 import { EventHub } from '../events/event-hub';
@@ -34,7 +40,9 @@ import { AuditServer } from '../events/grpc-server';
 import { TcpListenAddress } from '../events/mtls-server';
 import { SpiffeIdAllowList } from '../identity/spiffe-id-allow-list';
 import { MtlsEndpoint } from './mtls-endpoint';
+import { decideAcceptRecord, ingressSelectsUnidentified } from './accept-decision';
 import {
+  acceptEvent,
   agentEvent,
   connectEvent,
   execEvent,
@@ -281,6 +289,7 @@ export class Agent {
     const cgroupPath = options.cgroupPath ?? findCgroup2Root();
     const lsmConnect = this.lsm !== null && options.cgroupPath === undefined;
     datapath.attachSocketPrograms(cgroupPath, { connect: !lsmConnect });
+    datapath.attachAcceptTracking();
     datapath.releaseEarlierLinks();
     log.info(
       { cgroup: cgroupPath, pinDir: options.pinDir, connectEnforcer: lsmConnect ? 'bpf-lsm' : 'cgroup-sock' },
@@ -487,7 +496,8 @@ export class Agent {
       this.registry.entries(),
     );
     const lsmHooks = (this.lsm ?? this.tracepoint)?.prepare(this.policySet, this.registry.entries());
-    const settingsFlags = this.options.reportAllowedAccess ? SETTINGS_REPORT_ALLOWED_ACCESS : 0;
+    let settingsFlags = this.options.reportAllowedAccess ? SETTINGS_REPORT_ALLOWED_ACCESS : 0;
+    if (ingressSelectsUnidentified(this.policySet)) settingsFlags |= SETTINGS_REPORT_UNIDENTIFIED_ACCEPTS;
     let generation: number;
     try {
       generation =
@@ -613,6 +623,8 @@ export class Agent {
         return this.handleConnect(record);
       case 'bind':
         return this.handleBind(record);
+      case 'accept':
+        return this.handleAccept(record);
       case 'exec-decision':
       case 'file-decision': {
         const draft = this.lsm?.eventFor(record);
@@ -707,6 +719,20 @@ export class Agent {
       observedBindEvent(record, {
         subject: this.registry.spiffeIdOf(record.subjectId),
         executable: this.processes.executable(record.tgid),
+      }),
+    );
+  }
+
+  /** Publishes an accepted connection with the decision of the ingress rules, which no enforcer applies. */
+  private handleAccept(record: AcceptRecord): void {
+    const subject = this.registry.spiffeIdOf(record.subjectId);
+    const peer = this.registry.spiffeIdOf(record.peerId);
+    this.publishProcessEvent(
+      acceptEvent(record, {
+        subject,
+        peer,
+        executable: this.processes.executable(record.tgid),
+        decision: decideAcceptRecord(this.policySet, record, subject, peer),
       }),
     );
   }
@@ -927,7 +953,8 @@ export class Agent {
 function exactSpiffeIds(set: PolicySet): string[] {
   const ids: string[] = [];
   for (const policy of set.policies) {
-    if (policy.subject.kind === 'spiffeId') ids.push(policy.subject.spiffeId);
+    // policy.subject represents an unidentified subject as the empty SPIFFE ID, which has no id.
+    if (policy.subjectSelector.kind === 'spiffeId') ids.push(policy.subjectSelector.spiffeId);
     for (const rule of policy.egress) {
       if (rule.to.kind === 'peer' && rule.to.peer.kind === 'spiffeId')
         ids.push(rule.to.peer.spiffeId);

@@ -1,4 +1,4 @@
-import { BindRecord, ConnectRecord, ExecRecord, ExitRecord } from '../kernel/codec';
+import { AcceptRecord, BindRecord, ConnectRecord, ExecRecord, ExitRecord } from '../kernel/codec';
 import { DecisionReason, KernelAction } from '../kernel/layout';
 import { RuleRef } from '../policy/compiled-rule-set';
 import {
@@ -207,7 +207,7 @@ export function connectEvent(record: ConnectRecord, context: ConnectContext): Ev
 
 /**
  * A decision on an operation, in the form every enforcer can fill: the
- * socket programs for bind and accept, BPF LSM or the fallbacks for files.
+ * socket programs for bind, BPF LSM or the fallbacks for files.
  */
 export interface Decision {
   ktimeNs: bigint;
@@ -248,9 +248,70 @@ export function bindEvent(decision: Decision, connection: Connection): EventDraf
   return { ...decisionDraft('bind', decision), connection };
 }
 
-/** Builds an accept event: connection.address is the client, localAddress the listener. */
-export function acceptEvent(decision: Decision, connection: Connection): EventDraft {
-  return { ...decisionDraft('accept', decision), connection };
+/** The ingress decision on an accepted connection, made in user space from the policy set. */
+export interface AcceptDecision {
+  action: Action;
+  reason: PolicyRef['reason'];
+  /** Policy and rule that decided, or for a posture the policies that set it. */
+  policy: string;
+  rule: string;
+  details?: RuleDetails;
+}
+
+export interface AcceptContext extends ProcessContext {
+  subject: string | null;
+  peer: string | null;
+  executable: string | null;
+  decision: AcceptDecision;
+}
+
+/** Message of an accept event that an ingress rule or posture decided, since none is enforced. */
+export const INGRESS_NOT_ENFORCED =
+  'ingress rules are reported, not enforced: no enforcer applies them, so the connection was accepted';
+
+/**
+ * Builds the event of an accepted connection: connection.address is the client,
+ * localAddress the listener. No enforcer applies ingress rules, so the result is
+ * always allowed and the event has no enforcer, even when the decision is Block.
+ */
+export function acceptEvent(record: AcceptRecord, context: AcceptContext): EventDraft {
+  const { decision } = context;
+  const draft: EventDraft = {
+    type: 'accept',
+    ktimeNs: record.ktimeNs.toString(),
+    subject: { spiffeId: context.subject ?? '' },
+    process: withContext(
+      {
+        pid: record.pid,
+        ppid: record.ppid,
+        uid: record.uid,
+        gid: record.gid,
+        executable: context.executable ?? '',
+        comm: record.comm,
+        cgroupId: record.cgroupId.toString(),
+        tgid: record.tgid,
+      },
+      context,
+    ),
+    connection: {
+      family: record.family,
+      protocol: protocolName(record.protocol),
+      address: record.address,
+      port: record.port,
+      peerSpiffeId: context.peer ?? '',
+      peerPid: record.peerTgid,
+      localAddress: record.localAddress,
+      localPort: record.localPort,
+    },
+    policy: withRuleDetails(
+      { name: decision.policy, rule: decision.rule, reason: decision.reason },
+      decision.details,
+    ),
+    action: decision.action,
+    result: 'allowed',
+  };
+  if (decision.reason !== 'no-policy') draft.message = INGRESS_NOT_ENFORCED;
+  return draft;
 }
 
 /** Builds a file event for one operation on a path. */

@@ -259,7 +259,8 @@ function decisionOf(event: AuditEvent): Record<string, unknown> {
   if (event.result === 'denied' || event.result === 'killed') {
     return { action_id: 2, action: 'Denied', disposition_id: 2, disposition: 'Blocked' };
   }
-  if (event.action === 'audit') {
+  // A Block that no enforcer applied (ingress rules on accept events) was only recorded.
+  if (event.action === 'audit' || (event.action === 'block' && event.enforcer === undefined)) {
     return { action_id: 1, action: 'Allowed', disposition_id: 17, disposition: 'Logged' };
   }
   return { action_id: 1, action: 'Allowed', disposition_id: 1, disposition: 'Allowed' };

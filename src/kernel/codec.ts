@@ -1,5 +1,6 @@
 import { isIPv4, isIPv6 } from 'node:net';
 import {
+  acceptRecordLayout,
   bindRecordLayout,
   cgroupRecordLayout,
   cidrKeyLayout,
@@ -92,6 +93,34 @@ export interface BindRecord {
   comm: string;
 }
 
+/** A TCP connection accepted with accept() or accept4(). */
+export interface AcceptRecord {
+  type: 'accept';
+  ktimeNs: bigint;
+  tgid: number;
+  /** The thread that called accept(). */
+  pid: number;
+  ppid: number;
+  uid: number;
+  gid: number;
+  subjectId: number;
+  /** Identity of the local client that connected; 0 when none or not local. */
+  peerId: number;
+  /** The process that called connect(), 0 when not known. */
+  peerTgid: number;
+  cgroupId: bigint;
+  /** Family of the accepted socket: an IPv6 listener also accepts IPv4 clients. */
+  family: 'ipv4' | 'ipv6';
+  protocol: number;
+  /** The client's address and port. */
+  address: string;
+  port: number;
+  /** The address and port the connection reached. */
+  localAddress: string;
+  localPort: number;
+  comm: string;
+}
+
 export interface ConnectRecord {
   type: 'connect';
   ktimeNs: bigint;
@@ -123,7 +152,8 @@ export type KernelRecord =
   | ExitRecord
   | ConnectRecord
   | BindRecord
-  | CgroupRecord;
+  | CgroupRecord
+  | AcceptRecord;
 
 /** A record that could not be decoded; the stream goes on past it. */
 export interface MalformedRecord {
@@ -392,6 +422,32 @@ function decodeBind(buffer: Buffer, at: number): BindRecord {
   };
 }
 
+function decodeAccept(buffer: Buffer, at: number): AcceptRecord {
+  const l = acceptRecordLayout;
+  const addrAt = at + field(l, 'addr');
+  const localAddrAt = at + field(l, 'local_addr');
+  return {
+    type: 'accept',
+    ktimeNs: buffer.readBigUInt64LE(at + field(recordHeaderLayout, 'ktime_ns')),
+    tgid: buffer.readUInt32LE(at + field(l, 'tgid')),
+    pid: buffer.readUInt32LE(at + field(l, 'pid')),
+    ppid: buffer.readUInt32LE(at + field(l, 'ppid')),
+    uid: buffer.readUInt32LE(at + field(l, 'uid')),
+    gid: buffer.readUInt32LE(at + field(l, 'gid')),
+    subjectId: buffer.readUInt32LE(at + field(l, 'subject_id')),
+    peerId: buffer.readUInt32LE(at + field(l, 'peer_id')),
+    peerTgid: buffer.readUInt32LE(at + field(l, 'peer_tgid')),
+    cgroupId: buffer.readBigUInt64LE(at + field(l, 'cgroup_id')),
+    family: buffer.readUInt16LE(at + field(l, 'family')) === AF_INET ? 'ipv4' : 'ipv6',
+    protocol: buffer.readUInt16LE(at + field(l, 'protocol')),
+    address: formatAddress(buffer.subarray(addrAt, addrAt + 16)),
+    port: buffer.readUInt16LE(at + field(l, 'port')),
+    localAddress: formatAddress(buffer.subarray(localAddrAt, localAddrAt + 16)),
+    localPort: buffer.readUInt16LE(at + field(l, 'local_port')),
+    comm: cString(buffer, at + field(l, 'comm'), 16),
+  };
+}
+
 function decodeExit(buffer: Buffer, at: number): ExitRecord {
   const l = exitRecordLayout;
   return {
@@ -444,6 +500,7 @@ const DECODERS: Record<number, { layout: StructLayout; decode: (b: Buffer, at: n
   [RecordType.Fork]: { layout: forkRecordLayout, decode: decodeFork },
   [RecordType.Cgroup]: { layout: cgroupRecordLayout, decode: decodeCgroup },
   [RecordType.Bind]: { layout: bindRecordLayout, decode: decodeBind },
+  [RecordType.Accept]: { layout: acceptRecordLayout, decode: decodeAccept },
 };
 
 /** Decodes one record; a record of unknown type or wrong size comes back as malformed. */

@@ -103,6 +103,10 @@ const SOCKET_PROGRAMS = [
   'sigil_connect6',
 ] as const;
 const CONNECT_PROGRAMS: readonly string[] = ['sigil_connect4', 'sigil_connect6'];
+const ACCEPT_TRACEPOINTS = [
+  { program: 'sigil_accept', name: 'sys_exit_accept' },
+  { program: 'sigil_accept4', name: 'sys_exit_accept4' },
+] as const;
 
 /**
  * The loaded Sigil BPF object: its programs, links and maps. Methods block
@@ -210,6 +214,20 @@ export class Datapath {
     for (const program of SOCKET_PROGRAMS) {
       if (!connect && CONNECT_PROGRAMS.includes(program)) continue;
       this.keep(this.object.attachCgroup(program, cgroupPath), program);
+    }
+  }
+
+  /**
+   * Attaches the programs of accept records: the sys_exit tracepoints of accept() and accept4(),
+   * and the raw tracepoint on TCP state changes that records the clients of loopback
+   * connections. The client program goes first, so no accept finds its entry missing. Needs
+   * tracefs mounted.
+   */
+  attachAcceptTracking(): void {
+    const state = 'sigil_tcp_state';
+    this.keep(this.object.attachRawTracepoint(state, 'inet_sock_set_state'), state);
+    for (const { program, name } of ACCEPT_TRACEPOINTS) {
+      this.keep(this.object.attachTracepoint(program, 'syscalls', name), program);
     }
   }
 

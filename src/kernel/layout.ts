@@ -70,6 +70,7 @@ export const SIGIL_MAX_PROCESSES = 131072;
 export const SIGIL_MAX_SUBJECTS = 65536;
 export const SIGIL_MAX_PEER_KEYS = 262144;
 export const SIGIL_MAX_CIDR_KEYS = 262144;
+export const SIGIL_MAX_LOCAL_CLIENTS = 65536;
 export const SIGIL_GENERATIONS = 4;
 export const SIGIL_RINGBUF_BYTES = 16 * 1024 * 1024;
 export const SIGIL_PROCESS_RINGBUF_BYTES = 8 * 1024 * 1024;
@@ -81,6 +82,7 @@ export enum RecordType {
   Fork = 4,
   Bind = 5,
   Cgroup = 6,
+  Accept = 7,
 }
 
 export enum KernelAction {
@@ -112,6 +114,7 @@ export const DROP_REASON_COUNT = 2;
 export const SUBJECT_HAS_EGRESS_ALLOW = 1 << 0;
 export const SETTINGS_EMIT_ALL_CONNECTS = 1 << 0;
 export const SETTINGS_REPORT_ALLOWED_ACCESS = 1 << 1;
+export const SETTINGS_REPORT_UNIDENTIFIED_ACCEPTS = 1 << 2;
 export const IDENTITY_INHERITED = 1 << 0;
 
 export const settingsLayout = defineStruct('sigil_settings', [
@@ -247,6 +250,35 @@ export const bindRecordLayout = defineStruct('sigil_bind_record', [
   { name: 'comm', type: 'u8', count: SIGIL_COMM_LEN },
 ]);
 
+export const localClientKeyLayout = defineStruct('sigil_local_client_key', [
+  { name: 'netns_cookie', type: 'u64' },
+  { name: 'client_addr', type: 'u8', count: 16 },
+  { name: 'server_addr', type: 'u8', count: 16 },
+  { name: 'client_port', type: 'u16' },
+  { name: 'server_port', type: 'u16' },
+  { name: 'pad', type: 'u32' },
+]);
+
+export const acceptRecordLayout = defineStruct('sigil_accept_record', [
+  { name: 'header', type: recordHeaderLayout },
+  { name: 'tgid', type: 'u32' },
+  { name: 'pid', type: 'u32' },
+  { name: 'ppid', type: 'u32' },
+  { name: 'uid', type: 'u32' },
+  { name: 'gid', type: 'u32' },
+  { name: 'subject_id', type: 'u32' },
+  { name: 'peer_id', type: 'u32' },
+  { name: 'peer_tgid', type: 'u32' },
+  { name: 'cgroup_id', type: 'u64' },
+  { name: 'family', type: 'u16' },
+  { name: 'protocol', type: 'u16' },
+  { name: 'port', type: 'u16' },
+  { name: 'local_port', type: 'u16' },
+  { name: 'addr', type: 'u8', count: 16 },
+  { name: 'local_addr', type: 'u8', count: 16 },
+  { name: 'comm', type: 'u8', count: SIGIL_COMM_LEN },
+]);
+
 /** Every layout the header defines, for the layout test. */
 export const ALL_LAYOUTS: StructLayout[] = [
   settingsLayout,
@@ -264,6 +296,8 @@ export const ALL_LAYOUTS: StructLayout[] = [
   connectRecordLayout,
   bindRecordLayout,
   cgroupRecordLayout,
+  localClientKeyLayout,
+  acceptRecordLayout,
 ];
 
 /** Constants the header defines, by C name, for the layout test. */
@@ -275,6 +309,7 @@ export const HEADER_CONSTANTS: Record<string, number> = {
   SIGIL_MAX_SUBJECTS,
   SIGIL_MAX_PEER_KEYS,
   SIGIL_MAX_CIDR_KEYS,
+  SIGIL_MAX_LOCAL_CLIENTS,
   SIGIL_GENERATIONS,
   SIGIL_RINGBUF_BYTES,
   SIGIL_PROCESS_RINGBUF_BYTES,
@@ -286,6 +321,7 @@ export const HEADER_CONSTANTS: Record<string, number> = {
   SIGIL_RECORD_FORK: RecordType.Fork,
   SIGIL_RECORD_CGROUP: RecordType.Cgroup,
   SIGIL_RECORD_BIND: RecordType.Bind,
+  SIGIL_RECORD_ACCEPT: RecordType.Accept,
   SIGIL_ACTION_NONE: KernelAction.None,
   SIGIL_ACTION_ALLOW: KernelAction.Allow,
   SIGIL_ACTION_AUDIT: KernelAction.Audit,
@@ -299,5 +335,6 @@ export const HEADER_CONSTANTS: Record<string, number> = {
   SIGIL_SUBJECT_HAS_EGRESS_ALLOW: SUBJECT_HAS_EGRESS_ALLOW,
   SIGIL_SETTINGS_EMIT_ALL_CONNECTS: SETTINGS_EMIT_ALL_CONNECTS,
   SIGIL_SETTINGS_REPORT_ALLOWED_ACCESS: SETTINGS_REPORT_ALLOWED_ACCESS,
+  SIGIL_SETTINGS_REPORT_UNIDENTIFIED_ACCEPTS: SETTINGS_REPORT_UNIDENTIFIED_ACCEPTS,
   SIGIL_IDENTITY_INHERITED: IDENTITY_INHERITED,
 };

@@ -99,7 +99,6 @@ export function sampleDrafts(): EventDraft[] {
       policy: { name: 'api-ingress', rule: 'from-web', reason: 'rule' },
       action: 'audit',
       result: 'allowed',
-      enforcer: 'cgroup-sock',
     },
     {
       type: 'bind',

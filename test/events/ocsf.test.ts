@@ -153,6 +153,12 @@ describe('OCSF mapping', () => {
     expect(get(ocsf, 'unmapped.sigil.subject_spiffe_id')).toBe(API);
   });
 
+  it('maps an accept with an unenforced Block to Logged', () => {
+    const ocsf = toOcsf({ ...sample((e) => e.type === 'accept'), action: 'block' });
+    expect(ocsf).toMatchObject({ activity_id: 1, action_id: 1, disposition_id: 17, status_id: 1 });
+    expect(validator.validate(ocsf)).toEqual([]);
+  });
+
   it('maps a bind to an Other network activity named Bind', () => {
     const ocsf = toOcsf(sample((e) => e.type === 'bind'));
     expect(ocsf).toMatchObject({ activity_id: 99, activity_name: 'Bind', src_endpoint: { ip: '0.0.0.0', port: 8080 } });

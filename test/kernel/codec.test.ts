@@ -7,6 +7,7 @@ import {
   formatAddress,
 } from '../../src/kernel/codec';
 import {
+  acceptRecordLayout,
   bindRecordLayout,
   connectRecordLayout,
   forkRecordLayout,
@@ -136,6 +137,51 @@ describe('batch decoder', () => {
       port: 8443,
       protocol: 6,
       comm: 'server',
+    });
+  });
+
+  it('decodes an accept record with both ends', () => {
+    const l = acceptRecordLayout;
+    const record = Buffer.alloc(l.size);
+    record.writeUInt32LE(RecordType.Accept, 0);
+    record.writeUInt32LE(l.size, 4);
+    record.writeBigUInt64LE(42n, 8);
+    record.writeUInt32LE(900, l.offsetOf('tgid'));
+    record.writeUInt32LE(901, l.offsetOf('pid'));
+    record.writeUInt32LE(1, l.offsetOf('ppid'));
+    record.writeUInt32LE(1000, l.offsetOf('uid'));
+    record.writeUInt32LE(1001, l.offsetOf('gid'));
+    record.writeUInt32LE(3, l.offsetOf('subject_id'));
+    record.writeUInt32LE(4, l.offsetOf('peer_id'));
+    record.writeUInt32LE(950, l.offsetOf('peer_tgid'));
+    record.writeBigUInt64LE(2n ** 60n, l.offsetOf('cgroup_id'));
+    record.writeUInt16LE(10, l.offsetOf('family'));
+    record.writeUInt16LE(6, l.offsetOf('protocol'));
+    record.writeUInt16LE(51000, l.offsetOf('port'));
+    record.writeUInt16LE(5432, l.offsetOf('local_port'));
+    encodeAddress('127.0.0.2').copy(record, l.offsetOf('addr'));
+    encodeAddress('127.0.0.1').copy(record, l.offsetOf('local_addr'));
+    record.write('postgres', l.offsetOf('comm'));
+    const [decoded] = decodeBatch(frame(record));
+    expect(decoded).toEqual({
+      type: 'accept',
+      ktimeNs: 42n,
+      tgid: 900,
+      pid: 901,
+      ppid: 1,
+      uid: 1000,
+      gid: 1001,
+      subjectId: 3,
+      peerId: 4,
+      peerTgid: 950,
+      cgroupId: 2n ** 60n,
+      family: 'ipv6',
+      protocol: 6,
+      address: '127.0.0.2',
+      port: 51000,
+      localAddress: '127.0.0.1',
+      localPort: 5432,
+      comm: 'postgres',
     });
   });
 

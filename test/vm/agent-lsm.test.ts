@@ -59,6 +59,7 @@ const EXPECTED_CHECKS = [
   'the readOnly write denial names its rule',
   'the events log has a denied connect event by the bpf-lsm socket_connect hook',
   'no connect is decided by the cgroup programs',
+  'the events log has an accept event naming the subject as the client',
   'the agent dies from SIGKILL',
   ...CHECKS_PER_PHASE.map((name) => `${name} ${PHASES[1]}`),
   'a restarted agent starts',

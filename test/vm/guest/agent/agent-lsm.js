@@ -305,6 +305,17 @@ async function main() {
   );
   const connectEnforcers = new Set(readEvents().filter((event) => event.type === 'connect').map((event) => event.enforcer));
   check('no connect is decided by the cgroup programs', !connectEnforcers.has('cgroup-sock'), [...connectEnforcers]);
+  // This script's listener (no SPIFFE ID) accepted the subject's connect to the open port.
+  const accept = await waitFor(
+    () => readEvents().find((event) => event.type === 'accept' && event.connection && event.connection.localPort === OPEN_PORT),
+    10_000,
+  );
+  check(
+    'the events log has an accept event naming the subject as the client',
+    accept && accept.subject.spiffeId === '' && accept.connection.peerSpiffeId === SPIFFE_ID &&
+      accept.connection.peerPid === hello.pid && accept.connection.address === '127.0.0.1' && accept.result === 'allowed',
+    accept,
+  );
 
   agent.child.kill('SIGKILL');
   const killed = await waitFor(() => agent.exit);
