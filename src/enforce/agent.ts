@@ -475,8 +475,8 @@ export class Agent {
 
   /**
    * Compiles the current policy set against the known identities and swaps it in. Where only
-   * some policies changed, only their subjects are compiled and only the changed map entries
-   * are written. The standby maps for the next change are prepared after the switch.
+   * some policies changed, only their subjects are compiled. After the first apply only the
+   * changed map entries are written, into the standby maps, which are prepared after the switch.
    */
   private applyPolicies(): void {
     const datapath = this.datapath as Datapath;
@@ -940,7 +940,12 @@ function exactSpiffeIds(set: PolicySet): string[] {
 export function toKernelRuleSet(compiled: CompiledRuleSet): KernelRuleSet {
   return {
     subjects: [...compiled.subjects].map(([id, settings]) => kernelSubject(id, settings)),
-    peerRules: compiled.peerRules.values(),
+    peerRules: [],
+    peerRulesBySubject: [...compiled.peerRules].map(([subject, { peers, lists }]) => ({
+      subject,
+      peers,
+      lists,
+    })),
     cidrRules: compiled.cidrRules,
   };
 }

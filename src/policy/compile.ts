@@ -5,7 +5,7 @@ import {
   KernelAction,
   KernelProtocol,
   KernelRule,
-  PeerRuleEntry,
+  PeerRuleLists,
   RuleRef,
   RULES_PER_KEY,
   SubjectSettings,
@@ -39,6 +39,7 @@ const UNIDENTIFIED_ID = 0;
 const UNIDENTIFIED_IDS: readonly number[] = [UNIDENTIFIED_ID];
 const EVERY_ADDRESS = Buffer.alloc(ADDRESS_BYTES);
 const NO_IDS: readonly number[] = [];
+const NO_RULES: readonly KernelRule[] = Object.freeze([]);
 
 /** A policy rule with its index in the rule table and its kernel entries. */
 export interface IndexedRule {
@@ -54,7 +55,7 @@ interface PrefixRules {
   /** Indexes of rules that name this prefix, ascending. */
   own: number[];
   /** Indexes of rules of this prefix and of every containing prefix, ascending. */
-  merged: number[];
+  merged: readonly number[];
 }
 
 /** Facts about the whole set that compiling a group of policies needs. */
@@ -73,11 +74,22 @@ export type GroupOverflow = Omit<RuleListOverflow, 'subject' | 'subjectSpiffeId'
 /** Kernel lists shared by every subject that the same policies apply to. */
 export interface CompiledGroup {
   settings: SubjectSettings;
-  /** Sorted by peer id. Lists that overflow are left out and reported in `overflows`. */
-  peerLists: { peer: number; rules: KernelRule[] }[];
+  /** Peers whose list overflows are left out and reported in `overflows`. */
+  peerLists: PeerRuleLists;
   /** Sorted by address, then prefix length. Overflowing lists are left out as well. */
-  prefixLists: { addr: Buffer; prefixLen: number; rules: KernelRule[] }[];
+  prefixLists: { addr: Buffer; prefixLen: number; rules: readonly KernelRule[] }[];
   overflows: GroupOverflow[];
+}
+
+/**
+ * A frozen rule list built by appending the entries of rules in ascending index order. Appending
+ * the same rule to the same list returns the same node, so the peers that the same rules name
+ * share one list array instead of one copy each.
+ */
+interface RuleListNode {
+  rules: readonly KernelRule[];
+  /** The lists one rule longer, by the index of the appended rule. */
+  next: Map<number, RuleListNode> | null;
 }
 
 /**
@@ -154,9 +166,8 @@ export function compileEgress(
   // policies is compiled once.
   const groups = new Map<string, CompiledGroup>();
   const subjectGroups: [number, CompiledGroup][] = [];
-  const groupUses = new Map<CompiledGroup, number>();
   const overflows: RuleListOverflow[] = [];
-  for (const subject of [...policiesBySubject.keys()].sort((a, b) => a - b)) {
+  for (const subject of Uint32Array.from(policiesBySubject.keys()).sort()) {
     const policyIndexes = policiesBySubject.get(subject)!;
     const groupKey = policyIndexes.join(',');
     let group = groups.get(groupKey);
@@ -165,7 +176,6 @@ export function compileEgress(
       groups.set(groupKey, group);
     }
     subjectGroups.push([subject, group]);
-    groupUses.set(group, (groupUses.get(group) ?? 0) + 1);
     for (const overflow of group.overflows) {
       // Subject 0 has no SPIFFE ID, so its overflows name an empty one.
       overflows.push({ subject, subjectSpiffeId: spiffeIdOf.get(subject) ?? '', ...overflow });
@@ -173,7 +183,7 @@ export function compileEgress(
   }
   if (overflows.length > 0) throw new RuleListOverflowError(overflows);
   return {
-    compiled: emitRuleSet(subjectGroups, groupUses, rules),
+    compiled: emitRuleSet(subjectGroups, rules),
     known,
     context,
     policiesBySubject,
@@ -182,16 +192,15 @@ export function compileEgress(
 }
 
 /**
- * Writes every subject's entries in key order. A group used by one subject hands over its
- * lists, and a shared group's lists are copied, so no two entries share an array.
+ * Writes every subject's entries in key order. Subjects of one group share its rule lists, which
+ * are frozen; each CIDR entry gets its own address bytes.
  */
 function emitRuleSet(
   subjectGroups: readonly [number, CompiledGroup][],
-  groupUses: ReadonlyMap<CompiledGroup, number>,
   rules: RuleRef[],
 ): CompiledRuleSet {
   const subjects = new Map<number, SubjectSettings>();
-  const peerRules = new Map<string, PeerRuleEntry>();
+  const peerRules = new Map<number, PeerRuleLists>();
   const cidrRules: CidrRuleEntry[] = [];
 
   // One buffer stores the addresses of all CIDR entries, which saves an allocation per entry.
@@ -200,11 +209,8 @@ function emitRuleSet(
   const addrPool = Buffer.alloc(cidrCount * ADDRESS_BYTES);
 
   for (const [subject, group] of subjectGroups) {
-    const shared = groupUses.get(group)! > 1;
     subjects.set(subject, { ...group.settings });
-    for (const { peer, rules: list } of group.peerLists) {
-      peerRules.set(`${subject}:${peer}`, { subject, peer, rules: shared ? list.slice() : list });
-    }
+    if (group.peerLists.peers.length > 0) peerRules.set(subject, group.peerLists);
     for (const { addr, prefixLen, rules: list } of group.prefixLists) {
       const offset = cidrRules.length * ADDRESS_BYTES;
       addr.copy(addrPool, offset);
@@ -212,7 +218,7 @@ function emitRuleSet(
         subject,
         prefixLen,
         addr: addrPool.subarray(offset, offset + ADDRESS_BYTES),
-        rules: shared ? list.slice() : list,
+        rules: list,
       });
     }
   }
@@ -371,36 +377,33 @@ export function compileGroup(
   if (posture.wouldBlock) settings.egressPostureWouldBlock = true;
 
   // Policies and their rules are visited in rule-table order, so every list stays sorted.
-  const peerEntries = new Map<number, KernelRule[]>();
-  const prefixesByKey = new Map<string, PrefixRules>();
+  const empty: RuleListNode = { rules: NO_RULES, next: null };
+  const peerNodes = new Map<number, RuleListNode>();
+  const prefixes: PrefixRules[] = [];
   const addPrefix = (addr: Buffer, prefixLen: number, index: number): void => {
-    const key = `${addr.toString('hex')}/${prefixLen}`;
-    let prefix = prefixesByKey.get(key);
-    if (!prefix) {
-      prefix = { addr, prefixLen, own: [], merged: [] };
-      prefixesByKey.set(key, prefix);
-    }
-    // A rule that lists one prefix twice is stored once.
-    if (prefix.own[prefix.own.length - 1] !== index) prefix.own.push(index);
+    prefixes.push({ addr, prefixLen, own: [index], merged: NO_IDS });
   };
   for (const policyIndex of policyIndexes) {
-    for (const { index, rule, entries } of context.indexedByPolicy[policyIndex]) {
-      const to = rule.to;
+    for (const indexed of context.indexedByPolicy[policyIndex]) {
+      const to = indexed.rule.to;
       if (to.kind === 'any') {
-        addPrefix(EVERY_ADDRESS, 0, index);
+        addPrefix(EVERY_ADDRESS, 0, indexed.index);
       } else if (to.kind === 'cidrs') {
-        for (const cidr of to.cidrs) addPrefix(cidr.addr, cidr.prefixLen, index);
+        for (const cidr of to.cidrs) addPrefix(cidr.addr, cidr.prefixLen, indexed.index);
       } else {
         for (const peer of context.resolver.resolve(to.peer)) {
-          const list = peerEntries.get(peer);
-          if (list) list.push(...entries);
-          else peerEntries.set(peer, [...entries]);
+          peerNodes.set(peer, appendRule(peerNodes.get(peer) ?? empty, indexed));
         }
       }
     }
   }
 
-  const group: CompiledGroup = { settings, peerLists: [], prefixLists: [], overflows: [] };
+  const group: CompiledGroup = {
+    settings,
+    peerLists: { peers: new Uint32Array(0), lists: [] },
+    prefixLists: [],
+    overflows: [],
+  };
   // Records an overflowing list; the key is formatted only then, because most lists fit.
   const overflow = (entries: readonly KernelRule[], key: string): void => {
     const indexes = [...new Set(entries.map((entry) => entry.ruleIndex))];
@@ -411,16 +414,29 @@ export function compileGroup(
       rules: indexes.map((index) => context.rules[index]),
     });
   };
-  for (const peer of [...peerEntries.keys()].sort((a, b) => a - b)) {
-    const rules = peerEntries.get(peer)!;
-    if (rules.length <= RULES_PER_KEY) group.peerLists.push({ peer, rules });
-    else overflow(rules, `peer ${context.spiffeIdOf.get(peer)} (id ${peer})`);
+
+  const peers = Uint32Array.from(peerNodes.keys()).sort();
+  const lists: (readonly KernelRule[])[] = [];
+  let kept = 0;
+  for (const peer of peers) {
+    const rules = peerNodes.get(peer)!.rules;
+    if (rules.length > RULES_PER_KEY) {
+      overflow(rules, `peer ${context.spiffeIdOf.get(peer)} (id ${peer})`);
+      continue;
+    }
+    peers[kept++] = peer;
+    lists.push(rules);
   }
-  for (const prefix of mergeAncestors([...prefixesByKey.values()])) {
+  group.peerLists = { peers: peers.subarray(0, kept), lists };
+
+  for (const prefix of mergeAncestors(prefixes)) {
     const rules: KernelRule[] = [];
-    for (const index of prefix.merged) rules.push(...context.indexedRules[index].entries);
+    for (const index of prefix.merged) {
+      for (const entry of context.indexedRules[index].entries) rules.push(entry);
+    }
     if (rules.length <= RULES_PER_KEY) {
-      group.prefixLists.push({ addr: prefix.addr, prefixLen: prefix.prefixLen, rules });
+      const { addr, prefixLen } = prefix;
+      group.prefixLists.push({ addr, prefixLen, rules: Object.freeze(rules) });
     } else {
       overflow(rules, `CIDR ${formatPrefix(prefix.addr, prefix.prefixLen)}`);
     }
@@ -428,16 +444,43 @@ export function compileGroup(
   return group;
 }
 
+/** Returns the list of node with the entries of one more rule, whose index is above all in it. */
+function appendRule(node: RuleListNode, indexed: IndexedRule): RuleListNode {
+  let next = node.next?.get(indexed.index);
+  if (!next) {
+    next = { rules: Object.freeze(node.rules.concat(indexed.entries)), next: null };
+    node.next ??= new Map();
+    node.next.set(indexed.index, next);
+  }
+  return next;
+}
+
 /**
- * Sorts the prefixes by address, then length, and fills `merged` with the prefix's own rules
- * plus those of every prefix in the list that contains it.
+ * Sorts the prefixes by address, then length, merges the entries of equal prefixes, and fills
+ * `merged` with the prefix's own rules plus those of every prefix in the list that contains it.
+ * Returns one entry per distinct prefix.
  */
 function mergeAncestors(prefixes: PrefixRules[]): PrefixRules[] {
+  // The sort is stable and the entries were added in rule order, so equal prefixes keep their
+  // rule indexes ascending.
+  prefixes.sort((a, b) => Buffer.compare(a.addr, b.addr) || a.prefixLen - b.prefixLen);
+  const distinct: PrefixRules[] = [];
+  for (const prefix of prefixes) {
+    const last = distinct[distinct.length - 1];
+    if (last && last.prefixLen === prefix.prefixLen && last.addr.equals(prefix.addr)) {
+      // A rule that lists one prefix twice is stored once.
+      for (const index of prefix.own) {
+        if (last.own[last.own.length - 1] !== index) last.own.push(index);
+      }
+      continue;
+    }
+    distinct.push(prefix);
+  }
+
   // In this order a prefix comes after every prefix that contains it, and the prefixes that
   // contain the current one form a chain, kept on a stack from shortest to longest.
-  prefixes.sort((a, b) => Buffer.compare(a.addr, b.addr) || a.prefixLen - b.prefixLen);
   const chain: PrefixRules[] = [];
-  for (const prefix of prefixes) {
+  for (const prefix of distinct) {
     while (chain.length > 0) {
       const top = chain[chain.length - 1];
       if (prefixContains(top.addr, top.prefixLen, prefix.addr)) break;
@@ -447,7 +490,7 @@ function mergeAncestors(prefixes: PrefixRules[]): PrefixRules[] {
     prefix.merged = parent ? mergeSortedUnique(parent.merged, prefix.own) : prefix.own;
     chain.push(prefix);
   }
-  return prefixes;
+  return distinct;
 }
 
 /** Returns the union of two ascending lists of numbers, ascending and without duplicates. */
