@@ -19,6 +19,7 @@ import {
   Policy,
   PolicyMode,
   PolicySet,
+  PortRange,
   RuleAction,
   RuleProtocol,
   SpiffeSelector,
@@ -40,6 +41,7 @@ const UNIDENTIFIED_IDS: readonly number[] = [UNIDENTIFIED_ID];
 const EVERY_ADDRESS = Buffer.alloc(ADDRESS_BYTES);
 const NO_IDS: readonly number[] = [];
 const NO_RULES: readonly KernelRule[] = Object.freeze([]);
+const EVERY_PORT: readonly PortRange[] = [{ lo: 0, hi: 65535 }];
 
 /** A policy rule with its index in the rule table and its kernel entries. */
 export interface IndexedRule {
@@ -135,15 +137,26 @@ export interface EgressCompilationState {
   subjectGroups: Map<number, CompiledGroup>;
 }
 
-/** Compiles like compilePolicySet and also returns the intermediate results. */
+/** The policies of an earlier compilation and its rule table, which a later one can reuse. */
+export interface EarlierCompilation {
+  policies: readonly Policy[];
+  context: CompileContext;
+}
+
+/**
+ * Compiles like compilePolicySet and also returns the intermediate results. Where `earlier` has
+ * the same policy object with the same first rule index, its rule table entries are reused, so
+ * equal rules are the same KernelRule objects in both compilations.
+ */
 export function compileEgress(
   set: PolicySet,
   identities: ReadonlyArray<KnownIdentity>,
+  earlier?: EarlierCompilation,
 ): EgressCompilationState {
   const known = checkIdentities(identities);
   const spiffeIdOf = new Map(known.map((identity) => [identity.id, identity.spiffeId]));
   const resolver = new SelectorResolver(known);
-  const { rules, indexedByPolicy } = buildRuleTable(set.policies);
+  const { rules, indexedByPolicy } = buildRuleTable(set.policies, earlier);
 
   const context: CompileContext = {
     rules,
@@ -301,12 +314,23 @@ class SelectorResolver {
 }
 
 /** Numbers every rule in (policy, rule) order and builds its kernel entries. */
-function buildRuleTable(policies: readonly Policy[]): {
+function buildRuleTable(
+  policies: readonly Policy[],
+  earlier?: EarlierCompilation,
+): {
   rules: RuleRef[];
-  indexedByPolicy: IndexedRule[][];
+  indexedByPolicy: (readonly IndexedRule[])[];
 } {
   const rules: RuleRef[] = [];
-  const indexedByPolicy = policies.map((policy) => {
+  const indexedByPolicy = policies.map((policy, policyIndex) => {
+    const reused =
+      earlier?.policies[policyIndex] === policy
+        ? earlier.context.indexedByPolicy[policyIndex]
+        : undefined;
+    if (reused && (reused.length === 0 || reused[0].index === rules.length)) {
+      for (const { index } of reused) rules.push(earlier!.context.rules[index]);
+      return reused;
+    }
     const indexed = indexPolicyRules(policy, rules.length);
     for (const { rule } of indexed) rules.push(ruleRef(policy, rule));
     return indexed;
@@ -344,7 +368,10 @@ function kernelEntries(
   mode: PolicyMode,
   ruleIndex: number,
 ): readonly KernelRule[] {
-  const ranges = rule.ports === null ? [{ lo: 0, hi: 65535 }] : mergePortRanges(rule.ports);
+  let ranges: readonly PortRange[];
+  if (rule.ports === null) ranges = EVERY_PORT;
+  else if (rule.ports.length === 1) ranges = rule.ports;
+  else ranges = mergePortRanges(rule.ports);
   const action = KERNEL_ACTIONS[effectiveAction(rule.action, mode)];
   return ranges.map((range) =>
     Object.freeze({

@@ -53,8 +53,6 @@ interface CompilerState extends EgressCompilationState {
   firstRuleIndex: number[];
   /** Subjects that each policy selects. */
   subjectsByPolicy: number[][];
-  /** policySignature of each policy, computed when a compile first needs it. */
-  signatures: (string | undefined)[];
 }
 
 /**
@@ -85,7 +83,7 @@ export class EgressCompiler {
     set: PolicySet,
     identities: ReadonlyArray<KnownIdentity>,
   ): EgressCompilation {
-    const whole = compileEgress(set, identities);
+    const whole = compileEgress(set, identities, this.state ?? undefined);
     const previous = this.state;
     const changes = previous ? diffWhole(previous, whole) : null;
     const firstRuleIndex: number[] = [];
@@ -104,7 +102,6 @@ export class EgressCompiler {
       identities: identities.map(({ id, spiffeId }) => ({ id, spiffeId })),
       firstRuleIndex,
       subjectsByPolicy,
-      signatures: [],
     };
     return { compiled: whole.compiled, changes, incremental: false };
   }
@@ -156,7 +153,6 @@ export class EgressCompiler {
 
     state.context = context;
     state.policies = set.policies.slice();
-    for (const policyIndex of changed) state.signatures[policyIndex] = undefined;
     state.compiled = {
       subjects: compiled.subjects,
       peerRules: compiled.peerRules,
@@ -188,13 +184,13 @@ function diffWhole(
     const before = previous.subjectGroups.get(subject);
     diffSettings(subject, before, after, changes);
     diffPeerLists(subject, before, after, changes);
-    diffPrefixLists(subject, before, after, changes);
+    diffPrefixLists(subject, before, after, changes, false);
   }
   for (const [subject, before] of previous.subjectGroups) {
     if (next.subjectGroups.has(subject)) continue;
     diffSettings(subject, before, undefined, changes);
     diffPeerLists(subject, before, undefined, changes);
-    diffPrefixLists(subject, before, undefined, changes);
+    diffPrefixLists(subject, before, undefined, changes, false);
   }
   return changes;
 }
@@ -224,22 +220,36 @@ function changedPolicies(
     const after = policies[i];
     if (after === before) continue;
     if (after.name !== before.name || after.egress.length !== before.egress.length) return null;
-    if (JSON.stringify(after.subjectSelector) !== JSON.stringify(before.subjectSelector)) {
-      return null;
-    }
+    if (!sameData(after.subjectSelector, before.subjectSelector)) return null;
     // A reload parses every file again, so an unchanged policy is often an equal new object.
-    state.signatures[i] ??= policySignature(before);
-    const signature = policySignature(after);
-    if (signature === state.signatures[i]) continue;
-    changed.push(i);
+    if (!sameData(before, after)) changed.push(i);
   }
   return changed;
 }
 
-/** Returns a text that two policies share exactly when they are equal, source positions included. */
-function policySignature(policy: Policy): string {
-  // A CIDR's text determines its address bytes.
-  return JSON.stringify(policy, (key, value: unknown) => (key === 'addr' ? undefined : value));
+/**
+ * Returns whether two values of parsed policy data are equal, source positions included. Keys
+ * named `addr` are skipped: they hold the address bytes of a CIDR, which its text determines.
+ * Unlike a comparison of JSON texts, this returns at the first difference.
+ */
+function sameData(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) if (!sameData(a[i], b[i])) return false;
+    return true;
+  }
+  if (Array.isArray(b)) return false;
+  const x = a as Record<string, unknown>;
+  const y = b as Record<string, unknown>;
+  const keys = Object.keys(x);
+  if (keys.length !== Object.keys(y).length) return false;
+  for (const key of keys) {
+    if (key === 'addr') continue;
+    if (!Object.prototype.hasOwnProperty.call(y, key) || !sameData(x[key], y[key])) return false;
+  }
+  return true;
 }
 
 /** Returns a context whose rule table has the changed policies' rules under the same indexes. */
@@ -335,13 +345,14 @@ function diffPeerLists(
 
 /**
  * Walks both prefix lists in (address, length) order, records the entries that differ, and
- * returns the subject's new CIDR entries.
+ * returns the subject's new CIDR entries (only the changed ones when `returnAll` is false).
  */
 function diffPrefixLists(
   subject: number,
   before: CompiledGroup | undefined,
   after: CompiledGroup | undefined,
   changes: CompiledRuleSetChanges,
+  returnAll = true,
 ): CidrRuleEntry[] {
   const old = before?.prefixLists ?? [];
   const now = after?.prefixLists ?? [];
@@ -367,9 +378,12 @@ function diffPrefixLists(
       i++;
       continue;
     }
-    const entry = entryOf(now[j]);
-    entries.push(entry);
-    if (order > 0 || !sameRules(old[i].rules, now[j].rules)) changes.cidrRules.upsert.push(entry);
+    const changed = order > 0 || !sameRules(old[i].rules, now[j].rules);
+    if (changed || returnAll) {
+      const entry = entryOf(now[j]);
+      entries.push(entry);
+      if (changed) changes.cidrRules.upsert.push(entry);
+    }
     if (order === 0) i++;
     j++;
   }

@@ -198,6 +198,8 @@ describe('EgressCompiler', () => {
     // Five identities are in a.org: ids 1 to 4 and 9.
     expect(newSubjectEntries).toHaveLength(5);
     expect(newPeerEntries).toHaveLength(5);
+    // Nothing else changed: 5 + 5 entries, and (9, 9) is in both.
+    expect(result.changes!.peerRules.upsert).toHaveLength(9);
     expect(result.changes!.subjects.upsert.map(([id]) => id)).toEqual([9]);
     expect(result.changes!.peerRules.remove).toEqual([]);
   });
