@@ -250,6 +250,8 @@ export class Agent {
       );
     }
     this.datapath = datapath;
+    // Publishes empty rule maps for the first apply, so its outer-map writes happen here.
+    datapath.prepareStandby();
     if (lsmUsable) {
       // The LSM socket_connect hook decides the node's connects, and the cgroup connect programs
       // stay off, so each connect is decided and reported once. With --cgroup, enforcement is

@@ -84,14 +84,31 @@ export interface CompiledGroup {
 }
 
 /**
- * A frozen rule list built by appending the entries of rules in ascending index order. Appending
- * the same rule to the same list returns the same node, so the peers that the same rules name
+ * Frozen rule lists built by appending the entries of rules in ascending index order. Appending
+ * the same rule to the same list returns the same list, so the peers that the same rules name
  * share one list array instead of one copy each.
  */
-interface RuleListNode {
-  rules: readonly KernelRule[];
-  /** The lists one rule longer, by the index of the appended rule. */
-  next: Map<number, RuleListNode> | null;
+class RuleListInterner {
+  /** Number of each list that has been extended, which keys its extensions. */
+  private readonly numbers = new Map<readonly KernelRule[], number>([[NO_RULES, 0]]);
+  /** Extensions keyed by list number * 2^32 + rule index, which stays below 2^53. */
+  private readonly extensions = new Map<number, readonly KernelRule[]>();
+
+  /** Returns list with the entries of one more rule, whose index is above every index in it. */
+  append(list: readonly KernelRule[], indexed: IndexedRule): readonly KernelRule[] {
+    let number = this.numbers.get(list);
+    if (number === undefined) {
+      number = this.numbers.size;
+      this.numbers.set(list, number);
+    }
+    const key = number * 0x1_0000_0000 + indexed.index;
+    let next = this.extensions.get(key);
+    if (!next) {
+      next = Object.freeze(list.concat(indexed.entries));
+      this.extensions.set(key, next);
+    }
+    return next;
+  }
 }
 
 /**
@@ -404,8 +421,8 @@ export function compileGroup(
   if (posture.wouldBlock) settings.egressPostureWouldBlock = true;
 
   // Policies and their rules are visited in rule-table order, so every list stays sorted.
-  const empty: RuleListNode = { rules: NO_RULES, next: null };
-  const peerNodes = new Map<number, RuleListNode>();
+  const interner = new RuleListInterner();
+  const peerLists = new Map<number, readonly KernelRule[]>();
   const prefixes: PrefixRules[] = [];
   const addPrefix = (addr: Buffer, prefixLen: number, index: number): void => {
     prefixes.push({ addr, prefixLen, own: [index], merged: NO_IDS });
@@ -419,7 +436,7 @@ export function compileGroup(
         for (const cidr of to.cidrs) addPrefix(cidr.addr, cidr.prefixLen, indexed.index);
       } else {
         for (const peer of context.resolver.resolve(to.peer)) {
-          peerNodes.set(peer, appendRule(peerNodes.get(peer) ?? empty, indexed));
+          peerLists.set(peer, interner.append(peerLists.get(peer) ?? NO_RULES, indexed));
         }
       }
     }
@@ -442,11 +459,11 @@ export function compileGroup(
     });
   };
 
-  const peers = Uint32Array.from(peerNodes.keys()).sort();
+  const peers = Uint32Array.from(peerLists.keys()).sort();
   const lists: (readonly KernelRule[])[] = [];
   let kept = 0;
   for (const peer of peers) {
-    const rules = peerNodes.get(peer)!.rules;
+    const rules = peerLists.get(peer)!;
     if (rules.length > RULES_PER_KEY) {
       overflow(rules, `peer ${context.spiffeIdOf.get(peer)} (id ${peer})`);
       continue;
@@ -469,17 +486,6 @@ export function compileGroup(
     }
   }
   return group;
-}
-
-/** Returns the list of node with the entries of one more rule, whose index is above all in it. */
-function appendRule(node: RuleListNode, indexed: IndexedRule): RuleListNode {
-  let next = node.next?.get(indexed.index);
-  if (!next) {
-    next = { rules: Object.freeze(node.rules.concat(indexed.entries)), next: null };
-    node.next ??= new Map();
-    node.next.set(indexed.index, next);
-  }
-  return next;
 }
 
 /**

@@ -294,6 +294,8 @@ beforeAll(async () => {
   const cgroup = cgroups.create('subjects');
 
   datapath = Datapath.load();
+  // As the agent does: the first set goes into empty maps published before it.
+  datapath.prepareStandby();
   datapath.attachSocketPrograms(cgroup);
   datapath.startEvents((batch) => {
     for (const record of decodeBatch(batch)) {
