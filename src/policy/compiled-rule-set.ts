@@ -87,7 +87,7 @@ export interface CompiledRuleSet {
   /** Keyed by identity id, in ascending id order. Id 0 is the subject of processes without a SPIFFE ID. */
   subjects: Map<number, SubjectSettings>;
   /**
-   * Peer-rule entries keyed by subject, in ascending subject order; subjects without peer rules
+   * Peer-rule entries keyed by subject, in ascending subject order. Subjects without peer rules
    * are absent. Read one entry with `peerRuleList`.
    */
   peerRules: Map<number, PeerRuleLists>;

@@ -105,7 +105,7 @@ describe('Datapath rule-set generations', () => {
     expect(publishedGenerations()).toEqual([next, next, next]);
   });
 
-  it('writes the first set into prepared empty maps', () => {
+  it('writes the first set into prepared maps', () => {
     const datapath = load();
     datapath.prepareStandby();
     expect(publishedGenerations()).toEqual([[1], [1], [1]]);
@@ -119,7 +119,7 @@ describe('Datapath rule-set generations', () => {
     expect(datapath.canApplyChanges).toBe(true);
   });
 
-  it('keeps no set in force when the first apply into prepared maps fails', () => {
+  it('leaves no set after a failed first apply', () => {
     const datapath = load();
     datapath.prepareStandby();
     const failing = {
