@@ -96,12 +96,12 @@ class RuleListInterner {
 
   /** Returns list with the entries of one more rule, whose index is above every index in it. */
   append(list: readonly KernelRule[], indexed: IndexedRule): readonly KernelRule[] {
-    let number = this.numbers.get(list);
-    if (number === undefined) {
-      number = this.numbers.size;
-      this.numbers.set(list, number);
+    let listNumber = this.numbers.get(list);
+    if (listNumber === undefined) {
+      listNumber = this.numbers.size;
+      this.numbers.set(list, listNumber);
     }
-    const key = number * 0x1_0000_0000 + indexed.index;
+    const key = listNumber * 0x1_0000_0000 + indexed.index;
     let next = this.extensions.get(key);
     if (!next) {
       next = Object.freeze(list.concat(indexed.entries));
