@@ -7,21 +7,29 @@
  * Each measurement is repeated (15 runs by default, after 3 warm-up runs) and reported as
  * median, minimum and maximum. The baseline is a deep copy of the same loaded policy set by
  * structuredClone, measured in the same run, so the ratios compare with the cost of visiting
- * every object of the set once on this machine.
+ * every object of the set once on this machine. Datapath.prepareStandby, which the agent runs
+ * after each switch, runs between the runs of every apply, outside the measured time.
  *
- * - whole: compilePolicySet, then Datapath.applyRuleSet into fresh inner maps, until the new
- *   generation is in force (the previous one retired).
- * - one changed policy: the parse of the changed document, EgressCompiler.compile, and
- *   Datapath.applyRuleSetChanges, until the new generation is in force. The runs alternate
- *   between two versions of the document. Datapath.prepareStandby, which the agent runs after
- *   the switch, is measured on its own.
- * - one changed policy, whole: the same change through compilePolicySet and applyRuleSet.
+ * - first apply: compilePolicySet, then Datapath.applyRuleSet, which writes every entry into
+ *   empty inner maps, until the new generation is in force. As in the agent, every run has a
+ *   newly loaded Datapath whose prepareStandby published the empty maps beforehand. Without
+ *   such maps (the agent's path after a failed apply), applyRuleSet creates and publishes its
+ *   own, which the line "applyRuleSet, maps not prepared" measures.
+ * - reload: EgressCompiler.compile of the whole set, then Datapath.applyRuleSetChanges with the
+ *   entries that changed, written into the standby maps. The runs alternate between two sets
+ *   that differ in every rule's port (every peer and CIDR entry changes), or between the
+ *   identities with and without one more identity in a namespace.
+ * - one changed policy: the parse of the changed document, EgressCompiler.compile (which
+ *   compiles only the subjects of that policy), and Datapath.applyRuleSetChanges. The runs
+ *   alternate between two versions of the document.
  */
-import { cpus, release } from 'node:os';
+import { cpus, loadavg, release } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { toKernelChanges, toKernelRuleSet } from '../src/enforce/agent';
 import { Datapath } from '../src/kernel/datapath';
-import { compilePolicySet } from '../src/policy/compile';
+import { encodeRuleSet } from '../src/kernel/rule-maps';
+import { compilePolicySet, KnownIdentity } from '../src/policy/compile';
+import { peerRuleCount } from '../src/policy/compiled-rule-set';
 import { EgressCompiler } from '../src/policy/egress-compiler';
 import { parsePolicies, parsePolicySet } from '../src/policy/loader';
 import { PolicySet } from '../src/policy/types';
@@ -36,6 +44,12 @@ interface Timing {
   median: number;
   min: number;
   max: number;
+  /**
+   * Median CPU time (user and system) of this process in the runs, in milliseconds. Unlike the
+   * elapsed time, it leaves out the time that other processes on the machine take, and the
+   * waits for RCU grace periods.
+   */
+  cpuMedian?: number;
 }
 
 /** Returns the duration of work in milliseconds. */
@@ -43,6 +57,14 @@ function timed(work: () => unknown): number {
   const start = performance.now();
   work();
   return performance.now() - start;
+}
+
+/** Returns the CPU time of this process during work, in milliseconds. */
+function cpuTimed(work: () => unknown): number {
+  const start = process.cpuUsage();
+  work();
+  const used = process.cpuUsage(start);
+  return (used.user + used.system) / 1000;
 }
 
 /**
@@ -55,11 +77,14 @@ function measure(work: () => unknown, between: () => void = () => {}): Timing {
     between();
   }
   const durations: number[] = [];
+  const cpuTimes: number[] = [];
   for (let run = 0; run < RUNS; run++) {
-    durations.push(timed(work));
+    let elapsed = 0;
+    cpuTimes.push(cpuTimed(() => (elapsed = timed(work))));
+    durations.push(elapsed);
     between();
   }
-  return summarise(durations);
+  return { ...summarise(durations), cpuMedian: summarise(cpuTimes).median };
 }
 
 function summarise(durations: number[]): Timing {
@@ -72,7 +97,15 @@ function summarise(durations: number[]): Timing {
 }
 
 function format(timing: Timing): string {
-  return `median ${timing.median.toFixed(2)} ms (min ${timing.min.toFixed(2)}, max ${timing.max.toFixed(2)})`;
+  const cpu = timing.cpuMedian === undefined ? '' : `, CPU ${timing.cpuMedian.toFixed(2)} ms`;
+  return `median ${timing.median.toFixed(2)} ms (min ${timing.min.toFixed(2)}, max ${timing.max.toFixed(2)})${cpu}`;
+}
+
+/** Returns the documents with every rule's port moved by 1,000, which changes every kernel list. */
+function movePorts(documents: readonly string[]): string[] {
+  return documents.map((document) =>
+    document.replace(/ports: \[(\d+)\]/g, (_match, port: string) => `ports: [${Number(port) + 1000}]`),
+  );
 }
 
 function main(): void {
@@ -80,7 +113,10 @@ function main(): void {
   const documents = buildDocuments();
   const text = documents.join('---\n');
   const set = parsePolicySet(text, 'bench.yaml');
+  const movedSet = parsePolicySet(movePorts(documents).join('---\n'), 'bench.yaml');
   const known = identities();
+  // One more service in namespace 0, which the namespace policy selects and its prefix rules name.
+  const moreKnown = [...known, { id: known.length + 1, spiffeId: 'spiffe://bench.example/ns/0/svc-new' }];
   const ruleCount = set.policies.reduce((sum, policy) => sum + policy.egress.length, 0);
   const compiled = compilePolicySet(set, known);
   const datapath = Datapath.load();
@@ -99,55 +135,99 @@ function main(): void {
     policies[changedIndex] = changed;
     return { ...set, policies };
   };
+  const prepareStandby = () => datapath.prepareStandby();
 
   try {
     const baseline = measure(() => structuredClone(set));
     const parse = measure(() => parsePolicySet(text, 'bench.yaml'));
     const compile = measure(() => compilePolicySet(set, known));
-    const applyOnly = measure(() => datapath.applyRuleSet(toKernelRuleSet(compiled)));
-    const whole = measure(() =>
-      datapath.applyRuleSet(toKernelRuleSet(compilePolicySet(set, known))),
+    const encode = measure(() => encodeRuleSet(toKernelRuleSet(compiled)));
+    // A newly loaded Datapath for every run of the first apply, with its empty maps prepared.
+    let fresh = Datapath.load();
+    fresh.prepareStandby();
+    const renew = () => {
+      fresh.close();
+      fresh = Datapath.load();
+      fresh.prepareStandby();
+    };
+    const applyPrepared = measure(() => fresh.applyRuleSet(toKernelRuleSet(compiled)), renew);
+    const firstApply = measure(
+      () => fresh.applyRuleSet(toKernelRuleSet(compilePolicySet(set, known))),
+      renew,
     );
-    let wholeVersion = 0;
-    const changedWhole = measure(() => {
-      wholeVersion = 1 - wholeVersion;
-      const next = compilePolicySet(withVersion(wholeVersion), known);
-      datapath.applyRuleSet(toKernelRuleSet(next));
-    });
+    fresh.close();
+    const applyUnprepared = measure(
+      () => datapath.applyRuleSet(toKernelRuleSet(compiled)),
+      prepareStandby,
+    );
 
     const compiler = new EgressCompiler();
-    datapath.applyRuleSet(toKernelRuleSet(compiler.compile(withVersion(0), known).compiled));
-    let version = 0;
     let entries = 0;
+    let path = '';
+    /**
+     * Compiles with the compiler and applies its changes. Stores the number of entries written
+     * or deleted in `entries`, and whether the compile was whole or incremental in `path`.
+     */
+    const reload = (next: PolicySet, nextKnown: KnownIdentity[]): void => {
+      const { changes, incremental } = compiler.compile(next, nextKnown);
+      if (!changes) throw new Error('the compiler returned no changes after its first compile');
+      path = incremental ? 'incremental' : 'whole';
+      entries = changes.peerRules.upsert.length + changes.cidrRules.upsert.length;
+      entries += changes.subjects.upsert.length + changes.peerRules.remove.length;
+      entries += changes.cidrRules.remove.length + changes.subjects.remove.length;
+      datapath.applyRuleSetChanges(toKernelChanges(changes));
+    };
+    datapath.applyRuleSet(toKernelRuleSet(compiler.compile(set, known).compiled));
+    datapath.prepareStandby();
+    let moved = false;
+    const reloadAll = measure(() => {
+      moved = !moved;
+      reload(moved ? movedSet : set, known);
+    }, prepareStandby);
+    const reloadAllEntries = `${entries} (${path} compile, every port moved)`;
+    if (moved) reload(set, known);
+    datapath.prepareStandby();
+    let more = false;
+    const reloadIdentity = measure(() => {
+      more = !more;
+      reload(set, more ? moreKnown : known);
+    }, prepareStandby);
+    const reloadIdentityEntries = `${entries} (${path} compile, one identity more or less)`;
+    if (more) reload(set, known);
+    datapath.prepareStandby();
+
+    reload(withVersion(0), known);
+    let version = 0;
     const standby: number[] = [];
     const changed = measure(
       () => {
         version = 1 - version;
-        const { changes } = compiler.compile(withVersion(version), known);
-        if (!changes) throw new Error('the compiler compiled the changed policy whole');
-        entries = changes.peerRules.upsert.length + changes.cidrRules.upsert.length;
-        entries += changes.subjects.upsert.length;
-        datapath.applyRuleSetChanges(toKernelChanges(changes));
+        reload(withVersion(version), known);
       },
-      () => standby.push(timed(() => datapath.prepareStandby())),
+      () => standby.push(timed(prepareStandby)),
     );
 
     const ratio = (timing: Timing) => (timing.median / baseline.median).toFixed(2);
     const lines = [
       `policy set: ${set.policies.length} policies, ${ruleCount} egress rules, ${known.length} identities, ` +
         `${text.length} bytes of YAML`,
-      `compiled: ${compiled.subjects.size} subjects, ${compiled.peerRules.size} peer lists, ` +
-        `${compiled.cidrRules.length} CIDR lists; one changed policy writes ${entries} entries`,
+      `compiled: ${compiled.subjects.size} subjects, ${peerRuleCount(compiled)} peer lists, ` +
+        `${compiled.cidrRules.length} CIDR lists`,
+      `entries written or deleted by a reload: ${reloadAllEntries}, ${reloadIdentityEntries}, ` +
+        `${entries} (${path} compile, one changed policy)`,
       `node ${process.version}, kernel ${release()}, ${cpus().length} CPUs (${cpus()[0].model}), ` +
-        `${RUNS} runs after ${WARM_UP_RUNS} warm-up runs`,
-      `baseline structuredClone(set):          ${format(baseline)}`,
-      `parse and validate the YAML:            ${format(parse)} = ${ratio(parse)}x baseline`,
-      `compilePolicySet, whole set:            ${format(compile)} = ${ratio(compile)}x baseline`,
-      `applyRuleSet of the compiled set:       ${format(applyOnly)} = ${ratio(applyOnly)}x baseline`,
-      `whole: compile and apply:               ${format(whole)} = ${ratio(whole)}x baseline`,
-      `one changed policy, whole:              ${format(changedWhole)} = ${ratio(changedWhole)}x baseline`,
-      `one changed policy, incremental:        ${format(changed)} = ${ratio(changed)}x baseline`,
-      `prepareStandby after it (not in force): ${format(summarise(standby))}`,
+        `${RUNS} runs after ${WARM_UP_RUNS} warm-up runs, load average ${loadavg()[0].toFixed(2)} at the end`,
+      `baseline structuredClone(set):            ${format(baseline)}`,
+      `parse and validate the YAML:              ${format(parse)} = ${ratio(parse)}x baseline`,
+      `compilePolicySet, whole set:              ${format(compile)} = ${ratio(compile)}x baseline`,
+      `encode the compiled set for the maps:     ${format(encode)} = ${ratio(encode)}x baseline`,
+      `applyRuleSet into prepared empty maps:    ${format(applyPrepared)} = ${ratio(applyPrepared)}x baseline`,
+      `first apply: compile and applyRuleSet:    ${format(firstApply)} = ${ratio(firstApply)}x baseline`,
+      `applyRuleSet, maps not prepared:          ${format(applyUnprepared)} = ${ratio(applyUnprepared)}x baseline`,
+      `reload, every port moved:                ${format(reloadAll)} = ${ratio(reloadAll)}x baseline`,
+      `reload, one identity more or less:        ${format(reloadIdentity)} = ${ratio(reloadIdentity)}x baseline`,
+      `one changed policy, incremental:          ${format(changed)} = ${ratio(changed)}x baseline`,
+      `prepareStandby after it (not in force):   ${format(summarise(standby))}`,
     ];
     process.stdout.write(`${lines.join('\n')}\n`);
   } finally {

@@ -258,6 +258,8 @@ export class Agent {
       );
     }
     this.datapath = datapath;
+    // Publishes empty rule maps for the first apply, so its outer-map writes happen here.
+    datapath.prepareStandby();
     if (lsmUsable) {
       // The LSM socket_connect hook decides the node's connects, and the cgroup connect programs
       // stay off, so each connect is decided and reported once. With --cgroup, enforcement is
@@ -484,8 +486,8 @@ export class Agent {
 
   /**
    * Compiles the current policy set against the known identities and swaps it in. Where only
-   * some policies changed, only their subjects are compiled and only the changed map entries
-   * are written. The standby maps for the next change are prepared after the switch.
+   * some policies changed, only their subjects are compiled. After the first apply only the
+   * changed map entries are written, into the standby maps, which are prepared after the switch.
    */
   private applyPolicies(): void {
     const datapath = this.datapath as Datapath;
@@ -967,7 +969,12 @@ function exactSpiffeIds(set: PolicySet): string[] {
 export function toKernelRuleSet(compiled: CompiledRuleSet): KernelRuleSet {
   return {
     subjects: [...compiled.subjects].map(([id, settings]) => kernelSubject(id, settings)),
-    peerRules: compiled.peerRules.values(),
+    peerRules: [],
+    peerRulesBySubject: [...compiled.peerRules].map(([subject, { peers, lists }]) => ({
+      subject,
+      peers,
+      lists,
+    })),
     cidrRules: compiled.cidrRules,
   };
 }

@@ -49,6 +49,8 @@ interface Standby {
   /** Generation whose outer entries still point at these maps, from when they were active. */
   retiredGeneration: number | null;
   published: boolean;
+  /** True for new, empty maps prepared before the first applyRuleSet, which writes into them. */
+  empty: boolean;
 }
 
 /**
@@ -330,25 +332,32 @@ export class Datapath {
   }
 
   /**
-   * Writes a rule set into fresh inner maps, then switches the programs to it
+   * Writes a rule set into empty inner maps, then switches the programs to it
    * with one write of the settings map, so a connect reads either the whole
    * old set or the whole new one. On failure the old set stays in force.
    * Returns the new generation. The previous generation stays in the outer
    * maps until prepareStandby or the next apply retires it.
+   *
+   * The empty maps are those that prepareStandby published before any rule set was applied,
+   * when there are such; otherwise this call creates and publishes new ones, and each of
+   * its three outer-map writes waits for an RCU grace period.
    */
   applyRuleSet(ruleSet: KernelRuleSet, settingsFlags = 0, hooks: RuleSetHooks = {}): number {
     const generation = this.generation + 1;
     const encoded = encodeRuleSet(ruleSet);
-    // A published standby's entries under this generation are replaced by the new maps.
     const standby = this.standby;
     this.standby = null;
-    if (standby?.maps) closeInnerMaps(standby.maps);
-    let maps: InnerMaps | null = null;
+    const prepared = standby?.empty && standby.published ? standby.maps : null;
+    // A published standby's entries under this generation are replaced by the new maps.
+    if (standby?.maps && !prepared) closeInnerMaps(standby.maps);
+    let maps: InnerMaps | null = prepared;
     try {
-      if (standby?.retiredGeneration) this.unpublish(standby.retiredGeneration);
-      maps = createInnerMaps();
-      writeChanges(maps, encoded);
-      this.publish(maps, generation);
+      if (!prepared) {
+        if (standby?.retiredGeneration) this.unpublish(standby.retiredGeneration);
+        maps = createInnerMaps();
+      }
+      writeChanges(maps!, encoded);
+      if (!prepared) this.publish(maps!, generation);
       this.switchTo(generation, settingsFlags, hooks);
     } catch (cause) {
       if (maps) {
@@ -370,6 +379,7 @@ export class Datapath {
       behind: [encoded],
       retiredGeneration: previous > 0 ? previous : null,
       published: false,
+      empty: false,
     };
     this.generation = generation;
     hooks.afterSwitch?.(generation, previous);
@@ -417,6 +427,7 @@ export class Datapath {
       behind: [encoded],
       retiredGeneration: previous,
       published: false,
+      empty: false,
     };
     this.active = next;
     this.generation = generation;
@@ -429,11 +440,16 @@ export class Datapath {
    * generation, retires the generation they served before, and writes the changes they lack.
    * Each outer-map write waits for an RCU grace period in the kernel (several milliseconds),
    * so the agent calls this after an apply, when the new rules are already in force.
-   * Does nothing when the standby is ready or no rule set was applied yet.
+   * Before the first applyRuleSet, publishes empty maps for it instead, which takes those
+   * waits out of the first apply. Does nothing when the standby is ready.
    */
   prepareStandby(): void {
+    if (!this.active) {
+      this.prepareEmptyStandby();
+      return;
+    }
     const standby = this.standby;
-    if (!this.active || !standby) return;
+    if (!standby) return;
     if (standby.published && standby.behind.length === 0) return;
     try {
       if (!standby.maps) standby.maps = createInnerMaps();
@@ -455,6 +471,20 @@ export class Datapath {
       this.discardStandby();
       throw new Error(`prepare standby rule maps: ${(error as Error).message}`, { cause: error });
     }
+  }
+
+  /** Creates empty inner maps and publishes them under the next generation, for applyRuleSet. */
+  private prepareEmptyStandby(): void {
+    if (this.standby?.empty && this.standby.published) return;
+    this.discardStandby();
+    const maps = createInnerMaps();
+    try {
+      this.publish(maps, this.generation + 1);
+    } catch (error) {
+      closeInnerMaps(maps);
+      throw new Error(`prepare empty rule maps: ${(error as Error).message}`, { cause: error });
+    }
+    this.standby = { maps, behind: [], retiredGeneration: null, published: true, empty: true };
   }
 
   /** Whether applyRuleSetChanges can apply changes to the rule set in force. */

@@ -3,15 +3,18 @@
  * sets and changes to them encoded for mapUpdateMany and mapDeleteMany. Datapath publishes these
  * maps in the outer maps under a generation.
  */
-import { KernelRuleEntry, writeCidrKey, writePeerKey, writeRuleList, writeSubject } from './codec';
+import { endianness } from 'node:os';
+import { KernelRuleEntry, writeCidrKey, writeSubject } from './codec';
 import {
   cidrKeyLayout,
   KernelAction,
   peerKeyLayout,
+  ruleLayout,
   ruleListLayout,
   SIGIL_MAX_CIDR_KEYS,
   SIGIL_MAX_PEER_KEYS,
   SIGIL_MAX_SUBJECTS,
+  SIGIL_RULES_PER_KEY,
   subjectLayout,
   SUBJECT_HAS_EGRESS_ALLOW,
 } from './layout';
@@ -39,10 +42,19 @@ export interface KernelCidrRules {
   rules: readonly KernelRuleEntry[];
 }
 
+/** The peer-rule entries of one subject: `lists[i]` is the rule list for the peer `peers[i]`. */
+export interface KernelSubjectPeerRules {
+  subject: number;
+  peers: ArrayLike<number>;
+  lists: readonly (readonly KernelRuleEntry[])[];
+}
+
 /** A compiled rule set in the form the kernel maps take. */
 export interface KernelRuleSet {
   subjects: Iterable<KernelSubject>;
   peerRules: Iterable<KernelPeerRules>;
+  /** More peer-rule entries, grouped by subject, which spares an object per entry. */
+  peerRulesBySubject?: Iterable<KernelSubjectPeerRules>;
   cidrRules: Iterable<KernelCidrRules>;
 }
 
@@ -152,7 +164,6 @@ export function encodeRuleSet(ruleSet: KernelRuleSet): EncodedChanges {
 export function encodeChanges(changes: KernelRuleSetChanges): EncodedChanges {
   const { upserts, removals } = changes;
   const subjects = [...upserts.subjects];
-  const peers = [...upserts.peerRules];
   const cidrs = [...upserts.cidrRules];
 
   const subjectKeys = Buffer.alloc(subjects.length * 4);
@@ -163,18 +174,11 @@ export function encodeChanges(changes: KernelRuleSetChanges): EncodedChanges {
     writeSubject(subjectValues, i * subjectLayout.size, flags, subject.egressPosture);
   });
 
-  const peerKeys = Buffer.alloc(peers.length * peerKeyLayout.size);
-  const peerValues = Buffer.alloc(peers.length * ruleListLayout.size);
-  peers.forEach((entry, i) => {
-    writePeerKey(peerKeys, i * peerKeyLayout.size, entry.subject, entry.peer);
-    writeRuleList(peerValues, i * ruleListLayout.size, entry.rules);
-  });
-
   const cidrKeys = Buffer.alloc(cidrs.length * cidrKeyLayout.size);
-  const cidrValues = Buffer.alloc(cidrs.length * ruleListLayout.size);
+  const cidrValues = new Uint32Array(cidrs.length * LIST_WORDS);
   cidrs.forEach((entry, i) => {
     writeCidrKey(cidrKeys, i * cidrKeyLayout.size, entry.subject, entry.prefixLen, entry.addr);
-    writeRuleList(cidrValues, i * ruleListLayout.size, entry.rules);
+    writeRuleListWords(cidrValues, i * LIST_WORDS, entry.rules);
   });
 
   const removedSubjects = [...removals.subjects];
@@ -182,10 +186,11 @@ export function encodeChanges(changes: KernelRuleSetChanges): EncodedChanges {
   const removedCidrs = [...removals.cidrRules];
   const subjectRemovals = Buffer.alloc(removedSubjects.length * 4);
   removedSubjects.forEach((id, i) => subjectRemovals.writeUInt32LE(id >>> 0, i * 4));
-  const peerRemovals = Buffer.alloc(removedPeers.length * peerKeyLayout.size);
-  removedPeers.forEach((key, i) =>
-    writePeerKey(peerRemovals, i * peerKeyLayout.size, key.subject, key.peer),
-  );
+  const peerRemovals = new Uint32Array(removedPeers.length * PEER_KEY_WORDS);
+  removedPeers.forEach((key, i) => {
+    peerRemovals[i * PEER_KEY_WORDS] = key.subject;
+    peerRemovals[i * PEER_KEY_WORDS + 1] = key.peer;
+  });
   const cidrRemovals = Buffer.alloc(removedCidrs.length * cidrKeyLayout.size);
   removedCidrs.forEach((key, i) =>
     writeCidrKey(cidrRemovals, i * cidrKeyLayout.size, key.subject, key.prefixLen, key.addr),
@@ -194,9 +199,99 @@ export function encodeChanges(changes: KernelRuleSetChanges): EncodedChanges {
   return {
     upserts: [
       { keys: subjectKeys, values: subjectValues },
-      { keys: peerKeys, values: peerValues },
-      { keys: cidrKeys, values: cidrValues },
+      encodePeerRules(upserts),
+      { keys: cidrKeys, values: bytesOf(cidrValues) },
     ],
-    removals: [subjectRemovals, peerRemovals, cidrRemovals],
+    removals: [subjectRemovals, bytesOf(peerRemovals), cidrRemovals],
   };
+}
+
+// The peer-rule keys and the rule lists are written as 32-bit words in host byte order, which
+// is the byte order of the kernel's structs. These checks pin the word positions used below to
+// the layouts that test/kernel/layout.test.ts checks against bpf/include/sigil.h.
+const PEER_KEY_WORDS = peerKeyLayout.size / 4;
+const LIST_WORDS = ruleListLayout.size / 4;
+const LIST_RULES_WORD = ruleListLayout.offsetOf('rules') / 4;
+const RULE_WORDS = ruleLayout.size / 4;
+const LITTLE_ENDIAN = endianness() === 'LE';
+if (
+  peerKeyLayout.offsetOf('subject') !== 0 ||
+  peerKeyLayout.offsetOf('peer') !== 4 ||
+  ruleListLayout.offsetOf('count') !== 0 ||
+  ruleListLayout.size % 4 !== 0 ||
+  ruleListLayout.offsetOf('rules') % 4 !== 0 ||
+  ruleLayout.size !== 12 ||
+  ruleLayout.offsetOf('port_lo') !== 0 ||
+  ruleLayout.offsetOf('port_hi') !== 2 ||
+  ruleLayout.offsetOf('protocol') !== 4 ||
+  ruleLayout.offsetOf('action') !== 5 ||
+  ruleLayout.offsetOf('rule_index') !== 8
+) {
+  throw new Error(
+    'src/kernel/rule-maps.ts: the word encoding of sigil_peer_key and sigil_rule_list does not ' +
+      'match src/kernel/layout.ts; update writeRuleListWords and encodePeerRules',
+  );
+}
+
+/** Returns the bytes of a word array, without a copy. */
+function bytesOf(words: Uint32Array): Buffer {
+  return Buffer.from(words.buffer, words.byteOffset, words.byteLength);
+}
+
+/**
+ * Writes a `struct sigil_rule_list` at word `at` of a zero-filled array. Throws RangeError for a
+ * list longer than SIGIL_RULES_PER_KEY and for a field out of its type's range.
+ */
+function writeRuleListWords(words: Uint32Array, at: number, rules: readonly KernelRuleEntry[]): void {
+  if (rules.length > SIGIL_RULES_PER_KEY) {
+    throw new RangeError(`a rule list can contain at most ${SIGIL_RULES_PER_KEY} rules, got ${rules.length}`);
+  }
+  words[at] = rules.length;
+  let word = at + LIST_RULES_WORD;
+  for (let i = 0; i < rules.length; i++) {
+    const { portLo, portHi, protocol, action, ruleIndex } = rules[i];
+    if (
+      (portLo & 0xffff) !== portLo ||
+      (portHi & 0xffff) !== portHi ||
+      (protocol & 0xff) !== protocol ||
+      (action & 0xff) !== action
+    ) {
+      throw new RangeError(
+        `rule ${i} of a rule list: ports ${portLo}-${portHi} must be 0-65535 and protocol ` +
+          `${protocol} and action ${action} 0-255`,
+      );
+    }
+    // port_lo, port_hi: two u16; protocol, action: two u8 and a u16 of padding; rule_index.
+    words[word] = LITTLE_ENDIAN ? portLo | (portHi << 16) : (portLo << 16) | portHi;
+    words[word + 1] = LITTLE_ENDIAN ? protocol | (action << 8) : (protocol << 24) | (action << 16);
+    words[word + 2] = ruleIndex;
+    word += RULE_WORDS;
+  }
+}
+
+/** Encodes the peer-rule entries of a rule set, both the single and the grouped ones. */
+function encodePeerRules(ruleSet: KernelRuleSet): EncodedEntries {
+  const single = [...ruleSet.peerRules];
+  const grouped = ruleSet.peerRulesBySubject ? [...ruleSet.peerRulesBySubject] : [];
+  let count = single.length;
+  for (const group of grouped) count += group.peers.length;
+
+  const keys = new Uint32Array(count * PEER_KEY_WORDS);
+  const values = new Uint32Array(count * LIST_WORDS);
+  let entry = 0;
+  for (const { subject, peer, rules } of single) {
+    keys[entry * PEER_KEY_WORDS] = subject;
+    keys[entry * PEER_KEY_WORDS + 1] = peer;
+    writeRuleListWords(values, entry * LIST_WORDS, rules);
+    entry++;
+  }
+  for (const { subject, peers, lists } of grouped) {
+    for (let i = 0; i < peers.length; i++) {
+      keys[entry * PEER_KEY_WORDS] = subject;
+      keys[entry * PEER_KEY_WORDS + 1] = peers[i];
+      writeRuleListWords(values, entry * LIST_WORDS, lists[i]);
+      entry++;
+    }
+  }
+  return { keys: bytesOf(keys), values: bytesOf(values) };
 }

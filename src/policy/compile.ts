@@ -5,7 +5,7 @@ import {
   KernelAction,
   KernelProtocol,
   KernelRule,
-  PeerRuleEntry,
+  PeerRuleLists,
   RuleRef,
   RULES_PER_KEY,
   SubjectSettings,
@@ -19,6 +19,7 @@ import {
   Policy,
   PolicyMode,
   PolicySet,
+  PortRange,
   RuleAction,
   RuleProtocol,
   SpiffeSelector,
@@ -39,6 +40,8 @@ const UNIDENTIFIED_ID = 0;
 const UNIDENTIFIED_IDS: readonly number[] = [UNIDENTIFIED_ID];
 const EVERY_ADDRESS = Buffer.alloc(ADDRESS_BYTES);
 const NO_IDS: readonly number[] = [];
+const NO_RULES: readonly KernelRule[] = Object.freeze([]);
+const EVERY_PORT: readonly PortRange[] = [{ lo: 0, hi: 65535 }];
 
 /** A policy rule with its index in the rule table and its kernel entries. */
 export interface IndexedRule {
@@ -54,7 +57,7 @@ interface PrefixRules {
   /** Indexes of rules that name this prefix, ascending. */
   own: number[];
   /** Indexes of rules of this prefix and of every containing prefix, ascending. */
-  merged: number[];
+  merged: readonly number[];
 }
 
 /** Facts about the whole set that compiling a group of policies needs. */
@@ -73,11 +76,39 @@ export type GroupOverflow = Omit<RuleListOverflow, 'subject' | 'subjectSpiffeId'
 /** Kernel lists shared by every subject that the same policies apply to. */
 export interface CompiledGroup {
   settings: SubjectSettings;
-  /** Sorted by peer id. Lists that overflow are left out and reported in `overflows`. */
-  peerLists: { peer: number; rules: KernelRule[] }[];
+  /** Peers whose list overflows are left out and reported in `overflows`. */
+  peerLists: PeerRuleLists;
   /** Sorted by address, then prefix length. Overflowing lists are left out as well. */
-  prefixLists: { addr: Buffer; prefixLen: number; rules: KernelRule[] }[];
+  prefixLists: { addr: Buffer; prefixLen: number; rules: readonly KernelRule[] }[];
   overflows: GroupOverflow[];
+}
+
+/**
+ * Frozen rule lists built by appending the entries of rules in ascending index order. Appending
+ * the same rule to the same list returns the same list, so the peers that the same rules name
+ * share one list array instead of one copy each.
+ */
+class RuleListInterner {
+  /** Number of each list that has been extended, which keys its extensions. */
+  private readonly numbers = new Map<readonly KernelRule[], number>([[NO_RULES, 0]]);
+  /** Extensions keyed by list number * 2^32 + rule index, which stays below 2^53. */
+  private readonly extensions = new Map<number, readonly KernelRule[]>();
+
+  /** Returns list with the entries of one more rule, whose index is above every index in it. */
+  append(list: readonly KernelRule[], indexed: IndexedRule): readonly KernelRule[] {
+    let listNumber = this.numbers.get(list);
+    if (listNumber === undefined) {
+      listNumber = this.numbers.size;
+      this.numbers.set(list, listNumber);
+    }
+    const key = listNumber * 0x1_0000_0000 + indexed.index;
+    let next = this.extensions.get(key);
+    if (!next) {
+      next = Object.freeze(list.concat(indexed.entries));
+      this.extensions.set(key, next);
+    }
+    return next;
+  }
 }
 
 /**
@@ -123,15 +154,26 @@ export interface EgressCompilationState {
   subjectGroups: Map<number, CompiledGroup>;
 }
 
-/** Compiles like compilePolicySet and also returns the intermediate results. */
+/** The policies of an earlier compilation and its rule table, which a later one can reuse. */
+export interface EarlierCompilation {
+  policies: readonly Policy[];
+  context: CompileContext;
+}
+
+/**
+ * Compiles like compilePolicySet and also returns the intermediate results. Where `earlier` has
+ * the same policy object with the same first rule index, its rule table entries are reused, so
+ * equal rules are the same KernelRule objects in both compilations.
+ */
 export function compileEgress(
   set: PolicySet,
   identities: ReadonlyArray<KnownIdentity>,
+  earlier?: EarlierCompilation,
 ): EgressCompilationState {
   const known = checkIdentities(identities);
   const spiffeIdOf = new Map(known.map((identity) => [identity.id, identity.spiffeId]));
   const resolver = new SelectorResolver(known);
-  const { rules, indexedByPolicy } = buildRuleTable(set.policies);
+  const { rules, indexedByPolicy } = buildRuleTable(set.policies, earlier);
 
   const context: CompileContext = {
     rules,
@@ -154,9 +196,8 @@ export function compileEgress(
   // policies is compiled once.
   const groups = new Map<string, CompiledGroup>();
   const subjectGroups: [number, CompiledGroup][] = [];
-  const groupUses = new Map<CompiledGroup, number>();
   const overflows: RuleListOverflow[] = [];
-  for (const subject of [...policiesBySubject.keys()].sort((a, b) => a - b)) {
+  for (const subject of Uint32Array.from(policiesBySubject.keys()).sort()) {
     const policyIndexes = policiesBySubject.get(subject)!;
     const groupKey = policyIndexes.join(',');
     let group = groups.get(groupKey);
@@ -165,7 +206,6 @@ export function compileEgress(
       groups.set(groupKey, group);
     }
     subjectGroups.push([subject, group]);
-    groupUses.set(group, (groupUses.get(group) ?? 0) + 1);
     for (const overflow of group.overflows) {
       // Subject 0 has no SPIFFE ID, so its overflows name an empty one.
       overflows.push({ subject, subjectSpiffeId: spiffeIdOf.get(subject) ?? '', ...overflow });
@@ -173,7 +213,7 @@ export function compileEgress(
   }
   if (overflows.length > 0) throw new RuleListOverflowError(overflows);
   return {
-    compiled: emitRuleSet(subjectGroups, groupUses, rules),
+    compiled: emitRuleSet(subjectGroups, rules),
     known,
     context,
     policiesBySubject,
@@ -182,16 +222,15 @@ export function compileEgress(
 }
 
 /**
- * Writes every subject's entries in key order. A group used by one subject hands over its
- * lists, and a shared group's lists are copied, so no two entries share an array.
+ * Writes every subject's entries in key order. Subjects of one group share its rule lists, which
+ * are frozen; each CIDR entry gets its own address bytes.
  */
 function emitRuleSet(
   subjectGroups: readonly [number, CompiledGroup][],
-  groupUses: ReadonlyMap<CompiledGroup, number>,
   rules: RuleRef[],
 ): CompiledRuleSet {
   const subjects = new Map<number, SubjectSettings>();
-  const peerRules = new Map<string, PeerRuleEntry>();
+  const peerRules = new Map<number, PeerRuleLists>();
   const cidrRules: CidrRuleEntry[] = [];
 
   // One buffer stores the addresses of all CIDR entries, which saves an allocation per entry.
@@ -200,11 +239,8 @@ function emitRuleSet(
   const addrPool = Buffer.alloc(cidrCount * ADDRESS_BYTES);
 
   for (const [subject, group] of subjectGroups) {
-    const shared = groupUses.get(group)! > 1;
     subjects.set(subject, { ...group.settings });
-    for (const { peer, rules: list } of group.peerLists) {
-      peerRules.set(`${subject}:${peer}`, { subject, peer, rules: shared ? list.slice() : list });
-    }
+    if (group.peerLists.peers.length > 0) peerRules.set(subject, group.peerLists);
     for (const { addr, prefixLen, rules: list } of group.prefixLists) {
       const offset = cidrRules.length * ADDRESS_BYTES;
       addr.copy(addrPool, offset);
@@ -212,7 +248,7 @@ function emitRuleSet(
         subject,
         prefixLen,
         addr: addrPool.subarray(offset, offset + ADDRESS_BYTES),
-        rules: shared ? list.slice() : list,
+        rules: list,
       });
     }
   }
@@ -295,12 +331,23 @@ class SelectorResolver {
 }
 
 /** Numbers every rule in (policy, rule) order and builds its kernel entries. */
-function buildRuleTable(policies: readonly Policy[]): {
+function buildRuleTable(
+  policies: readonly Policy[],
+  earlier?: EarlierCompilation,
+): {
   rules: RuleRef[];
-  indexedByPolicy: IndexedRule[][];
+  indexedByPolicy: (readonly IndexedRule[])[];
 } {
   const rules: RuleRef[] = [];
-  const indexedByPolicy = policies.map((policy) => {
+  const indexedByPolicy = policies.map((policy, policyIndex) => {
+    const reused =
+      earlier?.policies[policyIndex] === policy
+        ? earlier.context.indexedByPolicy[policyIndex]
+        : undefined;
+    if (reused && (reused.length === 0 || reused[0].index === rules.length)) {
+      for (const { index } of reused) rules.push(earlier!.context.rules[index]);
+      return reused;
+    }
     const indexed = indexPolicyRules(policy, rules.length);
     for (const { rule } of indexed) rules.push(ruleRef(policy, rule));
     return indexed;
@@ -338,7 +385,10 @@ function kernelEntries(
   mode: PolicyMode,
   ruleIndex: number,
 ): readonly KernelRule[] {
-  const ranges = rule.ports === null ? [{ lo: 0, hi: 65535 }] : mergePortRanges(rule.ports);
+  let ranges: readonly PortRange[];
+  if (rule.ports === null) ranges = EVERY_PORT;
+  else if (rule.ports.length === 1) ranges = rule.ports;
+  else ranges = mergePortRanges(rule.ports);
   const action = KERNEL_ACTIONS[effectiveAction(rule.action, mode)];
   return ranges.map((range) =>
     Object.freeze({
@@ -371,36 +421,33 @@ export function compileGroup(
   if (posture.wouldBlock) settings.egressPostureWouldBlock = true;
 
   // Policies and their rules are visited in rule-table order, so every list stays sorted.
-  const peerEntries = new Map<number, KernelRule[]>();
-  const prefixesByKey = new Map<string, PrefixRules>();
+  const interner = new RuleListInterner();
+  const peerLists = new Map<number, readonly KernelRule[]>();
+  const prefixes: PrefixRules[] = [];
   const addPrefix = (addr: Buffer, prefixLen: number, index: number): void => {
-    const key = `${addr.toString('hex')}/${prefixLen}`;
-    let prefix = prefixesByKey.get(key);
-    if (!prefix) {
-      prefix = { addr, prefixLen, own: [], merged: [] };
-      prefixesByKey.set(key, prefix);
-    }
-    // A rule that lists one prefix twice is stored once.
-    if (prefix.own[prefix.own.length - 1] !== index) prefix.own.push(index);
+    prefixes.push({ addr, prefixLen, own: [index], merged: NO_IDS });
   };
   for (const policyIndex of policyIndexes) {
-    for (const { index, rule, entries } of context.indexedByPolicy[policyIndex]) {
-      const to = rule.to;
+    for (const indexed of context.indexedByPolicy[policyIndex]) {
+      const to = indexed.rule.to;
       if (to.kind === 'any') {
-        addPrefix(EVERY_ADDRESS, 0, index);
+        addPrefix(EVERY_ADDRESS, 0, indexed.index);
       } else if (to.kind === 'cidrs') {
-        for (const cidr of to.cidrs) addPrefix(cidr.addr, cidr.prefixLen, index);
+        for (const cidr of to.cidrs) addPrefix(cidr.addr, cidr.prefixLen, indexed.index);
       } else {
         for (const peer of context.resolver.resolve(to.peer)) {
-          const list = peerEntries.get(peer);
-          if (list) list.push(...entries);
-          else peerEntries.set(peer, [...entries]);
+          peerLists.set(peer, interner.append(peerLists.get(peer) ?? NO_RULES, indexed));
         }
       }
     }
   }
 
-  const group: CompiledGroup = { settings, peerLists: [], prefixLists: [], overflows: [] };
+  const group: CompiledGroup = {
+    settings,
+    peerLists: { peers: new Uint32Array(0), lists: [] },
+    prefixLists: [],
+    overflows: [],
+  };
   // Records an overflowing list; the key is formatted only then, because most lists fit.
   const overflow = (entries: readonly KernelRule[], key: string): void => {
     const indexes = [...new Set(entries.map((entry) => entry.ruleIndex))];
@@ -411,16 +458,29 @@ export function compileGroup(
       rules: indexes.map((index) => context.rules[index]),
     });
   };
-  for (const peer of [...peerEntries.keys()].sort((a, b) => a - b)) {
-    const rules = peerEntries.get(peer)!;
-    if (rules.length <= RULES_PER_KEY) group.peerLists.push({ peer, rules });
-    else overflow(rules, `peer ${context.spiffeIdOf.get(peer)} (id ${peer})`);
+
+  const peers = Uint32Array.from(peerLists.keys()).sort();
+  const lists: (readonly KernelRule[])[] = [];
+  let kept = 0;
+  for (const peer of peers) {
+    const rules = peerLists.get(peer)!;
+    if (rules.length > RULES_PER_KEY) {
+      overflow(rules, `peer ${context.spiffeIdOf.get(peer)} (id ${peer})`);
+      continue;
+    }
+    peers[kept++] = peer;
+    lists.push(rules);
   }
-  for (const prefix of mergeAncestors([...prefixesByKey.values()])) {
+  group.peerLists = { peers: peers.subarray(0, kept), lists };
+
+  for (const prefix of mergeAncestors(prefixes)) {
     const rules: KernelRule[] = [];
-    for (const index of prefix.merged) rules.push(...context.indexedRules[index].entries);
+    for (const index of prefix.merged) {
+      for (const entry of context.indexedRules[index].entries) rules.push(entry);
+    }
     if (rules.length <= RULES_PER_KEY) {
-      group.prefixLists.push({ addr: prefix.addr, prefixLen: prefix.prefixLen, rules });
+      const { addr, prefixLen } = prefix;
+      group.prefixLists.push({ addr, prefixLen, rules: Object.freeze(rules) });
     } else {
       overflow(rules, `CIDR ${formatPrefix(prefix.addr, prefix.prefixLen)}`);
     }
@@ -429,15 +489,31 @@ export function compileGroup(
 }
 
 /**
- * Sorts the prefixes by address, then length, and fills `merged` with the prefix's own rules
- * plus those of every prefix in the list that contains it.
+ * Sorts the prefixes by address, then length, merges the entries of equal prefixes, and fills
+ * `merged` with the prefix's own rules plus those of every prefix in the list that contains it.
+ * Returns one entry per distinct prefix.
  */
 function mergeAncestors(prefixes: PrefixRules[]): PrefixRules[] {
+  // The sort is stable and the entries were added in rule order, so equal prefixes keep their
+  // rule indexes ascending.
+  prefixes.sort((a, b) => Buffer.compare(a.addr, b.addr) || a.prefixLen - b.prefixLen);
+  const distinct: PrefixRules[] = [];
+  for (const prefix of prefixes) {
+    const last = distinct[distinct.length - 1];
+    if (last && last.prefixLen === prefix.prefixLen && last.addr.equals(prefix.addr)) {
+      // A rule that lists one prefix twice is stored once.
+      for (const index of prefix.own) {
+        if (last.own[last.own.length - 1] !== index) last.own.push(index);
+      }
+      continue;
+    }
+    distinct.push(prefix);
+  }
+
   // In this order a prefix comes after every prefix that contains it, and the prefixes that
   // contain the current one form a chain, kept on a stack from shortest to longest.
-  prefixes.sort((a, b) => Buffer.compare(a.addr, b.addr) || a.prefixLen - b.prefixLen);
   const chain: PrefixRules[] = [];
-  for (const prefix of prefixes) {
+  for (const prefix of distinct) {
     while (chain.length > 0) {
       const top = chain[chain.length - 1];
       if (prefixContains(top.addr, top.prefixLen, prefix.addr)) break;
@@ -447,7 +523,7 @@ function mergeAncestors(prefixes: PrefixRules[]): PrefixRules[] {
     prefix.merged = parent ? mergeSortedUnique(parent.merged, prefix.own) : prefix.own;
     chain.push(prefix);
   }
-  return prefixes;
+  return distinct;
 }
 
 /** Returns the union of two ascending lists of numbers, ascending and without duplicates. */

@@ -52,7 +52,17 @@ export interface SubjectSettings {
 export interface PeerRuleEntry {
   subject: number;
   peer: number;
-  rules: KernelRule[];
+  rules: readonly KernelRule[];
+}
+
+/**
+ * The peer-rule entries of one subject as two parallel arrays: `lists[i]` is the rule list for
+ * the peer with identity id `peers[i]`, and `peers` is ascending. Subjects that the same policies
+ * apply to share one object, so it must not be changed.
+ */
+export interface PeerRuleLists {
+  readonly peers: Uint32Array;
+  readonly lists: readonly (readonly KernelRule[])[];
 }
 
 /**
@@ -65,19 +75,22 @@ export interface CidrRuleEntry {
   prefixLen: number;
   /** Network address, 16 bytes, IPv4 stored IPv4-mapped. */
   addr: Buffer;
-  rules: KernelRule[];
+  rules: readonly KernelRule[];
 }
 
 /**
  * A policy set compiled for the kernel maps of one rule-set generation. Every rule list is
- * sorted by `ruleIndex` and contains at most `RULES_PER_KEY` entries. KernelRule objects are
- * frozen and may appear in several lists, but no two entries share a list array.
+ * sorted by `ruleIndex` and contains at most `RULES_PER_KEY` entries. KernelRule objects and
+ * rule lists are frozen, and one list array may serve several entries.
  */
 export interface CompiledRuleSet {
   /** Keyed by identity id, in ascending id order. Id 0 is the subject of processes without a SPIFFE ID. */
   subjects: Map<number, SubjectSettings>;
-  /** Keyed by `"<subject>:<peer>"`, in ascending (subject, peer) order. */
-  peerRules: Map<string, PeerRuleEntry>;
+  /**
+   * Peer-rule entries keyed by subject, in ascending subject order. Subjects without peer rules
+   * are absent. Read one entry with `peerRuleList`.
+   */
+  peerRules: Map<number, PeerRuleLists>;
   /** Sorted by subject, then address bytes, then prefix length. */
   cidrRules: CidrRuleEntry[];
   /** The rule table: `rules[i]` is the rule with `ruleIndex` i, in (policy, rule) order. */
@@ -95,4 +108,31 @@ export interface CompiledRuleSetChanges {
     upsert: CidrRuleEntry[];
     remove: { subject: number; prefixLen: number; addr: Buffer }[];
   };
+}
+
+/** Returns the rule list of the peer-rule entry (subject, peer), or undefined when there is none. */
+export function peerRuleList(
+  compiled: CompiledRuleSet,
+  subject: number,
+  peer: number,
+): readonly KernelRule[] | undefined {
+  const entries = compiled.peerRules.get(subject);
+  if (!entries) return undefined;
+  const { peers } = entries;
+  let lo = 0;
+  let hi = peers.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    if (peers[mid] === peer) return entries.lists[mid];
+    if (peers[mid] < peer) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return undefined;
+}
+
+/** Returns the number of entries of the peer-rule map. */
+export function peerRuleCount(compiled: CompiledRuleSet): number {
+  let count = 0;
+  for (const entries of compiled.peerRules.values()) count += entries.peers.length;
+  return count;
 }

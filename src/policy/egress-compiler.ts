@@ -2,9 +2,9 @@
  * Incremental compilation of egress rules. An EgressCompiler keeps the results of its last
  * compilation. The next policy set may differ from the last one only inside some policies: the
  * same policies in the same order, each with the same subject and number of egress rules, and
- * the same identities. Then the compiler compiles again only the subjects those policies select
- * and returns the map entries that changed, for Datapath.applyRuleSetChanges. Other changes
- * compile the whole set.
+ * the same identities. Then the compiler compiles again only the subjects those policies select.
+ * Other changes compile the whole set. Either way it returns the map entries that changed since
+ * the previous compilation, for Datapath.applyRuleSetChanges.
  */
 import {
   CompileContext,
@@ -21,8 +21,8 @@ import {
   CompiledRuleSet,
   CompiledRuleSetChanges,
   KernelRule,
+  PeerRuleLists,
   RuleRef,
-  SubjectSettings,
 } from './compiled-rule-set';
 import { RuleListOverflow, RuleListOverflowError } from './rule-list-overflow-error';
 import { Policy, PolicySet } from './types';
@@ -31,15 +31,18 @@ import { Policy, PolicySet } from './types';
 export interface EgressCompilation {
   /**
    * The whole rule set. Its `subjects` and `peerRules` maps belong to the compiler, which
-   * changes them in place on the next incremental compile (entries it changes move to the end
-   * of the map's order). `rules` and `cidrRules` are new arrays for every compile.
+   * changes them in place on the next incremental compile (the entries of the subjects it
+   * compiles again move to the end of the map's order). `rules` and `cidrRules` are new arrays
+   * for every compile.
    */
   compiled: CompiledRuleSet;
   /**
-   * The changes from the previous compilation's rule set, or null when this compilation is
-   * whole (the first one, or a change that an incremental compile does not cover).
+   * The changes from the previous compilation's rule set, or null for the first compilation
+   * (and the first after reset()).
    */
   changes: CompiledRuleSetChanges | null;
+  /** True when only the subjects of changed policies were compiled, false for a whole compile. */
+  incremental: boolean;
 }
 
 interface CompilerState extends EgressCompilationState {
@@ -50,8 +53,6 @@ interface CompilerState extends EgressCompilationState {
   firstRuleIndex: number[];
   /** Subjects that each policy selects. */
   subjectsByPolicy: number[][];
-  /** policySignature of each policy, computed when a compile first needs it. */
-  signatures: (string | undefined)[];
 }
 
 /**
@@ -82,7 +83,9 @@ export class EgressCompiler {
     set: PolicySet,
     identities: ReadonlyArray<KnownIdentity>,
   ): EgressCompilation {
-    const whole = compileEgress(set, identities);
+    const whole = compileEgress(set, identities, this.state ?? undefined);
+    const previous = this.state;
+    const changes = previous ? diffWhole(previous, whole) : null;
     const firstRuleIndex: number[] = [];
     let next = 0;
     for (const policy of set.policies) {
@@ -99,9 +102,8 @@ export class EgressCompiler {
       identities: identities.map(({ id, spiffeId }) => ({ id, spiffeId })),
       firstRuleIndex,
       subjectsByPolicy,
-      signatures: [],
     };
-    return { compiled: whole.compiled, changes: null };
+    return { compiled: whole.compiled, changes, incremental: false };
   }
 
   /** Compiles again the subjects of the changed policies and returns the entries that changed. */
@@ -134,33 +136,63 @@ export class EgressCompiler {
     }
     if (overflows.length > 0) throw new RuleListOverflowError(overflows);
 
-    const changes: CompiledRuleSetChanges = {
-      subjects: { upsert: [], remove: [] },
-      peerRules: { upsert: [], remove: [] },
-      cidrRules: { upsert: [], remove: [] },
-    };
+    const changes = noChanges();
     const compiled = state.compiled;
     const newCidrEntries = new Map<number, CidrRuleEntry[]>();
     for (const subject of subjects) {
       const before = state.subjectGroups.get(subject)!;
       const after = newGroups.get(subject)!;
-      diffSettings(subject, before.settings, after.settings, changes, compiled);
-      diffPeerLists(subject, before, after, changes, compiled);
+      diffSettings(subject, before, after, changes);
+      diffPeerLists(subject, before, after, changes);
       newCidrEntries.set(subject, diffPrefixLists(subject, before, after, changes));
+      compiled.subjects.set(subject, { ...after.settings });
+      compiled.peerRules.delete(subject);
+      if (after.peerLists.peers.length > 0) compiled.peerRules.set(subject, after.peerLists);
       state.subjectGroups.set(subject, after);
     }
 
     state.context = context;
     state.policies = set.policies.slice();
-    for (const policyIndex of changed) state.signatures[policyIndex] = undefined;
     state.compiled = {
       subjects: compiled.subjects,
       peerRules: compiled.peerRules,
       cidrRules: replaceCidrEntries(compiled.cidrRules, newCidrEntries),
       rules,
     };
-    return { compiled: state.compiled, changes };
+    return { compiled: state.compiled, changes, incremental: true };
   }
+}
+
+function noChanges(): CompiledRuleSetChanges {
+  return {
+    subjects: { upsert: [], remove: [] },
+    peerRules: { upsert: [], remove: [] },
+    cidrRules: { upsert: [], remove: [] },
+  };
+}
+
+/**
+ * Returns the changes from the previous whole or incremental compilation to a whole one, found
+ * subject by subject: subjects of only one of the two get all their entries written or deleted.
+ */
+function diffWhole(
+  previous: EgressCompilationState,
+  next: EgressCompilationState,
+): CompiledRuleSetChanges {
+  const changes = noChanges();
+  for (const [subject, after] of next.subjectGroups) {
+    const before = previous.subjectGroups.get(subject);
+    diffSettings(subject, before, after, changes);
+    diffPeerLists(subject, before, after, changes);
+    diffPrefixLists(subject, before, after, changes, false);
+  }
+  for (const [subject, before] of previous.subjectGroups) {
+    if (next.subjectGroups.has(subject)) continue;
+    diffSettings(subject, before, undefined, changes);
+    diffPeerLists(subject, before, undefined, changes);
+    diffPrefixLists(subject, before, undefined, changes, false);
+  }
+  return changes;
 }
 
 /**
@@ -188,22 +220,36 @@ function changedPolicies(
     const after = policies[i];
     if (after === before) continue;
     if (after.name !== before.name || after.egress.length !== before.egress.length) return null;
-    if (JSON.stringify(after.subjectSelector) !== JSON.stringify(before.subjectSelector)) {
-      return null;
-    }
+    if (!sameData(after.subjectSelector, before.subjectSelector)) return null;
     // A reload parses every file again, so an unchanged policy is often an equal new object.
-    state.signatures[i] ??= policySignature(before);
-    const signature = policySignature(after);
-    if (signature === state.signatures[i]) continue;
-    changed.push(i);
+    if (!sameData(before, after)) changed.push(i);
   }
   return changed;
 }
 
-/** Returns a text that two policies share exactly when they are equal, source positions included. */
-function policySignature(policy: Policy): string {
-  // A CIDR's text determines its address bytes.
-  return JSON.stringify(policy, (key, value: unknown) => (key === 'addr' ? undefined : value));
+/**
+ * Returns whether two values of parsed policy data are equal, source positions included. Keys
+ * named `addr` are skipped: they hold the address bytes of a CIDR, which its text determines.
+ * Unlike a comparison of JSON texts, this returns at the first difference.
+ */
+function sameData(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== 'object' || typeof b !== 'object' || a === null || b === null) return false;
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) if (!sameData(a[i], b[i])) return false;
+    return true;
+  }
+  if (Array.isArray(b)) return false;
+  const x = a as Record<string, unknown>;
+  const y = b as Record<string, unknown>;
+  const keys = Object.keys(x);
+  if (keys.length !== Object.keys(y).length) return false;
+  for (const key of keys) {
+    if (key === 'addr') continue;
+    if (!Object.prototype.hasOwnProperty.call(y, key) || !sameData(x[key], y[key])) return false;
+  }
+  return true;
 }
 
 /** Returns a context whose rule table has the changed policies' rules under the same indexes. */
@@ -228,6 +274,8 @@ function reindexPolicies(
   return { context: { ...before, rules, indexedByPolicy, indexedRules }, rules };
 }
 
+const NO_PEER_LISTS: PeerRuleLists = { peers: new Uint32Array(0), lists: [] };
+
 function sameRules(a: readonly KernelRule[], b: readonly KernelRule[]): boolean {
   if (a === b) return true;
   if (a.length !== b.length) return false;
@@ -248,56 +296,47 @@ function sameRules(a: readonly KernelRule[], b: readonly KernelRule[]): boolean 
   return true;
 }
 
+/** Records the subject's settings entry when it is new, gone, or changed in what the kernel reads. */
 function diffSettings(
   subject: number,
-  before: SubjectSettings,
-  after: SubjectSettings,
+  before: CompiledGroup | undefined,
+  after: CompiledGroup | undefined,
   changes: CompiledRuleSetChanges,
-  compiled: CompiledRuleSet,
 ): void {
-  const same =
-    before.hasEgressAllow === after.hasEgressAllow &&
-    before.egressPosture === after.egressPosture &&
-    before.egressPostureWouldBlock === after.egressPostureWouldBlock;
-  if (same) return;
-  const settings = { ...after };
-  compiled.subjects.set(subject, settings);
-  // The kernel value has no wouldBlock bit: only a flag or posture change reaches the maps.
-  if (
-    before.hasEgressAllow !== after.hasEgressAllow ||
-    before.egressPosture !== after.egressPosture
-  ) {
-    changes.subjects.upsert.push([subject, settings]);
+  if (!after) {
+    changes.subjects.remove.push(subject);
+    return;
   }
+  // The kernel value has no wouldBlock bit: only a flag or posture change reaches the maps.
+  const same =
+    before !== undefined &&
+    before.settings.hasEgressAllow === after.settings.hasEgressAllow &&
+    before.settings.egressPosture === after.settings.egressPosture;
+  if (!same) changes.subjects.upsert.push([subject, { ...after.settings }]);
 }
 
 /** Walks both peer lists in peer order and records the entries that differ. */
 function diffPeerLists(
   subject: number,
-  before: CompiledGroup,
-  after: CompiledGroup,
+  before: CompiledGroup | undefined,
+  after: CompiledGroup | undefined,
   changes: CompiledRuleSetChanges,
-  compiled: CompiledRuleSet,
 ): void {
-  const old = before.peerLists;
-  const now = after.peerLists;
+  const old = before?.peerLists ?? NO_PEER_LISTS;
+  const now = after?.peerLists ?? NO_PEER_LISTS;
+  if (old === now) return;
   let i = 0;
   let j = 0;
-  while (i < old.length || j < now.length) {
-    const oldPeer = i < old.length ? old[i].peer : Infinity;
-    const newPeer = j < now.length ? now[j].peer : Infinity;
+  while (i < old.peers.length || j < now.peers.length) {
+    const oldPeer = i < old.peers.length ? old.peers[i] : Infinity;
+    const newPeer = j < now.peers.length ? now.peers[j] : Infinity;
     if (oldPeer < newPeer) {
       changes.peerRules.remove.push({ subject, peer: oldPeer });
-      compiled.peerRules.delete(`${subject}:${oldPeer}`);
       i++;
       continue;
     }
-    if (newPeer < oldPeer || !sameRules(old[i].rules, now[j].rules)) {
-      const entry = { subject, peer: newPeer, rules: now[j].rules.slice() };
-      changes.peerRules.upsert.push(entry);
-      const key = `${subject}:${newPeer}`;
-      compiled.peerRules.delete(key);
-      compiled.peerRules.set(key, entry);
+    if (newPeer < oldPeer || !sameRules(old.lists[i], now.lists[j])) {
+      changes.peerRules.upsert.push({ subject, peer: newPeer, rules: now.lists[j] });
     }
     if (newPeer === oldPeer) i++;
     j++;
@@ -306,22 +345,23 @@ function diffPeerLists(
 
 /**
  * Walks both prefix lists in (address, length) order, records the entries that differ, and
- * returns the subject's new CIDR entries.
+ * returns the subject's new CIDR entries (only the changed ones when `returnAll` is false).
  */
 function diffPrefixLists(
   subject: number,
-  before: CompiledGroup,
-  after: CompiledGroup,
+  before: CompiledGroup | undefined,
+  after: CompiledGroup | undefined,
   changes: CompiledRuleSetChanges,
+  returnAll = true,
 ): CidrRuleEntry[] {
-  const old = before.prefixLists;
-  const now = after.prefixLists;
+  const old = before?.prefixLists ?? [];
+  const now = after?.prefixLists ?? [];
   const entries: CidrRuleEntry[] = [];
   const entryOf = (list: (typeof now)[number]): CidrRuleEntry => ({
     subject,
     prefixLen: list.prefixLen,
     addr: Buffer.from(list.addr),
-    rules: list.rules.slice(),
+    rules: list.rules,
   });
   let i = 0;
   let j = 0;
@@ -338,9 +378,12 @@ function diffPrefixLists(
       i++;
       continue;
     }
-    const entry = entryOf(now[j]);
-    entries.push(entry);
-    if (order > 0 || !sameRules(old[i].rules, now[j].rules)) changes.cidrRules.upsert.push(entry);
+    const changed = order > 0 || !sameRules(old[i].rules, now[j].rules);
+    if (changed || returnAll) {
+      const entry = entryOf(now[j]);
+      entries.push(entry);
+      if (changed) changes.cidrRules.upsert.push(entry);
+    }
     if (order === 0) i++;
     j++;
   }

@@ -52,6 +52,17 @@ function settingsGeneration(): number {
   return decodeSettings(value).generation;
 }
 
+/** Returns the ids of the inner maps that the outer maps publish under generation. */
+function innerMapIds(generation: number): number[] {
+  return OUTER_MAPS.map((name) => {
+    const fd = objGet(join(PIN_DIR, 'maps', name));
+    const value = mapLookup(fd, encodeU32(generation), 4);
+    closeFd(fd);
+    if (!value) throw new Error(`${name} publishes no inner map under generation ${generation}`);
+    return value.readUInt32LE(0);
+  });
+}
+
 const ADD_SUBJECT = {
   upserts: {
     subjects: [{ id: 3, hasEgressAllow: false, egressPosture: KernelAction.Audit }],
@@ -92,6 +103,39 @@ describe('Datapath rule-set generations', () => {
     datapath.prepareStandby();
     const next = [second, second + 1];
     expect(publishedGenerations()).toEqual([next, next, next]);
+  });
+
+  it('writes the first set into prepared maps', () => {
+    const datapath = load();
+    datapath.prepareStandby();
+    expect(publishedGenerations()).toEqual([[1], [1], [1]]);
+    expect(datapath.canApplyChanges).toBe(false);
+    const prepared = innerMapIds(1);
+
+    const first = datapath.applyRuleSet(RULE_SET);
+    expect(first).toBe(1);
+    expect(settingsGeneration()).toBe(first);
+    expect(innerMapIds(first)).toEqual(prepared);
+    expect(datapath.canApplyChanges).toBe(true);
+  });
+
+  it('leaves no set after a failed first apply', () => {
+    const datapath = load();
+    datapath.prepareStandby();
+    const failing = {
+      beforeSwitch: () => {
+        throw new Error('publishing the LSM rules failed');
+      },
+    };
+    expect(() => datapath.applyRuleSet(RULE_SET, 0, failing)).toThrow(
+      'apply rule set generation 1: publishing the LSM rules failed',
+    );
+    expect(settingsGeneration()).toBe(0);
+    expect(publishedGenerations()).toEqual([[], [], []]);
+
+    // Without prepared maps the apply creates and publishes its own.
+    expect(datapath.applyRuleSet(RULE_SET)).toBe(1);
+    expect(publishedGenerations()).toEqual([[1], [1], [1]]);
   });
 
   it('keeps the set in force when the switch fails', () => {

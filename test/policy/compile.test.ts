@@ -1,7 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { formatPrefix } from '../../src/policy/cidr';
 import { compilePolicySet, KnownIdentity } from '../../src/policy/compile';
-import { CompiledRuleSet } from '../../src/policy/compiled-rule-set';
+import {
+  CompiledRuleSet,
+  peerRuleCount,
+  peerRuleList,
+} from '../../src/policy/compiled-rule-set';
 import { RuleListOverflowError } from '../../src/policy/rule-list-overflow-error';
 import { policySet, RuleSpec } from './policy-builder';
 
@@ -28,8 +32,10 @@ function cidrLists(compiled: CompiledRuleSet, subject: number): Record<string, n
 /** Returns each peer entry as `subject:peer -> rule indexes`. */
 function peerLists(compiled: CompiledRuleSet): Record<string, number[]> {
   const lists: Record<string, number[]> = {};
-  for (const [key, entry] of compiled.peerRules) {
-    lists[key] = entry.rules.map((rule) => rule.ruleIndex);
+  for (const [subject, { peers, lists: rules }] of compiled.peerRules) {
+    peers.forEach((peer, i) => {
+      lists[`${subject}:${peer}`] = rules[i].map((rule) => rule.ruleIndex);
+    });
   }
   return lists;
 }
@@ -162,7 +168,8 @@ describe('compilePolicySet', () => {
       '1:6': [1],
     });
     expect(compiled.cidrRules).toEqual([]);
-    expect(compiled.peerRules.get('1:4')).toMatchObject({ subject: 1, peer: 4 });
+    expect(peerRuleList(compiled, 1, 4)?.map((rule) => rule.ruleIndex)).toEqual([0, 1]);
+    expect(peerRuleList(compiled, 1, 5)).toBeUndefined();
   });
 
   it('sets hasEgressAllow from Allow rules, even to unknown peers', () => {
@@ -177,7 +184,7 @@ describe('compilePolicySet', () => {
     const compiled = compilePolicySet(set, IDENTITIES);
     expect(compiled.subjects.get(1)?.hasEgressAllow).toBe(true);
     expect(compiled.subjects.get(4)?.hasEgressAllow).toBe(false);
-    expect(compiled.peerRules.size).toBe(0);
+    expect(peerRuleCount(compiled)).toBe(0);
   });
 
   it.each([
@@ -205,16 +212,27 @@ describe('compilePolicySet', () => {
     expect(compiled.subjects.get(2)?.egressPosture).toBe('Block');
   });
 
-  it('gives subjects that share policies separate lists', () => {
+  it('shares frozen lists between subjects of the same policies', () => {
     const set = policySet([
-      { name: 'web', subject: 'prefix:spiffe://a.org/ns/web', egress: [{ action: 'Allow' }] },
+      {
+        name: 'web',
+        subject: 'prefix:spiffe://a.org/ns/web',
+        egress: [{ action: 'Allow' }, { action: 'Audit', to: { spiffeIdPrefix: 'spiffe://a.org' } }],
+      },
     ]);
     const compiled = compilePolicySet(set, IDENTITIES);
     const [first, second] = compiled.cidrRules;
-    expect(first.rules).toEqual(second.rules);
-    expect(first.rules).not.toBe(second.rules);
+    expect(first.rules).toBe(second.rules);
+    expect(Object.isFrozen(first.rules)).toBe(true);
     first.addr[0] = 0xff;
     expect(second.addr[0]).toBe(0);
+    // Every peer of the prefix gets the one rule, so all five peers of both subjects share a list.
+    const lists = [1, 2, 3, 4, 6].flatMap((peer) => [
+      peerRuleList(compiled, 1, peer),
+      peerRuleList(compiled, 2, peer),
+    ]);
+    expect(new Set(lists).size).toBe(1);
+    expect(Object.isFrozen(lists[0])).toBe(true);
   });
 
   it('produces the same output for any identity order', () => {
@@ -232,9 +250,9 @@ describe('compilePolicySet', () => {
     const forward = compilePolicySet(set, IDENTITIES);
     const backward = compilePolicySet(set, [...IDENTITIES].reverse());
     expect([...backward.subjects]).toEqual([...forward.subjects]);
-    expect([...backward.peerRules]).toEqual([...forward.peerRules]);
+    expect(peerLists(backward)).toEqual(peerLists(forward));
     expect(backward.cidrRules).toEqual(forward.cidrRules);
-    expect([...forward.peerRules.keys()]).toEqual([
+    expect(Object.keys(peerLists(forward))).toEqual([
       '1:1',
       '1:2',
       '1:3',

@@ -147,9 +147,15 @@ function runKernel(
 function checkListInvariants(compiled: CompiledRuleSet): string[] {
   const problems: string[] = [];
   const lists = [
-    ...[...compiled.peerRules.values()].map((entry) => entry.rules),
+    ...[...compiled.peerRules.values()].flatMap((entries) => entries.lists),
     ...compiled.cidrRules.map((entry) => entry.rules),
   ];
+  for (const [subject, { peers, lists: peerLists }] of compiled.peerRules) {
+    if (peers.length !== peerLists.length) problems.push(`subject ${subject}: peers and lists differ`);
+    for (let i = 1; i < peers.length; i++) {
+      if (peers[i - 1] >= peers[i]) problems.push(`subject ${subject}: peers not ascending`);
+    }
+  }
   for (const rules of lists) {
     if (rules.length > RULES_PER_KEY) problems.push(`list of ${rules.length} rules`);
     for (let i = 1; i < rules.length; i++) {

@@ -69,8 +69,8 @@ function kernelContents(compiled: CompiledRuleSet): Map<string, string> {
   for (const [id, settings] of compiled.subjects) {
     contents.set(`subject ${id}`, `${settings.hasEgressAllow} ${settings.egressPosture}`);
   }
-  for (const entry of compiled.peerRules.values()) {
-    contents.set(`peer ${entry.subject}:${entry.peer}`, JSON.stringify(entry.rules));
+  for (const [subject, { peers, lists }] of compiled.peerRules) {
+    peers.forEach((peer, i) => contents.set(`peer ${subject}:${peer}`, JSON.stringify(lists[i])));
   }
   for (const entry of compiled.cidrRules) {
     const key = `cidr ${entry.subject} ${entry.addr.toString('hex')}/${entry.prefixLen}`;
@@ -102,7 +102,9 @@ function applyChanges(contents: Map<string, string>, changes: CompiledRuleSetCha
 function normalised(compiled: CompiledRuleSet): unknown {
   return {
     subjects: [...compiled.subjects].sort((a, b) => a[0] - b[0]),
-    peerRules: [...compiled.peerRules.entries()].sort((a, b) => (a[0] < b[0] ? -1 : 1)),
+    peerRules: [...compiled.peerRules.entries()]
+      .sort((a, b) => a[0] - b[0])
+      .map(([subject, { peers, lists }]) => [subject, [...peers], lists]),
     cidrRules: compiled.cidrRules.map((entry) => ({ ...entry, addr: entry.addr.toString('hex') })),
     rules: compiled.rules,
   };
@@ -117,6 +119,7 @@ describe('EgressCompiler', () => {
     const set = policySet([{ name: 'web', subject: KNOWN_SPIFFE_IDS[0], egress: [] }]);
     const result = new EgressCompiler().compile(set, IDENTITIES);
     expect(result.changes).toBeNull();
+    expect(result.incremental).toBe(false);
     expect(normalised(result.compiled)).toEqual(normalised(compilePolicySet(set, IDENTITIES)));
   });
 
@@ -127,6 +130,7 @@ describe('EgressCompiler', () => {
     const compiler = new EgressCompiler();
     compiler.compile(set, IDENTITIES);
     const result = compiler.compile(set, IDENTITIES);
+    expect(result.incremental).toBe(true);
     expect(result.changes).toEqual({
       subjects: { upsert: [], remove: [] },
       peerRules: { upsert: [], remove: [] },
@@ -168,16 +172,58 @@ describe('EgressCompiler', () => {
     compiler.compile(first, IDENTITIES);
     const second = replacePolicy(first, 0, change(spec));
     const result = compiler.compile(second, IDENTITIES);
-    expect(result.changes).toBeNull();
+    expect(result.incremental).toBe(false);
     expect(normalised(result.compiled)).toEqual(normalised(compilePolicySet(second, IDENTITIES)));
+    const contents = kernelContents(compilePolicySet(first, IDENTITIES));
+    applyChanges(contents, result.changes!);
+    expect(sortedContents(contents)).toEqual(sortedContents(kernelContents(result.compiled)));
   });
 
   it('compiles whole after other identities', () => {
-    const set = policySet([{ name: 'web', subject: 'prefix:spiffe://a.org', egress: [] }]);
+    const set = policySet([
+      {
+        name: 'web',
+        subject: 'prefix:spiffe://a.org',
+        egress: [{ action: 'Allow', to: { spiffeIdPrefix: 'spiffe://a.org' } }],
+      },
+    ]);
     const compiler = new EgressCompiler();
     compiler.compile(set, IDENTITIES);
     const more = [...IDENTITIES, { id: 9, spiffeId: 'spiffe://a.org/new' }];
-    expect(compiler.compile(set, more).changes).toBeNull();
+    const result = compiler.compile(set, more);
+    expect(result.incremental).toBe(false);
+    // The new identity is a subject with a list for every peer, and a peer of every subject.
+    const newSubjectEntries = result.changes!.peerRules.upsert.filter((e) => e.subject === 9);
+    const newPeerEntries = result.changes!.peerRules.upsert.filter((e) => e.peer === 9);
+    // Five identities are in a.org: ids 1 to 4 and 9.
+    expect(newSubjectEntries).toHaveLength(5);
+    expect(newPeerEntries).toHaveLength(5);
+    // Nothing else changed: 5 + 5 entries, and (9, 9) is in both.
+    expect(result.changes!.peerRules.upsert).toHaveLength(9);
+    expect(result.changes!.subjects.upsert.map(([id]) => id)).toEqual([9]);
+    expect(result.changes!.peerRules.remove).toEqual([]);
+  });
+
+  it('removes the entries of a subject that is gone', () => {
+    const set = policySet([
+      {
+        name: 'web',
+        subject: 'prefix:spiffe://a.org',
+        egress: [
+          { action: 'Allow', to: { spiffeIdPrefix: 'spiffe://a.org' } },
+          { action: 'Block', to: { cidrs: ['10.0.0.0/8'] } },
+        ],
+      },
+    ]);
+    const compiler = new EgressCompiler();
+    const first = compiler.compile(set, IDENTITIES).compiled;
+    const contents = kernelContents(first);
+    const fewer = IDENTITIES.filter((identity) => identity.id !== 1);
+    const result = compiler.compile(set, fewer);
+    expect(result.changes!.subjects.remove).toEqual([1]);
+    expect(result.changes!.cidrRules.remove.map((key) => key.subject)).toEqual([1]);
+    applyChanges(contents, result.changes!);
+    expect(sortedContents(contents)).toEqual(sortedContents(kernelContents(result.compiled)));
   });
 
   it('keeps its state when a compile throws', () => {
@@ -203,6 +249,7 @@ describe('EgressCompiler', () => {
     const prng = new Prng(SEED);
     const mismatches: unknown[] = [];
     let incremental = 0;
+    let wholeCompiles = 0;
     let changedEntries = 0;
     for (let scenario = 0; scenario < SCENARIOS; scenario++) {
       const specs = Array.from({ length: prng.int(1, 5) }, (_, index) =>
@@ -221,7 +268,10 @@ describe('EgressCompiler', () => {
       for (let step = 0; step < STEPS_PER_SCENARIO; step++) {
         const index = prng.int(0, specs.length - 1);
         const before = specs[index];
-        const spec = randomPolicy(prng, before.name, before.subject, before.egress!.length);
+        // One change in five may change the rule count, which compiles the whole set.
+        const ruleCount = prng.chance(0.2) ? prng.int(0, 4) : before.egress!.length;
+        const whole = ruleCount !== before.egress!.length;
+        const spec = randomPolicy(prng, before.name, before.subject, ruleCount);
         let next: PolicySet;
         let expected: CompiledRuleSet;
         try {
@@ -236,11 +286,12 @@ describe('EgressCompiler', () => {
           continue;
         }
         const result = compiler.compile(next, IDENTITIES);
-        if (result.changes === null) {
-          mismatches.push({ scenario, step, problem: 'whole compile for a changed policy' });
+        if (result.changes === null || result.incremental === whole) {
+          mismatches.push({ scenario, step, problem: 'incremental is not !whole', whole });
           break;
         }
-        incremental++;
+        if (whole) wholeCompiles++;
+        else incremental++;
         applyChanges(contents, result.changes);
         changedEntries +=
           result.changes.subjects.upsert.length +
@@ -260,6 +311,7 @@ describe('EgressCompiler', () => {
     }
     expect(mismatches.slice(0, 2)).toEqual([]);
     expect(incremental).toBeGreaterThan(SCENARIOS);
+    expect(wholeCompiles).toBeGreaterThan(SCENARIOS / 10);
     expect(changedEntries).toBeGreaterThan(incremental);
   });
 });

@@ -1,4 +1,9 @@
-import { CidrRuleEntry, CompiledRuleSet, KernelRule } from '../../src/policy/compiled-rule-set';
+import {
+  CidrRuleEntry,
+  CompiledRuleSet,
+  KernelRule,
+  peerRuleList,
+} from '../../src/policy/compiled-rule-set';
 
 /** How the model breaks ties between matching rules with the same action. */
 export type TieBreak =
@@ -52,8 +57,8 @@ export class KernelModel {
     if (!settings) return verdict;
 
     if (peer !== 0) {
-      const list = this.compiled.peerRules.get(`${subject}:${peer}`);
-      if (list) this.scan(list.rules, port, protocol, verdict);
+      const list = peerRuleList(this.compiled, subject, peer);
+      if (list) this.scan(list, port, protocol, verdict);
     }
     const longest = this.lookupLongestPrefix(subject, addr);
     if (longest) this.scan(longest.rules, port, protocol, verdict);
