@@ -4,7 +4,7 @@
  * accounted for. Run as root after `make`:
  *
  *   npx vite-node bench/events-kernel.ts -- [--rates 100000,250000,400000,1000000]
- *     [--seconds 5] [--burst 100] [--profile DIR]
+ *     [--seconds 5] [--burst 100] [--profile DIR] [--agent-root DIR]
  *
  * Parts:
  * - the real agent (`bin/sigil run`) with its own bpffs directory, state
@@ -84,6 +84,8 @@ interface Options {
   burst: number;
   /** Directory for a V8 CPU profile of the agent during the runs, written when it stops. */
   profile?: string;
+  /** Package root whose bin/sigil runs as the agent, to compare two builds in one session. */
+  agentRoot: string;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -91,6 +93,7 @@ function parseArgs(argv: string[]): Options {
     rates: [100_000, 250_000, 400_000, 1_000_000],
     seconds: 5,
     burst: 100,
+    agentRoot: REPO,
   };
   for (let i = 0; i < argv.length; i++) {
     const value = argv[i + 1];
@@ -98,10 +101,11 @@ function parseArgs(argv: string[]): Options {
     else if (argv[i] === '--seconds') options.seconds = Number(value);
     else if (argv[i] === '--burst') options.burst = Number(value);
     else if (argv[i] === '--profile') options.profile = value;
+    else if (argv[i] === '--agent-root') options.agentRoot = value;
     else if (argv[i] === '--') continue;
     else
       throw new Error(
-        `unknown argument ${argv[i]}: expected --rates N,N --seconds N --burst N --profile DIR`,
+        `unknown argument ${argv[i]}: expected --rates N,N --seconds N --burst N --profile DIR --agent-root DIR`,
       );
     i++;
   }
@@ -229,12 +233,13 @@ class AgentUnderTest {
     config: { registration: string; policy: string },
     cgroup: string,
     readonly eventsLog: string,
+    agentRoot: string,
     profileDir?: string,
   ) {
     const profile = profileDir ? ['--require', join(__dirname, 'cpu-profile-preload.js')] : [];
     const args = [
       ...profile,
-      SIGIL,
+      join(agentRoot, 'bin', 'sigil'),
       'run',
       '--socket',
       join(dir, 'audit.sock'),
@@ -655,7 +660,15 @@ async function main(): Promise<void> {
   const eventsLog = join(dir, 'events.jsonl');
   writeFileSync(eventsLog, '');
 
-  const agent = new AgentUnderTest(dir, pinDir, config, cgroup, eventsLog, options.profile);
+  const agent = new AgentUnderTest(
+    dir,
+    pinDir,
+    config,
+    cgroup,
+    eventsLog,
+    options.agentRoot,
+    options.profile,
+  );
   let generator: Generator | null = null;
   let consumer: ChildProcess | null = null;
   const agentRows: AgentRow[] = [];

@@ -14,6 +14,7 @@ import {
   ProcessRef,
   Result,
   Severity,
+  Subject,
 } from '../events/audit-event';
 
 const EPERM = 1;
@@ -50,7 +51,7 @@ export interface ProcessContext {
   arguments?: string[];
   containerId?: string;
   /** Parent first. */
-  ancestry?: ProcessRef[];
+  ancestry?: readonly ProcessRef[];
 }
 
 /** Adds the optional process context, leaving out what is unknown. */
@@ -69,6 +70,64 @@ function withRuleDetails(policy: PolicyRef, details: RuleDetails | undefined): P
   return policy;
 }
 
+/*
+ * Events share frozen subjects and policy references, one per SPIFFE ID and
+ * one per rule, so the JSON and protobuf encoders copy their cached bytes in
+ * place of encoding them again, and the hot path allocates less. Each table
+ * starts over when it reaches MAX_SHARED entries, which bounds its memory.
+ */
+const MAX_SHARED = 4096;
+const subjects = new Map<string, Subject>();
+/** Policy references of rule decisions by rule, then by reason; the others by reason and name. */
+const policiesByRule = new WeakMap<RuleRef, Map<string, PolicyRef>>();
+const policiesWithoutRule = new Map<string, PolicyRef>();
+
+/** Returns the shared frozen subject of a SPIFFE ID ('' for none). */
+export function sharedSubject(spiffeId: string | null): Subject {
+  const id = spiffeId ?? '';
+  let subject = subjects.get(id);
+  if (subject === undefined) {
+    if (subjects.size >= MAX_SHARED) subjects.clear();
+    subject = Object.freeze({ spiffeId: id });
+    subjects.set(id, subject);
+  }
+  return subject;
+}
+
+/** Returns the shared frozen policy reference of a connect decision. */
+function connectPolicy(
+  reason: PolicyRef['reason'],
+  rule: (RuleRef & RuleDetails) | undefined,
+  posturePolicy: string | undefined,
+): PolicyRef {
+  let table = policiesWithoutRule;
+  if (rule !== undefined) {
+    let byReason = policiesByRule.get(rule);
+    if (byReason === undefined) {
+      byReason = new Map<string, PolicyRef>();
+      policiesByRule.set(rule, byReason);
+    }
+    table = byReason;
+  }
+  const key = `${reason}\0${posturePolicy ?? ''}`;
+  let policy = table.get(key);
+  if (policy === undefined) {
+    policy = withRuleDetails(
+      {
+        name: rule?.policy ?? posturePolicy ?? '',
+        rule: rule?.rule ?? (reason === 'posture' ? 'egressPosture' : ''),
+        reason,
+      },
+      rule,
+    );
+    if (policy.tags) Object.freeze(policy.tags);
+    Object.freeze(policy);
+    if (table.size >= MAX_SHARED) table.clear();
+    table.set(key, policy);
+  }
+  return policy;
+}
+
 /** Builds the exec event for a process the agent attested (spiffeId null: no identity). */
 export function execEvent(
   record: ExecRecord,
@@ -79,7 +138,7 @@ export function execEvent(
   return {
     type: 'exec',
     ktimeNs: record.ktimeNs.toString(),
-    subject: { spiffeId: spiffeId ?? '' },
+    subject: sharedSubject(spiffeId),
     process: withContext(
       {
         pid: record.tgid,
@@ -139,7 +198,7 @@ export function exitEvent(record: ExitRecord, context: ExitContext): EventDraft 
   return {
     type: 'exit',
     ktimeNs: record.ktimeNs.toString(),
-    subject: { spiffeId: context.spiffeId ?? '' },
+    subject: sharedSubject(context.spiffeId),
     process,
     action: 'none',
     result: 'allowed',
@@ -162,7 +221,7 @@ export function connectEvent(record: ConnectRecord, context: ConnectContext): Ev
   const draft: EventDraft = {
     type: 'connect',
     ktimeNs: record.ktimeNs.toString(),
-    subject: { spiffeId: context.subject ?? '' },
+    subject: sharedSubject(context.subject),
     process: withContext(
       {
         pid: record.tgid,
@@ -184,14 +243,7 @@ export function connectEvent(record: ConnectRecord, context: ConnectContext): Ev
       peerSpiffeId: context.peer ?? '',
       peerPid: record.peerTgid,
     },
-    policy: withRuleDetails(
-      {
-        name: context.rule?.policy ?? context.posturePolicy ?? '',
-        rule: context.rule?.rule ?? (reason === 'posture' ? 'egressPosture' : ''),
-        reason,
-      },
-      context.rule,
-    ),
+    policy: connectPolicy(reason, context.rule, context.posturePolicy),
     action: ACTION_NAMES[record.action] ?? 'none',
     result: record.denied ? 'denied' : 'allowed',
     enforcer: record.enforcer,
@@ -223,7 +275,7 @@ function decisionDraft(type: EventDraft['type'], decision: Decision): EventDraft
   const draft: EventDraft = {
     type,
     ktimeNs: decision.ktimeNs.toString(),
-    subject: { spiffeId: decision.spiffeId ?? '' },
+    subject: sharedSubject(decision.spiffeId),
     process: withContext({ ...decision.process }, decision.context),
     action: decision.action,
     result,
@@ -274,7 +326,7 @@ export function observedBindEvent(
   return {
     type: 'bind',
     ktimeNs: record.ktimeNs.toString(),
-    subject: { spiffeId: context.subject ?? '' },
+    subject: sharedSubject(context.subject),
     process: withContext(
       {
         pid: record.tgid,

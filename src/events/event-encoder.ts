@@ -21,6 +21,7 @@ import {
   PolicyRef,
   Process,
   ProcessRef,
+  Subject,
 } from './audit-event';
 
 const VARINT = 0;
@@ -29,6 +30,21 @@ const LENGTH_DELIMITED = 2;
 const LENGTH_RESERVE = 5;
 /** Maximum length of a string copied by a JavaScript loop, which stops at the first non-ASCII unit. */
 const ASCII_LOOP_MAX = 64;
+
+/** Encoded field bytes of a frozen message or list of messages, with what encoded them. */
+interface EncodedFragment {
+  field: number;
+  encodeBody: unknown;
+  bytes: Buffer;
+}
+
+/**
+ * Field bytes of frozen nested messages and frozen lists of them, by
+ * identity: the event builder shares one frozen subject per SPIFFE ID, one
+ * policy reference per rule and one ancestry per process, so their bytes are
+ * copied in place of encoded again. A frozen value must be deeply frozen.
+ */
+const fragments = new WeakMap<object, EncodedFragment>();
 
 /** An encoder into one growing scratch buffer, reused for every event. */
 class ProtoWriter {
@@ -182,16 +198,46 @@ class ProtoWriter {
     for (const value of values) this.string(field, value);
   }
 
-  /**
-   * Writes a nested message: its body goes LENGTH_RESERVE bytes ahead, and
-   * moves back once its length, and so the length's own size, is known.
-   */
-  message<T>(
+  /** Copies the cached bytes of a frozen value; returns false when there are none yet. */
+  private cached(value: object, field: number, encodeBody: unknown): boolean {
+    const fragment = fragments.get(value);
+    if (fragment === undefined || fragment.field !== field || fragment.encodeBody !== encodeBody) {
+      return false;
+    }
+    this.ensure(fragment.bytes.length);
+    this.pos += fragment.bytes.copy(this.buffer, this.pos);
+    return true;
+  }
+
+  /** Keeps the bytes written since start for a frozen value. */
+  private keep(value: object, field: number, encodeBody: unknown, start: number): void {
+    if (!Object.isFrozen(value)) return;
+    const bytes = Buffer.from(this.buffer.subarray(start, this.pos));
+    fragments.set(value, { field, encodeBody, bytes });
+  }
+
+  /** Writes a nested message, or copies its bytes when it is frozen and was encoded before. */
+  message<T extends object>(
     field: number,
     value: T | undefined,
     encodeBody: (writer: ProtoWriter, value: T) => void,
   ): void {
     if (value === undefined || value === null) return;
+    if (this.cached(value, field, encodeBody)) return;
+    const start = this.pos;
+    this.messageBody(field, value, encodeBody);
+    this.keep(value, field, encodeBody, start);
+  }
+
+  /**
+   * Writes a nested message: its body goes LENGTH_RESERVE bytes ahead, and
+   * moves back once its length, and so the length's own size, is known.
+   */
+  private messageBody<T>(
+    field: number,
+    value: T,
+    encodeBody: (writer: ProtoWriter, value: T) => void,
+  ): void {
     this.tag(field, LENGTH_DELIMITED);
     this.ensure(LENGTH_RESERVE);
     const lengthAt = this.pos;
@@ -211,14 +257,21 @@ class ProtoWriter {
     this.pos = pos + bodyLength;
   }
 
-  messages<T>(
+  messages<T extends object>(
     field: number,
     values: readonly T[] | undefined,
     encodeBody: (writer: ProtoWriter, value: T) => void,
   ): void {
     if (values === undefined || values === null) return;
+    if (this.cached(values, field, encodeBody)) return;
+    const start = this.pos;
     for (const value of values) this.message(field, value, encodeBody);
+    this.keep(values, field, encodeBody, start);
   }
+}
+
+function encodeSubject(writer: ProtoWriter, subject: Subject): void {
+  writer.string(1, subject.spiffeId);
 }
 
 function encodeProcessRef(writer: ProtoWriter, ref: ProcessRef): void {
@@ -291,7 +344,7 @@ function encodeEventBody(writer: ProtoWriter, event: AuditEvent): void {
   writer.uint64String(3, event.ktimeNs);
   writer.string(4, event.node);
   writer.string(5, event.type);
-  writer.message(6, event.subject, (inner, subject) => inner.string(1, subject.spiffeId));
+  writer.message(6, event.subject, encodeSubject);
   writer.message(7, event.process, encodeProcess);
   writer.message(8, event.connection, encodeConnection);
   writer.message(9, event.policy, encodePolicy);

@@ -1,5 +1,6 @@
 import pino from 'pino';
 import { AuditEvent } from './audit-event';
+import { JsonLineEncoder } from './json-encoder';
 import { OcsfOptions, toOcsf } from './ocsf';
 
 /** Line format of the event log: Sigil's own event shape, or OCSF 1.3.0. */
@@ -27,18 +28,20 @@ export interface EventLogOptions {
 
 const DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
 /**
- * Characters of lines collected before they go to the destination in one
- * write. sonic-boom appends each write to its last chunk by string
- * concatenation and then measures that chunk again. With one write per line,
- * bench/events-kernel.ts saw the log drop lines at 100,000 events/s on a
- * 2-vCPU VM.
+ * Bytes of lines collected before they go to the destination in one write.
+ * Lines are encoded straight into bytes by JsonLineEncoder and handed to
+ * sonic-boom in its buffer mode, so the text is neither joined nor converted
+ * to UTF-8 again. One write per line cost more than the encoding at 100,000
+ * events/s (bench/events-kernel.ts on a 2-vCPU VM).
  */
-const MAX_PENDING_CHARS = 4 << 20;
+const MAX_PENDING_BYTES = 4 << 20;
+/** Bytes of one write(2) to the destination. */
+const MAX_WRITE_BYTES = 16 << 20;
 
-/** Counts the lines of a text, each ended by a newline. */
-function countLines(text: string): number {
+/** Counts the lines of a chunk, each ended by a newline; JSON text has no raw newline. */
+function countLines(bytes: Uint8Array): number {
   let lines = 0;
-  for (let at = text.indexOf('\n'); at !== -1; at = text.indexOf('\n', at + 1)) lines++;
+  for (let at = bytes.indexOf(0x0a); at !== -1; at = bytes.indexOf(0x0a, at + 1)) lines++;
   return lines;
 }
 
@@ -47,6 +50,7 @@ function countLines(text: string): number {
  * pino's asynchronous destination, so a slow reader of stdout does not stall
  * the agent. Each line is the event object itself, with no log envelope: the
  * AuditEvent with format 'json', its toOcsf() rendering with format 'ocsf'.
+ * A line is byte for byte JSON.stringify of that object.
  */
 export function createEventLog(target: string, options: EventLogOptions = {}): EventLog {
   const maxBufferedBytes = options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES;
@@ -55,35 +59,36 @@ export function createEventLog(target: string, options: EventLogOptions = {}): E
     sync: false,
     mkdir: true,
     maxLength: maxBufferedBytes,
+    // One write(2) takes everything buffered: with one write per chunk, a write completes at most
+    // once per event-loop turn, as often as a busy agent adds a chunk, and the backlog grew.
+    maxWrite: MAX_WRITE_BYTES,
+    contentMode: 'buffer',
   });
   // sonic-boom drops a write as a whole when it does not fit, so a chunk stays well below the bound.
-  const maxPendingChars = Math.min(MAX_PENDING_CHARS, Math.floor(maxBufferedBytes / 4));
-  // sonic-boom emits 'drop' with the text it did not buffer; each event is one line.
-  destination.on('drop', (text: string) => options.onDrop?.(countLines(text)));
-  const render =
+  const maxPendingBytes = Math.min(MAX_PENDING_BYTES, Math.floor(maxBufferedBytes / 4));
+  // sonic-boom emits 'drop' with the chunk it did not buffer.
+  destination.on('drop', (chunk: Uint8Array) => options.onDrop?.(countLines(chunk)));
+  // In buffer mode sonic-boom writes Buffers, though its type declarations only allow strings.
+  const writeBytes = destination.write.bind(destination) as unknown as (chunk: Buffer) => boolean;
+  const encoder = new JsonLineEncoder();
+  const ocsf = options.ocsf;
+  const append =
     options.format === 'ocsf'
-      ? (event: AuditEvent) => JSON.stringify(toOcsf(event, options.ocsf))
-      : (event: AuditEvent) => JSON.stringify(event);
+      ? (event: AuditEvent) => encoder.appendLine(toOcsf(event, ocsf))
+      : (event: AuditEvent) => encoder.appendLine(event);
 
-  // Lines of the current event-loop turn, written together at its end or once they fill a chunk.
-  let pending: string[] = [];
-  let pendingChars = 0;
+  // Lines of the current event-loop turn go out together at its end, or once they fill a chunk.
   let scheduled: NodeJS.Immediate | null = null;
   const flush = () => {
     if (scheduled) clearImmediate(scheduled);
     scheduled = null;
-    if (pending.length === 0) return;
-    const text = pending.join('');
-    pending = [];
-    pendingChars = 0;
-    destination.write(text);
+    if (encoder.pendingBytes === 0) return;
+    writeBytes(encoder.take());
   };
   return {
     write: (event) => {
-      const line = `${render(event)}\n`;
-      pending.push(line);
-      pendingChars += line.length;
-      if (pendingChars >= maxPendingChars) flush();
+      append(event);
+      if (encoder.pendingBytes >= maxPendingBytes) flush();
       else scheduled ??= setImmediate(flush);
     },
     // end() writes out what is buffered before it closes; it leaves fds 1 and 2 open.

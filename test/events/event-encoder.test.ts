@@ -115,6 +115,29 @@ describe('event encoder', () => {
     );
   });
 
+  it('shared frozen parts encode to the protobufjs bytes', () => {
+    const subject = Object.freeze({ spiffeId: WEB });
+    const ancestry = Object.freeze([
+      Object.freeze({ pid: 90, executable: '/bin/sh', comm: 'sh', spiffeId: WEB }),
+      Object.freeze({ pid: 1, executable: '/sbin/init', comm: 'systemd', spiffeId: '' }),
+    ]);
+    const policy = Object.freeze({ name: 'p', rule: 'r', reason: 'rule' as const, tags: Object.freeze(['t']) });
+    const drafts: EventDraft[] = [1, 2, 3].map((pid) => ({
+      type: 'exec',
+      ktimeNs: String(pid),
+      subject,
+      process: processOf(pid, { ancestry }),
+      policy: policy as EventDraft['policy'],
+      action: 'none',
+      result: 'allowed',
+    }));
+    // An event of another type takes the cached subject bytes too.
+    drafts.push({ type: 'exit', ktimeNs: '4', subject, process: processOf(4, { ancestry: [] }) });
+    for (const event of publishAll(drafts)) {
+      expect(encodeEvent(event).equals(genericEncode('Watch', event))).toBe(true);
+    }
+  });
+
   it('empty batch encodes to no bytes', () => {
     expect(encodeEventBatch([]).length).toBe(0);
   });
