@@ -215,6 +215,98 @@ export interface ConnectContext extends ProcessContext {
   posturePolicy?: string;
 }
 
+/** The last process of each tgid's connect events, with the facts it was built from. */
+const connectProcesses = new Map<
+  number,
+  { process: Process; cgroupId: bigint; context: ProcessContext }
+>();
+/** The last connection of each tgid's connect events, with the protocol number it names. */
+const connectConnections = new Map<number, { connection: Connection; protocol: number }>();
+
+/** Returns a frozen copy of a list, or the list itself when it is frozen already. */
+function frozenList<T extends object>(values: readonly T[]): readonly T[] {
+  if (Object.isFrozen(values) && values.every((value) => Object.isFrozen(value))) return values;
+  return Object.freeze(values.map((value) => Object.freeze({ ...value })));
+}
+
+/**
+ * Returns the frozen process of a connect event: the one of the process's
+ * previous connect event when every fact is the same, so that the encoders
+ * copy its cached bytes, else a new one.
+ */
+function connectProcess(record: ConnectRecord, context: ConnectContext): Process {
+  const executable = context.executable ?? '';
+  const last = connectProcesses.get(record.tgid);
+  if (
+    last !== undefined &&
+    last.cgroupId === record.cgroupId &&
+    last.process.ppid === record.ppid &&
+    last.process.uid === record.uid &&
+    last.process.gid === record.gid &&
+    last.process.executable === executable &&
+    last.process.comm === record.comm &&
+    last.context.arguments === context.arguments &&
+    last.context.containerId === context.containerId &&
+    last.context.ancestry === context.ancestry
+  ) {
+    return last.process;
+  }
+  const process = withContext(
+    {
+      pid: record.tgid,
+      ppid: record.ppid,
+      uid: record.uid,
+      gid: record.gid,
+      executable,
+      comm: record.comm,
+      cgroupId: record.cgroupId.toString(),
+      tgid: record.tgid,
+    },
+    context,
+  );
+  if (process.arguments) process.arguments = Object.freeze([...process.arguments]) as string[];
+  if (process.ancestry) process.ancestry = frozenList(process.ancestry);
+  Object.freeze(process);
+  if (connectProcesses.size >= MAX_SHARED) connectProcesses.clear();
+  connectProcesses.set(record.tgid, {
+    process,
+    cgroupId: record.cgroupId,
+    context: {
+      arguments: context.arguments,
+      containerId: context.containerId,
+      ancestry: context.ancestry,
+    },
+  });
+  return process;
+}
+
+/** Returns the frozen connection of a connect event, reused as connectProcess reuses processes. */
+function connectConnection(record: ConnectRecord, peerSpiffeId: string): Connection {
+  const last = connectConnections.get(record.tgid);
+  if (
+    last !== undefined &&
+    last.protocol === record.protocol &&
+    last.connection.family === record.family &&
+    last.connection.address === record.address &&
+    last.connection.port === record.port &&
+    last.connection.peerSpiffeId === peerSpiffeId &&
+    last.connection.peerPid === record.peerTgid
+  ) {
+    return last.connection;
+  }
+  const connection: Connection = Object.freeze({
+    family: record.family,
+    protocol: protocolName(record.protocol),
+    address: record.address,
+    port: record.port,
+    peerSpiffeId,
+    peerPid: record.peerTgid,
+  });
+  if (connectConnections.size >= MAX_SHARED) connectConnections.clear();
+  connectConnections.set(record.tgid, { connection, protocol: record.protocol });
+  return connection;
+}
+
 /** Builds the event for one connect decision of the cgroup-sock or the BPF LSM enforcer. */
 export function connectEvent(record: ConnectRecord, context: ConnectContext): EventDraft {
   const reason = REASON_NAMES[record.reason] ?? 'no-policy';
@@ -222,27 +314,8 @@ export function connectEvent(record: ConnectRecord, context: ConnectContext): Ev
     type: 'connect',
     ktimeNs: record.ktimeNs.toString(),
     subject: sharedSubject(context.subject),
-    process: withContext(
-      {
-        pid: record.tgid,
-        ppid: record.ppid,
-        uid: record.uid,
-        gid: record.gid,
-        executable: context.executable ?? '',
-        comm: record.comm,
-        cgroupId: record.cgroupId.toString(),
-        tgid: record.tgid,
-      },
-      context,
-    ),
-    connection: {
-      family: record.family,
-      protocol: protocolName(record.protocol),
-      address: record.address,
-      port: record.port,
-      peerSpiffeId: context.peer ?? '',
-      peerPid: record.peerTgid,
-    },
+    process: connectProcess(record, context),
+    connection: connectConnection(record, context.peer ?? ''),
     policy: connectPolicy(reason, context.rule, context.posturePolicy),
     action: ACTION_NAMES[record.action] ?? 'none',
     result: record.denied ? 'denied' : 'allowed',

@@ -204,8 +204,10 @@ class ProtoWriter {
     if (fragment === undefined || fragment.field !== field || fragment.encodeBody !== encodeBody) {
       return false;
     }
+    // TypedArray.set, since Buffer.copy costs more than a short copy itself.
     this.ensure(fragment.bytes.length);
-    this.pos += fragment.bytes.copy(this.buffer, this.pos);
+    this.buffer.set(fragment.bytes, this.pos);
+    this.pos += fragment.bytes.length;
     return true;
   }
 
@@ -408,7 +410,8 @@ export function encodeEventBatch(events: readonly AuditEvent[]): Buffer {
       }
       out[pos++] = (rest % 128) | 0x80;
     }
-    pos += bytes.copy(out, pos);
+    out.set(bytes, pos);
+    pos += bytes.length;
   }
   return out;
 }
