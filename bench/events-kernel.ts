@@ -43,7 +43,7 @@ import {
   truncateSync,
   writeFileSync,
 } from 'node:fs';
-import { cpus, release, tmpdir } from 'node:os';
+import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { encodeAddress, encodeU32 } from '../src/kernel/codec';
@@ -129,10 +129,16 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Returns the CPU seconds (user and system, all threads) a process has used, from /proc. */
 function cpuSeconds(pid: number): number {
+  const { user, system } = cpuTimes(pid);
+  return user + system;
+}
+
+/** Returns the user and system CPU seconds (all threads) a process has used, from /proc. */
+function cpuTimes(pid: number): { user: number; system: number } {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // utime and stime are fields 14 and 15 of the file, in clock ticks of 1/100 s.
-  return (Number(fields[11]) + Number(fields[12])) / 100;
+  return { user: Number(fields[11]) / 100, system: Number(fields[12]) / 100 };
 }
 
 /** Compiles the generator object and the driver into bpf/.output/bench. */
@@ -477,6 +483,8 @@ interface AgentRow {
   logExact: boolean;
   /** CPU the agent used per record it consumed from the ring buffer, in microseconds. */
   agentCpuUsPerEvent: number;
+  /** The system (kernel) part of agentCpuUsPerEvent. */
+  agentSystemUsPerEvent: number;
 }
 
 interface BaselineRow {
@@ -520,7 +528,7 @@ async function agentRun(
     stats: generator.stats(),
     totals: parts.totals(),
     logDrops: agent.logDrops,
-    cpu: cpuSeconds(agentPid),
+    cpu: cpuTimes(agentPid),
   };
   const { startedAt, seconds } = await drive(
     parts.driver,
@@ -549,7 +557,8 @@ async function agentRun(
     logLines = log.count();
   }
   const logDrops = agent.logDrops - before.logDrops;
-  const agentCpu = cpuSeconds(agentPid) - before.cpu;
+  const after = cpuTimes(agentPid);
+  const agentCpu = after.user + after.system - before.cpu.user - before.cpu.system;
   return {
     rate,
     seconds,
@@ -564,6 +573,7 @@ async function agentRun(
     grpcExact: generated === totals.marked + reserveFailed + totals.clientLoss,
     logExact: written === logLines + logDrops,
     agentCpuUsPerEvent: (agentCpu * 1e6) / written,
+    agentSystemUsPerEvent: ((after.system - before.cpu.system) * 1e6) / written,
   };
 }
 
@@ -611,9 +621,11 @@ function printResults(agentRows: AgentRow[], baselineRows: BaselineRow[], option
   out.write(
     `\nnode ${process.version}, Linux ${release()}, ${cpus().length} CPUs (${cpus()[0]?.model}); `,
   );
-  out.write(`${options.seconds} s per rate, ${options.burst} records per getppid() call\n\n`);
+  out.write(`${options.seconds} s per rate, ${options.burst} records per getppid() call; `);
+  const load = loadavg().map((value) => value.toFixed(2));
+  out.write(`load average at the end ${load.join(', ')} (1, 5, 15 min)\n\n`);
   out.write(
-    '| offered rate | generated | reserve failed | delivered to gRPC | client-queue loss | JSON log lines | log drops | exact (gRPC, log) | delivered/s | baseline delivered/s | ratio | agent CPU µs/event | baseline CPU µs/event |\n',
+    '| offered rate | generated | reserve failed | delivered to gRPC | client-queue loss | JSON log lines | log drops | exact (gRPC, log) | delivered/s | baseline delivered/s | ratio | agent CPU µs/event (system part) | baseline CPU µs/event |\n',
   );
   out.write('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n');
   agentRows.forEach((row, i) => {
@@ -630,7 +642,7 @@ function printResults(agentRows: AgentRow[], baselineRows: BaselineRow[], option
       format(row.deliveredPerSecond),
       base ? format(base.deliveredPerSecond) : '-',
       base ? (row.deliveredPerSecond / base.deliveredPerSecond).toFixed(3) : '-',
-      row.agentCpuUsPerEvent.toFixed(1),
+      `${row.agentCpuUsPerEvent.toFixed(1)} (system ${row.agentSystemUsPerEvent.toFixed(1)})`,
       base ? base.cpuUsPerEvent.toFixed(2) : '-',
     ];
     out.write(`| ${cells.join(' | ')} |\n`);

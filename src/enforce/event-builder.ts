@@ -16,6 +16,7 @@ import {
   Severity,
   Subject,
 } from '../events/audit-event';
+import { ShapedDraft } from '../events/event-hub';
 
 const EPERM = 1;
 
@@ -310,7 +311,11 @@ function connectConnection(record: ConnectRecord, peerSpiffeId: string): Connect
 /** Builds the event for one connect decision of the cgroup-sock or the BPF LSM enforcer. */
 export function connectEvent(record: ConnectRecord, context: ConnectContext): EventDraft {
   const reason = REASON_NAMES[record.reason] ?? 'no-policy';
-  const draft: EventDraft = {
+  // Shaped, so the hub publishes this object itself in place of a copy.
+  const draft: ShapedDraft = {
+    seq: 0,
+    time: '',
+    node: '',
     type: 'connect',
     ktimeNs: record.ktimeNs.toString(),
     subject: sharedSubject(context.subject),

@@ -46,27 +46,41 @@ interface EncodedFragment {
  */
 const fragments = new WeakMap<object, EncodedFragment>();
 
-/** An encoder into one growing scratch buffer, reused for every event. */
-class ProtoWriter {
-  buffer = Buffer.allocUnsafe(64 * 1024);
-  pos = 0;
+/** Bytes of each slab that events are encoded into. */
+const SLAB_BYTES = 1 << 20;
 
+/**
+ * An encoder into slabs: each event's bytes are a view of the slab they were
+ * written into, so no event is copied after encoding, and a slab is freed
+ * once no event's bytes refer to it. Bytes before `start` belong to finished
+ * events and never change. Offsets kept across a write are relative to
+ * `start`, because ensure() moves the event being written to a new slab.
+ */
+class ProtoWriter {
+  buffer = Buffer.allocUnsafeSlow(SLAB_BYTES);
+  pos = 0;
+  start = 0;
+
+  /** Starts the next event. */
   reset(): void {
-    this.pos = 0;
+    this.start = this.pos;
   }
 
-  /** Returns a copy of the bytes written since reset(). */
+  /** Returns the bytes written since reset(), a view that later writes leave unchanged. */
   finish(): Buffer {
-    const out = Buffer.allocUnsafe(this.pos);
-    this.buffer.copy(out, 0, 0, this.pos);
-    return out;
+    const bytes = this.buffer.subarray(this.start, this.pos);
+    this.start = this.pos;
+    return bytes;
   }
 
   private ensure(bytes: number): void {
     if (this.pos + bytes <= this.buffer.length) return;
-    const grown = Buffer.allocUnsafe(Math.max(this.buffer.length * 2, this.pos + bytes));
-    this.buffer.copy(grown, 0, 0, this.pos);
-    this.buffer = grown;
+    const kept = this.pos - this.start;
+    const slab = Buffer.allocUnsafeSlow(Math.max(SLAB_BYTES, (kept + bytes) * 2));
+    this.buffer.copy(slab, 0, this.start, this.pos);
+    this.buffer = slab;
+    this.start = 0;
+    this.pos = kept;
   }
 
   /** Writes an unsigned varint of up to 2^53. */
@@ -226,9 +240,9 @@ class ProtoWriter {
   ): void {
     if (value === undefined || value === null) return;
     if (this.cached(value, field, encodeBody)) return;
-    const start = this.pos;
+    const offset = this.pos - this.start;
     this.messageBody(field, value, encodeBody);
-    this.keep(value, field, encodeBody, start);
+    this.keep(value, field, encodeBody, this.start + offset);
   }
 
   /**
@@ -242,9 +256,10 @@ class ProtoWriter {
   ): void {
     this.tag(field, LENGTH_DELIMITED);
     this.ensure(LENGTH_RESERVE);
-    const lengthAt = this.pos;
+    const lengthOffset = this.pos - this.start;
     this.pos += LENGTH_RESERVE;
     encodeBody(this, value);
+    const lengthAt = this.start + lengthOffset;
     const bodyAt = lengthAt + LENGTH_RESERVE;
     const bodyLength = this.pos - bodyAt;
     // The length goes into the reserved bytes, which hold any length below 2^35.
@@ -266,9 +281,9 @@ class ProtoWriter {
   ): void {
     if (values === undefined || values === null) return;
     if (this.cached(values, field, encodeBody)) return;
-    const start = this.pos;
+    const offset = this.pos - this.start;
     for (const value of values) this.message(field, value, encodeBody);
-    this.keep(values, field, encodeBody, start);
+    this.keep(values, field, encodeBody, this.start + offset);
   }
 }
 

@@ -28,15 +28,10 @@ export interface EventLogOptions {
 
 const DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
 /**
- * Bytes of lines collected before they go to the destination in one write.
- * Lines are encoded straight into bytes by JsonLineEncoder and handed to
- * sonic-boom in its buffer mode, so the text is neither joined nor converted
- * to UTF-8 again. One write per line cost more than the encoding at 100,000
- * events/s (bench/events-kernel.ts on a 2-vCPU VM).
+ * Bytes of lines after which the lines go to the destination while it is
+ * idle, without waiting for the end of the event-loop turn.
  */
 const MAX_PENDING_BYTES = 4 << 20;
-/** Bytes of one write(2) to the destination. */
-const MAX_WRITE_BYTES = 16 << 20;
 
 /** Counts the lines of a chunk, each ended by a newline; JSON text has no raw newline. */
 function countLines(bytes: Uint8Array): number {
@@ -51,6 +46,13 @@ function countLines(bytes: Uint8Array): number {
  * the agent. Each line is the event object itself, with no log envelope: the
  * AuditEvent with format 'json', its toOcsf() rendering with format 'ocsf'.
  * A line is byte for byte JSON.stringify of that object.
+ *
+ * JsonLineEncoder writes the lines straight into one buffer, and they go to
+ * sonic-boom in its buffer mode with at most one write in flight: lines that
+ * arrive meanwhile wait in the encoder and go out together in the next
+ * write(2). So no text is joined or converted to UTF-8 again, and no chunks
+ * are concatenated. A line that arrives while maxBufferedBytes are unwritten
+ * is dropped and counted.
  */
 export function createEventLog(target: string, options: EventLogOptions = {}): EventLog {
   const maxBufferedBytes = options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES;
@@ -58,15 +60,14 @@ export function createEventLog(target: string, options: EventLogOptions = {}): E
     dest: target === '-' ? 1 : target,
     sync: false,
     mkdir: true,
-    maxLength: maxBufferedBytes,
-    // One write(2) takes everything buffered: with one write per chunk, a write completes at most
-    // once per event-loop turn, as often as a busy agent adds a chunk, and the backlog grew.
-    maxWrite: MAX_WRITE_BYTES,
+    // Above the bound that write() keeps, so sonic-boom itself never drops the chunk in flight.
+    maxLength: maxBufferedBytes * 2,
+    // A chunk goes out in one write(2), whatever its size.
+    maxWrite: maxBufferedBytes * 2,
     contentMode: 'buffer',
   });
-  // sonic-boom drops a write as a whole when it does not fit, so a chunk stays well below the bound.
   const maxPendingBytes = Math.min(MAX_PENDING_BYTES, Math.floor(maxBufferedBytes / 4));
-  // sonic-boom emits 'drop' with the chunk it did not buffer.
+  // Never expected, as maxLength is above the bound; counted all the same, so no line goes unseen.
   destination.on('drop', (chunk: Uint8Array) => options.onDrop?.(countLines(chunk)));
   // In buffer mode sonic-boom writes Buffers, though its type declarations only allow strings.
   const writeBytes = destination.write.bind(destination) as unknown as (chunk: Buffer) => boolean;
@@ -77,16 +78,31 @@ export function createEventLog(target: string, options: EventLogOptions = {}): E
       ? (event: AuditEvent) => encoder.appendLine(toOcsf(event, ocsf))
       : (event: AuditEvent) => encoder.appendLine(event);
 
-  // Lines of the current event-loop turn go out together at its end, or once they fill a chunk.
+  // Bytes handed to sonic-boom that it has not reported written yet.
+  let inFlight = 0;
   let scheduled: NodeJS.Immediate | null = null;
+  const writePending = () => {
+    const chunk = encoder.take();
+    inFlight += chunk.length;
+    writeBytes(chunk);
+  };
   const flush = () => {
     if (scheduled) clearImmediate(scheduled);
     scheduled = null;
-    if (encoder.pendingBytes === 0) return;
-    writeBytes(encoder.take());
+    // While a write is in flight, the 'write' listener below sends the lines when it completes.
+    if (encoder.pendingBytes > 0 && inFlight === 0) writePending();
   };
+  // sonic-boom emits 'write' with the bytes of each completed write(2), partial ones included.
+  destination.on('write', (bytes: number) => {
+    inFlight -= bytes;
+    if (inFlight === 0 && encoder.pendingBytes > 0) scheduled ??= setImmediate(flush);
+  });
   return {
     write: (event) => {
+      if (encoder.pendingBytes + inFlight >= maxBufferedBytes) {
+        options.onDrop?.(1);
+        return;
+      }
       append(event);
       if (encoder.pendingBytes >= maxPendingBytes) flush();
       else scheduled ??= setImmediate(flush);
@@ -94,7 +110,9 @@ export function createEventLog(target: string, options: EventLogOptions = {}): E
     // end() writes out what is buffered before it closes; it leaves fds 1 and 2 open.
     close: () =>
       new Promise<void>((resolve, reject) => {
-        flush();
+        if (scheduled) clearImmediate(scheduled);
+        scheduled = null;
+        if (encoder.pendingBytes > 0) writePending();
         destination.once('error', (error: Error) => reject(new Error(`close event log ${target}: ${error.message}`)));
         destination.once('close', () => resolve());
         destination.end();

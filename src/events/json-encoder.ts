@@ -54,7 +54,7 @@ export class JsonLineEncoder {
   private pos = 0;
   private flushedTo = 0;
 
-  constructor(private readonly chunkBytes = 1 << 20) {
+  constructor(private readonly chunkBytes = 4 << 20) {
     this.buffer = Buffer.allocUnsafeSlow(chunkBytes);
   }
 

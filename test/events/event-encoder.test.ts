@@ -138,6 +138,30 @@ describe('event encoder', () => {
     }
   });
 
+  it('events across several slabs encode to the protobufjs bytes', () => {
+    // About 4 MB of events fill several 1 MiB slabs, so some events move to a new slab mid-way.
+    const drafts: EventDraft[] = [];
+    for (let i = 0; i < 4000; i++) {
+      drafts.push({
+        type: 'exec',
+        ktimeNs: String(i),
+        subject: { spiffeId: `${WEB}/${i}` },
+        process: processOf(i + 1, {
+          arguments: ['x'.repeat(300 + (i % 500)), 'y'.repeat(i % 200)],
+          ancestry: [{ pid: 1, executable: `/bin/${'z'.repeat(i % 300)}`, comm: 'sh', spiffeId: '' }],
+        }),
+        action: 'none',
+        result: 'allowed',
+      });
+    }
+    const events = publishAll(drafts);
+    const encoded = events.map((event) => Buffer.from(encodeEvent(event)));
+    events.forEach((event, i) => {
+      expect(encodeEvent(event).equals(encoded[i])).toBe(true);
+      expect(encoded[i].equals(genericEncode('Watch', event))).toBe(true);
+    });
+  });
+
   it('empty batch encodes to no bytes', () => {
     expect(encodeEventBatch([]).length).toBe(0);
   });
