@@ -44,6 +44,14 @@ const fragments = new WeakMap<object, Buffer>();
 
 type Json = unknown;
 
+/** Returns whether a value is a frozen array or frozen object of Object.prototype without toJSON. */
+function isFrozenPlain(value: object): boolean {
+  if (!Object.isFrozen(value)) return false;
+  if (Array.isArray(value)) return true;
+  if (Object.getPrototypeOf(value) !== Object.prototype) return false;
+  return typeof (value as { toJSON?: unknown }).toJSON !== 'function';
+}
+
 /**
  * Appends JSON lines to a growing buffer. Bytes from `flushedTo` to `pos`
  * are lines not yet taken by take(); the buffer before `flushedTo` may
@@ -73,6 +81,91 @@ export class JsonLineEncoder {
       this.pos = lineStart;
       throw error;
     }
+  }
+
+  /**
+   * Appends JSON.stringify(value) and a newline for a plain object whose
+   * fields after the first headFields repeat from line to line, as an
+   * event's fields after seq, time, node, type and ktimeNs do. When every
+   * later key and value is identical (===) to those of the previous call,
+   * and each value is a primitive or a frozen plain object or array, the
+   * bytes of those fields are copied from the previous call.
+   */
+  appendObjectLine(value: Record<string, Json>, headFields: number): void {
+    if (Object.getPrototypeOf(value) !== Object.prototype || Object.isFrozen(value)) {
+      this.appendLine(value);
+      return;
+    }
+    if (typeof value.toJSON === 'function') {
+      this.appendLine(value);
+      return;
+    }
+    const keys = this.keys;
+    const values = this.values;
+    let count = 0;
+    for (const key in value) {
+      keys[count] = key;
+      values[count] = value[key];
+      count++;
+    }
+    const lineStart = this.pos;
+    try {
+      this.byte(0x7b);
+      let first = true;
+      const head = Math.min(headFields, count);
+      for (let i = 0; i < head; i++) first = this.field(keys[i], values[i], first);
+      const tail = this.tail;
+      if (tail !== null && this.tailMatches(tail, head, count, first)) {
+        this.raw(tail.bytes);
+      } else {
+        this.writeTail(head, count, first);
+      }
+      this.byte(0x7d);
+      this.byte(NEWLINE);
+    } catch (error) {
+      this.pos = lineStart;
+      throw error;
+    } finally {
+      // The scratch lists must not keep the object's values alive.
+      values.fill(undefined, 0, count);
+    }
+  }
+
+  /** Fields from head on, as appendObjectLine read them, and their bytes; null when not reusable. */
+  private tail: { keys: string[]; values: Json[]; afterField: boolean; bytes: Buffer } | null = null;
+  private readonly keys: string[] = [];
+  private readonly values: Json[] = [];
+
+  private tailMatches(
+    tail: { keys: string[]; values: Json[]; afterField: boolean },
+    head: number,
+    count: number,
+    first: boolean,
+  ): boolean {
+    if (tail.keys.length !== count - head || tail.afterField !== !first) return false;
+    for (let i = head; i < count; i++) {
+      if (tail.keys[i - head] !== this.keys[i] || tail.values[i - head] !== this.values[i]) return false;
+    }
+    return true;
+  }
+
+  private writeTail(head: number, count: number, first: boolean): void {
+    const tailStart = this.pos;
+    let reusable = true;
+    let empty = first;
+    for (let i = head; i < count; i++) {
+      const field = this.values[i];
+      if (typeof field === 'object' && field !== null && !isFrozenPlain(field)) reusable = false;
+      empty = this.field(this.keys[i], field, empty);
+    }
+    this.tail = reusable
+      ? {
+          keys: this.keys.slice(head, count),
+          values: this.values.slice(head, count),
+          afterField: !first,
+          bytes: Buffer.from(this.buffer.subarray(tailStart, this.pos)),
+        }
+      : null;
   }
 
   /**
@@ -166,18 +259,21 @@ export class JsonLineEncoder {
   private plainObject(value: Record<string, Json>): void {
     this.byte(0x7b);
     let first = true;
-    for (const key in value) {
-      const field = value[key];
-      const kind = typeof field;
-      if (kind === 'undefined' || kind === 'function' || kind === 'symbol') continue;
-      const fieldStart = this.pos;
-      if (!first) this.byte(COMMA);
-      this.string(key);
-      this.byte(COLON);
-      if (this.value(field, key)) first = false;
-      else this.pos = fieldStart; // a toJSON() that returned undefined
-    }
+    for (const key in value) first = this.field(key, value[key], first);
     this.byte(0x7d);
+  }
+
+  /** Writes one field of an object; returns whether the object still has no field written. */
+  private field(key: string, field: Json, first: boolean): boolean {
+    const kind = typeof field;
+    if (kind === 'undefined' || kind === 'function' || kind === 'symbol') return first;
+    const fieldStart = this.pos;
+    if (!first) this.byte(COMMA);
+    this.string(key);
+    this.byte(COLON);
+    if (this.value(field, key)) return false;
+    this.pos = fieldStart; // a toJSON() that returned undefined
+    return first;
   }
 
   /** Writes what JSON.stringify writes for a value that this encoder does not handle itself. */

@@ -125,6 +125,43 @@ describe('json encoder', () => {
     expect(second).toBe(`${JSON.stringify({ seq: 2, shared, again: shared })}\n`);
   });
 
+  it('object lines equal JSON.stringify while tails repeat and change', () => {
+    const subject = deepFreeze({ spiffeId: WEB });
+    const process = deepFreeze(processOf(7, { ancestry: [{ pid: 1, executable: '/sbin/init', comm: 'init', spiffeId: '' }] }));
+    const mutable = { address: '10.0.0.1', port: 1 };
+    const values: Record<string, unknown>[] = [];
+    for (let i = 0; i < 40; i++) {
+      const value: Record<string, unknown> = { seq: i, time: `t${i}`, node: 'n', type: 'connect', ktimeNs: String(i) };
+      value.subject = subject;
+      value.process = i % 7 === 3 ? deepFreeze(processOf(8)) : process;
+      if (i % 5 !== 4) value.connection = mutable;
+      value.action = i % 11 === 10 ? 'block' : 'allow';
+      if (i % 13 === 12) value.errno = 1;
+      value.gone = undefined;
+      value.severity = 'info';
+      values.push(value);
+    }
+    values.push({ seq: 1 }, { seq: 2, time: 't' }, {}, { a: undefined, b: 1, c: 2, d: 3, e: 4, f: subject });
+    const encoder = new JsonLineEncoder(64);
+    const expected: string[] = [];
+    values.forEach((value, i) => {
+      // A mutable object in the tail changes between lines and must be encoded again.
+      mutable.port = i;
+      encoder.appendObjectLine(value, 5);
+      expected.push(`${JSON.stringify(value)}\n`);
+    });
+    expect(encoder.take().toString('utf8')).toBe(expected.join(''));
+  });
+
+  it('object lines reuse the tail of frozen values', () => {
+    const shared = deepFreeze({ spiffeId: WEB });
+    const encoder = new JsonLineEncoder(64);
+    for (let i = 0; i < 3; i++) encoder.appendObjectLine({ seq: i, shared, action: 'allow' }, 1);
+    expect(encoder.take().toString('utf8')).toBe(
+      [0, 1, 2].map((i) => `${JSON.stringify({ seq: i, shared, action: 'allow' })}\n`).join(''),
+    );
+  });
+
   it('growth keeps lines not yet taken', () => {
     const encoder = new JsonLineEncoder(16);
     const expected: string[] = [];
