@@ -212,16 +212,20 @@ class ProtoWriter {
     for (const value of values) this.string(field, value);
   }
 
+  /** Copies bytes in; TypedArray.set, since Buffer.copy costs more than a short copy itself. */
+  raw(bytes: Buffer): void {
+    this.ensure(bytes.length);
+    this.buffer.set(bytes, this.pos);
+    this.pos += bytes.length;
+  }
+
   /** Copies the cached bytes of a frozen value; returns false when there are none yet. */
   private cached(value: object, field: number, encodeBody: unknown): boolean {
     const fragment = fragments.get(value);
     if (fragment === undefined || fragment.field !== field || fragment.encodeBody !== encodeBody) {
       return false;
     }
-    // TypedArray.set, since Buffer.copy costs more than a short copy itself.
-    this.ensure(fragment.bytes.length);
-    this.buffer.set(fragment.bytes, this.pos);
-    this.pos += fragment.bytes.length;
+    this.raw(fragment.bytes);
     return true;
   }
 
@@ -355,10 +359,41 @@ function encodeAgent(writer: ProtoWriter, agent: AgentStatus): void {
   writer.uint32(4, agent.rules);
 }
 
-function encodeEventBody(writer: ProtoWriter, event: AuditEvent): void {
-  writer.uint64Number(1, event.seq);
-  writer.string(2, event.time);
-  writer.uint64String(3, event.ktimeNs);
+/** Fields 4 to 19 of an event: after seq, time and ktimeNs, the fields that often repeat. */
+type EventTail = Omit<AuditEvent, 'seq' | 'time' | 'ktimeNs'>;
+
+/** The tail of the last event encoded and its bytes, or null when it could change. */
+let previousTail: { tail: EventTail; bytes: Buffer } | null = null;
+
+function sameTail(tail: EventTail, event: AuditEvent): boolean {
+  return (
+    tail.subject === event.subject &&
+    tail.process === event.process &&
+    tail.connection === event.connection &&
+    tail.policy === event.policy &&
+    tail.node === event.node &&
+    tail.type === event.type &&
+    tail.action === event.action &&
+    tail.result === event.result &&
+    tail.errno === event.errno &&
+    tail.enforcer === event.enforcer &&
+    tail.message === event.message &&
+    tail.loss === event.loss &&
+    tail.severity === event.severity &&
+    tail.object === event.object &&
+    tail.agent === event.agent &&
+    tail.runId === event.runId
+  );
+}
+
+/** Returns whether every message of an event's tail is absent or frozen, so its bytes stay valid. */
+function frozenTail(event: AuditEvent): boolean {
+  const messages = [event.subject, event.process, event.connection, event.policy];
+  if (event.loss || event.object || event.agent) return false;
+  return messages.every((message) => message === undefined || Object.isFrozen(message));
+}
+
+function encodeEventTail(writer: ProtoWriter, event: AuditEvent): void {
   writer.string(4, event.node);
   writer.string(5, event.type);
   writer.message(6, event.subject, encodeSubject);
@@ -375,6 +410,31 @@ function encodeEventBody(writer: ProtoWriter, event: AuditEvent): void {
   writer.message(17, event.object, encodeObject);
   writer.message(18, event.agent, encodeAgent);
   writer.string(19, event.runId);
+}
+
+/**
+ * Encodes an event. When fields 4 to 19 are identical (===) to those of the
+ * previous event and its messages are frozen, as for a process's repeated
+ * connects, their bytes are copied from the previous event.
+ */
+function encodeEventBody(writer: ProtoWriter, event: AuditEvent): void {
+  writer.uint64Number(1, event.seq);
+  writer.string(2, event.time);
+  writer.uint64String(3, event.ktimeNs);
+  const previous = previousTail;
+  if (previous !== null && sameTail(previous.tail, event)) {
+    writer.raw(previous.bytes);
+    return;
+  }
+  const offset = writer.pos - writer.start;
+  encodeEventTail(writer, event);
+  if (!frozenTail(event)) {
+    previousTail = null;
+    return;
+  }
+  const { seq, time, ktimeNs, ...tail } = event;
+  const bytes = Buffer.from(writer.buffer.subarray(writer.start + offset, writer.pos));
+  previousTail = { tail, bytes };
 }
 
 const scratchWriter = new ProtoWriter();

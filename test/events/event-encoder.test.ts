@@ -138,6 +138,27 @@ describe('event encoder', () => {
     }
   });
 
+  it('events with repeating and changing tails encode to the protobufjs bytes', () => {
+    const subject = Object.freeze({ spiffeId: WEB });
+    const frozenProcess = Object.freeze(processOf(5));
+    const mutableProcess = processOf(6);
+    const hub = new EventHub('encoder-node', { runId: 'run-1' });
+    for (let i = 0; i < 30; i++) {
+      // A mutable process changes between events with the same object, and must be encoded again.
+      mutableProcess.uid = i;
+      const event = hub.publish({
+        type: 'connect',
+        ktimeNs: String(i),
+        subject,
+        process: i % 4 >= 2 ? mutableProcess : frozenProcess,
+        action: i % 6 === 5 ? 'block' : 'allow',
+        result: 'allowed',
+        errno: i % 9 === 8 ? 1 : undefined,
+      });
+      expect(encodeEvent(event).equals(genericEncode('Watch', event))).toBe(true);
+    }
+  });
+
   it('events across several slabs encode to the protobufjs bytes', () => {
     // About 4 MB of events fill several 1 MiB slabs, so some events move to a new slab mid-way.
     const drafts: EventDraft[] = [];
