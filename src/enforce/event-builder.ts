@@ -73,9 +73,9 @@ function withRuleDetails(policy: PolicyRef, details: RuleDetails | undefined): P
 
 /*
  * Events share frozen subjects and policy references, one per SPIFFE ID and
- * one per rule, so the JSON and protobuf encoders copy their cached bytes in
- * place of encoding them again, and the hot path allocates less. Each table
- * starts over when it reaches MAX_SHARED entries, which bounds its memory.
+ * one per rule. The JSON and protobuf encoders copy the cached bytes of a
+ * shared object in place of encoding it again, and the hot path allocates
+ * less. Each table starts over at MAX_SHARED entries, which bounds its memory.
  */
 const MAX_SHARED = 4096;
 const subjects = new Map<string, Subject>();

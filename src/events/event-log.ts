@@ -1,5 +1,5 @@
 import pino from 'pino';
-import { AuditEvent } from './audit-event';
+import { AuditEvent, EventType } from './audit-event';
 import { JsonLineEncoder } from './json-encoder';
 import { OcsfOptions, toOcsf } from './ocsf';
 
@@ -22,8 +22,11 @@ export interface EventLogOptions {
    * stops cannot grow the agent's memory without bound. Default 64 MiB.
    */
   maxBufferedBytes?: number;
-  /** Called with the number of lines dropped because the buffer was full. */
-  onDrop?: (lines: number) => void;
+  /**
+   * Called with the number of lines dropped because the buffer was full, and
+   * their event type when known.
+   */
+  onDrop?: (lines: number, type?: EventType) => void;
 }
 
 const DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
@@ -106,7 +109,7 @@ export function createEventLog(target: string, options: EventLogOptions = {}): E
   return {
     write: (event) => {
       if (encoder.pendingBytes + inFlight >= maxBufferedBytes) {
-        options.onDrop?.(1);
+        options.onDrop?.(1, event.type);
         return;
       }
       append(event);

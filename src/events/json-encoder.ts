@@ -1,12 +1,12 @@
 /**
  * JSON text written straight into bytes, for the event log's hot path.
  *
- * The output is byte for byte the UTF-8 encoding of JSON.stringify(value):
- * the same key order (an object's own enumerable string keys, as for-in
- * visits them on a plain object), the same escapes (quote, backslash,
- * control characters, lone surrogates as \udxxx; U+2028 and U+2029 stay
- * literal), undefined, functions and symbols left out of objects and written
- * as null in arrays, non-finite numbers as null, and toJSON() honoured.
+ * The output is byte for byte the UTF-8 encoding of JSON.stringify(value).
+ * Keys come in the same order, which is for-in order on a plain object. The
+ * escapes are the same: quote, backslash, control characters and lone
+ * surrogates (as \udxxx), while U+2028 and U+2029 stay literal. Undefined,
+ * functions and symbols are left out of objects and written as null in
+ * arrays, non-finite numbers are written as null, and toJSON() is honoured.
  * test/events/json-encoder.test.ts checks this against JSON.stringify for a
  * table of events and hostile strings.
  *
@@ -36,9 +36,9 @@ const FALSE_BYTES = Buffer.from('false');
 
 /**
  * Encoded bytes of frozen plain objects and arrays, by identity. A frozen
- * object cannot change, so its bytes stay valid while it lives; the encoder
- * takes frozen to mean deeply frozen, which Object.freeze alone is not, so
- * whoever freezes an object for sharing must freeze what it contains too.
+ * object cannot change, so its bytes stay valid while it lives. The encoder
+ * takes frozen to mean deeply frozen, which Object.freeze alone is not: code
+ * that freezes an object for sharing must freeze the objects inside it too.
  */
 const fragments = new WeakMap<object, Buffer>();
 
@@ -54,8 +54,8 @@ function isFrozenPlain(value: object): boolean {
 
 /**
  * Appends JSON lines to a growing buffer. Bytes from `flushedTo` to `pos`
- * are lines not yet taken by take(); the buffer before `flushedTo` may
- * belong to a consumer already, so the encoder never writes there again.
+ * are lines that take() has not returned yet. The bytes before `flushedTo`
+ * may belong to a consumer already, so the encoder never writes there again.
  */
 export class JsonLineEncoder {
   private buffer: Buffer;

@@ -115,7 +115,7 @@ describe('event encoder', () => {
     );
   });
 
-  it('shared frozen parts encode to the protobufjs bytes', () => {
+  it('shared frozen parts encode as protobufjs does', () => {
     const subject = Object.freeze({ spiffeId: WEB });
     const ancestry = Object.freeze([
       Object.freeze({ pid: 90, executable: '/bin/sh', comm: 'sh', spiffeId: WEB }),
@@ -138,7 +138,7 @@ describe('event encoder', () => {
     }
   });
 
-  it('events with repeating and changing tails encode to the protobufjs bytes', () => {
+  it('repeating tails encode as protobufjs does', () => {
     const subject = Object.freeze({ spiffeId: WEB });
     const frozenProcess = Object.freeze(processOf(5));
     const mutableProcess = processOf(6);
@@ -159,7 +159,7 @@ describe('event encoder', () => {
     }
   });
 
-  it('events across several slabs encode to the protobufjs bytes', () => {
+  it('events across slabs encode as protobufjs does', () => {
     // About 4 MB of events fill several 1 MiB slabs, so some events move to a new slab mid-way.
     const drafts: EventDraft[] = [];
     for (let i = 0; i < 4000; i++) {

@@ -125,7 +125,7 @@ describe('json encoder', () => {
     expect(second).toBe(`${JSON.stringify({ seq: 2, shared, again: shared })}\n`);
   });
 
-  it('object lines equal JSON.stringify while tails repeat and change', () => {
+  it('object lines with changing tails', () => {
     const subject = deepFreeze({ spiffeId: WEB });
     const process = deepFreeze(processOf(7, { ancestry: [{ pid: 1, executable: '/sbin/init', comm: 'init', spiffeId: '' }] }));
     const mutable = { address: '10.0.0.1', port: 1 };
@@ -153,7 +153,7 @@ describe('json encoder', () => {
     expect(encoder.take().toString('utf8')).toBe(expected.join(''));
   });
 
-  it('object lines reuse the tail of frozen values', () => {
+  it('object lines with frozen tails', () => {
     const shared = deepFreeze({ spiffeId: WEB });
     const encoder = new JsonLineEncoder(64);
     for (let i = 0; i < 3; i++) encoder.appendObjectLine({ seq: i, shared, action: 'allow' }, 1);
