@@ -269,11 +269,11 @@ class AgentUnderTest {
     this.child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env });
     createInterface({ input: this.child.stderr! }).on('line', (line) => {
       if (this.stderr.length < 100_000) this.stderr += `${line}\n`;
-      if (line.includes('event log reader too slow'))
-        // Only connect lines: the generator's records are the only connects in the bench. An
-        // agent that reports no types (an older build, --agent-root) has all its drops counted.
-        const report = JSON.parse(line);
-        this.logDrops += Number(report.types ? (report.types.connect ?? 0) : (report.lines ?? 0));
+      if (!line.includes('event log reader too slow')) return;
+      // Only connect lines: the generator's records are the only connects in the bench. An
+      // agent that reports no types (an older build, --agent-root) has all its drops counted.
+      const report = JSON.parse(line);
+      this.logDrops += Number(report.types ? (report.types.connect ?? 0) : (report.lines ?? 0));
     });
   }
 
