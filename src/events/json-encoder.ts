@@ -10,10 +10,10 @@
  * test/events/json-encoder.test.ts checks this against JSON.stringify for a
  * table of events and hostile strings.
  *
- * Why not JSON.stringify: at 250,000 events/s the agent spent about a third
- * of its CPU on JSON.stringify of each event, joining the lines and
- * converting the joined text to UTF-8 for write(2) (V8 CPU profile of
- * bench/events-kernel.ts). This encoder writes ASCII text byte by byte into
+ * Why not JSON.stringify: at 100,000 and 250,000 events/s the agent spent
+ * about a third of its CPU on JSON.stringify of each event, joining the
+ * lines and converting the joined text to UTF-8 for write(2) (V8 CPU
+ * profile of bench/events-kernel.ts). This encoder writes ASCII text byte by byte into
  * one buffer that goes to write(2) as it is, and copies the bytes of frozen
  * objects from a cache: the event builder shares one frozen subject per
  * SPIFFE ID, one frozen policy reference per rule and one frozen ancestry
