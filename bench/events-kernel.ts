@@ -665,6 +665,8 @@ async function main(): Promise<void> {
   if (process.getuid?.() !== 0)
     throw new Error('run as root: the bench loads BPF programs and starts the agent');
   ensureKernelFilesystems();
+  // The preloaded profiler writes its file at the agent's exit and cannot report a missing directory.
+  if (options.profile) mkdirSync(options.profile, { recursive: true });
   const { object, driver } = build();
   const dir = mkdtempSync(join(tmpdir(), 'sigil-bench-events-'));
   const pinDir = `/sys/fs/bpf/sigil-bench-${process.pid}`;
