@@ -64,7 +64,7 @@ static long write_one(__u64 index, void *data)
 
 	record = bpf_ringbuf_reserve(&sigil_events, sizeof(*record), 0);
 	if (!record) {
-		sigil_count_drop(SIGIL_DROP_RINGBUF_FULL);
+		sigil_count_drop(SIGIL_DROP_EVENTS_RINGBUF_FULL);
 		ctx->stats->reserve_failed++;
 		return 0;
 	}

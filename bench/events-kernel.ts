@@ -4,7 +4,7 @@
  * accounted for. Run as root after `make`:
  *
  *   npx vite-node bench/events-kernel.ts -- [--rates 100000,250000,400000,1000000]
- *     [--seconds 5] [--burst 100] [--profile DIR]
+ *     [--seconds 5] [--burst 100] [--profile DIR] [--agent-root DIR]
  *
  * Parts:
  * - the real agent (`bin/sigil run`) with its own bpffs directory, state
@@ -43,7 +43,7 @@ import {
   truncateSync,
   writeFileSync,
 } from 'node:fs';
-import { cpus, release, tmpdir } from 'node:os';
+import { cpus, loadavg, release, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { encodeAddress, encodeU32 } from '../src/kernel/codec';
@@ -84,6 +84,8 @@ interface Options {
   burst: number;
   /** Directory for a V8 CPU profile of the agent during the runs, written when it stops. */
   profile?: string;
+  /** Package root whose bin/sigil runs as the agent, to compare two builds in one session. */
+  agentRoot: string;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -91,6 +93,7 @@ function parseArgs(argv: string[]): Options {
     rates: [100_000, 250_000, 400_000, 1_000_000],
     seconds: 5,
     burst: 100,
+    agentRoot: REPO,
   };
   for (let i = 0; i < argv.length; i++) {
     const value = argv[i + 1];
@@ -98,10 +101,11 @@ function parseArgs(argv: string[]): Options {
     else if (argv[i] === '--seconds') options.seconds = Number(value);
     else if (argv[i] === '--burst') options.burst = Number(value);
     else if (argv[i] === '--profile') options.profile = value;
+    else if (argv[i] === '--agent-root') options.agentRoot = value;
     else if (argv[i] === '--') continue;
     else
       throw new Error(
-        `unknown argument ${argv[i]}: expected --rates N,N --seconds N --burst N --profile DIR`,
+        `unknown argument ${argv[i]}: expected --rates N,N --seconds N --burst N --profile DIR --agent-root DIR`,
       );
     i++;
   }
@@ -125,10 +129,16 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Returns the CPU seconds (user and system, all threads) a process has used, from /proc. */
 function cpuSeconds(pid: number): number {
+  const { user, system } = cpuTimes(pid);
+  return user + system;
+}
+
+/** Returns the user and system CPU seconds (all threads) a process has used, from /proc. */
+function cpuTimes(pid: number): { user: number; system: number } {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // utime and stime are fields 14 and 15 of the file, in clock ticks of 1/100 s.
-  return (Number(fields[11]) + Number(fields[12])) / 100;
+  return { user: Number(fields[11]) / 100, system: Number(fields[12]) / 100 };
 }
 
 /** Compiles the generator object and the driver into bpf/.output/bench. */
@@ -229,12 +239,13 @@ class AgentUnderTest {
     config: { registration: string; policy: string },
     cgroup: string,
     readonly eventsLog: string,
+    agentRoot: string,
     profileDir?: string,
   ) {
     const profile = profileDir ? ['--require', join(__dirname, 'cpu-profile-preload.js')] : [];
     const args = [
       ...profile,
-      SIGIL,
+      join(agentRoot, 'bin', 'sigil'),
       'run',
       '--socket',
       join(dir, 'audit.sock'),
@@ -258,8 +269,11 @@ class AgentUnderTest {
     this.child = spawn(process.execPath, args, { stdio: ['ignore', 'ignore', 'pipe'], env });
     createInterface({ input: this.child.stderr! }).on('line', (line) => {
       if (this.stderr.length < 100_000) this.stderr += `${line}\n`;
-      if (line.includes('event log reader too slow'))
-        this.logDrops += Number(JSON.parse(line).lines ?? 0);
+      if (!line.includes('event log reader too slow')) return;
+      // Only connect lines: the generator's records are the only connects in the bench. An
+      // agent that reports no types (an older build, --agent-root) has all its drops counted.
+      const report = JSON.parse(line);
+      this.logDrops += Number(report.types ? (report.types.connect ?? 0) : (report.lines ?? 0));
     });
   }
 
@@ -472,6 +486,8 @@ interface AgentRow {
   logExact: boolean;
   /** CPU the agent used per record it consumed from the ring buffer, in microseconds. */
   agentCpuUsPerEvent: number;
+  /** The system (kernel) part of agentCpuUsPerEvent. */
+  agentSystemUsPerEvent: number;
 }
 
 interface BaselineRow {
@@ -515,7 +531,7 @@ async function agentRun(
     stats: generator.stats(),
     totals: parts.totals(),
     logDrops: agent.logDrops,
-    cpu: cpuSeconds(agentPid),
+    cpu: cpuTimes(agentPid),
   };
   const { startedAt, seconds } = await drive(
     parts.driver,
@@ -544,7 +560,8 @@ async function agentRun(
     logLines = log.count();
   }
   const logDrops = agent.logDrops - before.logDrops;
-  const agentCpu = cpuSeconds(agentPid) - before.cpu;
+  const after = cpuTimes(agentPid);
+  const agentCpu = after.user + after.system - before.cpu.user - before.cpu.system;
   return {
     rate,
     seconds,
@@ -559,6 +576,7 @@ async function agentRun(
     grpcExact: generated === totals.marked + reserveFailed + totals.clientLoss,
     logExact: written === logLines + logDrops,
     agentCpuUsPerEvent: (agentCpu * 1e6) / written,
+    agentSystemUsPerEvent: ((after.system - before.cpu.system) * 1e6) / written,
   };
 }
 
@@ -606,9 +624,11 @@ function printResults(agentRows: AgentRow[], baselineRows: BaselineRow[], option
   out.write(
     `\nnode ${process.version}, Linux ${release()}, ${cpus().length} CPUs (${cpus()[0]?.model}); `,
   );
-  out.write(`${options.seconds} s per rate, ${options.burst} records per getppid() call\n\n`);
+  out.write(`${options.seconds} s per rate, ${options.burst} records per getppid() call; `);
+  const load = loadavg().map((value) => value.toFixed(2));
+  out.write(`load average at the end ${load.join(', ')} (1, 5, 15 min)\n\n`);
   out.write(
-    '| offered rate | generated | reserve failed | delivered to gRPC | client-queue loss | JSON log lines | log drops | exact (gRPC, log) | delivered/s | baseline delivered/s | ratio | agent CPU µs/event | baseline CPU µs/event |\n',
+    '| offered rate | generated | reserve failed | delivered to gRPC | client-queue loss | JSON log lines | log drops | exact (gRPC, log) | delivered/s | baseline delivered/s | ratio | agent CPU µs/event (system part) | baseline CPU µs/event |\n',
   );
   out.write('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n');
   agentRows.forEach((row, i) => {
@@ -625,7 +645,7 @@ function printResults(agentRows: AgentRow[], baselineRows: BaselineRow[], option
       format(row.deliveredPerSecond),
       base ? format(base.deliveredPerSecond) : '-',
       base ? (row.deliveredPerSecond / base.deliveredPerSecond).toFixed(3) : '-',
-      row.agentCpuUsPerEvent.toFixed(1),
+      `${row.agentCpuUsPerEvent.toFixed(1)} (system ${row.agentSystemUsPerEvent.toFixed(1)})`,
       base ? base.cpuUsPerEvent.toFixed(2) : '-',
     ];
     out.write(`| ${cells.join(' | ')} |\n`);
@@ -645,6 +665,8 @@ async function main(): Promise<void> {
   if (process.getuid?.() !== 0)
     throw new Error('run as root: the bench loads BPF programs and starts the agent');
   ensureKernelFilesystems();
+  // The preloaded profiler writes its file at the agent's exit and cannot report a missing directory.
+  if (options.profile) mkdirSync(options.profile, { recursive: true });
   const { object, driver } = build();
   const dir = mkdtempSync(join(tmpdir(), 'sigil-bench-events-'));
   const pinDir = `/sys/fs/bpf/sigil-bench-${process.pid}`;
@@ -655,7 +677,15 @@ async function main(): Promise<void> {
   const eventsLog = join(dir, 'events.jsonl');
   writeFileSync(eventsLog, '');
 
-  const agent = new AgentUnderTest(dir, pinDir, config, cgroup, eventsLog, options.profile);
+  const agent = new AgentUnderTest(
+    dir,
+    pinDir,
+    config,
+    cgroup,
+    eventsLog,
+    options.agentRoot,
+    options.profile,
+  );
   let generator: Generator | null = null;
   let consumer: ChildProcess | null = null;
   const agentRows: AgentRow[] = [];

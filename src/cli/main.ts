@@ -70,15 +70,22 @@ async function runAgent(options: RunOptions): Promise<void> {
   // The event log subscribes before the agent starts, so it gets every event from the first.
   const hub = new EventHub(options.node, { replayCapacity: options.replayBuffer });
   let droppedLines = 0;
+  let droppedByType = new Map<string, number>();
   const eventLog = createEventLog(options.eventsLog, {
     format: options.eventsFormat,
-    onDrop: (lines) => (droppedLines += lines),
+    onDrop: (lines, type) => {
+      droppedLines += lines;
+      const key = type ?? 'unknown';
+      droppedByType.set(key, (droppedByType.get(key) ?? 0) + lines);
+    },
   });
   // Lines the event log dropped because its reader was too slow, reported at most every 10 s.
   setInterval(() => {
     if (droppedLines === 0) return;
-    log.warn({ lines: droppedLines }, 'event log reader too slow: lines dropped');
+    const types = Object.fromEntries(droppedByType);
+    log.warn({ lines: droppedLines, types }, 'event log reader too slow: lines dropped');
     droppedLines = 0;
+    droppedByType = new Map();
   }, 10_000).unref();
   hub.subscribe({ filter: {}, deliver: (event) => eventLog.write(event) });
   const metrics = createMetrics();

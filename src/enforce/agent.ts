@@ -749,7 +749,9 @@ export class Agent {
       const tgid = process.tgid || process.pid;
       if (!process.ancestry?.length) {
         const ancestry = this.processes.ancestry(tgid, process.ppid);
-        if (ancestry.length > 0) process.ancestry = ancestry;
+        // A frozen process is shared by several events, so it gets a copy with the ancestry.
+        if (ancestry.length > 0 && Object.isFrozen(process)) draft.process = { ...process, ancestry };
+        else if (ancestry.length > 0) process.ancestry = ancestry;
       }
       this.processes.markReported(tgid);
     }
@@ -780,6 +782,8 @@ export class Agent {
         subject: this.registry.spiffeIdOf(record.subjectId),
         peer: this.registry.spiffeIdOf(record.peerId),
         executable: this.processes.executable(record.tgid),
+        // Here rather than in publishProcessEvent, so connectEvent can reuse a frozen process.
+        ancestry: this.processes.ancestry(record.tgid, record.ppid),
         rule,
         posturePolicy: subjectPolicy,
       }),

@@ -14,7 +14,9 @@ import {
   ProcessRef,
   Result,
   Severity,
+  Subject,
 } from '../events/audit-event';
+import { ShapedDraft } from '../events/event-hub';
 
 const EPERM = 1;
 
@@ -55,7 +57,7 @@ export interface ProcessContext {
   arguments?: string[];
   containerId?: string;
   /** Parent first. */
-  ancestry?: ProcessRef[];
+  ancestry?: readonly ProcessRef[];
 }
 
 /** Fields of a kernel record that describe the process that made the call. */
@@ -98,6 +100,64 @@ function withRuleDetails(policy: PolicyRef, details: RuleDetails | undefined): P
   return policy;
 }
 
+/*
+ * Events share frozen subjects and policy references, one per SPIFFE ID and
+ * one per rule. The JSON and protobuf encoders copy the cached bytes of a
+ * shared object in place of encoding it again, and the hot path allocates
+ * less. Each table starts over at MAX_SHARED entries, which bounds its memory.
+ */
+const MAX_SHARED = 4096;
+const subjects = new Map<string, Subject>();
+/** Policy references of rule decisions by rule, then by reason; the others by reason and name. */
+const policiesByRule = new WeakMap<RuleRef, Map<string, PolicyRef>>();
+const policiesWithoutRule = new Map<string, PolicyRef>();
+
+/** Returns the shared frozen subject of a SPIFFE ID ('' for none). */
+export function sharedSubject(spiffeId: string | null): Subject {
+  const id = spiffeId ?? '';
+  let subject = subjects.get(id);
+  if (subject === undefined) {
+    if (subjects.size >= MAX_SHARED) subjects.clear();
+    subject = Object.freeze({ spiffeId: id });
+    subjects.set(id, subject);
+  }
+  return subject;
+}
+
+/** Returns the shared frozen policy reference of a connect decision. */
+function connectPolicy(
+  reason: PolicyRef['reason'],
+  rule: (RuleRef & RuleDetails) | undefined,
+  posturePolicy: string | undefined,
+): PolicyRef {
+  let table = policiesWithoutRule;
+  if (rule !== undefined) {
+    let byReason = policiesByRule.get(rule);
+    if (byReason === undefined) {
+      byReason = new Map<string, PolicyRef>();
+      policiesByRule.set(rule, byReason);
+    }
+    table = byReason;
+  }
+  const key = `${reason}\0${posturePolicy ?? ''}`;
+  let policy = table.get(key);
+  if (policy === undefined) {
+    policy = withRuleDetails(
+      {
+        name: rule?.policy ?? posturePolicy ?? '',
+        rule: rule?.rule ?? (reason === 'posture' ? 'egressPosture' : ''),
+        reason,
+      },
+      rule,
+    );
+    if (policy.tags) Object.freeze(policy.tags);
+    Object.freeze(policy);
+    if (table.size >= MAX_SHARED) table.clear();
+    table.set(key, policy);
+  }
+  return policy;
+}
+
 /** Builds the exec event for a process the agent attested (spiffeId null: no identity). */
 export function execEvent(
   record: ExecRecord,
@@ -108,7 +168,7 @@ export function execEvent(
   return {
     type: 'exec',
     ktimeNs: record.ktimeNs.toString(),
-    subject: { spiffeId: spiffeId ?? '' },
+    subject: sharedSubject(spiffeId),
     process: withContext(processOfRecord(record, executable), context),
     action: 'none',
     result: 'allowed',
@@ -156,7 +216,7 @@ export function exitEvent(record: ExitRecord, context: ExitContext): EventDraft 
   return {
     type: 'exit',
     ktimeNs: record.ktimeNs.toString(),
-    subject: { spiffeId: context.spiffeId ?? '' },
+    subject: sharedSubject(context.spiffeId),
     process,
     action: 'none',
     result: 'allowed',
@@ -173,30 +233,112 @@ export interface ConnectContext extends ProcessContext {
   posturePolicy?: string;
 }
 
+/** The last process of each tgid's connect events, with the facts it was built from. */
+const connectProcesses = new Map<
+  number,
+  { process: Process; cgroupId: bigint; context: ProcessContext }
+>();
+/** The last connection of each tgid's connect events, with the protocol number it names. */
+const connectConnections = new Map<number, { connection: Connection; protocol: number }>();
+
+/** Returns a frozen copy of a list, or the list itself when it is frozen already. */
+function frozenList<T extends object>(values: readonly T[]): readonly T[] {
+  if (Object.isFrozen(values) && values.every((value) => Object.isFrozen(value))) return values;
+  return Object.freeze(values.map((value) => Object.freeze({ ...value })));
+}
+
+/**
+ * Returns the frozen process of a connect event: the one of the process's
+ * previous connect event when every fact is the same, so that the encoders
+ * copy its cached bytes, else a new one.
+ */
+function connectProcess(record: ConnectRecord, context: ConnectContext): Process {
+  const executable = context.executable ?? '';
+  const last = connectProcesses.get(record.tgid);
+  if (
+    last !== undefined &&
+    last.cgroupId === record.cgroupId &&
+    last.process.ppid === record.ppid &&
+    last.process.uid === record.uid &&
+    last.process.gid === record.gid &&
+    last.process.executable === executable &&
+    last.process.comm === record.comm &&
+    last.context.arguments === context.arguments &&
+    last.context.containerId === context.containerId &&
+    last.context.ancestry === context.ancestry
+  ) {
+    return last.process;
+  }
+  const process = withContext(
+    {
+      pid: record.tgid,
+      ppid: record.ppid,
+      uid: record.uid,
+      gid: record.gid,
+      executable,
+      comm: record.comm,
+      cgroupId: record.cgroupId.toString(),
+      tgid: record.tgid,
+    },
+    context,
+  );
+  if (process.arguments) process.arguments = Object.freeze([...process.arguments]) as string[];
+  if (process.ancestry) process.ancestry = frozenList(process.ancestry);
+  Object.freeze(process);
+  if (connectProcesses.size >= MAX_SHARED) connectProcesses.clear();
+  connectProcesses.set(record.tgid, {
+    process,
+    cgroupId: record.cgroupId,
+    context: {
+      arguments: context.arguments,
+      containerId: context.containerId,
+      ancestry: context.ancestry,
+    },
+  });
+  return process;
+}
+
+/** Returns the frozen connection of a connect event, reused as connectProcess reuses processes. */
+function connectConnection(record: ConnectRecord, peerSpiffeId: string): Connection {
+  const last = connectConnections.get(record.tgid);
+  if (
+    last !== undefined &&
+    last.protocol === record.protocol &&
+    last.connection.family === record.family &&
+    last.connection.address === record.address &&
+    last.connection.port === record.port &&
+    last.connection.peerSpiffeId === peerSpiffeId &&
+    last.connection.peerPid === record.peerTgid
+  ) {
+    return last.connection;
+  }
+  const connection: Connection = Object.freeze({
+    family: record.family,
+    protocol: protocolName(record.protocol),
+    address: record.address,
+    port: record.port,
+    peerSpiffeId,
+    peerPid: record.peerTgid,
+  });
+  if (connectConnections.size >= MAX_SHARED) connectConnections.clear();
+  connectConnections.set(record.tgid, { connection, protocol: record.protocol });
+  return connection;
+}
+
 /** Builds the event for one connect decision of the cgroup-sock or the BPF LSM enforcer. */
 export function connectEvent(record: ConnectRecord, context: ConnectContext): EventDraft {
   const reason = REASON_NAMES[record.reason] ?? 'no-policy';
-  const draft: EventDraft = {
+  // Shaped, so the hub publishes this object itself in place of a copy.
+  const draft: ShapedDraft = {
+    seq: 0,
+    time: '',
+    node: '',
     type: 'connect',
     ktimeNs: record.ktimeNs.toString(),
-    subject: { spiffeId: context.subject ?? '' },
-    process: withContext(processOfRecord(record, context.executable ?? ''), context),
-    connection: {
-      family: record.family,
-      protocol: protocolName(record.protocol),
-      address: record.address,
-      port: record.port,
-      peerSpiffeId: context.peer ?? '',
-      peerPid: record.peerTgid,
-    },
-    policy: withRuleDetails(
-      {
-        name: context.rule?.policy ?? context.posturePolicy ?? '',
-        rule: context.rule?.rule ?? (reason === 'posture' ? 'egressPosture' : ''),
-        reason,
-      },
-      context.rule,
-    ),
+    subject: sharedSubject(context.subject),
+    process: connectProcess(record, context),
+    connection: connectConnection(record, context.peer ?? ''),
+    policy: connectPolicy(reason, context.rule, context.posturePolicy),
     action: actionName(record.action),
     result: record.denied ? 'denied' : 'allowed',
     enforcer: record.enforcer,
@@ -228,7 +370,7 @@ function decisionDraft(type: EventDraft['type'], decision: Decision): EventDraft
   const draft: EventDraft = {
     type,
     ktimeNs: decision.ktimeNs.toString(),
-    subject: { spiffeId: decision.spiffeId ?? '' },
+    subject: sharedSubject(decision.spiffeId),
     process: withContext({ ...decision.process }, decision.context),
     action: decision.action,
     result,
@@ -340,7 +482,7 @@ export function observedBindEvent(
   return {
     type: 'bind',
     ktimeNs: record.ktimeNs.toString(),
-    subject: { spiffeId: context.subject ?? '' },
+    subject: sharedSubject(context.subject),
     process: withContext(processOfRecord(record, context.executable ?? ''), context),
     connection: {
       family: record.family,

@@ -72,6 +72,11 @@ export class ProcessCache {
   private readonly maxLive: number;
   private readonly maxExited: number;
   private readonly procRoot: string;
+  /** Changes of cached processes; an ancestry computed at another version may be stale. */
+  private version = 0;
+  /** Ancestries computed at ancestryVersion, by tgid, with the ppid they were asked with. */
+  private readonly ancestries = new Map<number, { ppid: number; refs: readonly ProcessRef[] }>();
+  private ancestryVersion = -1;
 
   constructor(private readonly options: ProcessCacheOptions = {}) {
     this.maxLive = options.maxLive ?? DEFAULT_MAX_LIVE_PROCESSES;
@@ -115,6 +120,7 @@ export class ProcessCache {
   exec(facts: ProcessFacts): CachedProcess {
     const current = this.find(facts.tgid, facts.startTimeTicks);
     if (!current || current.exited) return this.fork(facts);
+    this.version++;
     current.ppid = facts.ppid;
     current.parentStartTimeTicks = facts.parentStartTimeTicks;
     if (facts.executable !== undefined) current.executable = facts.executable;
@@ -140,6 +146,7 @@ export class ProcessCache {
     let entry = this.find(tgid, startTimeTicks);
     if (!entry) entry = this.learnFromProc(tgid, startTimeTicks) ?? undefined;
     if (!entry || entry.exited) return;
+    this.version++;
     entry.executable = executable;
     entry.spiffeId = spiffeId;
   }
@@ -147,7 +154,9 @@ export class ProcessCache {
   /** Sets the SPIFFE ID of a live process, such as after SPIRE changed it. */
   setSpiffeId(tgid: number, spiffeId: string | null): void {
     const entry = this.live.get(tgid);
-    if (entry) entry.spiffeId = spiffeId;
+    if (!entry) return;
+    this.version++;
+    entry.spiffeId = spiffeId;
   }
 
   /** Marks a process as the subject of a published event, so its exit is reported too. */
@@ -163,6 +172,7 @@ export class ProcessCache {
   exit(tgid: number, startTimeTicks: bigint): CachedProcess | undefined {
     const entry = this.live.get(tgid);
     if (!entry || entry.startTimeTicks !== startTimeTicks) return undefined;
+    this.version++;
     this.live.delete(tgid);
     entry.exited = true;
     this.exited.delete(tgid);
@@ -212,7 +222,33 @@ export class ProcessCache {
    * cache contains it. It stops at pid 0, at a parent that neither the cache
    * nor /proc has (with the expected start time), or at a loop.
    */
-  ancestry(tgid: number, ppid: number, maxDepth = MAX_ANCESTRY): ProcessRef[] {
+  ancestry(tgid: number, ppid: number, maxDepth = MAX_ANCESTRY): readonly ProcessRef[] {
+    if (maxDepth !== MAX_ANCESTRY) return this.walkAncestry(tgid, ppid, maxDepth);
+    if (this.ancestryVersion !== this.version) {
+      this.ancestries.clear();
+      this.ancestryVersion = this.version;
+    }
+    const known = this.ancestries.get(tgid);
+    if (known !== undefined && known.ppid === ppid) return known.refs;
+    const refs = this.walkAncestry(tgid, ppid, maxDepth);
+    for (const ref of refs) Object.freeze(ref);
+    Object.freeze(refs);
+    // A walk that read /proc stored processes, so it moved the version on: this result is current.
+    if (this.ancestryVersion !== this.version) {
+      this.ancestries.clear();
+      this.ancestryVersion = this.version;
+    }
+    this.ancestries.set(tgid, { ppid, refs });
+    return refs;
+  }
+
+  /**
+   * Walks the ancestors of a process and marks them as recently used.
+   * ancestry() reuses a walk until a process of the cache changes, so the
+   * ancestors of a busy process are marked at its first event after a change
+   * rather than at every event.
+   */
+  private walkAncestry(tgid: number, ppid: number, maxDepth: number): ProcessRef[] {
     const refs: ProcessRef[] = [];
     const self = this.live.get(tgid) ?? this.exited.get(tgid);
     let parentPid = self?.ppid ?? ppid;
@@ -298,6 +334,7 @@ export class ProcessCache {
   }
 
   private store(entry: CachedProcess): CachedProcess {
+    this.version++;
     // A live entry of an earlier process with this tgid lost its exit record; it is replaced.
     this.live.delete(entry.tgid);
     this.live.set(entry.tgid, entry);
@@ -317,6 +354,7 @@ export class ProcessCache {
   private evictExited(): void {
     while (this.exited.size > this.maxExited) {
       const [oldestTgid, oldest] = this.exited.entries().next().value as [number, CachedProcess];
+      this.version++;
       this.exited.delete(oldestTgid);
       this.options.onEvict?.('exited', oldest);
     }

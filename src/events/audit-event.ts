@@ -68,7 +68,7 @@ export interface Process {
   arguments?: string[];
   containerId?: string;
   /** Parent first, at most MAX_ANCESTRY entries. */
-  ancestry?: ProcessRef[];
+  ancestry?: readonly ProcessRef[];
   /** Exit events: exit status, or 128 + signal number. */
   exitCode?: number;
   /** Exit events: the signal that ended the process, 0 when it exited by itself. */

@@ -21,6 +21,7 @@ import {
   PolicyRef,
   Process,
   ProcessRef,
+  Subject,
 } from './audit-event';
 
 const VARINT = 0;
@@ -30,27 +31,56 @@ const LENGTH_RESERVE = 5;
 /** Maximum length of a string copied by a JavaScript loop, which stops at the first non-ASCII unit. */
 const ASCII_LOOP_MAX = 64;
 
-/** An encoder into one growing scratch buffer, reused for every event. */
-class ProtoWriter {
-  buffer = Buffer.allocUnsafe(64 * 1024);
-  pos = 0;
+/** Encoded field bytes of a frozen message or list of messages, with what encoded them. */
+interface EncodedFragment {
+  field: number;
+  encodeBody: unknown;
+  bytes: Buffer;
+}
 
+/**
+ * Field bytes of frozen nested messages and frozen lists of them, by
+ * identity: the event builder shares one frozen subject per SPIFFE ID, one
+ * policy reference per rule and one ancestry per process, so their bytes are
+ * copied in place of encoded again. A frozen value must be deeply frozen.
+ */
+const fragments = new WeakMap<object, EncodedFragment>();
+
+/** Bytes of each slab that events are encoded into. */
+const SLAB_BYTES = 1 << 20;
+
+/**
+ * An encoder into slabs: each event's bytes are a view of the slab they were
+ * written into, so no event is copied after encoding, and a slab is freed
+ * once no event's bytes refer to it. Bytes before `start` belong to finished
+ * events and never change. Offsets kept across a write are relative to
+ * `start`, because ensure() moves the event being written to a new slab.
+ */
+class ProtoWriter {
+  buffer = Buffer.allocUnsafeSlow(SLAB_BYTES);
+  pos = 0;
+  start = 0;
+
+  /** Starts the next event. */
   reset(): void {
-    this.pos = 0;
+    this.start = this.pos;
   }
 
-  /** Returns a copy of the bytes written since reset(). */
+  /** Returns the bytes written since reset(), a view that later writes leave unchanged. */
   finish(): Buffer {
-    const out = Buffer.allocUnsafe(this.pos);
-    this.buffer.copy(out, 0, 0, this.pos);
-    return out;
+    const bytes = this.buffer.subarray(this.start, this.pos);
+    this.start = this.pos;
+    return bytes;
   }
 
   private ensure(bytes: number): void {
     if (this.pos + bytes <= this.buffer.length) return;
-    const grown = Buffer.allocUnsafe(Math.max(this.buffer.length * 2, this.pos + bytes));
-    this.buffer.copy(grown, 0, 0, this.pos);
-    this.buffer = grown;
+    const kept = this.pos - this.start;
+    const slab = Buffer.allocUnsafeSlow(Math.max(SLAB_BYTES, (kept + bytes) * 2));
+    this.buffer.copy(slab, 0, this.start, this.pos);
+    this.buffer = slab;
+    this.start = 0;
+    this.pos = kept;
   }
 
   /** Writes an unsigned varint of up to 2^53. */
@@ -182,21 +212,58 @@ class ProtoWriter {
     for (const value of values) this.string(field, value);
   }
 
-  /**
-   * Writes a nested message: its body goes LENGTH_RESERVE bytes ahead, and
-   * moves back once its length, and so the length's own size, is known.
-   */
-  message<T>(
+  /** Copies bytes in; TypedArray.set, since Buffer.copy costs more than a short copy itself. */
+  raw(bytes: Buffer): void {
+    this.ensure(bytes.length);
+    this.buffer.set(bytes, this.pos);
+    this.pos += bytes.length;
+  }
+
+  /** Copies the cached bytes of a frozen value; returns false when there are none yet. */
+  private cached(value: object, field: number, encodeBody: unknown): boolean {
+    const fragment = fragments.get(value);
+    if (fragment === undefined || fragment.field !== field || fragment.encodeBody !== encodeBody) {
+      return false;
+    }
+    this.raw(fragment.bytes);
+    return true;
+  }
+
+  /** Keeps the bytes written since start for a frozen value. */
+  private keep(value: object, field: number, encodeBody: unknown, start: number): void {
+    if (!Object.isFrozen(value)) return;
+    const bytes = Buffer.from(this.buffer.subarray(start, this.pos));
+    fragments.set(value, { field, encodeBody, bytes });
+  }
+
+  /** Writes a nested message, or copies its bytes when it is frozen and was encoded before. */
+  message<T extends object>(
     field: number,
     value: T | undefined,
     encodeBody: (writer: ProtoWriter, value: T) => void,
   ): void {
     if (value === undefined || value === null) return;
+    if (this.cached(value, field, encodeBody)) return;
+    const offset = this.pos - this.start;
+    this.messageBody(field, value, encodeBody);
+    this.keep(value, field, encodeBody, this.start + offset);
+  }
+
+  /**
+   * Writes a nested message: its body goes LENGTH_RESERVE bytes ahead, and
+   * moves back once its length, and so the length's own size, is known.
+   */
+  private messageBody<T>(
+    field: number,
+    value: T,
+    encodeBody: (writer: ProtoWriter, value: T) => void,
+  ): void {
     this.tag(field, LENGTH_DELIMITED);
     this.ensure(LENGTH_RESERVE);
-    const lengthAt = this.pos;
+    const lengthOffset = this.pos - this.start;
     this.pos += LENGTH_RESERVE;
     encodeBody(this, value);
+    const lengthAt = this.start + lengthOffset;
     const bodyAt = lengthAt + LENGTH_RESERVE;
     const bodyLength = this.pos - bodyAt;
     // The length goes into the reserved bytes, which hold any length below 2^35.
@@ -211,14 +278,21 @@ class ProtoWriter {
     this.pos = pos + bodyLength;
   }
 
-  messages<T>(
+  messages<T extends object>(
     field: number,
     values: readonly T[] | undefined,
     encodeBody: (writer: ProtoWriter, value: T) => void,
   ): void {
     if (values === undefined || values === null) return;
+    if (this.cached(values, field, encodeBody)) return;
+    const offset = this.pos - this.start;
     for (const value of values) this.message(field, value, encodeBody);
+    this.keep(values, field, encodeBody, this.start + offset);
   }
+}
+
+function encodeSubject(writer: ProtoWriter, subject: Subject): void {
+  writer.string(1, subject.spiffeId);
 }
 
 function encodeProcessRef(writer: ProtoWriter, ref: ProcessRef): void {
@@ -285,13 +359,44 @@ function encodeAgent(writer: ProtoWriter, agent: AgentStatus): void {
   writer.uint32(4, agent.rules);
 }
 
-function encodeEventBody(writer: ProtoWriter, event: AuditEvent): void {
-  writer.uint64Number(1, event.seq);
-  writer.string(2, event.time);
-  writer.uint64String(3, event.ktimeNs);
+/** Fields 4 to 19 of an event: after seq, time and ktimeNs, the fields that often repeat. */
+type EventTail = Omit<AuditEvent, 'seq' | 'time' | 'ktimeNs'>;
+
+/** The tail of the last event encoded and its bytes, or null when it could change. */
+let previousTail: { tail: EventTail; bytes: Buffer } | null = null;
+
+function sameTail(tail: EventTail, event: AuditEvent): boolean {
+  return (
+    tail.subject === event.subject &&
+    tail.process === event.process &&
+    tail.connection === event.connection &&
+    tail.policy === event.policy &&
+    tail.node === event.node &&
+    tail.type === event.type &&
+    tail.action === event.action &&
+    tail.result === event.result &&
+    tail.errno === event.errno &&
+    tail.enforcer === event.enforcer &&
+    tail.message === event.message &&
+    tail.loss === event.loss &&
+    tail.severity === event.severity &&
+    tail.object === event.object &&
+    tail.agent === event.agent &&
+    tail.runId === event.runId
+  );
+}
+
+/** Returns whether every message of an event's tail is absent or frozen, so its bytes stay valid. */
+function frozenTail(event: AuditEvent): boolean {
+  const messages = [event.subject, event.process, event.connection, event.policy];
+  if (event.loss || event.object || event.agent) return false;
+  return messages.every((message) => message === undefined || Object.isFrozen(message));
+}
+
+function encodeEventTail(writer: ProtoWriter, event: AuditEvent): void {
   writer.string(4, event.node);
   writer.string(5, event.type);
-  writer.message(6, event.subject, (inner, subject) => inner.string(1, subject.spiffeId));
+  writer.message(6, event.subject, encodeSubject);
   writer.message(7, event.process, encodeProcess);
   writer.message(8, event.connection, encodeConnection);
   writer.message(9, event.policy, encodePolicy);
@@ -305,6 +410,31 @@ function encodeEventBody(writer: ProtoWriter, event: AuditEvent): void {
   writer.message(17, event.object, encodeObject);
   writer.message(18, event.agent, encodeAgent);
   writer.string(19, event.runId);
+}
+
+/**
+ * Encodes an event. When fields 4 to 19 are identical (===) to those of the
+ * previous event and its messages are frozen, as for a process's repeated
+ * connects, their bytes are copied from the previous event.
+ */
+function encodeEventBody(writer: ProtoWriter, event: AuditEvent): void {
+  writer.uint64Number(1, event.seq);
+  writer.string(2, event.time);
+  writer.uint64String(3, event.ktimeNs);
+  const previous = previousTail;
+  if (previous !== null && sameTail(previous.tail, event)) {
+    writer.raw(previous.bytes);
+    return;
+  }
+  const offset = writer.pos - writer.start;
+  encodeEventTail(writer, event);
+  if (!frozenTail(event)) {
+    previousTail = null;
+    return;
+  }
+  const { seq, time, ktimeNs, ...tail } = event;
+  const bytes = Buffer.from(writer.buffer.subarray(writer.start + offset, writer.pos));
+  previousTail = { tail, bytes };
 }
 
 const scratchWriter = new ProtoWriter();
@@ -355,7 +485,8 @@ export function encodeEventBatch(events: readonly AuditEvent[]): Buffer {
       }
       out[pos++] = (rest % 128) | 0x80;
     }
-    pos += bytes.copy(out, pos);
+    out.set(bytes, pos);
+    pos += bytes.length;
   }
   return out;
 }

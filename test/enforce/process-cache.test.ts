@@ -95,6 +95,41 @@ describe('process cache ancestry', () => {
     expect(ancestry.map((ref) => ref.spiffeId)).toEqual(['', 'spiffe://td/p1', '']);
   });
 
+  it('reuses a frozen ancestry until a change', () => {
+    const cache = new ProcessCache();
+    chain(cache, 3);
+    const first = cache.ancestry(BASE + 2, BASE + 1);
+    expect(cache.ancestry(BASE + 2, BASE + 1)).toBe(first);
+    expect(Object.isFrozen(first)).toBe(true);
+    expect(Object.isFrozen(first[0])).toBe(true);
+    expect(cache.ancestry(BASE + 2, BASE + 1)).toEqual(first);
+  });
+
+  it.each([
+    ['attestation', (cache: ProcessCache) => cache.attested(BASE + 1, BigInt(BASE + 1), '/bin/p1', 'spiffe://td/new')],
+    ['SPIFFE ID change', (cache: ProcessCache) => cache.setSpiffeId(BASE + 1, 'spiffe://td/new')],
+    ['exec', (cache: ProcessCache) => cache.exec(facts(BASE + 1, BASE, { executable: '/bin/new', comm: 'new' }))],
+  ])('recomputes ancestry after %s', (_change, change) => {
+    const cache = new ProcessCache();
+    chain(cache, 3);
+    const before = cache.ancestry(BASE + 2, BASE + 1);
+    change(cache);
+    const after = cache.ancestry(BASE + 2, BASE + 1);
+    expect(after).not.toBe(before);
+    expect(after[0].spiffeId === 'spiffe://td/new' || after[0].executable === '/bin/new').toBe(true);
+  });
+
+  it('recomputes ancestry after a parent exits and its pid is reused', () => {
+    const cache = new ProcessCache();
+    chain(cache, 3);
+    expect(cache.ancestry(BASE + 2, BASE + 1)).toHaveLength(2);
+    cache.exit(BASE, BigInt(BASE));
+    cache.fork({ tgid: BASE, startTimeTicks: 5n, ppid: 0, parentStartTimeTicks: null });
+    // The grandparent's pid now names another process, which is not an ancestor.
+    expect(cache.ancestry(BASE + 2, BASE + 1).map((ref) => ref.pid)).toEqual([BASE + 1, BASE]);
+    expect(cache.ancestry(BASE + 2, BASE + 1)[1].executable).toBe('/bin/p0');
+  });
+
   it('stops at the maximum depth', () => {
     const cache = new ProcessCache();
     chain(cache, 20);

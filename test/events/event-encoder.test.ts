@@ -115,6 +115,74 @@ describe('event encoder', () => {
     );
   });
 
+  it('shared frozen parts encode as protobufjs does', () => {
+    const subject = Object.freeze({ spiffeId: WEB });
+    const ancestry = Object.freeze([
+      Object.freeze({ pid: 90, executable: '/bin/sh', comm: 'sh', spiffeId: WEB }),
+      Object.freeze({ pid: 1, executable: '/sbin/init', comm: 'systemd', spiffeId: '' }),
+    ]);
+    const policy = Object.freeze({ name: 'p', rule: 'r', reason: 'rule' as const, tags: Object.freeze(['t']) });
+    const drafts: EventDraft[] = [1, 2, 3].map((pid) => ({
+      type: 'exec',
+      ktimeNs: String(pid),
+      subject,
+      process: processOf(pid, { ancestry }),
+      policy: policy as EventDraft['policy'],
+      action: 'none',
+      result: 'allowed',
+    }));
+    // An event of another type takes the cached subject bytes too.
+    drafts.push({ type: 'exit', ktimeNs: '4', subject, process: processOf(4, { ancestry: [] }) });
+    for (const event of publishAll(drafts)) {
+      expect(encodeEvent(event).equals(genericEncode('Watch', event))).toBe(true);
+    }
+  });
+
+  it('repeating tails encode as protobufjs does', () => {
+    const subject = Object.freeze({ spiffeId: WEB });
+    const frozenProcess = Object.freeze(processOf(5));
+    const mutableProcess = processOf(6);
+    const hub = new EventHub('encoder-node', { runId: 'run-1' });
+    for (let i = 0; i < 30; i++) {
+      // A mutable process changes between events with the same object, and must be encoded again.
+      mutableProcess.uid = i;
+      const event = hub.publish({
+        type: 'connect',
+        ktimeNs: String(i),
+        subject,
+        process: i % 4 >= 2 ? mutableProcess : frozenProcess,
+        action: i % 6 === 5 ? 'block' : 'allow',
+        result: 'allowed',
+        errno: i % 9 === 8 ? 1 : undefined,
+      });
+      expect(encodeEvent(event).equals(genericEncode('Watch', event))).toBe(true);
+    }
+  });
+
+  it('events across slabs encode as protobufjs does', () => {
+    // About 4 MB of events fill several 1 MiB slabs, so some events move to a new slab mid-way.
+    const drafts: EventDraft[] = [];
+    for (let i = 0; i < 4000; i++) {
+      drafts.push({
+        type: 'exec',
+        ktimeNs: String(i),
+        subject: { spiffeId: `${WEB}/${i}` },
+        process: processOf(i + 1, {
+          arguments: ['x'.repeat(300 + (i % 500)), 'y'.repeat(i % 200)],
+          ancestry: [{ pid: 1, executable: `/bin/${'z'.repeat(i % 300)}`, comm: 'sh', spiffeId: '' }],
+        }),
+        action: 'none',
+        result: 'allowed',
+      });
+    }
+    const events = publishAll(drafts);
+    const encoded = events.map((event) => Buffer.from(encodeEvent(event)));
+    events.forEach((event, i) => {
+      expect(encodeEvent(event).equals(encoded[i])).toBe(true);
+      expect(encoded[i].equals(genericEncode('Watch', event))).toBe(true);
+    });
+  });
+
   it('empty batch encodes to no bytes', () => {
     expect(encodeEventBatch([]).length).toBe(0);
   });

@@ -24,13 +24,19 @@ describe('event log', () => {
   it('drops and counts lines past its buffer bound', async () => {
     const path = join(dir, 'bounded.json');
     let dropped = 0;
-    const log = createEventLog(path, { maxBufferedBytes: 4096, onDrop: (lines) => (dropped += lines) });
+    const types = new Set<string | undefined>();
+    const onDrop = (lines: number, type?: string) => {
+      dropped += lines;
+      types.add(type);
+    };
+    const log = createEventLog(path, { maxBufferedBytes: 4096, onDrop });
     const total = 20_000;
     for (let i = 0; i < total; i++) log.write({ ...events[0], seq: i + 1 });
     await log.close();
     const written = readLines(path).length;
     expect(dropped).toBeGreaterThan(0);
     expect(written + dropped).toBe(total);
+    expect([...types]).toEqual([events[0].type]);
   });
 
   it('writes one AuditEvent per line in json format', async () => {

@@ -1,0 +1,186 @@
+import { describe, expect, it } from 'vitest';
+import { AuditEvent, EventDraft } from '../../src/events/audit-event';
+import { EventHub } from '../../src/events/event-hub';
+import { jsonLine, JsonLineEncoder } from '../../src/events/json-encoder';
+import { toOcsf } from '../../src/events/ocsf';
+import { process as processOf, sampleDrafts, WEB } from './fixtures';
+
+/** Strings that JSON.stringify escapes, or that look as if it might. */
+const HOSTILE_STRINGS = [
+  '',
+  'plain ascii',
+  'a "quoted" word',
+  'back\\slash',
+  'tab\tnew\nline\rreturn',
+  '\u0000\u0001\u001f\u007f',
+  'line separator \u2028 and paragraph separator \u2029',
+  'lone high \ud800 surrogate',
+  'lone low \udfff surrogate',
+  'trailing high \ud83d',
+  'pair \ud83d\ude00 emoji',
+  'caf\u00e9 \u00fcber \u4e2d\u6587',
+  `long ${'x'.repeat(100)} then "quote"`,
+  `long ${'y'.repeat(100)} then \u00e9`,
+  `long ${'z'.repeat(100)}`,
+  '</script>',
+];
+
+function hostileDraft(text: string): EventDraft {
+  return {
+    type: 'exec',
+    ktimeNs: '1',
+    subject: { spiffeId: `${WEB}/${text}` },
+    process: processOf(100, {
+      executable: text,
+      comm: text.slice(0, 15),
+      arguments: [text, '', text],
+      containerId: text,
+      ancestry: [{ pid: 1, executable: text, comm: text, spiffeId: text }],
+    }),
+    message: text,
+    action: 'none',
+    result: 'allowed',
+  };
+}
+
+const hub = new EventHub('json-node', { runId: 'run-json' });
+const EVENTS: AuditEvent[] = [...sampleDrafts(), ...HOSTILE_STRINGS.map(hostileDraft)].map(
+  (draft) => hub.publish(draft),
+);
+
+function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null) {
+    for (const inner of Object.values(value)) deepFreeze(inner);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+describe('json encoder', () => {
+  it.each(EVENTS.map((event) => [event.seq, event.type, event] as const))(
+    'event %i (%s) equals JSON.stringify',
+    (_seq, _type, event) => {
+      expect(jsonLine(event).toString('utf8')).toBe(`${JSON.stringify(event)}\n`);
+    },
+  );
+
+  it.each(EVENTS.map((event) => [event.seq, event] as const))(
+    'OCSF of event %i equals JSON.stringify',
+    (_seq, event) => {
+      const ocsf = toOcsf(event);
+      expect(jsonLine(ocsf).toString('utf8')).toBe(`${JSON.stringify(ocsf)}\n`);
+    },
+  );
+
+  it.each(HOSTILE_STRINGS.map((text) => [JSON.stringify(text), text] as const))(
+    'string %s equals JSON.stringify',
+    (_shown, text) => {
+      expect(jsonLine(text).equals(Buffer.from(`${JSON.stringify(text)}\n`))).toBe(true);
+      expect(jsonLine({ [text]: text }).equals(Buffer.from(`${JSON.stringify({ [text]: text })}\n`))).toBe(
+        true,
+      );
+    },
+  );
+
+  const VALUES: [string, unknown][] = [
+    ['null', null],
+    ['booleans', [true, false]],
+    ['numbers', [0, -0, 1, -1, 9, 10, 99, 100, 2 ** 53 - 1, -(2 ** 53 - 1), 2 ** 53, 1.5, -0.25, 1e21, 1e-7]],
+    ['non-finite numbers', [NaN, Infinity, -Infinity]],
+    ['left-out values in an object', { a: undefined, b: () => 1, c: Symbol('s'), d: 1 }],
+    ['left-out values in an array', [undefined, () => 1, Symbol('s')]],
+    ['only left-out values', { a: undefined }],
+    ['integer-like keys', { b: 1, 2: 'two', a: 2, 1: 'one' }],
+    ['toJSON', { when: new Date(0), custom: { toJSON: (key: string) => `key ${key}` } }],
+    ['toJSON returning undefined', { a: 1, gone: { toJSON: () => undefined }, b: 2 }],
+    ['class instance', { map: new Map([[1, 2]]), set: new Set([1]) }],
+    ['boxed primitives', [Object(1), Object('s'), Object(true)]],
+    ['null prototype', Object.assign(Object.create(null), { x: 1 })],
+    ['nested arrays', [[], [[]], [1, [2, [3]]], {}]],
+    ['sparse array', [1, , 3]], // eslint-disable-line no-sparse-arrays
+  ];
+
+  it.each(VALUES)('%s equals JSON.stringify', (_name, value) => {
+    expect(jsonLine(value).toString('utf8')).toBe(`${JSON.stringify(value)}\n`);
+  });
+
+  it('BigInt throws as JSON.stringify does', () => {
+    expect(() => JSON.stringify({ a: 1n })).toThrow(TypeError);
+    expect(() => jsonLine({ a: 1n })).toThrow(TypeError);
+  });
+
+  it('failed line leaves no bytes behind', () => {
+    const encoder = new JsonLineEncoder(64);
+    encoder.appendLine({ a: 1 });
+    expect(() => encoder.appendLine({ b: 1n })).toThrow(TypeError);
+    encoder.appendLine({ c: 2 });
+    expect(encoder.take().toString('utf8')).toBe('{"a":1}\n{"c":2}\n');
+  });
+
+  it('frozen object reuses its bytes', () => {
+    const shared = deepFreeze({ spiffeId: WEB, tags: ['a', 'b'] });
+    const first = jsonLine({ seq: 1, shared }).toString('utf8');
+    const second = jsonLine({ seq: 2, shared, again: shared }).toString('utf8');
+    expect(first).toBe(`${JSON.stringify({ seq: 1, shared })}\n`);
+    expect(second).toBe(`${JSON.stringify({ seq: 2, shared, again: shared })}\n`);
+  });
+
+  it('object lines with changing tails', () => {
+    const subject = deepFreeze({ spiffeId: WEB });
+    const process = deepFreeze(processOf(7, { ancestry: [{ pid: 1, executable: '/sbin/init', comm: 'init', spiffeId: '' }] }));
+    const mutable = { address: '10.0.0.1', port: 1 };
+    const values: Record<string, unknown>[] = [];
+    for (let i = 0; i < 40; i++) {
+      const value: Record<string, unknown> = { seq: i, time: `t${i}`, node: 'n', type: 'connect', ktimeNs: String(i) };
+      value.subject = subject;
+      value.process = i % 7 === 3 ? deepFreeze(processOf(8)) : process;
+      if (i % 5 !== 4) value.connection = mutable;
+      value.action = i % 11 === 10 ? 'block' : 'allow';
+      if (i % 13 === 12) value.errno = 1;
+      value.gone = undefined;
+      value.severity = 'info';
+      values.push(value);
+    }
+    values.push({ seq: 1 }, { seq: 2, time: 't' }, {}, { a: undefined, b: 1, c: 2, d: 3, e: 4, f: subject });
+    const encoder = new JsonLineEncoder(64);
+    const expected: string[] = [];
+    values.forEach((value, i) => {
+      // A mutable object in the tail changes between lines and must be encoded again.
+      mutable.port = i;
+      encoder.appendObjectLine(value, 5);
+      expected.push(`${JSON.stringify(value)}\n`);
+    });
+    expect(encoder.take().toString('utf8')).toBe(expected.join(''));
+  });
+
+  it('object lines with frozen tails', () => {
+    const shared = deepFreeze({ spiffeId: WEB });
+    const encoder = new JsonLineEncoder(64);
+    for (let i = 0; i < 3; i++) encoder.appendObjectLine({ seq: i, shared, action: 'allow' }, 1);
+    expect(encoder.take().toString('utf8')).toBe(
+      [0, 1, 2].map((i) => `${JSON.stringify({ seq: i, shared, action: 'allow' })}\n`).join(''),
+    );
+  });
+
+  it('growth keeps lines not yet taken', () => {
+    const encoder = new JsonLineEncoder(16);
+    const expected: string[] = [];
+    for (let i = 0; i < 200; i++) {
+      const value = { i, text: 'x'.repeat(i % 37), nested: [i, { deep: 'y'.repeat(i % 5) }] };
+      encoder.appendLine(value);
+      expected.push(`${JSON.stringify(value)}\n`);
+    }
+    expect(encoder.pendingBytes).toBe(Buffer.byteLength(expected.join('')));
+    expect(encoder.take().toString('utf8')).toBe(expected.join(''));
+    expect(encoder.pendingBytes).toBe(0);
+  });
+
+  it('taken bytes stay unchanged by later lines', () => {
+    const encoder = new JsonLineEncoder(32);
+    encoder.appendLine({ first: 'a'.repeat(10) });
+    const taken = encoder.take();
+    const copy = Buffer.from(taken);
+    for (let i = 0; i < 50; i++) encoder.appendLine({ later: 'b'.repeat(i) });
+    expect(taken.equals(copy)).toBe(true);
+  });
+});
