@@ -10,7 +10,7 @@ import {
   RuleRef,
   SubjectSettings,
 } from '../policy/compiled-rule-set';
-import { loadPolicyFiles } from '../policy/loader';
+import { loadPolicyFiles, PolicyFileCache } from '../policy/loader';
 import { PolicySet } from '../policy/types';
 import { subjectMatches } from '../policy/spiffe-selector';
 import { ConfigError, ConfigIssue, formatIssue } from '../util/config-error';
@@ -162,6 +162,8 @@ export class Agent {
   private identities!: IdentitySource;
   /** Processes SPIRE could not attest while it was unavailable, with their start times. */
   private readonly unattested = new Map<number, bigint | null>();
+  /** Policy files parsed at the last load, so a reload parses only the files that changed. */
+  private readonly parsedPolicyFiles = new PolicyFileCache();
   private policySet!: PolicySet;
   private datapath: Datapath | null = null;
   private readonly egressCompiler = new EgressCompiler();
@@ -217,7 +219,7 @@ export class Agent {
     // both kinds of file is reported at once.
     const issues: ConfigIssue[] = [];
     try {
-      this.policySet = loadPolicyFiles(options.policyFiles);
+      this.policySet = loadPolicyFiles(options.policyFiles, this.parsedPolicyFiles);
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;
       issues.push(...error.issues);
@@ -868,7 +870,7 @@ export class Agent {
     let policySet = this.policySet;
     try {
       if (registrationChanged) registration = loadRegistration(this.options.registrationFile);
-      policySet = loadPolicyFiles(this.options.policyFiles);
+      policySet = loadPolicyFiles(this.options.policyFiles, this.parsedPolicyFiles);
     } catch (error) {
       this.rejectReload(error);
       return;

@@ -35,26 +35,121 @@ export function parsePolicySet(text: string, file: string): PolicySet {
  * (not its subdirectories), sorted by name. Throws `ConfigError` listing every issue of every
  * file, including unreadable files and policy names used more than once across the set.
  * Problems that do not stop the set, such as rules that no enforcer applies, are returned in
- * `warnings`.
+ * `warnings`. With a cache, files whose text has not changed since an earlier load are not
+ * parsed again.
  */
-export function loadPolicyFiles(files: string[]): PolicySet {
+export function loadPolicyFiles(files: string[], cache?: PolicyFileCache): PolicySet {
   const issues: ConfigIssue[] = [];
   const expanded = expandPolicyFiles(files, issues);
   const names: NamedAt[] = [];
   const policies: Policy[] = [];
   for (const file of expanded) {
-    let text: string;
+    let parsed: ParsedFile;
     try {
-      text = readFileSync(file, 'utf8');
+      parsed = readParsedFile(file, cache);
     } catch (error) {
       issues.push(fileIssue(file, `cannot read the file: ${(error as Error).message}`));
       continue;
     }
-    policies.push(...parsePolicyText(text, file, issues, names));
+    issues.push(...parsed.issues);
+    names.push(...parsed.names);
+    policies.push(...parsed.policies);
   }
   checkDuplicateNames(names, issues);
   throwOnIssues(issues, expanded);
+  cache?.keepOnly(expanded);
   return { policies, files: expanded, warnings: sortIssues(policyWarnings(policies), expanded) };
+}
+
+interface ParsedFile {
+  /** Device, inode, size and change times of the file when it was read. */
+  stamp: string;
+  text: string;
+  policies: readonly Policy[];
+  names: readonly NamedAt[];
+  issues: readonly ConfigIssue[];
+}
+
+/**
+ * Returns the parse of a file: the cached one when the file's stamp or text is unchanged, else a
+ * new one, which is cached when it has no issues. Throws when the file cannot be read.
+ */
+function readParsedFile(file: string, cache: PolicyFileCache | undefined): ParsedFile {
+  const stamp = cache === undefined ? '' : fileStamp(file);
+  const byStamp = stamp === '' ? undefined : cache?.byStamp(file, stamp);
+  if (byStamp !== undefined) return byStamp;
+  const text = readFileSync(file, 'utf8');
+  const byText = cache?.byText(file, text);
+  if (byText !== undefined) {
+    cache?.set(file, { ...byText, stamp });
+    return byText;
+  }
+  const issues: ConfigIssue[] = [];
+  const names: NamedAt[] = [];
+  const policies = parsePolicyText(text, file, issues, names);
+  const parsed = { stamp, text, policies, names, issues };
+  if (issues.length === 0) cache?.set(file, parsed);
+  return parsed;
+}
+
+/**
+ * A file changed within this many nanoseconds before it was read could change again within the
+ * same timestamp tick of a file system with coarse timestamps, keeping its stamp.
+ */
+const RACY_STAMP_NS = 2_000_000_000n;
+
+/**
+ * Returns the stamp of a file, or '' when the file changed too recently for its stamp to tell
+ * later writes apart. An empty stamp matches no cached stamp, so the next load compares the text.
+ */
+function fileStamp(file: string): string {
+  const stat = statSync(file, { bigint: true });
+  const changedNs = stat.ctimeNs > stat.mtimeNs ? stat.ctimeNs : stat.mtimeNs;
+  if (BigInt(Date.now()) * 1_000_000n - changedNs < RACY_STAMP_NS) return '';
+  return `${stat.dev}:${stat.ino}:${stat.size}:${stat.mtimeNs}:${stat.ctimeNs}`;
+}
+
+/**
+ * The policies of each file that parsed without errors, with the text they came from, so that
+ * loadPolicyFiles parses again only the files whose text changed, and reads again only the
+ * files whose inode, size or timestamps changed. A reload after one file
+ * changed then costs one parse and a read of the others, and the policies of unchanged files
+ * stay the same objects, which the egress compiler uses to skip them.
+ */
+export class PolicyFileCache {
+  private readonly files = new Map<string, ParsedFile>();
+
+  /**
+   * Returns the parse of `file` when the file has the same device, inode, size and change
+   * times as when it was parsed, so it is not read again.
+   */
+  byStamp(file: string, stamp: string): ParsedFile | undefined {
+    const parsed = this.files.get(file);
+    return parsed !== undefined && parsed.stamp === stamp ? parsed : undefined;
+  }
+
+  /** Returns the parse of `file` when it was made from the same text. */
+  byText(file: string, text: string): ParsedFile | undefined {
+    const parsed = this.files.get(file);
+    return parsed !== undefined && parsed.text === text ? parsed : undefined;
+  }
+
+  set(file: string, parsed: ParsedFile): void {
+    this.files.set(file, parsed);
+  }
+
+  /** Forgets the files that are not in `files`, after a load that succeeded. */
+  keepOnly(files: readonly string[]): void {
+    const kept = new Set(files);
+    for (const file of this.files.keys()) {
+      if (!kept.has(file)) this.files.delete(file);
+    }
+  }
+
+  /** Number of files held. */
+  get size(): number {
+    return this.files.size;
+  }
 }
 
 /** Replaces each directory with its policy files and records unreadable paths as issues. */

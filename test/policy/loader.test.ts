@@ -2,7 +2,7 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadPolicyFiles, parsePolicies } from '../../src/policy/loader';
+import { loadPolicyFiles, parsePolicies, PolicyFileCache } from '../../src/policy/loader';
 import { ConfigError, formatIssue } from '../../src/util/config-error';
 
 /** Joins lines with newlines, so that line numbers in a case are easy to count. */
@@ -462,5 +462,62 @@ describe('loadPolicyFiles', () => {
     const load = () => loadPolicyFiles([join(root, 'dir'), `${directoryAsFile}/x.yaml`]);
     expect(load).toThrow(ConfigError);
     expect(load).toThrow(/x\.yaml:1:1: error: cannot read the path/);
+  });
+});
+
+describe('loadPolicyFiles with a PolicyFileCache', () => {
+  const root = mkdtempSync(join(tmpdir(), 'sigil-policy-cache-'));
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+  const policyText = (name: string, subject = 'spiffe://a/b') =>
+    lines(...HEADER, `metadata: {name: ${name}}`, `spec: {subject: {spiffeId: "${subject}"}}`);
+  const write = (path: string, text: string) => {
+    const file = join(root, path);
+    writeFileSync(file, text);
+    return file;
+  };
+
+  it('keeps the policies of unchanged files and parses a changed one', () => {
+    const first = write('keep-1.yaml', policyText('one'));
+    const second = write('keep-2.yaml', policyText('two'));
+    const cache = new PolicyFileCache();
+
+    const before = loadPolicyFiles([first, second], cache);
+    write('keep-2.yaml', policyText('two', 'spiffe://a/c'));
+    const after = loadPolicyFiles([first, second], cache);
+
+    expect(after.policies[0]).toBe(before.policies[0]);
+    expect(after.policies[1]).not.toBe(before.policies[1]);
+    expect(after.policies[1].subject).toEqual(loadPolicyFiles([second]).policies[0].subject);
+  });
+
+  it('reports the errors of a file again on every load', () => {
+    const good = write('errors-good.yaml', policyText('good'));
+    const bad = write('errors-bad.yaml', lines(policyText('bad'), 'extra: 1'));
+    const cache = new PolicyFileCache();
+
+    expect(() => loadPolicyFiles([good, bad], cache)).toThrow(/unknown field "extra"/);
+    expect(() => loadPolicyFiles([good, bad], cache)).toThrow(/unknown field "extra"/);
+  });
+
+  it('finds a duplicate name between a cached file and a changed one', () => {
+    const first = write('dup-1.yaml', policyText('first'));
+    const second = write('dup-2.yaml', policyText('second'));
+    const cache = new PolicyFileCache();
+    loadPolicyFiles([first, second], cache);
+
+    write('dup-2.yaml', policyText('first'));
+    expect(() => loadPolicyFiles([first, second], cache)).toThrow(/duplicate policy name "first"/);
+  });
+
+  it('forgets files that are no longer loaded', () => {
+    const first = write('gone-1.yaml', policyText('kept'));
+    const second = write('gone-2.yaml', policyText('dropped'));
+    const cache = new PolicyFileCache();
+
+    loadPolicyFiles([first, second], cache);
+    expect(cache.size).toBe(2);
+    loadPolicyFiles([first], cache);
+    expect(cache.size).toBe(1);
   });
 });
