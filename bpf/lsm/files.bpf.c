@@ -19,7 +19,7 @@
 #include <bpf/bpf_tracing.h>
 
 #include "lsm_maps.bpf.h"
-#include "decision.bpf.h"
+#include "path_verdict.bpf.h"
 #include "path.bpf.h"
 
 #define EAGAIN 11
