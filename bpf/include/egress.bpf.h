@@ -68,9 +68,8 @@ static __always_inline void sigil_scan_rules(const struct sigil_rule_list *list,
 			continue;
 		if (dst->port < rule->port_lo || dst->port > rule->port_hi)
 			continue;
-		/* the strongest action wins; among equals, the rule that comes first in the set */
-		if (rule->action > verdict->action ||
-		    (rule->action == verdict->action && rule->rule_index < verdict->rule_index)) {
+		if (sigil_outranks(rule->action, rule->rule_index, verdict->action,
+				   verdict->rule_index)) {
 			verdict->action = rule->action;
 			verdict->rule_index = rule->rule_index;
 			verdict->reason = SIGIL_REASON_RULE;
@@ -158,8 +157,8 @@ static __always_inline void sigil_emit_connect(__u32 tgid, __u32 subject, __u32 
 	record->enforcer = enforcer;
 	bpf_get_current_comm(record->comm, sizeof(record->comm));
 
-	/* submit */
-	bpf_ringbuf_submit(record, 0);
+	/* submit; only a Block record wakes the consumer at once */
+	bpf_ringbuf_submit(record, sigil_event_submit_flags(denied));
 }
 
 /*

@@ -104,18 +104,37 @@ static __always_inline void *sigil_reserve_event(__u32 type, __u32 size)
 }
 
 /*
+ * Records of sigil_events that do not wake the consumer wake it once the
+ * ring holds SIGIL_WAKEUP_BYTES of unread data: the record that finds the
+ * unread data within SIGIL_WAKEUP_WINDOW above that mark forces a wakeup.
+ * The ring stays readable for the consumer's poll while it contains data,
+ * so one wakeup per crossing is enough, and a consumer that lags far behind
+ * does not cost every later record a wakeup. A forced wakeup cost a connect
+ * record about 10 us on a 2-vCPU VM, an estimate from bench/connect-cost.js
+ * runs with a 64 KiB window.
+ * NOTE: when other CPUs reserve more than the window between one record's
+ * reserve and its query, the crossing can pass without a wakeup, and the
+ * consumer reads the backlog at its poll timeout.
+ */
+#define SIGIL_WAKEUP_BYTES (SIGIL_RINGBUF_BYTES / 8)
+#define SIGIL_WAKEUP_WINDOW (8 * 1024)
+
+/*
  * Returns the bpf_ringbuf_submit flags for a record of sigil_events. Waking
  * the consumer for every record costs more than the rest of an open (about
  * 7 us against 0.6 us, measured with bench/open-exec-cost.js), so records
- * that need no prompt reading (wake false) wake it only once the ring is an
- * eighth full. The consumer reads them at its poll timeout (100 ms in
+ * that need no prompt reading (wake false) wake it only at the mark above.
+ * The consumer reads them at its poll timeout (100 ms in
  * native/ring_buffer_consumer.cc) or when another record wakes it.
  */
 static __always_inline __u64 sigil_event_submit_flags(bool wake)
 {
+	__u64 unread;
+
 	if (wake)
 		return 0;
-	if (bpf_ringbuf_query(&sigil_events, BPF_RB_AVAIL_DATA) > SIGIL_RINGBUF_BYTES / 8)
+	unread = bpf_ringbuf_query(&sigil_events, BPF_RB_AVAIL_DATA);
+	if (unread >= SIGIL_WAKEUP_BYTES && unread < SIGIL_WAKEUP_BYTES + SIGIL_WAKEUP_WINDOW)
 		return BPF_RB_FORCE_WAKEUP;
 	return BPF_RB_NO_WAKEUP;
 }
@@ -129,6 +148,17 @@ static __always_inline void sigil_current_ids(__u32 *ppid, __u32 *uid, __u32 *gi
 	*ppid = BPF_CORE_READ(task, real_parent, tgid);
 	*uid = (__u32)uid_gid;
 	*gid = uid_gid >> 32;
+}
+
+/*
+ * Returns whether a rule (action, rule_index) outranks the verdict so far
+ * (current_action, current_index): the stronger action wins, Block over Audit
+ * over Allow, and among equal actions the rule that comes first in the set.
+ */
+static __always_inline bool sigil_outranks(__u8 action, __u32 rule_index, __u8 current_action,
+					   __u32 current_index)
+{
+	return action > current_action || (action == current_action && rule_index < current_index);
 }
 
 /* Returns the identity id of a tgid, or 0 when it has none. */

@@ -25,8 +25,7 @@ static __always_inline void raise_verdict(struct path_verdict *verdict,
 {
 	if (rule->action == SIGIL_ACTION_NONE)
 		return;
-	if (rule->action > verdict->action ||
-	    (rule->action == verdict->action && rule->rule_index < verdict->rule_index)) {
+	if (sigil_outranks(rule->action, rule->rule_index, verdict->action, verdict->rule_index)) {
 		verdict->action = rule->action;
 		verdict->rule_index = rule->rule_index;
 		verdict->reason = SIGIL_REASON_RULE;
@@ -40,8 +39,7 @@ static __always_inline void merge_verdict(struct path_verdict *verdict,
 {
 	if (other->action == SIGIL_ACTION_NONE)
 		return;
-	if (other->action > verdict->action ||
-	    (other->action == verdict->action && other->rule_index < verdict->rule_index))
+	if (sigil_outranks(other->action, other->rule_index, verdict->action, verdict->rule_index))
 		*verdict = *other;
 }
 
