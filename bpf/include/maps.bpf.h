@@ -105,7 +105,7 @@ static __always_inline void *sigil_reserve_event(__u32 type, __u32 size)
 
 /*
  * Records of sigil_events that do not wake the consumer wake it once the
- * ring holds SIGIL_WAKEUP_BYTES of unread data: the record that finds the
+ * ring contains SIGIL_WAKEUP_BYTES of unread data: the record that finds the
  * unread data within SIGIL_WAKEUP_WINDOW above that mark forces a wakeup.
  * The ring stays readable for the consumer's poll while it contains data,
  * so one wakeup per crossing is enough, and a consumer that lags far behind
