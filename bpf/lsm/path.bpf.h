@@ -27,12 +27,6 @@
 
 #include "path_verdict.bpf.h"
 
-/*
- * Bytes of the path that one bpf_loop step hashes. Each step is an indirect
- * call, so taking 16 bytes a step makes one call where one a byte made 16.
- */
-#define PATH_BYTES_PER_STEP 16
-
 /* State of one pass over a path, shared with the bpf_loop callback. */
 struct path_walk {
 	struct sigil_lsm_path_buffer *buffer;
@@ -42,7 +36,6 @@ struct path_walk {
 	__u64 hash;
 	struct path_verdict verdict;
 	struct sigil_lsm_verdict parent;	/* non-recursive rules of the directory at the latest '/' */
-	__u32 length;		/* bytes of the path to hash, without its NUL */
 	__u8 write_intent;
 	__u8 last;		/* the last byte hashed */
 };
@@ -52,40 +45,30 @@ static __always_inline __u64 fnv1a_step(__u64 hash, __u8 byte)
 	return (hash ^ byte) * SIGIL_LSM_FNV_PRIME;
 }
 
-/* Hashes one byte of the path and, at a '/', looks up the directory that it ends. */
-static __always_inline void walk_path_byte(struct path_walk *walk, __u8 byte)
+/* bpf_loop callback: hashes byte index of the path and looks up the directory it ends. */
+static long walk_path_byte(__u32 index, void *context)
 {
+	struct path_walk *walk = context;
 	struct sigil_lsm_directory_rules *rules;
+	struct sigil_lsm_path_buffer *buffer = walk->buffer;
+	__u8 byte;
 
+	byte = buffer->path[index & (SIGIL_LSM_PATH_BUFFER - 1)];
 	walk->hash = fnv1a_step(walk->hash, byte);
 	walk->last = byte;
 	if (byte != '/')
-		return;
+		return 0;
 
 	/* another directory follows, so the previous one is not the parent */
 	walk->parent.action = SIGIL_ACTION_NONE;
 	walk->key.hash = walk->hash;
 	rules = bpf_map_lookup_elem(walk->directories, &walk->key);
 	if (!rules)
-		return;
+		return 0;
 	raise_verdict(&walk->verdict,
 		      walk->write_intent ? &rules->subtree.write : &rules->subtree.read,
 		      SIGIL_LSM_MATCH_SUBTREE);
 	walk->parent = walk->write_intent ? rules->direct.write : rules->direct.read;
-}
-
-/* bpf_loop callback: hashes bytes PATH_BYTES_PER_STEP * index onwards. Returns 1 at the end. */
-static long walk_path_bytes(__u32 index, void *context)
-{
-	struct path_walk *walk = context;
-	struct sigil_lsm_path_buffer *buffer = walk->buffer;
-	__u32 offset = index * PATH_BYTES_PER_STEP;
-
-	for (__u32 i = 0; i < PATH_BYTES_PER_STEP; i++) {
-		if (offset + i >= walk->length)
-			return 1;
-		walk_path_byte(walk, buffer->path[(offset + i) & (SIGIL_LSM_PATH_BUFFER - 1)]);
-	}
 	return 0;
 }
 
@@ -105,9 +88,7 @@ static __always_inline void match_directories(struct path_walk *walk,
 	walk->verdict = (struct path_verdict){};
 	walk->parent = (struct sigil_lsm_verdict){};
 	walk->last = 0;
-	walk->length = path_len - 1;
-	bpf_loop((walk->length + PATH_BYTES_PER_STEP - 1) / PATH_BYTES_PER_STEP, walk_path_bytes,
-		 walk, 0);
+	bpf_loop(path_len - 1, walk_path_byte, walk, 0);
 
 	/* the directory of the last '/' is the parent */
 	raise_verdict(&walk->verdict, &walk->parent, SIGIL_LSM_MATCH_DIRECTORY);
