@@ -3,7 +3,9 @@
 // rules over 1,000 identities through BPF LSM, against the same loops with no
 // agent, in the same run. Runs inside the test VM (Linux 6.1 with BPF LSM),
 // started from the host by bench/lsm-cost-vm.sh. The VM is emulated (TCG),
-// so only the ratios mean anything.
+// so only the ratios mean anything. While the agent runs, kernel.bpf_stats_enabled is on, and
+// the bench reports the mean run time of the LSM program that ran most often during the open
+// loop (lsm/file_open), read from the agent's program descriptors in /proc/PID/fdinfo.
 // Usage (guest, root, in /sigil): node bench/lsm-cost.js LOOP_BINARY [ROUNDS] [OPENS] [EXECS]
 'use strict';
 const { spawn, spawnSync } = require('node:child_process');
@@ -20,6 +22,8 @@ const PIN_DIR = '/sys/fs/bpf/sigil-bench';
 const EVENTS_LOG = `${ROOT}/events.jsonl`;
 const AGENT_LOG = `${ROOT}/agent.log`;
 const OPENED = '/bench/data/w0/0/file';
+const STATS_SWITCH = '/proc/sys/kernel/bpf_stats_enabled';
+const BPF_PROG_TYPE_LSM = 29;
 const EXECUTED = '/bench/bin/w0/0/true';
 
 function sleep(ms) {
@@ -136,6 +140,40 @@ async function stopAgent(child) {
   if (result.status !== 0) throw new Error(`uninstall failed: ${result.stderr}`);
 }
 
+/** Returns run_cnt and run_time_ns of each BPF LSM program that process pid has open, by id. */
+function lsmProgramStats(pid) {
+  const stats = new Map();
+  const directory = `/proc/${pid}/fdinfo`;
+  for (const fd of fs.readdirSync(directory)) {
+    let text;
+    try {
+      text = fs.readFileSync(`${directory}/${fd}`, 'utf8');
+    } catch {
+      continue;
+    }
+    const fields = Object.fromEntries(
+      text
+        .split('\n')
+        .map((line) => line.split(':\t'))
+        .filter((pair) => pair.length === 2),
+    );
+    if (Number(fields.prog_type) !== BPF_PROG_TYPE_LSM) continue;
+    stats.set(fields.prog_id, { runs: Number(fields.run_cnt), ns: Number(fields.run_time_ns) });
+  }
+  return stats;
+}
+
+/** Returns the mean run time in ns of the program with the most runs between two snapshots. */
+function busiestProgramRunTime(before, after) {
+  let best = { runs: 0, ns: 0 };
+  for (const [id, end] of after) {
+    const start = before.get(id) ?? { runs: 0, ns: 0 };
+    const runs = end.runs - start.runs;
+    if (runs > best.runs) best = { runs, ns: end.ns - start.ns };
+  }
+  return best.runs ? best.ns / best.runs : NaN;
+}
+
 /** Counts the loop's exec events that carry the bench identity, to show the loops ran as w0. */
 function identifiedLoopExecs() {
   if (!fs.existsSync(EVENTS_LOG)) return 0;
@@ -154,15 +192,20 @@ async function main() {
   }
   writeFixtures();
   const results = { open: { baseline: [], enforced: [] }, exec: { baseline: [], enforced: [] } };
+  const fileOpenRunTimes = [];
   const rounds = Number(ROUNDS);
   for (let round = 0; round < rounds; round++) {
     results.open.baseline.push(runLoop('open', OPENED, Number(OPENS)));
     results.exec.baseline.push(runLoop('exec', EXECUTED, Number(EXECS)));
     const agent = await startAgent();
     try {
+      fs.writeFileSync(STATS_SWITCH, '1');
+      const before = lsmProgramStats(agent.pid);
       results.open.enforced.push(runLoop('open', OPENED, Number(OPENS)));
+      fileOpenRunTimes.push(busiestProgramRunTime(before, lsmProgramStats(agent.pid)));
       results.exec.enforced.push(runLoop('exec', EXECUTED, Number(EXECS)));
     } finally {
+      fs.writeFileSync(STATS_SWITCH, '0');
       await stopAgent(agent);
     }
   }
@@ -175,6 +218,10 @@ async function main() {
     `kernel ${os.release()}, ${os.cpus().length} CPUs, LSMs ${fs.readFileSync('/sys/kernel/security/lsm', 'utf8').trim()}`,
   );
   console.log(`exec events of the loop with the bench SPIFFE ID: ${identifiedLoopExecs()}`);
+  console.log(
+    `lsm/file_open run time during the open loop: median ${median(fileOpenRunTimes).toFixed(0)} ns, ` +
+      `per round ${fileOpenRunTimes.map((value) => value.toFixed(0)).join(' ')}`,
+  );
   for (const operation of ['open', 'exec']) {
     const { baseline, enforced } = results[operation];
     const ratios = enforced.map((value, index) => value / baseline[index]);

@@ -10,64 +10,13 @@
 #include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 
-#include "maps.bpf.h"
+#include "egress.bpf.h"
 
-#define AF_INET 2
-#define AF_INET6 10
-#define IPPROTO_TCP 6
-#define IPPROTO_UDP 17
 #define SIGIL_CURRENT_NETNS (-1)
 
 /* Socket programs of this type allow the call with 1 and reject it with EPERM with 0. */
 #define SIGIL_SOCK_ALLOW 1
 #define SIGIL_SOCK_REJECT 0
-
-/*
- * The inner map templates give sizes, not BTF types: Linux 6.1 compares a
- * BTF-derived field of the template with the same field of an inner map
- * created from user space, which never matches, and rejects every insert.
- */
-/* Generation -> per-subject settings of that rule set. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
-	__uint(max_entries, SIGIL_GENERATIONS);
-	__type(key, __u32);
-	__array(values, struct {
-		__uint(type, BPF_MAP_TYPE_HASH);
-		__uint(map_flags, BPF_F_NO_PREALLOC);
-		__uint(max_entries, SIGIL_MAX_SUBJECTS);
-		__uint(key_size, sizeof(__u32));
-		__uint(value_size, sizeof(struct sigil_subject));
-	});
-} sigil_subjects SEC(".maps");
-
-/* Generation -> peer rules of that rule set. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
-	__uint(max_entries, SIGIL_GENERATIONS);
-	__type(key, __u32);
-	__array(values, struct {
-		__uint(type, BPF_MAP_TYPE_HASH);
-		__uint(map_flags, BPF_F_NO_PREALLOC);
-		__uint(max_entries, SIGIL_MAX_PEER_KEYS);
-		__uint(key_size, sizeof(struct sigil_peer_key));
-		__uint(value_size, sizeof(struct sigil_rule_list));
-	});
-} sigil_peer_rules SEC(".maps");
-
-/* Generation -> CIDR rules of that rule set. */
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);
-	__uint(max_entries, SIGIL_GENERATIONS);
-	__type(key, __u32);
-	__array(values, struct {
-		__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-		__uint(map_flags, BPF_F_NO_PREALLOC);
-		__uint(max_entries, SIGIL_MAX_CIDR_KEYS);
-		__uint(key_size, sizeof(struct sigil_cidr_key));
-		__uint(value_size, sizeof(struct sigil_rule_list));
-	});
-} sigil_cidr_rules SEC(".maps");
 
 /* Owner of each bound socket, written at post_bind. */
 struct {
@@ -77,45 +26,20 @@ struct {
 	__type(value, struct sigil_socket_owner);
 } sigil_socket_owners SEC(".maps");
 
-/* Verdict of the rule maps for one connect. */
-struct sigil_verdict {
-	__u32 rule_index;
-	__u8 action;
-	__u8 reason;
-};
-
-/* Destination of a connect, IPv4 stored IPv4-mapped. */
-struct sigil_destination {
-	__u8 addr[16];
-	__u16 port;
-	__u16 family;
-	__u8 protocol;
-	__u8 is_v4;
-};
-
 /* Reports a bind by a process with an identity; a full ring buffer is counted. */
 static __always_inline void emit_bind(struct bpf_sock *sk, int family, __u32 tgid, __u32 subject)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	__u64 uid_gid = bpf_get_current_uid_gid();
 	struct sigil_bind_record *record;
 	__u32 *words;
 
 	/* reserve the record */
-	record = bpf_ringbuf_reserve(&sigil_events, sizeof(*record), 0);
-	if (!record) {
-		sigil_count_drop(SIGIL_DROP_EVENTS_RINGBUF_FULL);
+	record = sigil_reserve_event(SIGIL_RECORD_BIND, sizeof(*record));
+	if (!record)
 		return;
-	}
 
 	/* fill it */
-	record->header.type = SIGIL_RECORD_BIND;
-	record->header.size = sizeof(*record);
-	record->header.ktime_ns = bpf_ktime_get_boot_ns();
 	record->tgid = tgid;
-	record->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	record->uid = (__u32)uid_gid;
-	record->gid = uid_gid >> 32;
+	sigil_current_ids(&record->ppid, &record->uid, &record->gid);
 	record->subject_id = subject;
 	record->pad = 0;
 	record->cgroup_id = bpf_get_current_cgroup_id();
@@ -176,7 +100,7 @@ int sigil_post_bind6(struct bpf_sock *sk)
 
 /* Fills dst from the connect context. */
 static __always_inline void read_destination(struct bpf_sock_addr *ctx, int family,
-					     struct sigil_destination *dst)
+					     struct sigil_endpoint *dst)
 {
 	__u32 *words = (__u32 *)dst->addr;
 
@@ -209,7 +133,7 @@ static __always_inline void read_destination(struct bpf_sock_addr *ctx, int fami
 
 /* Finds the local socket the destination reaches, and returns its owner's identity. */
 static __always_inline __u32 find_peer(struct bpf_sock_addr *ctx,
-				       const struct sigil_destination *dst, __u32 *peer_tgid)
+				       const struct sigil_endpoint *dst, __u32 *peer_tgid)
 {
 	struct bpf_sock_tuple tuple = {};
 	struct sigil_socket_owner *owner;
@@ -245,148 +169,25 @@ static __always_inline __u32 find_peer(struct bpf_sock_addr *ctx,
 	return peer;
 }
 
-/* Raises verdict to the strongest rule of list that matches the destination. */
-static __always_inline void scan_rules(const struct sigil_rule_list *list,
-				       const struct sigil_destination *dst,
-				       struct sigil_verdict *verdict)
-{
-	__u32 count = list->count;
-
-	for (__u32 i = 0; i < SIGIL_RULES_PER_KEY; i++) {
-		const struct sigil_rule *rule = &list->rules[i];
-
-		if (i >= count)
-			break;
-		if (rule->protocol && rule->protocol != dst->protocol)
-			continue;
-		if (dst->port < rule->port_lo || dst->port > rule->port_hi)
-			continue;
-		/* the strongest action wins; among equals, the rule that comes first in the set */
-		if (rule->action > verdict->action ||
-		    (rule->action == verdict->action && rule->rule_index < verdict->rule_index)) {
-			verdict->action = rule->action;
-			verdict->rule_index = rule->rule_index;
-			verdict->reason = SIGIL_REASON_RULE;
-		}
-	}
-}
-
-/* Applies the rule set of generation gen to a connect from subject to peer at dst. */
-static __always_inline void decide(__u32 gen, __u32 subject, __u32 peer,
-				   const struct sigil_destination *dst,
-				   struct sigil_verdict *verdict)
-{
-	struct sigil_cidr_key cidr_key = {};
-	struct sigil_peer_key peer_key = {};
-	struct sigil_rule_list *list;
-	struct sigil_subject *settings;
-	void *subjects, *peer_rules, *cidr_rules;
-
-	subjects = bpf_map_lookup_elem(&sigil_subjects, &gen);
-	if (!subjects)
-		return;
-	settings = bpf_map_lookup_elem(subjects, &subject);
-	if (!settings)
-		return;
-
-	/* rules on the peer's identity */
-	peer_rules = bpf_map_lookup_elem(&sigil_peer_rules, &gen);
-	if (peer && peer_rules) {
-		peer_key.subject = subject;
-		peer_key.peer = peer;
-		list = bpf_map_lookup_elem(peer_rules, &peer_key);
-		if (list)
-			scan_rules(list, dst, verdict);
-	}
-
-	/* rules on the destination address, the longest prefix holding its ancestors' rules */
-	cidr_rules = bpf_map_lookup_elem(&sigil_cidr_rules, &gen);
-	if (cidr_rules) {
-		cidr_key.prefixlen = 32 + 128;
-		cidr_key.subject = bpf_htonl(subject);
-		__builtin_memcpy(cidr_key.addr, dst->addr, 16);
-		list = bpf_map_lookup_elem(cidr_rules, &cidr_key);
-		if (list)
-			scan_rules(list, dst, verdict);
-	}
-
-	/* nothing matched: the posture applies where the subject has Allow rules */
-	if (verdict->action == SIGIL_ACTION_NONE &&
-	    (settings->flags & SIGIL_SUBJECT_HAS_EGRESS_ALLOW)) {
-		verdict->action = settings->egress_posture;
-		verdict->reason = SIGIL_REASON_POSTURE;
-	}
-}
-
-/* Writes a connect record; a full ring buffer is counted, never silent. */
-static __always_inline void emit_connect(__u32 tgid, __u32 subject, __u32 peer, __u32 peer_tgid,
-					 __u32 gen, const struct sigil_destination *dst,
-					 const struct sigil_verdict *verdict, __u8 denied)
-{
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	__u64 uid_gid = bpf_get_current_uid_gid();
-	struct sigil_connect_record *record;
-
-	/* reserve the record */
-	record = bpf_ringbuf_reserve(&sigil_events, sizeof(*record), 0);
-	if (!record) {
-		sigil_count_drop(SIGIL_DROP_EVENTS_RINGBUF_FULL);
-		return;
-	}
-
-	/* fill it */
-	record->header.type = SIGIL_RECORD_CONNECT;
-	record->header.size = sizeof(*record);
-	record->header.ktime_ns = bpf_ktime_get_boot_ns();
-	record->tgid = tgid;
-	record->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	record->uid = (__u32)uid_gid;
-	record->gid = uid_gid >> 32;
-	record->subject_id = subject;
-	record->peer_id = peer;
-	record->generation = gen;
-	record->rule_index = verdict->rule_index;
-	record->cgroup_id = bpf_get_current_cgroup_id();
-	record->family = dst->family;
-	record->port = dst->port;
-	record->protocol = dst->protocol;
-	record->action = verdict->action;
-	record->reason = verdict->reason;
-	record->denied = denied;
-	__builtin_memcpy(record->addr, dst->addr, 16);
-	record->peer_tgid = peer_tgid;
-	record->enforcer = SIGIL_CONNECT_BY_CGROUP;
-	bpf_get_current_comm(record->comm, sizeof(record->comm));
-
-	/* submit */
-	bpf_ringbuf_submit(record, 0);
-}
-
 /* Decides one connect() and returns the socket program verdict. */
 static __always_inline int handle_connect(struct bpf_sock_addr *ctx, int family)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct sigil_verdict verdict = {};
-	struct sigil_destination dst = {};
+	struct sigil_endpoint dst = {};
 	struct sigil_settings *settings;
-	__u32 zero = 0, subject, peer, peer_tgid = 0, gen;
-	__u8 denied;
+	__u32 zero = 0, subject, peer, peer_tgid = 0;
 
 	settings = bpf_map_lookup_elem(&sigil_settings, &zero);
 	if (!settings)
 		return SIGIL_SOCK_ALLOW;
-	gen = settings->generation;
 
 	read_destination(ctx, family, &dst);
 	subject = sigil_identity_of(tgid);
 	peer = find_peer(ctx, &dst, &peer_tgid);
-	decide(gen, subject, peer, &dst, &verdict);
-
-	denied = verdict.action == SIGIL_ACTION_BLOCK;
-	if (subject || peer || verdict.action != SIGIL_ACTION_NONE ||
-	    (settings->flags & SIGIL_SETTINGS_EMIT_ALL_CONNECTS))
-		emit_connect(tgid, subject, peer, peer_tgid, gen, &dst, &verdict, denied);
-	return denied ? SIGIL_SOCK_REJECT : SIGIL_SOCK_ALLOW;
+	if (sigil_decide_connect(settings, tgid, subject, peer, peer_tgid, &dst,
+				 SIGIL_CONNECT_BY_CGROUP))
+		return SIGIL_SOCK_REJECT;
+	return SIGIL_SOCK_ALLOW;
 }
 
 SEC("cgroup/connect4")

@@ -5,5 +5,6 @@
 
 #define SIGIL_DEFINE_MAPS
 #include "maps.bpf.h"
+#include "egress.bpf.h"
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";

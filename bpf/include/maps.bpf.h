@@ -16,6 +16,30 @@
 #define SIGIL_MAP extern
 #endif
 
+/*
+ * The type of an outer map from rule-set generation to an inner map of that
+ * generation's rules: SIGIL_MAP SIGIL_GENERATION_MAP(...) name SEC(".maps");
+ * User space creates the inner maps with the same type, sizes and flags.
+ * The inner template gives key_size and value_size, not BTF types. An
+ * inner-map template created with BTF gets timer_off -ENOENT on Linux 6.1,
+ * while a map that user space creates without BTF gets -EINVAL, so 6.1
+ * rejects every inner map user space inserts (EINVAL). Without BTF the two
+ * match, and newer kernels accept either way.
+ */
+#define SIGIL_GENERATION_MAP(inner_type, inner_max_entries, inner_key, inner_value)	\
+	struct {								\
+		__uint(type, BPF_MAP_TYPE_HASH_OF_MAPS);			\
+		__uint(max_entries, SIGIL_GENERATIONS);				\
+		__type(key, __u32);						\
+		__array(values, struct {					\
+			__uint(type, inner_type);				\
+			__uint(map_flags, BPF_F_NO_PREALLOC);			\
+			__uint(max_entries, inner_max_entries);			\
+			__uint(key_size, sizeof(inner_key));			\
+			__uint(value_size, sizeof(inner_value));		\
+		});								\
+	}
+
 /* Rule-set settings: index 0 contains the active generation. */
 SIGIL_MAP struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -59,6 +83,82 @@ static __always_inline void sigil_count_drop(__u32 reason)
 
 	if (count)
 		__sync_fetch_and_add(count, 1);
+}
+
+/*
+ * Reserves a record of size bytes in sigil_events and fills its header.
+ * Returns NULL when the ring buffer is full, which is counted, never silent.
+ */
+static __always_inline void *sigil_reserve_event(__u32 type, __u32 size)
+{
+	struct sigil_record_header *header = bpf_ringbuf_reserve(&sigil_events, size, 0);
+
+	if (!header) {
+		sigil_count_drop(SIGIL_DROP_EVENTS_RINGBUF_FULL);
+		return NULL;
+	}
+	header->type = type;
+	header->size = size;
+	header->ktime_ns = bpf_ktime_get_boot_ns();
+	return header;
+}
+
+/*
+ * Records of sigil_events that do not wake the consumer wake it once the
+ * ring contains SIGIL_WAKEUP_BYTES of unread data: the record that finds the
+ * unread data within SIGIL_WAKEUP_WINDOW above that mark forces a wakeup.
+ * The ring stays readable for the consumer's poll while it contains data,
+ * so one wakeup per crossing is enough, and a consumer that lags far behind
+ * does not cost every later record a wakeup. A forced wakeup cost a connect
+ * record about 10 us on a 2-vCPU VM, an estimate from bench/connect-cost.js
+ * runs with a 64 KiB window.
+ * NOTE: when other CPUs reserve more than the window between one record's
+ * reserve and its query, the crossing can pass without a wakeup, and the
+ * consumer reads the backlog at its poll timeout.
+ */
+#define SIGIL_WAKEUP_BYTES (SIGIL_RINGBUF_BYTES / 8)
+#define SIGIL_WAKEUP_WINDOW (8 * 1024)
+
+/*
+ * Returns the bpf_ringbuf_submit flags for a record of sigil_events. Waking
+ * the consumer for every record costs more than the rest of an open (about
+ * 7 us against 0.6 us, measured with bench/open-exec-cost.js), so records
+ * that need no prompt reading (wake false) wake it only at the mark above.
+ * The consumer reads them at its poll timeout (100 ms in
+ * native/ring_buffer_consumer.cc) or when another record wakes it.
+ */
+static __always_inline __u64 sigil_event_submit_flags(bool wake)
+{
+	__u64 unread;
+
+	if (wake)
+		return 0;
+	unread = bpf_ringbuf_query(&sigil_events, BPF_RB_AVAIL_DATA);
+	if (unread >= SIGIL_WAKEUP_BYTES && unread < SIGIL_WAKEUP_BYTES + SIGIL_WAKEUP_WINDOW)
+		return BPF_RB_FORCE_WAKEUP;
+	return BPF_RB_NO_WAKEUP;
+}
+
+/* Stores the parent's tgid, the uid and the gid of the current process. */
+static __always_inline void sigil_current_ids(__u32 *ppid, __u32 *uid, __u32 *gid)
+{
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+
+	*ppid = BPF_CORE_READ(task, real_parent, tgid);
+	*uid = (__u32)uid_gid;
+	*gid = uid_gid >> 32;
+}
+
+/*
+ * Returns whether a rule (action, rule_index) outranks the verdict so far
+ * (current_action, current_index): the stronger action wins, Block over Audit
+ * over Allow, and among equal actions the rule that comes first in the set.
+ */
+static __always_inline bool sigil_outranks(__u8 action, __u32 rule_index, __u8 current_action,
+					   __u32 current_index)
+{
+	return action > current_action || (action == current_action && rule_index < current_index);
 }
 
 /* Returns the identity id of a tgid, or 0 when it has none. */

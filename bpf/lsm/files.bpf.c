@@ -19,7 +19,7 @@
 #include <bpf/bpf_tracing.h>
 
 #include "lsm_maps.bpf.h"
-#include "decision.bpf.h"
+#include "path_verdict.bpf.h"
 #include "path.bpf.h"
 
 #define EAGAIN 11
@@ -108,6 +108,7 @@ static __always_inline void emit_decision(const struct file_access *access,
 	struct sigil_exec_decision_record *exec_record = NULL;
 	struct sigil_path_decision *out;
 	char *comm, *path;
+	__u64 flags;
 
 	/* reserve the record */
 	if (access->kind == SIGIL_LSM_KIND_EXEC) {
@@ -152,11 +153,12 @@ static __always_inline void emit_decision(const struct file_access *access,
 		path[0] = '\0';
 	}
 
-	/* submit */
+	/* submit; only a Block record wakes the consumer at once */
+	flags = sigil_event_submit_flags(decision->action == SIGIL_ACTION_BLOCK);
 	if (exec_record)
-		bpf_ringbuf_submit(exec_record, 0);
+		bpf_ringbuf_submit(exec_record, flags);
 	else if (file_record)
-		bpf_ringbuf_submit(file_record, 0);
+		bpf_ringbuf_submit(file_record, flags);
 }
 
 /* Decides one exec or open and returns the hook's verdict: 0 or -EPERM. */

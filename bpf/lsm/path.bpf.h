@@ -25,7 +25,7 @@
 #ifndef SIGIL_LSM_PATH_BPF_H
 #define SIGIL_LSM_PATH_BPF_H
 
-#include "decision.bpf.h"
+#include "path_verdict.bpf.h"
 
 /* State of one pass over a path, shared with the bpf_loop callback. */
 struct path_walk {

@@ -1,10 +1,9 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
  * Identity-keyed egress enforcement with BPF LSM programs, independent of
- * cgroup attachment. lsm/socket_connect applies the egress rule set of
- * bpf/connect.bpf.c (the shared maps sigil_subjects, sigil_peer_rules and
- * sigil_cidr_rules) to each connect() of an AF_INET or AF_INET6 socket, and
- * writes the same SIGIL_RECORD_CONNECT record.
+ * cgroup attachment. lsm/socket_connect applies the egress decision of
+ * egress.bpf.h, which the cgroup connect programs share, to each connect()
+ * of an AF_INET or AF_INET6 socket.
  *
  * LSM programs cannot look sockets up by address (bpf_sk_lookup_tcp is for
  * socket-address programs), so lsm/socket_bind keeps its own table of bound
@@ -24,33 +23,13 @@
 #include "lsm_maps.bpf.h"
 
 #define EPERM 1
-#define AF_INET 2
-#define AF_INET6 10
-#define IPPROTO_TCP 6
-#define IPPROTO_UDP 17
 #define TCP_LISTEN 10
 /* sizeof(struct sockaddr_in6) without sin6_scope_id, the minimum the kernel accepts */
 #define SIN6_LEN_RFC2133 24
 
-/* Verdict of the rule maps for one connect. */
-struct egress_verdict {
-	__u32 rule_index;
-	__u8 action;
-	__u8 reason;
-};
-
-/* Destination of a connect or address of a bind, IPv4 stored IPv4-mapped. */
-struct endpoint {
-	__u8 addr[16];
-	__u16 port;		/* host byte order */
-	__u16 family;
-	__u8 protocol;
-	__u8 is_v4;
-};
-
 /* Reads an AF_INET or AF_INET6 socket address. Returns false for other families or short addresses. */
 static __always_inline bool read_endpoint(struct sockaddr *address, int addrlen, __u8 protocol,
-					  struct endpoint *endpoint)
+					  struct sigil_endpoint *endpoint)
 {
 	__u32 *words = (__u32 *)endpoint->addr;
 	struct sockaddr_in6 sin6 = {};
@@ -129,7 +108,7 @@ int BPF_PROG(sigil_lsm_socket_bind, struct socket *sock, struct sockaddr *addres
 	struct sigil_lsm_listener_key key = {};
 	struct sigil_lsm_listener listener = {};
 	struct sigil_lsm_listener *existing;
-	struct endpoint endpoint = {};
+	struct sigil_endpoint endpoint = {};
 	struct sock *sk;
 	__u8 protocol;
 
@@ -171,7 +150,7 @@ int BPF_PROG(sigil_lsm_socket_bind, struct socket *sock, struct sockaddr *addres
 /* Looks up a listener entry under addr and returns it when its socket still listens. */
 static __always_inline struct sigil_lsm_listener *
 find_listener_at(struct sigil_lsm_listener_key *key, const __u8 *addr,
-		 const struct endpoint *destination)
+		 const struct sigil_endpoint *destination)
 {
 	struct sigil_lsm_listener *listener;
 
@@ -183,7 +162,7 @@ find_listener_at(struct sigil_lsm_listener_key *key, const __u8 *addr,
 }
 
 /* Returns the identity of the local socket the destination reaches, or 0. */
-static __always_inline __u32 find_peer(struct sock *sk, const struct endpoint *destination,
+static __always_inline __u32 find_peer(struct sock *sk, const struct sigil_endpoint *destination,
 				       __u32 *peer_tgid)
 {
 	/* ::ffff:0.0.0.0 and :: are the wildcard addresses of IPv4 and IPv6 */
@@ -209,134 +188,16 @@ static __always_inline __u32 find_peer(struct sock *sk, const struct endpoint *d
 	return sigil_owner_identity(listener->tgid, listener->id, listener->start_ticks);
 }
 
-/*
- * Raises verdict to the strongest rule of list that matches the destination.
- * NOTE: this and the egress decision below repeat bpf/connect.bpf.c; a change
- * to one must be made to both until they move to a shared header.
- */
-static __always_inline void scan_rules(const struct sigil_rule_list *list,
-				       const struct endpoint *destination,
-				       struct egress_verdict *verdict)
-{
-	__u32 count = list->count;
-
-	for (__u32 i = 0; i < SIGIL_RULES_PER_KEY; i++) {
-		const struct sigil_rule *rule = &list->rules[i];
-
-		if (i >= count)
-			break;
-		if (rule->protocol && rule->protocol != destination->protocol)
-			continue;
-		if (destination->port < rule->port_lo || destination->port > rule->port_hi)
-			continue;
-		if (rule->action > verdict->action ||
-		    (rule->action == verdict->action && rule->rule_index < verdict->rule_index)) {
-			verdict->action = rule->action;
-			verdict->rule_index = rule->rule_index;
-			verdict->reason = SIGIL_REASON_RULE;
-		}
-	}
-}
-
-/* Applies the egress rule set of generation gen, as bpf/connect.bpf.c does. */
-static __always_inline void decide_egress(__u32 gen, __u32 subject, __u32 peer,
-					  const struct endpoint *destination,
-					  struct egress_verdict *verdict)
-{
-	struct sigil_cidr_key cidr_key = {};
-	struct sigil_peer_key peer_key = {};
-	struct sigil_rule_list *list;
-	struct sigil_subject *settings;
-	void *subjects, *peer_rules, *cidr_rules;
-
-	subjects = bpf_map_lookup_elem(&sigil_subjects, &gen);
-	if (!subjects)
-		return;
-	settings = bpf_map_lookup_elem(subjects, &subject);
-	if (!settings)
-		return;
-
-	peer_rules = bpf_map_lookup_elem(&sigil_peer_rules, &gen);
-	if (peer && peer_rules) {
-		peer_key.subject = subject;
-		peer_key.peer = peer;
-		list = bpf_map_lookup_elem(peer_rules, &peer_key);
-		if (list)
-			scan_rules(list, destination, verdict);
-	}
-
-	cidr_rules = bpf_map_lookup_elem(&sigil_cidr_rules, &gen);
-	if (cidr_rules) {
-		cidr_key.prefixlen = 32 + 128;
-		cidr_key.subject = bpf_htonl(subject);
-		__builtin_memcpy(cidr_key.addr, destination->addr, 16);
-		list = bpf_map_lookup_elem(cidr_rules, &cidr_key);
-		if (list)
-			scan_rules(list, destination, verdict);
-	}
-
-	if (verdict->action == SIGIL_ACTION_NONE &&
-	    (settings->flags & SIGIL_SUBJECT_HAS_EGRESS_ALLOW)) {
-		verdict->action = settings->egress_posture;
-		verdict->reason = SIGIL_REASON_POSTURE;
-	}
-}
-
-/* Writes a connect record; a full ring buffer is counted, never silent. */
-static __always_inline void emit_connect(__u32 tgid, __u32 subject, __u32 peer, __u32 peer_tgid,
-					 __u32 gen, const struct endpoint *destination,
-					 const struct egress_verdict *verdict, __u8 denied)
-{
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	__u64 uid_gid = bpf_get_current_uid_gid();
-	struct sigil_connect_record *record;
-
-	/* reserve the record */
-	record = bpf_ringbuf_reserve(&sigil_events, sizeof(*record), 0);
-	if (!record) {
-		sigil_count_drop(SIGIL_DROP_EVENTS_RINGBUF_FULL);
-		return;
-	}
-
-	/* fill it */
-	record->header.type = SIGIL_RECORD_CONNECT;
-	record->header.size = sizeof(*record);
-	record->header.ktime_ns = bpf_ktime_get_boot_ns();
-	record->tgid = tgid;
-	record->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	record->uid = (__u32)uid_gid;
-	record->gid = uid_gid >> 32;
-	record->subject_id = subject;
-	record->peer_id = peer;
-	record->generation = gen;
-	record->rule_index = verdict->rule_index;
-	record->cgroup_id = bpf_get_current_cgroup_id();
-	record->family = destination->family;
-	record->port = destination->port;
-	record->protocol = destination->protocol;
-	record->action = verdict->action;
-	record->reason = verdict->reason;
-	record->denied = denied;
-	__builtin_memcpy(record->addr, destination->addr, 16);
-	record->peer_tgid = peer_tgid;
-	record->enforcer = SIGIL_CONNECT_BY_LSM;
-	bpf_get_current_comm(record->comm, sizeof(record->comm));
-
-	/* submit */
-	bpf_ringbuf_submit(record, 0);
-}
-
 SEC("lsm/socket_connect")
 int BPF_PROG(sigil_lsm_socket_connect, struct socket *sock, struct sockaddr *address,
 	     int addrlen, int ret)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
-	struct egress_verdict verdict = {};
-	struct endpoint destination = {};
+	struct sigil_endpoint destination = {};
 	struct sigil_settings *settings;
-	__u32 zero = 0, subject, peer, peer_tgid = 0, gen;
+	__u32 zero = 0, subject, peer, peer_tgid = 0;
 	struct sock *sk;
-	__u8 protocol, denied;
+	__u8 protocol;
 
 	if (ret != 0)
 		return ret;
@@ -346,7 +207,6 @@ int BPF_PROG(sigil_lsm_socket_connect, struct socket *sock, struct sockaddr *add
 	settings = bpf_map_lookup_elem(&sigil_settings, &zero);
 	if (!settings)
 		return 0;
-	gen = settings->generation;
 
 	/* AF_UNSPEC (disconnect), AF_UNIX and the other families are not egress */
 	protocol = BPF_CORE_READ(sk, sk_protocol);
@@ -354,11 +214,8 @@ int BPF_PROG(sigil_lsm_socket_connect, struct socket *sock, struct sockaddr *add
 		return 0;
 	subject = sigil_identity_of(tgid);
 	peer = find_peer(sk, &destination, &peer_tgid);
-	decide_egress(gen, subject, peer, &destination, &verdict);
-
-	denied = verdict.action == SIGIL_ACTION_BLOCK;
-	if (subject || peer || verdict.action != SIGIL_ACTION_NONE ||
-	    (settings->flags & SIGIL_SETTINGS_EMIT_ALL_CONNECTS))
-		emit_connect(tgid, subject, peer, peer_tgid, gen, &destination, &verdict, denied);
-	return denied ? -EPERM : 0;
+	if (sigil_decide_connect(settings, tgid, subject, peer, peer_tgid, &destination,
+				 SIGIL_CONNECT_BY_LSM))
+		return -EPERM;
+	return 0;
 }

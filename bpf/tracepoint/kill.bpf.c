@@ -30,6 +30,7 @@
 #include <bpf/bpf_tracing.h>
 
 #include "tp_maps.bpf.h"
+#include "path_verdict.bpf.h"
 
 #define SIGKILL 9
 #define FMODE_WRITE 0x2
@@ -37,14 +38,6 @@
 #define O_PATH 010000000
 #define S_IFMT 0170000
 #define S_IFDIR 0040000
-
-/* The decision so far: the strongest rule that matched, or the posture. */
-struct verdict {
-	__u32 rule_index;
-	__u8 action;		/* enum sigil_action */
-	__u8 reason;		/* enum sigil_decision_reason */
-	__u8 match;		/* enum sigil_lsm_match */
-};
 
 /* The file an exec or open produced, and what the process can do with it. */
 struct file_access {
@@ -64,26 +57,11 @@ struct ancestor_walk {
 	struct mount *mnt;
 	void *directories;	/* inner directory map of the generation */
 	struct sigil_lsm_inode_key key;
-	struct verdict verdict;
+	struct path_verdict verdict;
 	__u32 depth;		/* directories looked up so far; 0 until the parent */
 	__u8 write_intent;
 	__u8 complete;
 };
-
-/* Raises verdict to rule when rule is stronger, or equally strong with a lower rule index. */
-static __always_inline void raise_verdict(struct verdict *verdict,
-					  const struct sigil_lsm_verdict *rule, __u8 match)
-{
-	if (rule->action == SIGIL_ACTION_NONE)
-		return;
-	if (rule->action > verdict->action ||
-	    (rule->action == verdict->action && rule->rule_index < verdict->rule_index)) {
-		verdict->action = rule->action;
-		verdict->rule_index = rule->rule_index;
-		verdict->reason = SIGIL_REASON_RULE;
-		verdict->match = match;
-	}
-}
 
 static __always_inline const struct sigil_lsm_verdict *
 access_verdict(const struct sigil_lsm_access *access, __u8 write_intent)
@@ -149,7 +127,7 @@ static long walk_step(__u32 index, void *context)
  */
 static __always_inline bool match_directories(void *directories, __u32 subject,
 					      const struct file_access *access,
-					      struct verdict *verdict)
+					      struct path_verdict *verdict)
 {
 	struct sigil_lsm_directory_rules *rules;
 	struct ancestor_walk walk = {};
@@ -186,50 +164,25 @@ static __always_inline bool match_directories(void *directories, __u32 subject,
 	return walk.complete;
 }
 
-/*
- * Flags for bpf_ringbuf_submit. Waking the consumer for every record costs
- * more than the rest of an open (about 7 us against 0.6 us, measured with
- * bench/open-exec-cost.js), and a subject with Allow rules has a decision
- * on every open. So Allow and Audit records wake the consumer only once the
- * ring is an eighth full. The consumer also reads them at its poll timeout
- * (100 ms) and whenever a Block record wakes it.
- */
-static __always_inline __u64 submit_flags(__u8 action)
-{
-	if (action == SIGIL_ACTION_BLOCK)
-		return 0;
-	if (bpf_ringbuf_query(&sigil_events, BPF_RB_AVAIL_DATA) > SIGIL_RINGBUF_BYTES / 8)
-		return BPF_RB_FORCE_WAKEUP;
-	return BPF_RB_NO_WAKEUP;
-}
-
 /* Writes a decision record; a full ring buffer is counted, never silent. */
 static __always_inline void emit_decision(const struct file_access *access,
 					  const struct sigil_path_decision *decision,
 					  __s32 kill_result, bool walk_complete)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	__u64 uid_gid = bpf_get_current_uid_gid();
 	struct sigil_tp_decision_record *record;
+	__u32 type;
 	long path_len;
 
 	/* reserve the record */
-	record = bpf_ringbuf_reserve(&sigil_events, sizeof(*record), 0);
-	if (!record) {
-		sigil_count_drop(SIGIL_DROP_EVENTS_RINGBUF_FULL);
+	type = access->kind == SIGIL_LSM_KIND_EXEC ? SIGIL_RECORD_TP_EXEC_DECISION
+						   : SIGIL_RECORD_TP_FILE_DECISION;
+	record = sigil_reserve_event(type, sizeof(*record));
+	if (!record)
 		return;
-	}
 
 	/* fill it */
-	record->header.type = access->kind == SIGIL_LSM_KIND_EXEC ? SIGIL_RECORD_TP_EXEC_DECISION
-								  : SIGIL_RECORD_TP_FILE_DECISION;
-	record->header.size = sizeof(*record);
-	record->header.ktime_ns = bpf_ktime_get_boot_ns();
 	record->decision = *decision;
-	record->decision.ppid = BPF_CORE_READ(task, real_parent, tgid);
-	record->decision.uid = (__u32)uid_gid;
-	record->decision.gid = uid_gid >> 32;
-	record->decision.cgroup_id = bpf_get_current_cgroup_id();
+	fill_process_fields(&record->decision);
 	record->kill_result = kill_result;
 	record->fd = access->fd;
 	record->syscall = access->syscall;
@@ -250,8 +203,9 @@ static __always_inline void emit_decision(const struct file_access *access,
 		record->path[0] = '\0';
 	record->decision.path_len = path_len;
 
-	/* submit */
-	bpf_ringbuf_submit(record, submit_flags(decision->action));
+	/* submit; only a Block record wakes the consumer at once */
+	bpf_ringbuf_submit(record,
+			   sigil_event_submit_flags(decision->action == SIGIL_ACTION_BLOCK));
 }
 
 /* The current process's identity and its exec and file settings in the active generation. */
@@ -296,8 +250,8 @@ static __always_inline void decide_access(const struct subject *subject,
 	struct sigil_path_decision decision = {};
 	struct sigil_lsm_inode_key key = {};
 	struct sigil_lsm_access *rules;
-	struct verdict directory_verdict = {};
-	struct verdict verdict = {};
+	struct path_verdict directory_verdict = {};
+	struct path_verdict verdict = {};
 	/* a local copy, so that BPF_CORE_READ relocates only kernel types */
 	struct file *file = access->file;
 	struct inode *inode;
@@ -322,10 +276,7 @@ static __always_inline void decide_access(const struct subject *subject,
 	directories = bpf_map_lookup_elem(&sigil_tp_directories, &gen);
 	if (directories) {
 		walk_complete = match_directories(directories, subject->id, access, &directory_verdict);
-		if (directory_verdict.action > verdict.action ||
-		    (directory_verdict.action == verdict.action && directory_verdict.action &&
-		     directory_verdict.rule_index < verdict.rule_index))
-			verdict = directory_verdict;
+		merge_verdict(&verdict, &directory_verdict);
 	}
 
 	/* nothing matched: the posture applies where the subject has Allow rules of the kind */
@@ -430,39 +381,67 @@ static __always_inline void decide_opened_fd(const struct subject *subject, long
 }
 
 /*
- * Decides the file that an open returned. path_argument and flags_argument
- * are the 1-based positions of the call's path and flags arguments, or 0 for
- * none. The flags of openat2() come from its struct open_how.
+ * Returns the argument at position 1 to 3 of the current system call from the
+ * registers saved at entry. compat: an i386 system call, whose arguments are
+ * in ebx, ecx and edx, and whose addresses are the low 32 bits.
  */
-static __always_inline int decide_open(struct syscall_trace_exit *ctx, __u32 syscall,
-				       int path_argument, int flags_argument)
+static __always_inline __u64 syscall_argument(struct pt_regs *regs, bool compat, int position)
+{
+	if (compat) {
+		if (position == 1)
+			return (__u32)BPF_CORE_READ(regs, bx);
+		if (position == 2)
+			return (__u32)BPF_CORE_READ(regs, cx);
+		return (__u32)BPF_CORE_READ(regs, dx);
+	}
+	if (position == 1)
+		return PT_REGS_PARM1_CORE_SYSCALL(regs);
+	if (position == 2)
+		return PT_REGS_PARM2_CORE_SYSCALL(regs);
+	return PT_REGS_PARM3_CORE_SYSCALL(regs);
+}
+
+/*
+ * Decides the file behind descriptor fd, which an open system call of the
+ * current process returned. path_argument and flags_argument are the 1-based
+ * positions of the call's path and flags arguments, or 0 for none. The flags
+ * of openat2() come from its struct open_how, its third argument.
+ */
+static __always_inline void decide_open(struct pt_regs *regs, bool compat, long fd,
+					__u32 syscall, int path_argument, int flags_argument)
 {
 	struct open_how how = {};
 	struct subject subject;
 	const char *user_path = NULL;
-	struct pt_regs *regs;
 	__u64 flags = 0;
 
-	if (ctx->ret < 0 || !find_subject(&subject))
-		return 0;
-	regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-
-	/* the system call's arguments are still in the registers saved at entry */
-	if (path_argument == 1)
-		user_path = (const char *)PT_REGS_PARM1_CORE_SYSCALL(regs);
-	else if (path_argument == 2)
-		user_path = (const char *)PT_REGS_PARM2_CORE_SYSCALL(regs);
+	if (fd < 0 || !find_subject(&subject))
+		return;
+	if (path_argument)
+		user_path = (const char *)syscall_argument(regs, compat, path_argument);
 	if (syscall == SIGIL_TP_SYSCALL_OPENAT2) {
-		bpf_probe_read_user(&how, sizeof(how), (void *)PT_REGS_PARM3_CORE_SYSCALL(regs));
+		bpf_probe_read_user(&how, sizeof(how),
+				    (const void *)syscall_argument(regs, compat, 3));
 		flags = how.flags;
-	} else if (flags_argument == 2) {
-		flags = PT_REGS_PARM2_CORE_SYSCALL(regs);
-	} else if (flags_argument == 3) {
-		flags = PT_REGS_PARM3_CORE_SYSCALL(regs);
+	} else if (flags_argument) {
+		flags = syscall_argument(regs, compat, flags_argument);
 	}
 	if (syscall == SIGIL_TP_SYSCALL_CREAT)
 		flags = O_TRUNC;
-	decide_opened_fd(&subject, ctx->ret, syscall, user_path, flags);
+	decide_opened_fd(&subject, fd, syscall, user_path, flags);
+}
+
+/* Decides the file that a 64-bit open system call returned, as decide_open does. */
+static __always_inline int decide_native_open(struct syscall_trace_exit *ctx, __u32 syscall,
+					      int path_argument, int flags_argument)
+{
+	struct pt_regs *regs;
+
+	if (ctx->ret < 0)
+		return 0;
+	/* the system call's arguments are still in the registers saved at entry */
+	regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
+	decide_open(regs, false, ctx->ret, syscall, path_argument, flags_argument);
 	return 0;
 }
 
@@ -470,35 +449,35 @@ SEC("tracepoint/syscalls/sys_exit_openat")
 int sigil_tp_openat(struct syscall_trace_exit *ctx)
 {
 	/* openat(dirfd, pathname, flags, mode) */
-	return decide_open(ctx, SIGIL_TP_SYSCALL_OPENAT, 2, 3);
+	return decide_native_open(ctx, SIGIL_TP_SYSCALL_OPENAT, 2, 3);
 }
 
 SEC("tracepoint/syscalls/sys_exit_openat2")
 int sigil_tp_openat2(struct syscall_trace_exit *ctx)
 {
 	/* openat2(dirfd, pathname, how, size) */
-	return decide_open(ctx, SIGIL_TP_SYSCALL_OPENAT2, 2, 0);
+	return decide_native_open(ctx, SIGIL_TP_SYSCALL_OPENAT2, 2, 0);
 }
 
 SEC("tracepoint/syscalls/sys_exit_open")
 int sigil_tp_open(struct syscall_trace_exit *ctx)
 {
 	/* open(pathname, flags, mode) */
-	return decide_open(ctx, SIGIL_TP_SYSCALL_OPEN, 1, 2);
+	return decide_native_open(ctx, SIGIL_TP_SYSCALL_OPEN, 1, 2);
 }
 
 SEC("tracepoint/syscalls/sys_exit_creat")
 int sigil_tp_creat(struct syscall_trace_exit *ctx)
 {
 	/* creat(pathname, mode) is open(pathname, O_CREAT | O_WRONLY | O_TRUNC, mode) */
-	return decide_open(ctx, SIGIL_TP_SYSCALL_CREAT, 1, 0);
+	return decide_native_open(ctx, SIGIL_TP_SYSCALL_CREAT, 1, 0);
 }
 
 SEC("tracepoint/syscalls/sys_exit_open_by_handle_at")
 int sigil_tp_open_by_handle_at(struct syscall_trace_exit *ctx)
 {
 	/* open_by_handle_at(mount_fd, handle, flags) takes no path */
-	return decide_open(ctx, SIGIL_TP_SYSCALL_OPEN_BY_HANDLE_AT, 0, 3);
+	return decide_native_open(ctx, SIGIL_TP_SYSCALL_OPEN_BY_HANDLE_AT, 0, 3);
 }
 
 /*
@@ -518,60 +497,33 @@ int sigil_tp_open_by_handle_at(struct syscall_trace_exit *ctx)
 #define IA32_NR_OPEN_BY_HANDLE_AT 342
 #define IA32_NR_OPENAT2 437
 
-/* An i386 system call argument that is a user-space address: the low 32 bits of the register. */
-static __always_inline const char *compat_pointer(unsigned long reg)
-{
-	return (const char *)(unsigned long)(__u32)reg;
-}
-
 SEC("raw_tp/sys_exit")
 int sigil_tp_sys_exit_ia32(struct bpf_raw_tracepoint_args *ctx)
 {
 	/* TP_PROTO(struct pt_regs *regs, long ret) */
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct pt_regs *regs = (struct pt_regs *)ctx->args[0];
-	long ret = ctx->args[1], number;
-	struct subject subject;
-	struct open_how how = {};
-	const char *user_path = NULL;
-	__u64 flags = 0;
-	__u32 syscall;
+	long ret = ctx->args[1];
 
 	if (!(task->thread_info.status & TS_COMPAT) || ret < 0)
 		return 0;
-	number = BPF_CORE_READ(regs, orig_ax);
-	/* the i386 ABI passes arguments in ebx, ecx, edx */
-	switch (number) {
+	/* the argument positions are those of the 64-bit calls */
+	switch (BPF_CORE_READ(regs, orig_ax)) {
 	case IA32_NR_OPEN:
-		syscall = SIGIL_TP_SYSCALL_OPEN;
-		user_path = compat_pointer(BPF_CORE_READ(regs, bx));
-		flags = (__u32)BPF_CORE_READ(regs, cx);
+		decide_open(regs, true, ret, SIGIL_TP_SYSCALL_OPEN, 1, 2);
 		break;
 	case IA32_NR_CREAT:
-		syscall = SIGIL_TP_SYSCALL_CREAT;
-		user_path = compat_pointer(BPF_CORE_READ(regs, bx));
-		flags = O_TRUNC;
+		decide_open(regs, true, ret, SIGIL_TP_SYSCALL_CREAT, 1, 0);
 		break;
 	case IA32_NR_OPENAT:
-		syscall = SIGIL_TP_SYSCALL_OPENAT;
-		user_path = compat_pointer(BPF_CORE_READ(regs, cx));
-		flags = (__u32)BPF_CORE_READ(regs, dx);
+		decide_open(regs, true, ret, SIGIL_TP_SYSCALL_OPENAT, 2, 3);
 		break;
 	case IA32_NR_OPENAT2:
-		syscall = SIGIL_TP_SYSCALL_OPENAT2;
-		user_path = compat_pointer(BPF_CORE_READ(regs, cx));
-		bpf_probe_read_user(&how, sizeof(how), compat_pointer(BPF_CORE_READ(regs, dx)));
-		flags = how.flags;
+		decide_open(regs, true, ret, SIGIL_TP_SYSCALL_OPENAT2, 2, 0);
 		break;
 	case IA32_NR_OPEN_BY_HANDLE_AT:
-		syscall = SIGIL_TP_SYSCALL_OPEN_BY_HANDLE_AT;
-		flags = (__u32)BPF_CORE_READ(regs, dx);
+		decide_open(regs, true, ret, SIGIL_TP_SYSCALL_OPEN_BY_HANDLE_AT, 0, 3);
 		break;
-	default:
-		return 0;
 	}
-	if (!find_subject(&subject))
-		return 0;
-	decide_opened_fd(&subject, ret, syscall, user_path, flags);
 	return 0;
 }

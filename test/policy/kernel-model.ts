@@ -11,7 +11,7 @@ export type TieBreak =
   | 'lowest-index'
   /**
    * The first match in scan order wins (peer list, then CIDR list): a strict `>` comparison
-   * without the ruleIndex tie-break that `scan_rules` in bpf/connect.bpf.c has.
+   * without the ruleIndex tie-break that `sigil_scan_rules` in bpf/include/egress.bpf.h has.
    */
   | 'scan-order';
 
@@ -25,9 +25,10 @@ export interface KernelVerdict {
 }
 
 /**
- * JavaScript model of `read_destination()` and `decide()` in bpf/connect.bpf.c over a compiled
- * rule set: the unspecified address replaced by loopback, subject lookup, exact peer-rule
- * lookup, longest-prefix match in the CIDR trie, list scan, posture.
+ * JavaScript model of `read_destination()` in bpf/connect.bpf.c and `sigil_decide_egress()` in
+ * bpf/include/egress.bpf.h over a compiled rule set: the unspecified address replaced by
+ * loopback, subject lookup, exact peer-rule lookup, longest-prefix match in the CIDR trie, list
+ * scan, posture.
  */
 export class KernelModel {
   private readonly cidrBySubject = new Map<number, CidrRuleEntry[]>();

@@ -373,8 +373,9 @@ function applyRules(lsmRules: LsmRuleSet, egressRules: EgressRules): number {
     egressError = new Error(
       `publishing the egress rules of generation ${next} in the main object's maps failed: ` +
         `${(cause as Error).message}. Linux 6.1 rejects inner maps with EINVAL when the outer ` +
-        "map's template was declared with BTF types (__type): bpf/connect.bpf.c must declare " +
-        'its inner maps with key_size and value_size, as bpf/lsm/lsm_maps.bpf.h does',
+        "map's template was declared with BTF types (__type): bpf/include/egress.bpf.h must " +
+        'declare its outer maps with SIGIL_GENERATION_MAP, whose inner maps give key_size and ' +
+        'value_size',
       { cause },
     );
   }

@@ -1,8 +1,12 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
-/* Verdict bookkeeping shared by the exec and file-open programs. */
-#ifndef SIGIL_LSM_DECISION_BPF_H
-#define SIGIL_LSM_DECISION_BPF_H
+/*
+ * Verdict bookkeeping of exec and file-open decisions, shared by the BPF LSM
+ * programs (bpf/lsm/) and the tracepoint-kill programs (bpf/tracepoint/).
+ */
+#ifndef SIGIL_PATH_VERDICT_BPF_H
+#define SIGIL_PATH_VERDICT_BPF_H
 
+#include "maps.bpf.h"
 #include "sigil_lsm.h"
 
 #define EPERM 1
@@ -21,8 +25,7 @@ static __always_inline void raise_verdict(struct path_verdict *verdict,
 {
 	if (rule->action == SIGIL_ACTION_NONE)
 		return;
-	if (rule->action > verdict->action ||
-	    (rule->action == verdict->action && rule->rule_index < verdict->rule_index)) {
+	if (sigil_outranks(rule->action, rule->rule_index, verdict->action, verdict->rule_index)) {
 		verdict->action = rule->action;
 		verdict->rule_index = rule->rule_index;
 		verdict->reason = SIGIL_REASON_RULE;
@@ -36,21 +39,15 @@ static __always_inline void merge_verdict(struct path_verdict *verdict,
 {
 	if (other->action == SIGIL_ACTION_NONE)
 		return;
-	if (other->action > verdict->action ||
-	    (other->action == verdict->action && other->rule_index < verdict->rule_index))
+	if (sigil_outranks(other->action, other->rule_index, verdict->action, verdict->rule_index))
 		*verdict = *other;
 }
 
 /* Fills the fields of a decision record that describe the current process. */
 static __always_inline void fill_process_fields(struct sigil_path_decision *decision)
 {
-	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
-	__u64 uid_gid = bpf_get_current_uid_gid();
-
-	decision->ppid = BPF_CORE_READ(task, real_parent, tgid);
-	decision->uid = (__u32)uid_gid;
-	decision->gid = uid_gid >> 32;
+	sigil_current_ids(&decision->ppid, &decision->uid, &decision->gid);
 	decision->cgroup_id = bpf_get_current_cgroup_id();
 }
 
-#endif /* SIGIL_LSM_DECISION_BPF_H */
+#endif /* SIGIL_PATH_VERDICT_BPF_H */
