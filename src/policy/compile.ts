@@ -130,7 +130,7 @@ class RuleListInterner {
  * Tie-break contract: lists are sorted by ruleIndex, and the rule table is in (policy, rule)
  * order. To name the rule that `decideConnect` names, the kernel must report the matching rule
  * with the strongest action and, among those, the lowest ruleIndex across the peer list and the
- * CIDR list. `scan_rules` in bpf/connect.bpf.c does so.
+ * CIDR list. `sigil_scan_rules` in bpf/include/egress.bpf.h does so.
  *
  * Throws `RuleListOverflowError` listing every key whose list would exceed `RULES_PER_KEY`
  * entries, and `Error` for invalid or duplicate identities.
