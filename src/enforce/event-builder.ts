@@ -269,19 +269,7 @@ function connectProcess(record: ConnectRecord, context: ConnectContext): Process
   ) {
     return last.process;
   }
-  const process = withContext(
-    {
-      pid: record.tgid,
-      ppid: record.ppid,
-      uid: record.uid,
-      gid: record.gid,
-      executable,
-      comm: record.comm,
-      cgroupId: record.cgroupId.toString(),
-      tgid: record.tgid,
-    },
-    context,
-  );
+  const process = withContext(processOfRecord(record, executable), context);
   if (process.arguments) process.arguments = Object.freeze([...process.arguments]) as string[];
   if (process.ancestry) process.ancestry = frozenList(process.ancestry);
   Object.freeze(process);

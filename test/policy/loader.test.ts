@@ -405,17 +405,26 @@ describe('parsePolicies', () => {
   });
 });
 
-describe('loadPolicyFiles', () => {
-  const root = mkdtempSync(join(tmpdir(), 'sigil-policy-loader-'));
-  afterAll(() => rmSync(root, { recursive: true, force: true }));
+const policyText = (name: string, subject = 'spiffe://a/b') =>
+  lines(...HEADER, `metadata: {name: ${name}}`, `spec: {subject: {spiffeId: "${subject}"}}`);
 
-  const policyText = (name: string, subject = 'spiffe://a/b') =>
-    lines(...HEADER, `metadata: {name: ${name}}`, `spec: {subject: {spiffeId: "${subject}"}}`);
+/** Makes a temporary directory, removed after the calling describe block, and a writer of files in it. */
+function policyDirectory(prefix: string): {
+  root: string;
+  write: (path: string, text: string) => string;
+} {
+  const root = mkdtempSync(join(tmpdir(), prefix));
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
   const write = (path: string, text: string) => {
     const file = join(root, path);
     writeFileSync(file, text);
     return file;
   };
+  return { root, write };
+}
+
+describe('loadPolicyFiles', () => {
+  const { root, write } = policyDirectory('sigil-policy-loader-');
 
   it('expands directories to sorted YAML files', () => {
     mkdirSync(join(root, 'dir'));
@@ -466,16 +475,7 @@ describe('loadPolicyFiles', () => {
 });
 
 describe('loadPolicyFiles with a PolicyFileCache', () => {
-  const root = mkdtempSync(join(tmpdir(), 'sigil-policy-cache-'));
-  afterAll(() => rmSync(root, { recursive: true, force: true }));
-
-  const policyText = (name: string, subject = 'spiffe://a/b') =>
-    lines(...HEADER, `metadata: {name: ${name}}`, `spec: {subject: {spiffeId: "${subject}"}}`);
-  const write = (path: string, text: string) => {
-    const file = join(root, path);
-    writeFileSync(file, text);
-    return file;
-  };
+  const { write } = policyDirectory('sigil-policy-cache-');
 
   it('keeps the policies of unchanged files and parses a changed one', () => {
     const first = write('keep-1.yaml', policyText('one'));
