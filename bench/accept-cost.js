@@ -7,9 +7,9 @@
 // the loop never calls, to show what the kernel's traced system call path
 // alone costs. The third has the accept programs and an unidentified
 // process, so no record is written. The fourth has an identified process:
-// a record per accept, and a client entry written and removed per connection. The ratio of medians is the figure;
-// the CPU time of the loop process is steadier than wall-clock time when
-// other work competes for the CPUs.
+// a record per accept, and a client entry written and removed per connection.
+// The figure is the ratio of medians of the loop process's CPU time, because
+// it is steadier than wall-clock time when other work competes for the CPUs.
 // Usage (root, after `make`): node bench/accept-cost.js [ROUNDS] [CONNECTIONS]
 'use strict';
 const { execFileSync, spawnSync } = require('node:child_process');

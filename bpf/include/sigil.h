@@ -239,7 +239,7 @@ struct sigil_bind_record {
 
 /*
  * Key of the local-clients map: one TCP connection to a loopback address, as
- * its client saw it at connect() and its server sees it at accept().
+ * its client recorded it at connect() and its server reads it at accept().
  * Addresses are IPv4-mapped for IPv4; ports are in host byte order.
  */
 struct sigil_local_client_key {

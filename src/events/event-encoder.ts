@@ -75,12 +75,12 @@ class ProtoWriter {
 
   private ensure(bytes: number): void {
     if (this.pos + bytes <= this.buffer.length) return;
-    const kept = this.pos - this.start;
-    const slab = Buffer.allocUnsafeSlow(Math.max(SLAB_BYTES, (kept + bytes) * 2));
+    const pending = this.pos - this.start;
+    const slab = Buffer.allocUnsafeSlow(Math.max(SLAB_BYTES, (pending + bytes) * 2));
     this.buffer.copy(slab, 0, this.start, this.pos);
     this.buffer = slab;
     this.start = 0;
-    this.pos = kept;
+    this.pos = pending;
   }
 
   /** Writes an unsigned varint of up to 2^53. */

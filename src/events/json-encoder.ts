@@ -13,11 +13,11 @@
  * Why not JSON.stringify: at 100,000 and 250,000 events/s the agent spent
  * about a third of its CPU on JSON.stringify of each event, joining the
  * lines and converting the joined text to UTF-8 for write(2) (V8 CPU
- * profile of bench/events-kernel.ts). This encoder writes ASCII text byte by byte into
- * one buffer that goes to write(2) as it is, and copies the bytes of frozen
- * objects from a cache: the event builder shares one frozen subject per
- * SPIFFE ID, one frozen policy reference per rule and one frozen ancestry
- * per process, so most of a line is copied, not encoded.
+ * profile of bench/events-kernel.ts). This encoder writes each line into one
+ * buffer that goes to write(2) as it is. It copies the bytes of frozen
+ * objects from a cache, because the event builder shares one frozen subject
+ * per SPIFFE ID, one frozen policy reference per rule and one frozen
+ * ancestry per process. So most of a line is copied, not encoded.
  */
 
 const QUOTE = 0x22;
@@ -181,12 +181,12 @@ export class JsonLineEncoder {
   /** Makes room for `bytes` more; a new buffer takes over the lines not yet taken. */
   private ensure(bytes: number): void {
     if (this.pos + bytes <= this.buffer.length) return;
-    const kept = this.pos - this.flushedTo;
-    const grown = Buffer.allocUnsafeSlow(Math.max(this.chunkBytes, (kept + bytes) * 2));
+    const pending = this.pos - this.flushedTo;
+    const grown = Buffer.allocUnsafeSlow(Math.max(this.chunkBytes, (pending + bytes) * 2));
     this.buffer.copy(grown, 0, this.flushedTo, this.pos);
     this.buffer = grown;
     this.flushedTo = 0;
-    this.pos = kept;
+    this.pos = pending;
   }
 
   private byte(value: number): void {

@@ -338,9 +338,9 @@ export class Datapath {
    * Returns the new generation. The previous generation stays in the outer
    * maps until prepareStandby or the next apply retires it.
    *
-   * The empty maps are those that prepareStandby published before any rule set was applied,
-   * when there are such; otherwise this call creates and publishes new ones, and each of
-   * its three outer-map writes waits for an RCU grace period.
+   * The empty maps are those that prepareStandby published before any rule set was applied.
+   * Without them, this call creates and publishes new ones, and each of its three outer-map
+   * writes waits for an RCU grace period.
    */
   applyRuleSet(ruleSet: KernelRuleSet, settingsFlags = 0, hooks: RuleSetHooks = {}): number {
     const generation = this.generation + 1;

@@ -461,17 +461,17 @@ export function compileGroup(
 
   const peers = Uint32Array.from(peerLists.keys()).sort();
   const lists: (readonly KernelRule[])[] = [];
-  let kept = 0;
+  let peerCount = 0;
   for (const peer of peers) {
     const rules = peerLists.get(peer)!;
     if (rules.length > RULES_PER_KEY) {
       overflow(rules, `peer ${context.spiffeIdOf.get(peer)} (id ${peer})`);
       continue;
     }
-    peers[kept++] = peer;
+    peers[peerCount++] = peer;
     lists.push(rules);
   }
-  group.peerLists = { peers: peers.subarray(0, kept), lists };
+  group.peerLists = { peers: peers.subarray(0, peerCount), lists };
 
   for (const prefix of mergeAncestors(prefixes)) {
     const rules: KernelRule[] = [];

@@ -140,9 +140,9 @@ export class PolicyFileCache {
 
   /** Forgets the files that are not in `files`, after a load that succeeded. */
   keepOnly(files: readonly string[]): void {
-    const kept = new Set(files);
+    const loaded = new Set(files);
     for (const file of this.files.keys()) {
-      if (!kept.has(file)) this.files.delete(file);
+      if (!loaded.has(file)) this.files.delete(file);
     }
   }
 

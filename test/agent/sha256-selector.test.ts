@@ -31,8 +31,8 @@ function sha256Of(path: string): string {
 
 beforeAll(async () => {
   work = mkdtempSync(join(tmpdir(), 'sigil-sha256-'));
-  // Two copies of sleep: one as it is, and one with a byte appended, so that only the digest
-  // tells them apart (their paths differ too, but no entry selects by path).
+  // Two copies of sleep: one as it is, and one with a byte appended. No entry selects by path,
+  // so only the digest separates them.
   copyFileSync(SLEEP, join(work, 'same'));
   copyFileSync(SLEEP, join(work, 'changed'));
   appendFileSync(join(work, 'changed'), Buffer.from([0]));

@@ -143,6 +143,7 @@ describe('batch decoder', () => {
   it('decodes an accept record with both ends', () => {
     const l = acceptRecordLayout;
     const record = Buffer.alloc(l.size);
+
     record.writeUInt32LE(RecordType.Accept, 0);
     record.writeUInt32LE(l.size, 4);
     record.writeBigUInt64LE(42n, 8);
@@ -162,6 +163,7 @@ describe('batch decoder', () => {
     encodeAddress('127.0.0.2').copy(record, l.offsetOf('addr'));
     encodeAddress('127.0.0.1').copy(record, l.offsetOf('local_addr'));
     record.write('postgres', l.offsetOf('comm'));
+
     const [decoded] = decodeBatch(frame(record));
     expect(decoded).toEqual({
       type: 'accept',
