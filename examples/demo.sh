@@ -75,12 +75,15 @@ web=$!
 pids+=($web)
 exec 3>"$work/web.in"
 
-# Prints "pid P is SPIFFE_ID" for each exec event of the given pids that carries a SPIFFE ID.
+# Prints "pid P is SPIFFE_ID" once for each of the given pids, from its latest exec event that
+# carries a SPIFFE ID. A workload's shell and the program it executes share a pid, so both of
+# their exec events can carry the identity.
 attested() {
   node -e '
 const pids = new Set(process.argv.slice(2).map(Number));
 const fs = require("fs");
 const text = fs.existsSync(process.argv[1]) ? fs.readFileSync(process.argv[1], "utf8") : "";
+const identities = new Map();
 for (const line of text.split("\n")) {
   let event;
   try {
@@ -89,8 +92,10 @@ for (const line of text.split("\n")) {
     continue; // the last line may be half written
   }
   if (event.type !== "exec" || !event.subject?.spiffeId || !pids.has(event.process?.pid)) continue;
-  console.log(`   pid ${event.process.pid} is ${event.subject.spiffeId}`);
-}' "$events" "$@"
+  identities.set(event.process.pid, event.subject.spiffeId);
+}
+for (const [pid, spiffeId] of identities) console.log(`   pid ${pid} is ${spiffeId}`);
+' "$events" "$@"
 }
 
 # Each workload has its identity once the agent has attested its exec.
