@@ -312,16 +312,37 @@ export function severityRank(severity: Severity): number {
 
 /** Returns whether an event passes a filter; an empty filter passes everything. */
 export function matchesFilter(event: AuditEvent, filter: EventFilter): boolean {
-  if (filter.types?.length && !filter.types.includes(event.type)) return false;
-  const id = event.subject?.spiffeId ?? '';
-  if (filter.subjectId && id !== filter.subjectId) return false;
+  return matchesFields(
+    filter,
+    event.type,
+    event.subject?.spiffeId ?? '',
+    event.action,
+    event.result,
+    event.severity,
+  );
+}
+
+/**
+ * Returns whether an event with these fields passes a filter. subjectId is
+ * the subject's SPIFFE ID, or '' for an event without a subject.
+ */
+export function matchesFields(
+  filter: EventFilter,
+  type: EventType,
+  subjectId: string,
+  action: Action | undefined,
+  result: Result | undefined,
+  severity: Severity,
+): boolean {
+  if (filter.types?.length && !filter.types.includes(type)) return false;
+  if (filter.subjectId && subjectId !== filter.subjectId) return false;
   if (filter.subjectPrefix) {
     const prefix = filter.subjectPrefix.replace(/\/$/, '');
-    if (id !== prefix && !id.startsWith(`${prefix}/`)) return false;
+    if (subjectId !== prefix && !subjectId.startsWith(`${prefix}/`)) return false;
   }
-  if (filter.actions?.length && (event.action === undefined || !filter.actions.includes(event.action))) return false;
-  if (filter.results?.length && (event.result === undefined || !filter.results.includes(event.result))) return false;
-  if (filter.minSeverity && severityRank(event.severity) < severityRank(filter.minSeverity)) return false;
+  if (filter.actions?.length && (action === undefined || !filter.actions.includes(action))) return false;
+  if (filter.results?.length && (result === undefined || !filter.results.includes(result))) return false;
+  if (filter.minSeverity && severityRank(severity) < severityRank(filter.minSeverity)) return false;
   return true;
 }
 

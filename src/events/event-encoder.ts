@@ -459,6 +459,43 @@ export function encodeEvent(event: AuditEvent): Buffer {
   return bytes;
 }
 
+/**
+ * Returns the loss event that stands in for an event that cannot be encoded
+ * (a value outside its field's range): same sequence number, time and run,
+ * and a message with the encoder's error.
+ */
+export function encodingLossEvent(event: AuditEvent, error: unknown): AuditEvent {
+  return {
+    seq: event.seq,
+    time: event.time,
+    node: event.node,
+    type: 'loss',
+    ktimeNs: '0',
+    loss: { where: 'decode', count: 1, firstSeq: event.seq, lastSeq: event.seq },
+    message: `event ${event.seq} (${event.type}) could not be encoded: ${(error as Error).message}`,
+    severity: 'medium',
+    runId: event.runId,
+  };
+}
+
+/**
+ * Returns encodeEvent(event), or for an event that cannot be encoded the
+ * encoding of its encodingLossEvent, so that a malformed event never stops a
+ * stream. Either result is kept on the event like encodeEvent's.
+ */
+export function encodeEventOrLoss(event: AuditEvent): Buffer {
+  const cache = event as AuditEvent & EncodedCache;
+  const cached = cache[ENCODED];
+  if (cached !== undefined) return cached;
+  try {
+    return encodeEvent(event);
+  } catch (error) {
+    const bytes = encodeEvent(encodingLossEvent(event, error));
+    Object.defineProperty(cache, ENCODED, { value: bytes, enumerable: false });
+    return bytes;
+  }
+}
+
 /** Returns the size of a varint. */
 function varintSize(value: number): number {
   let size = 1;
@@ -471,7 +508,11 @@ function varintSize(value: number): number {
  * bytes as field 1, length-delimited, in order.
  */
 export function encodeEventBatch(events: readonly AuditEvent[]): Buffer {
-  const encoded = events.map(encodeEvent);
+  return encodeEncodedBatch(events.map(encodeEvent));
+}
+
+/** Returns the sigil.audit.v1.EventBatch encoding of events already encoded by encodeEvent. */
+export function encodeEncodedBatch(encoded: readonly Buffer[]): Buffer {
   let size = 0;
   for (const bytes of encoded) size += 1 + varintSize(bytes.length) + bytes.length;
   const out = Buffer.allocUnsafe(size);

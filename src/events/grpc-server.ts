@@ -10,14 +10,13 @@ import {
   EventFilter,
   EventType,
   EVENT_TYPES,
-  matchesFilter,
   Result,
   RESULTS,
   Severity,
   SEVERITIES,
 } from './audit-event';
 import { auditServiceDefinition } from './audit-proto';
-import { encodeEvent, encodeEventBatch } from './event-encoder';
+import { encodeEncodedBatch, encodeEvent, encodeEventOrLoss } from './event-encoder';
 import { EventHub, EventSink } from './event-hub';
 
 /** Events one client may have waiting before further events for it are dropped and counted. */
@@ -153,12 +152,12 @@ class Fifo<T> {
 type WatchCall = grpc.ServerWritableStream<WatchRequest, unknown>;
 
 /**
- * Writes a stream's events to its call. write() returns false when grpc-js
- * applies backpressure and the caller must wait for 'drain', as with
- * Writable.write.
+ * Writes a stream's events, as encodeEvent encoded them, to its call.
+ * write() returns false when grpc-js applies backpressure and the caller
+ * must wait for 'drain', as with Writable.write.
  */
 interface EventWriter {
-  write(event: AuditEvent): boolean;
+  write(bytes: Buffer): boolean;
   /** Writes what is buffered now, for a call about to end. */
   flush(): void;
   close(): void;
@@ -168,8 +167,8 @@ interface EventWriter {
 class SingleEventWriter implements EventWriter {
   constructor(private readonly call: WatchCall) {}
 
-  write(event: AuditEvent): boolean {
-    return this.call.write(encodeEvent(event));
+  write(bytes: Buffer): boolean {
+    return this.call.write(bytes);
   }
 
   flush(): void {}
@@ -187,7 +186,7 @@ class SingleEventWriter implements EventWriter {
  * a write made at the end of the turn, when no caller is there to receive it.
  */
 class BatchEventWriter implements EventWriter {
-  private batch: AuditEvent[] = [];
+  private batch: Buffer[] = [];
   private batchBytes = 0;
   private timer: NodeJS.Immediate | null = null;
 
@@ -196,9 +195,9 @@ class BatchEventWriter implements EventWriter {
     private readonly onDeferredWrite: (writable: boolean) => void,
   ) {}
 
-  write(event: AuditEvent): boolean {
-    this.batch.push(event);
-    this.batchBytes += encodeEvent(event).length;
+  write(bytes: Buffer): boolean {
+    this.batch.push(bytes);
+    this.batchBytes += bytes.length;
     if (this.batch.length >= MAX_BATCH_EVENTS || this.batchBytes >= MAX_BATCH_BYTES) {
       return this.writeBatch();
     }
@@ -224,7 +223,7 @@ class BatchEventWriter implements EventWriter {
     const events = this.batch;
     this.batch = [];
     this.batchBytes = 0;
-    return this.call.write(encodeEventBatch(events));
+    return this.call.write(encodeEncodedBatch(events));
   }
 }
 
@@ -239,7 +238,8 @@ class BatchEventWriter implements EventWriter {
  * after the events queued before it, before the events that follow it.
  */
 class StreamSink implements EventSink {
-  private readonly queue = new Fifo<AuditEvent>();
+  /** Encoded events waiting for the stream; bytes, so a queued event object can be collected. */
+  private readonly queue = new Fifo<Buffer>();
   private readonly writer: EventWriter;
   private writable = true;
   private closed = false;
@@ -267,7 +267,7 @@ class StreamSink implements EventSink {
 
   /** Writes an event made for this client alone, ahead of the replay. */
   writeFirst(event: AuditEvent): void {
-    this.write(event);
+    this.write(encodeEvent(event));
   }
 
   /** Starts the replay, or does nothing for a live-only stream. */
@@ -279,15 +279,15 @@ class StreamSink implements EventSink {
     // While catching up, the event waits in the replay buffer for the cursor.
     if (this.closed || this.cursor !== null) return;
     if (this.writable && this.queue.length === 0 && this.dropped === 0) {
-      this.write(event);
+      this.write(encodeEventOrLoss(event));
       return;
     }
     if (this.queue.length >= this.maxQueue) {
       this.drop(event);
       return;
     }
-    if (this.dropped > 0) this.queue.push(this.takeLossEvent());
-    this.queue.push(event);
+    if (this.dropped > 0) this.queue.push(encodeEvent(this.takeLossEvent()));
+    this.queue.push(encodeEventOrLoss(event));
   }
 
   /** Writes what the writer buffers, before the call ends. */
@@ -301,8 +301,8 @@ class StreamSink implements EventSink {
     this.writer.close();
   }
 
-  private write(event: AuditEvent): void {
-    this.writable = this.writer.write(event);
+  private write(bytes: Buffer): void {
+    this.writable = this.writer.write(bytes);
   }
 
   private drop(event: AuditEvent): void {
@@ -320,8 +320,8 @@ class StreamSink implements EventSink {
   }
 
   private flushQueue(): void {
-    while (this.writable && this.queue.length > 0) this.write(this.queue.shift() as AuditEvent);
-    if (this.writable && this.queue.length === 0 && this.dropped > 0) this.write(this.takeLossEvent());
+    while (this.writable && this.queue.length > 0) this.write(this.queue.shift() as Buffer);
+    if (this.writable && this.queue.length === 0 && this.dropped > 0) this.write(encodeEvent(this.takeLossEvent()));
   }
 
   /** Replays from the buffer while the stream accepts writes; turns live when caught up. */
@@ -335,13 +335,12 @@ class StreamSink implements EventSink {
       const oldest = replay.oldestSeq ?? this.hub.lastSeq + 1;
       if (this.cursor < oldest) {
         // The buffer no longer contains these: send a gap marker, then go on from the oldest retained.
-        this.write(replayGapEvent(this.hub, this.cursor, oldest - 1));
+        this.write(encodeEvent(replayGapEvent(this.hub, this.cursor, oldest - 1)));
         this.cursor = oldest;
         continue;
       }
-      const event = replay.get(this.cursor) as AuditEvent;
-      this.cursor++;
-      if (matchesFilter(event, this.filter)) this.write(event);
+      const seq = this.cursor++;
+      if (replay.matches(seq, this.filter)) this.write(replay.bytes(seq) as Buffer);
     }
   }
 

@@ -1,9 +1,19 @@
+import * as grpc from '@grpc/grpc-js';
 import { afterEach, describe, expect, it } from 'vitest';
 import { AuditEvent, EventDraft } from '../../src/events/audit-event';
+import { auditServiceDefinition } from '../../src/events/audit-proto';
+import { encodeEvent } from '../../src/events/event-encoder';
 import { EventHub } from '../../src/events/event-hub';
 import { ReplayBuffer } from '../../src/events/replay-buffer';
 import { waitFor } from '../helpers/agent-process';
+import { eventFromWire } from '../../src/events/wire-format';
 import { Collector, range, seqs, ServerFixture } from './fixtures';
+
+/** Decodes sigil.audit.v1.Event bytes with proto-loader, as a client does. */
+function decodeWireEvent(bytes: Buffer): AuditEvent {
+  const watch = auditServiceDefinition().Watch as grpc.MethodDefinition<unknown, Record<string, unknown>>;
+  return eventFromWire(watch.responseDeserialize(bytes));
+}
 
 function draft(n: number): EventDraft {
   return { type: 'agent', ktimeNs: '0', message: `event ${n}` };
@@ -70,6 +80,56 @@ describe('ReplayBuffer', () => {
     expect(hub.replay.oldestSeq).toBeNull();
   });
 
+  it('keeps the fields that filters read', () => {
+    const hub = new EventHub('n', { replayCapacity: 4 });
+    hub.publish({ type: 'agent', ktimeNs: '0', message: 'up' });
+    hub.publish({
+      type: 'connect',
+      ktimeNs: '7',
+      subject: { spiffeId: 'spiffe://example.org/web' },
+      action: 'block',
+      result: 'denied',
+    });
+    const agent = hub.replay.get(1);
+    const connect = hub.replay.get(2);
+    expect(agent?.type).toBe('agent');
+    expect(agent?.subjectId).toBe('');
+    expect(agent?.severity).toBe('info');
+    expect(connect?.type).toBe('connect');
+    expect(connect?.subjectId).toBe('spiffe://example.org/web');
+    expect(connect?.action).toBe('block');
+    expect(connect?.result).toBe('denied');
+    expect(connect?.severity).toBe('medium');
+    expect(hub.replay.matches(2, { subjectPrefix: 'spiffe://example.org' })).toBe(true);
+    expect(hub.replay.matches(2, { types: ['exec'] })).toBe(false);
+    expect(hub.replay.matches(1, { actions: ['block'] })).toBe(false);
+    expect(hub.replay.matches(3, {})).toBe(false);
+  });
+
+  it('keeps the bytes of each event', () => {
+    const hub = new EventHub('n', { replayCapacity: 2 });
+    const events = publish(hub, 3);
+    expect(hub.replay.bytes(1)).toBeUndefined();
+    expect(hub.replay.bytes(2)?.equals(encodeEvent(events[1]))).toBe(true);
+    expect(hub.replay.bytes(3)?.equals(encodeEvent(events[2]))).toBe(true);
+    expect(hub.replay.get(3)?.bytes.equals(encodeEvent(events[2]))).toBe(true);
+  });
+
+  it('retains a loss event in place of an event it cannot encode', () => {
+    const hub = new EventHub('n', { replayCapacity: 4 });
+    hub.publish(draft(1));
+    // ktimeNs is a uint64 in decimal: this one has no encoding.
+    expect(() => hub.publish({ type: 'agent', ktimeNs: '12a', message: 'bad' })).not.toThrow();
+    hub.publish(draft(3));
+    const substitute = hub.replay.get(2);
+    expect(substitute?.type).toBe('loss');
+    const decoded = decodeWireEvent(substitute?.bytes as Buffer);
+    expect(decoded.seq).toBe(2);
+    expect(decoded.loss).toEqual({ where: 'decode', count: 1, firstSeq: 2, lastSeq: 2 });
+    expect(decoded.message).toMatch(/event 2 \(agent\) could not be encoded: .*"12a" is not a decimal integer/);
+    expect(hub.replay.get(3)?.type).toBe('agent');
+  });
+
   it('rejects a negative capacity', () => {
     expect(() => new ReplayBuffer(-1)).toThrow(/invalid replay buffer capacity -1/);
   });
@@ -106,6 +166,26 @@ describe.each([
     expect(seqs(first.events)).toEqual(range(1, 5));
     expect(seqs(resumed.events)).toEqual(range(6, 25));
     expect(resumed.events.some((event) => event.type === 'loss')).toBe(false);
+  });
+
+  it('sends a loss event in place of an event it cannot encode', async () => {
+    fixture = await new ServerFixture(new EventHub('bad-event-node', { replayCapacity: 10 })).start();
+    const live = await new Collector({ batched, socketPath: fixture.socket }).live();
+    fixture.hub.publish(draft(1));
+    fixture.hub.publish({ type: 'agent', ktimeNs: '-5', message: 'bad' });
+    fixture.hub.publish(draft(3));
+    await live.waitForCount(3);
+    const resumed = await new Collector({ batched, socketPath: fixture.socket, sinceSeq: 1 }).live();
+    await resumed.waitForCount(3);
+    live.cancel();
+    resumed.cancel();
+
+    for (const events of [live.events, resumed.events]) {
+      expect(seqs(events)).toEqual([1, 2, 3]);
+      expect(events[1].type).toBe('loss');
+      expect(events[1].loss).toEqual({ where: 'decode', count: 1, firstSeq: 2, lastSeq: 2 });
+      expect(events[2].type).toBe('agent');
+    }
   });
 
   it('loses nothing when events arrive during the replay', async () => {
