@@ -464,32 +464,158 @@ const CONNECT_OFFSETS = Object.fromEntries(
   connectRecordLayout.fields.map((entry) => [entry.name, entry.offset] as const),
 ) as Record<string, number>;
 const KTIME_OFFSET = field(recordHeaderLayout, 'ktime_ns');
+const HEADER_TYPE_OFFSET = field(recordHeaderLayout, 'type');
+const HEADER_SIZE_OFFSET = field(recordHeaderLayout, 'size');
+
+/**
+ * Values a connect record repeats from the previous one, decoded once: a
+ * process's connects mostly share the cgroup, the destination and the comm,
+ * and the decoder runs for every connect. Each entry stores the raw words
+ * it was decoded from.
+ */
+const connectRepeats = {
+  cgroupLow: -1,
+  cgroupHigh: -1,
+  cgroupId: 0n,
+  addr: new Uint32Array(4),
+  addrValid: false,
+  address: '',
+  comm: new Uint32Array(4),
+  commValid: false,
+  commText: '',
+};
+
+/**
+ * Word indexes of the connect record's fields, relative to the record. The
+ * u16 fields family and port share one word, and the u8 fields protocol,
+ * action, reason and denied another; the asserts check that layout.
+ */
+const CONNECT_WORDS = {
+  ktime: wordIndex(KTIME_OFFSET),
+  tgid: wordIndex(CONNECT_OFFSETS.tgid),
+  ppid: wordIndex(CONNECT_OFFSETS.ppid),
+  uid: wordIndex(CONNECT_OFFSETS.uid),
+  gid: wordIndex(CONNECT_OFFSETS.gid),
+  subject_id: wordIndex(CONNECT_OFFSETS.subject_id),
+  peer_id: wordIndex(CONNECT_OFFSETS.peer_id),
+  generation: wordIndex(CONNECT_OFFSETS.generation),
+  rule_index: wordIndex(CONNECT_OFFSETS.rule_index),
+  cgroup_id: wordIndex(CONNECT_OFFSETS.cgroup_id),
+  family: wordIndex(CONNECT_OFFSETS.family),
+  protocol: wordIndex(CONNECT_OFFSETS.protocol),
+  addr: wordIndex(CONNECT_OFFSETS.addr),
+  peer_tgid: wordIndex(CONNECT_OFFSETS.peer_tgid),
+  enforcer: wordIndex(CONNECT_OFFSETS.enforcer),
+  comm: wordIndex(CONNECT_OFFSETS.comm),
+};
+if (
+  CONNECT_OFFSETS.port !== CONNECT_OFFSETS.family + 2 ||
+  CONNECT_OFFSETS.action !== CONNECT_OFFSETS.protocol + 1 ||
+  CONNECT_OFFSETS.reason !== CONNECT_OFFSETS.protocol + 2 ||
+  CONNECT_OFFSETS.denied !== CONNECT_OFFSETS.protocol + 3
+) {
+  throw new Error('sigil_connect_record layout changed: update decodeConnect');
+}
+
+/** Returns the index of the 32-bit word at a byte offset, which must be 4-byte aligned. */
+function wordIndex(offset: number): number {
+  if (offset % 4 !== 0) throw new Error(`connect record field at offset ${offset} is not 4-byte aligned`);
+  return offset / 4;
+}
+
+/** The 32-bit words of the batch decoded last, or null when its bytes are not 4-byte aligned. */
+let wordsBuffer: Buffer | null = null;
+let wordsView: Uint32Array | null = null;
+
+/**
+ * Returns a Uint32Array over a batch's bytes, made once per batch. Indexed
+ * reads of it cost a fraction of Buffer.readUInt32LE, which checks its
+ * arguments on each call. The words are in host byte order, as the BPF
+ * programs on this host wrote them.
+ */
+function wordsOf(buffer: Buffer): Uint32Array | null {
+  if (buffer !== wordsBuffer) {
+    wordsBuffer = buffer;
+    wordsView =
+      buffer.byteOffset % 4 === 0 ? new Uint32Array(buffer.buffer, buffer.byteOffset, buffer.length >>> 2) : null;
+  }
+  return wordsView;
+}
+
+/** Returns an unsigned 64-bit value from its two 32-bit halves, with no BigInt arithmetic below 2^53. */
+function u64(low: number, high: number): bigint {
+  return high < 0x200000 ? BigInt(high * 0x100000000 + low) : (BigInt(high) << 32n) | BigInt(low);
+}
+
+/** Returns whether four words equal those in cached, and stores them in cached. */
+function sameWords(w0: number, w1: number, w2: number, w3: number, cached: Uint32Array): boolean {
+  if (cached[0] === w0 && cached[1] === w1 && cached[2] === w2 && cached[3] === w3) return true;
+  cached[0] = w0;
+  cached[1] = w1;
+  cached[2] = w2;
+  cached[3] = w3;
+  return false;
+}
 
 function decodeConnect(buffer: Buffer, at: number): ConnectRecord {
-  const offset = CONNECT_OFFSETS;
-  const addrAt = at + offset.addr;
+  const words = at % 4 === 0 ? wordsOf(buffer) : null;
+  if (words !== null) return decodeConnectWords(buffer, at, words);
+  // A record that is not 4-byte aligned: decode an aligned copy.
+  const copy = Buffer.alloc(connectRecordLayout.size);
+  buffer.copy(copy, 0, at, at + connectRecordLayout.size);
+  return decodeConnectWords(copy, 0, new Uint32Array(copy.buffer, copy.byteOffset, copy.length >>> 2));
+}
+
+/** Decodes the connect record at byte `at` of buffer, whose 32-bit words are words. */
+function decodeConnectWords(buffer: Buffer, at: number, words: Uint32Array): ConnectRecord {
+  const base = at >>> 2;
+  const o = CONNECT_WORDS;
+  const repeats = connectRepeats;
+
+  const cgroupLow = words[base + o.cgroup_id];
+  const cgroupHigh = words[base + o.cgroup_id + 1];
+  if (cgroupLow !== repeats.cgroupLow || cgroupHigh !== repeats.cgroupHigh) {
+    repeats.cgroupId = u64(cgroupLow, cgroupHigh);
+    repeats.cgroupLow = cgroupLow;
+    repeats.cgroupHigh = cgroupHigh;
+  }
+  const a = base + o.addr;
+  if (!sameWords(words[a], words[a + 1], words[a + 2], words[a + 3], repeats.addr) || !repeats.addrValid) {
+    const addrAt = at + CONNECT_OFFSETS.addr;
+    repeats.address = formatAddress(buffer.subarray(addrAt, addrAt + 16));
+    repeats.addrValid = true;
+  }
+  const c = base + o.comm;
+  if (!sameWords(words[c], words[c + 1], words[c + 2], words[c + 3], repeats.comm) || !repeats.commValid) {
+    repeats.commText = cString(buffer, at + CONNECT_OFFSETS.comm, 16);
+    repeats.commValid = true;
+  }
+  // family and port share a word, as do protocol, action, reason and denied.
+  const familyPort = words[base + o.family];
+  const flags = words[base + o.protocol];
+
   return {
     type: 'connect',
-    ktimeNs: buffer.readBigUInt64LE(at + KTIME_OFFSET),
-    tgid: buffer.readUInt32LE(at + offset.tgid),
-    ppid: buffer.readUInt32LE(at + offset.ppid),
-    uid: buffer.readUInt32LE(at + offset.uid),
-    gid: buffer.readUInt32LE(at + offset.gid),
-    subjectId: buffer.readUInt32LE(at + offset.subject_id),
-    peerId: buffer.readUInt32LE(at + offset.peer_id),
-    generation: buffer.readUInt32LE(at + offset.generation),
-    ruleIndex: buffer.readUInt32LE(at + offset.rule_index),
-    cgroupId: buffer.readBigUInt64LE(at + offset.cgroup_id),
-    family: buffer.readUInt16LE(at + offset.family) === AF_INET ? 'ipv4' : 'ipv6',
-    address: formatAddress(buffer.subarray(addrAt, addrAt + 16)),
-    port: buffer.readUInt16LE(at + offset.port),
-    protocol: buffer.readUInt8(at + offset.protocol),
-    action: buffer.readUInt8(at + offset.action),
-    reason: buffer.readUInt8(at + offset.reason),
-    denied: buffer.readUInt8(at + offset.denied) !== 0,
-    peerTgid: buffer.readUInt32LE(at + offset.peer_tgid),
-    enforcer: buffer.readUInt32LE(at + offset.enforcer) === ConnectEnforcer.Lsm ? 'bpf-lsm' : 'cgroup-sock',
-    comm: cString(buffer, at + offset.comm, 16),
+    ktimeNs: u64(words[base + o.ktime], words[base + o.ktime + 1]),
+    tgid: words[base + o.tgid],
+    ppid: words[base + o.ppid],
+    uid: words[base + o.uid],
+    gid: words[base + o.gid],
+    subjectId: words[base + o.subject_id],
+    peerId: words[base + o.peer_id],
+    generation: words[base + o.generation],
+    ruleIndex: words[base + o.rule_index],
+    cgroupId: repeats.cgroupId,
+    family: (familyPort & 0xffff) === AF_INET ? 'ipv4' : 'ipv6',
+    address: repeats.address,
+    port: familyPort >>> 16,
+    protocol: flags & 0xff,
+    action: (flags >>> 8) & 0xff,
+    reason: (flags >>> 16) & 0xff,
+    denied: flags >>> 24 !== 0,
+    peerTgid: words[base + o.peer_tgid],
+    enforcer: words[base + o.enforcer] === ConnectEnforcer.Lsm ? 'bpf-lsm' : 'cgroup-sock',
+    comm: repeats.commText,
   };
 }
 
@@ -508,8 +634,8 @@ export function decodeRecord(buffer: Buffer, at = 0, length = buffer.length - at
   if (length < recordHeaderLayout.size) {
     return { type: 'malformed', reason: `record of ${length} bytes is shorter than its header` };
   }
-  const type = buffer.readUInt32LE(at + field(recordHeaderLayout, 'type'));
-  const size = buffer.readUInt32LE(at + field(recordHeaderLayout, 'size'));
+  const type = buffer.readUInt32LE(at + HEADER_TYPE_OFFSET);
+  const size = buffer.readUInt32LE(at + HEADER_SIZE_OFFSET);
   const decoder = DECODERS[type];
   if (!decoder) return { type: 'malformed', reason: `unknown record type ${type}` };
   if (size !== decoder.layout.size || length < size) {

@@ -82,6 +82,90 @@ describe('batch decoder', () => {
     expect(records.map((r) => (r.type === 'connect' ? r.port : r.type))).toEqual([80, 443]);
   });
 
+  it('decodes every connect field, with 64-bit values past 2^53', () => {
+    const l = connectRecordLayout;
+    const record = connectRecord(5432);
+    record.writeBigUInt64LE(2n ** 60n + 7n, 8);
+    record.writeUInt32LE(900, l.offsetOf('tgid'));
+    record.writeUInt32LE(1, l.offsetOf('ppid'));
+    record.writeUInt32LE(1000, l.offsetOf('uid'));
+    record.writeUInt32LE(1001, l.offsetOf('gid'));
+    record.writeUInt32LE(3, l.offsetOf('subject_id'));
+    record.writeUInt32LE(4, l.offsetOf('peer_id'));
+    record.writeUInt32LE(9, l.offsetOf('generation'));
+    record.writeUInt32LE(12, l.offsetOf('rule_index'));
+    record.writeBigUInt64LE(2n ** 63n + 1n, l.offsetOf('cgroup_id'));
+    record.writeUInt16LE(10, l.offsetOf('family'));
+    record.writeUInt8(17, l.offsetOf('protocol'));
+    record.writeUInt8(KernelAction.Block, l.offsetOf('action'));
+    record.writeUInt8(1, l.offsetOf('reason'));
+    record.writeUInt8(1, l.offsetOf('denied'));
+    encodeAddress('2001:db8::8:1').copy(record, l.offsetOf('addr'));
+    record.writeUInt32LE(950, l.offsetOf('peer_tgid'));
+    record.writeUInt32LE(1, l.offsetOf('enforcer'));
+    record.write('psql', l.offsetOf('comm'));
+
+    const [decoded] = decodeBatch(frame(record));
+    expect(decoded).toEqual({
+      type: 'connect',
+      ktimeNs: 2n ** 60n + 7n,
+      tgid: 900,
+      ppid: 1,
+      uid: 1000,
+      gid: 1001,
+      subjectId: 3,
+      peerId: 4,
+      generation: 9,
+      ruleIndex: 12,
+      cgroupId: 2n ** 63n + 1n,
+      family: 'ipv6',
+      address: '2001:db8::8:1',
+      port: 5432,
+      protocol: 17,
+      action: KernelAction.Block,
+      reason: 1,
+      denied: true,
+      peerTgid: 950,
+      enforcer: 'bpf-lsm',
+      comm: 'psql',
+    });
+  });
+
+  it('decodes each connect of a batch with its own address, comm and cgroup', () => {
+    const l = connectRecordLayout;
+    const variants: [string, string, bigint][] = [
+      ['127.0.0.1', 'curl', 5n],
+      ['127.0.0.1', 'curl', 5n],
+      ['10.0.0.1', 'curl', 5n],
+      ['10.0.0.1', 'wget', 5n],
+      ['10.0.0.1', 'wget', 6n],
+      ['127.0.0.1', 'curl', 5n],
+    ];
+    const records = variants.map(([address, comm, cgroup]) => {
+      const record = connectRecord(80);
+      encodeAddress(address).copy(record, l.offsetOf('addr'));
+      record.write(comm, l.offsetOf('comm'));
+      record.writeBigUInt64LE(cgroup, l.offsetOf('cgroup_id'));
+      return frame(record);
+    });
+    const decoded = decodeBatch(Buffer.concat(records));
+    expect(decoded.map((r) => (r.type === 'connect' ? [r.address, r.comm, r.cgroupId] : r.type))).toEqual(
+      variants,
+    );
+  });
+
+  it('decodes a batch whose bytes are not 4-byte aligned', () => {
+    const bytes = Buffer.concat([frame(connectRecord(80)), frame(connectRecord(443))]);
+    const unaligned = Buffer.alloc(bytes.length + 1).subarray(1);
+    bytes.copy(unaligned);
+    expect(unaligned.byteOffset % 4).not.toBe(0);
+    const records = decodeBatch(unaligned);
+    expect(records.map((r) => (r.type === 'connect' ? [r.port, r.address] : r.type))).toEqual([
+      [80, '127.0.0.1'],
+      [443, '127.0.0.1'],
+    ]);
+  });
+
   it('reports a record of unknown type and goes on', () => {
     const unknown = Buffer.alloc(16);
     unknown.writeUInt32LE(99, 0);
