@@ -115,15 +115,33 @@ export class EventHub {
   }
 }
 
+/**
+ * Frozen processes found within the limits, which cannot change afterwards.
+ * The event builder shares one frozen process across a process's events, so
+ * its arguments are measured once, not for every event.
+ */
+const boundedProcesses = new WeakSet<Process>();
+
 /** Truncates arguments and ancestry to the limits the schema documents. */
 function boundProcess(process: Process): Process {
+  if (boundedProcesses.has(process)) return process;
   const args = process.arguments;
   const ancestry = process.ancestry;
   const argsTooLong =
     args !== undefined &&
     (args.length > MAX_ARGUMENTS || args.some((arg) => Buffer.byteLength(arg) > MAX_ARGUMENT_BYTES));
   const ancestryTooLong = ancestry !== undefined && ancestry.length > MAX_ANCESTRY;
-  if (!argsTooLong && !ancestryTooLong) return process;
+  if (!argsTooLong && !ancestryTooLong) {
+    // Frozen all the way down, as the event builder freezes its shared processes.
+    if (
+      Object.isFrozen(process) &&
+      (args === undefined || Object.isFrozen(args)) &&
+      (ancestry === undefined || Object.isFrozen(ancestry))
+    ) {
+      boundedProcesses.add(process);
+    }
+    return process;
+  }
 
   const bounded = { ...process };
   if (args !== undefined && argsTooLong) bounded.arguments = args.slice(0, MAX_ARGUMENTS).map(truncateArgument);
