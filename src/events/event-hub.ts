@@ -29,6 +29,12 @@ export interface EventSink {
   deliver(event: AuditEvent): void;
 }
 
+/** A consumer that reads from the replay buffer and must account for each event before it goes. */
+export interface ReplayReader {
+  /** Called with the oldest retained sequence number just before the buffer drops that event. */
+  evicting(seq: number): void;
+}
+
 export interface EventHubOptions {
   /** Events retained for resume; 0 turns replay off. */
   replayCapacity?: number;
@@ -45,6 +51,7 @@ export interface EventHubOptions {
 export class EventHub {
   private seq = 0;
   private readonly sinks = new Set<EventSink>();
+  private readonly readers = new Set<ReplayReader>();
   private timeMs = -1;
   private timeText = '';
   readonly node: string;
@@ -86,8 +93,13 @@ export class EventHub {
       };
     }
     if (event.process) event.process = boundProcess(event.process);
+    const replay = this.replay;
+    if (this.readers.size > 0 && replay.size === replay.capacity && replay.capacity > 0) {
+      const oldest = replay.oldestSeq as number;
+      for (const reader of this.readers) reader.evicting(oldest);
+    }
     // Into the buffer before the sinks, so a sink catching up from the buffer finds it there.
-    this.replay.push(event);
+    replay.push(event);
     for (const sink of this.sinks) {
       if (matchesFilter(event, sink.filter)) sink.deliver(event);
     }
@@ -102,6 +114,12 @@ export class EventHub {
       this.timeText = new Date(now).toISOString();
     }
     return this.timeText;
+  }
+
+  /** Adds a replay reader, told of each event before the replay buffer drops it; returns the function that removes it. */
+  addReplayReader(reader: ReplayReader): () => void {
+    this.readers.add(reader);
+    return () => this.readers.delete(reader);
   }
 
   /** Adds a sink; returns the function that removes it. */

@@ -19,7 +19,12 @@ import { auditServiceDefinition } from './audit-proto';
 import { encodeEncodedBatch, encodeEvent, encodeEventOrLoss } from './event-encoder';
 import { EventHub, EventSink } from './event-hub';
 
-/** Events one client may have waiting before further events for it are dropped and counted. */
+/**
+ * Events one client may have waiting in its own queue before further events
+ * for it are dropped and counted. The queue is used only when the hub's
+ * replay buffer is off; otherwise a client that falls behind reads from the
+ * replay buffer, and by default may fall behind by as much as it retains.
+ */
 export const DEFAULT_CLIENT_QUEUE = 10_000;
 /** Maximum events in one WatchBatches message. */
 export const MAX_BATCH_EVENTS = 1024;
@@ -46,7 +51,11 @@ export interface StreamObserver {
 }
 
 export interface AuditServerOptions {
-  /** Events one client may have waiting; default DEFAULT_CLIENT_QUEUE. */
+  /**
+   * Events that passed its filter one client may have waiting. The default
+   * is the replay buffer's capacity, or DEFAULT_CLIENT_QUEUE when replay is
+   * off.
+   */
   maxClientQueue?: number;
   observer?: StreamObserver;
 }
@@ -231,14 +240,21 @@ class BatchEventWriter implements EventWriter {
  * One Watch stream. It starts in catch-up mode when the request includes
  * since_seq: events come from the hub's replay buffer by sequence number, as
  * fast as the client reads, and live events wait in the buffer meanwhile.
- * Once the cursor passes the newest event the stream is live: events go
- * straight to the stream while grpc-js accepts them, then wait in a bounded
- * queue, and events past that queue are dropped and counted. The count
- * reaches the client as a client-queue loss event at the place of the gap:
- * after the events queued before it, before the events that follow it.
+ * Once the cursor passes the newest event the stream is live, and events go
+ * straight to the stream while grpc-js accepts them.
+ *
+ * A live stream that stops accepting writes falls behind. With replay on, it
+ * goes back to reading from the replay buffer at the first event it missed
+ * (lag mode), so waiting events cost no memory of their own. With replay
+ * off, they wait in the stream's own queue. Either way at most maxQueue
+ * events that passed the filter wait: past that, the oldest waiting ones (in
+ * lag mode) or the newest ones (in the queue) are dropped and counted, as
+ * are those the replay buffer drops before the stream has read them. The
+ * count reaches the client as a client-queue loss event at the place of the
+ * gap, with the first and last sequence numbers dropped.
  */
 class StreamSink implements EventSink {
-  /** Encoded events waiting for the stream; bytes, so a queued event object can be collected. */
+  /** Encoded events waiting for the stream when replay is off; bytes, so a queued event object can be collected. */
   private readonly queue = new Fifo<Buffer>();
   private readonly writer: EventWriter;
   private writable = true;
@@ -246,6 +262,10 @@ class StreamSink implements EventSink {
   private dropped = 0;
   private firstDropped = 0;
   private lastDropped = 0;
+  /** Removes this stream from the hub's replay readers while it is in lag mode; null otherwise. */
+  private stopLagging: (() => void) | null = null;
+  /** Events from cursor on that passed the filter, in lag mode. */
+  private lagPending = 0;
 
   constructor(
     readonly filter: EventFilter,
@@ -276,18 +296,58 @@ class StreamSink implements EventSink {
   }
 
   deliver(event: AuditEvent): void {
-    // While catching up, the event waits in the replay buffer for the cursor.
-    if (this.closed || this.cursor !== null) return;
+    if (this.closed) return;
+    if (this.cursor !== null) {
+      // Catching up: the event waits in the replay buffer for the cursor.
+      if (this.stopLagging !== null) this.addLagged();
+      return;
+    }
     if (this.writable && this.queue.length === 0 && this.dropped === 0) {
       this.write(encodeEventOrLoss(event));
       return;
     }
+    if (this.hub.replay.capacity > 0) {
+      // publish() put the event into the replay buffer before delivering it.
+      this.cursor = event.seq;
+      this.lagPending = 0;
+      this.stopLagging = this.hub.addReplayReader(this);
+      this.addLagged();
+      return;
+    }
     if (this.queue.length >= this.maxQueue) {
-      this.drop(event);
+      this.drop(event.seq);
       return;
     }
     if (this.dropped > 0) this.queue.push(encodeEvent(this.takeLossEvent()));
     this.queue.push(encodeEventOrLoss(event));
+  }
+
+  /** Counts one more event waiting in lag mode, and drops the oldest waiting past maxQueue. */
+  private addLagged(): void {
+    this.lagPending++;
+    if (this.lagPending <= this.maxQueue) return;
+    const replay = this.hub.replay;
+    const newest = this.hub.lastSeq;
+    let seq = this.cursor as number;
+    while (seq <= newest && !replay.matches(seq, this.filter)) seq++;
+    if (seq > newest) {
+      // Only when an event was retained as its encoding loss event, which the filter may not pass.
+      this.lagPending = 0;
+      return;
+    }
+    this.drop(seq);
+    this.cursor = seq + 1;
+    this.lagPending--;
+  }
+
+  /** Accounts for the oldest retained event before the replay buffer drops it, in lag mode. */
+  evicting(seq: number): void {
+    if (this.cursor !== seq) return;
+    if (this.hub.replay.matches(seq, this.filter)) {
+      this.drop(seq);
+      this.lagPending--;
+    }
+    this.cursor = seq + 1;
   }
 
   /** Writes what the writer buffers, before the call ends. */
@@ -299,15 +359,17 @@ class StreamSink implements EventSink {
     this.closed = true;
     this.queue.clear();
     this.writer.close();
+    this.stopLagging?.();
+    this.stopLagging = null;
   }
 
   private write(bytes: Buffer): void {
     this.writable = this.writer.write(bytes);
   }
 
-  private drop(event: AuditEvent): void {
-    if (this.dropped === 0) this.firstDropped = event.seq;
-    this.lastDropped = event.seq;
+  private drop(seq: number): void {
+    if (this.dropped === 0) this.firstDropped = seq;
+    this.lastDropped = seq;
     this.dropped++;
     this.observer?.eventsDropped('client-queue', 1);
   }
@@ -328,8 +390,15 @@ class StreamSink implements EventSink {
   private pump(): void {
     const replay = this.hub.replay;
     while (this.writable && this.cursor !== null && !this.closed) {
+      if (this.dropped > 0) {
+        // Lag mode dropped events before the cursor: the loss event goes at their place.
+        this.write(encodeEvent(this.takeLossEvent()));
+        continue;
+      }
       if (this.cursor > this.hub.lastSeq) {
         this.cursor = null;
+        this.stopLagging?.();
+        this.stopLagging = null;
         break;
       }
       const oldest = replay.oldestSeq ?? this.hub.lastSeq + 1;
@@ -340,7 +409,9 @@ class StreamSink implements EventSink {
         continue;
       }
       const seq = this.cursor++;
-      if (replay.matches(seq, this.filter)) this.write(replay.bytes(seq) as Buffer);
+      if (!replay.matches(seq, this.filter)) continue;
+      if (this.stopLagging !== null) this.lagPending--;
+      this.write(replay.bytes(seq) as Buffer);
     }
   }
 
@@ -426,7 +497,8 @@ export class AuditServer {
     options: AuditServerOptions | number = {},
   ) {
     const settings = typeof options === 'number' ? { maxClientQueue: options } : options;
-    this.maxClientQueue = settings.maxClientQueue ?? DEFAULT_CLIENT_QUEUE;
+    this.maxClientQueue =
+      settings.maxClientQueue ?? (hub.replay.capacity > 0 ? hub.replay.capacity : DEFAULT_CLIENT_QUEUE);
     this.observer = settings.observer;
     this.server.addService(withEncodedResponses(auditServiceDefinition()), {
       watch: (call: WatchCall) => this.watch(call, false),
