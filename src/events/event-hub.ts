@@ -116,7 +116,7 @@ export class EventHub {
     return this.timeText;
   }
 
-  /** Adds a replay reader, told of each event before the replay buffer drops it; returns the function that removes it. */
+  /** Adds a replay reader, called for each event before the replay buffer drops it; returns its remover. */
   addReplayReader(reader: ReplayReader): () => void {
     this.readers.add(reader);
     return () => this.readers.delete(reader);
