@@ -4,7 +4,7 @@
  * accounted for. Run as root after `make`:
  *
  *   npx vite-node bench/events-kernel.ts -- [--rates 100000,250000,400000,1000000]
- *     [--seconds 5] [--burst 100] [--profile DIR] [--agent-root DIR]
+ *     [--seconds 5] [--burst 100] [--profile DIR] [--agent-root DIR] [--agent-node-option FLAG]...
  *
  * Parts:
  * - the real agent (`bin/sigil run`) with its own bpffs directory, state
@@ -86,6 +86,8 @@ interface Options {
   profile?: string;
   /** Package root whose bin/sigil runs as the agent, to compare two builds in one session. */
   agentRoot: string;
+  /** Node.js options for the agent process alone, such as V8 heap flags. */
+  agentNodeOptions: string[];
 }
 
 function parseArgs(argv: string[]): Options {
@@ -94,6 +96,7 @@ function parseArgs(argv: string[]): Options {
     seconds: 5,
     burst: 100,
     agentRoot: REPO,
+    agentNodeOptions: [],
   };
   for (let i = 0; i < argv.length; i++) {
     const value = argv[i + 1];
@@ -102,10 +105,11 @@ function parseArgs(argv: string[]): Options {
     else if (argv[i] === '--burst') options.burst = Number(value);
     else if (argv[i] === '--profile') options.profile = value;
     else if (argv[i] === '--agent-root') options.agentRoot = value;
+    else if (argv[i] === '--agent-node-option') options.agentNodeOptions.push(value);
     else if (argv[i] === '--') continue;
     else
       throw new Error(
-        `unknown argument ${argv[i]}: expected --rates N,N --seconds N --burst N --profile DIR --agent-root DIR`,
+        `unknown argument ${argv[i]}: expected --rates N,N --seconds N --burst N --profile DIR --agent-root DIR --agent-node-option FLAG`,
       );
     i++;
   }
@@ -240,10 +244,12 @@ class AgentUnderTest {
     cgroup: string,
     readonly eventsLog: string,
     agentRoot: string,
+    nodeOptions: string[],
     profileDir?: string,
   ) {
     const profile = profileDir ? ['--require', join(__dirname, 'cpu-profile-preload.js')] : [];
     const args = [
+      ...nodeOptions,
       ...profile,
       join(agentRoot, 'bin', 'sigil'),
       'run',
@@ -684,6 +690,7 @@ async function main(): Promise<void> {
     cgroup,
     eventsLog,
     options.agentRoot,
+    options.agentNodeOptions,
     options.profile,
   );
   let generator: Generator | null = null;
