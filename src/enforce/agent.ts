@@ -17,7 +17,7 @@ import { ConfigError, ConfigIssue, formatIssue } from '../util/config-error';
 import {
   AcceptRecord,
   BindRecord,
-  decodeBatch,
+  forEachRecord,
   CgroupRecord,
   ExecRecord,
   ExitRecord,
@@ -590,14 +590,18 @@ export class Agent {
 
   private handleBatch(batch: Buffer): void {
     const decoder = this.lsm ?? this.tracepoint;
-    for (const record of decoder ? decoder.decodeBatch(batch) : decodeBatch(batch)) {
-      try {
-        this.handleRecord(record);
-      } catch (error) {
-        this.log.error({ err: error, record: record.type }, 'handle kernel record failed');
-      }
-    }
+    // One record at a time, so each becomes garbage before the next is decoded.
+    if (decoder) decoder.forEachRecord(batch, this.visitRecord);
+    else forEachRecord(batch, this.visitRecord);
   }
+
+  private readonly visitRecord = (record: KernelRecord | MalformedRecord | LsmRecord | TpDecisionRecord) => {
+    try {
+      this.handleRecord(record);
+    } catch (error) {
+      this.log.error({ err: error, record: record.type }, 'handle kernel record failed');
+    }
+  };
 
   private handleRecord(
     record: KernelRecord | MalformedRecord | LsmRecord | TpDecisionRecord,

@@ -19,6 +19,7 @@ import { PolicyRef } from '../events/audit-event';
 // Rule tables kept for decoding records of generations that are no longer active, as the agent keeps egress ones.
 const KEPT_GENERATIONS = 8;
 const FRAME_HEADER_BYTES = 8;
+const RECORD_TYPE_OFFSET = recordHeaderLayout.offsetOf('type');
 
 /** Options that both exec and file rule enforcers take. */
 export interface PathRuleEnforcerOptions {
@@ -142,18 +143,23 @@ export abstract class PathRuleEnforcer<
    */
   decodeBatch(batch: Buffer): (KernelRecord | MalformedRecord | R)[] {
     const records: (KernelRecord | MalformedRecord | R)[] = [];
+    this.forEachRecord(batch, (record) => records.push(record));
+    return records;
+  }
+
+  /** Decodes the records of a batch as decodeBatch does, passing each to visit as soon as it is decoded. */
+  forEachRecord(batch: Buffer, visit: (record: KernelRecord | MalformedRecord | R) => void): void {
     let at = 0;
     while (at + FRAME_HEADER_BYTES <= batch.length) {
       const length = batch.readUInt32LE(at);
       const start = at + FRAME_HEADER_BYTES;
       if (start + length > batch.length) {
-        records.push({ type: 'malformed', reason: `frame of ${length} bytes overruns the batch` });
+        visit({ type: 'malformed', reason: `frame of ${length} bytes overruns the batch` });
         break;
       }
-      records.push(this.decodeRecord(batch, start, length));
+      visit(this.decodeRecord(batch, start, length));
       at = start + Math.ceil(length / 8) * 8;
     }
-    return records;
   }
 
   private decodeRecord(
@@ -162,7 +168,7 @@ export abstract class PathRuleEnforcer<
     length: number,
   ): KernelRecord | MalformedRecord | R {
     if (length < recordHeaderLayout.size) return decodeRecord(batch, at, length);
-    const type = batch.readUInt32LE(at + recordHeaderLayout.offsetOf('type'));
+    const type = batch.readUInt32LE(at + RECORD_TYPE_OFFSET);
     if (!this.decoder.recordTypes.includes(type)) return decodeRecord(batch, at, length);
     try {
       return this.decoder.decode(batch, at, length)!;

@@ -653,15 +653,24 @@ export function decodeRecord(buffer: Buffer, at = 0, length = buffer.length - at
  */
 export function decodeBatch(batch: Buffer): (KernelRecord | MalformedRecord)[] {
   const records: (KernelRecord | MalformedRecord)[] = [];
+  forEachRecord(batch, (record) => records.push(record));
+  return records;
+}
+
+/**
+ * Decodes the records of a batch (framed as decodeBatch reads them) and
+ * passes each to visit as soon as it is decoded, so that a record can be
+ * collected before the next one is decoded.
+ */
+export function forEachRecord(batch: Buffer, visit: (record: KernelRecord | MalformedRecord) => void): void {
   let at = 0;
   while (at + 8 <= batch.length) {
     const length = batch.readUInt32LE(at);
     if (at + 8 + length > batch.length) {
-      records.push({ type: 'malformed', reason: `frame of ${length} bytes overruns the batch` });
+      visit({ type: 'malformed', reason: `frame of ${length} bytes overruns the batch` });
       break;
     }
-    records.push(decodeRecord(batch, at + 8, length));
+    visit(decodeRecord(batch, at + 8, length));
     at += 8 + Math.ceil(length / 8) * 8;
   }
-  return records;
 }
