@@ -412,6 +412,9 @@ function encodeEventTail(writer: ProtoWriter, event: AuditEvent): void {
   writer.string(19, event.runId);
 }
 
+/** Field 2 (time) of the previous event, and its bytes; null before the first event. */
+const previousTime: { text: string | undefined; bytes: Buffer | null } = { text: undefined, bytes: null };
+
 /**
  * Encodes an event. When fields 4 to 19 are identical (===) to those of the
  * previous event and its messages are frozen, as for a process's repeated
@@ -419,7 +422,16 @@ function encodeEventTail(writer: ProtoWriter, event: AuditEvent): void {
  */
 function encodeEventBody(writer: ProtoWriter, event: AuditEvent): void {
   writer.uint64Number(1, event.seq);
-  writer.string(2, event.time);
+  // The time changes once per millisecond: its field bytes are copied while it repeats.
+  if (event.time === previousTime.text && previousTime.bytes !== null) {
+    writer.raw(previousTime.bytes);
+  } else {
+    // Relative to start, which ensure() moves when the event continues in a new slab.
+    const offset = writer.pos - writer.start;
+    writer.string(2, event.time);
+    previousTime.text = event.time;
+    previousTime.bytes = Buffer.from(writer.buffer.subarray(writer.start + offset, writer.pos));
+  }
   writer.uint64String(3, event.ktimeNs);
   const previous = previousTail;
   if (previous !== null && sameTail(previous.tail, event)) {

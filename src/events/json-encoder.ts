@@ -44,6 +44,25 @@ const fragments = new WeakMap<object, Buffer>();
 
 type Json = unknown;
 
+/** Bytes of one head field kept by appendObjectLine, with the key and string value they encode. */
+interface HeadSlot {
+  key: string;
+  value: string;
+  /** Whether the bytes start with the comma that follows an earlier field. */
+  afterField: boolean;
+  bytes: Buffer;
+  /** Bytes used, 0 when the slot keeps nothing. */
+  length: number;
+  /** Lines in a row whose value differed from the slot's. */
+  misses: number;
+  /** Lines left before the slot keeps bytes again. */
+  pause: number;
+}
+/** Largest head field, key and value, that a slot keeps. */
+const HEAD_SLOT_BYTES = 128;
+/** Lines a slot skips after its value changed twice in a row. */
+const HEAD_SLOT_PAUSE = 64;
+
 /** Returns whether a value is a frozen array or frozen object of Object.prototype without toJSON. */
 function isFrozenPlain(value: object): boolean {
   if (!Object.isFrozen(value)) return false;
@@ -113,7 +132,7 @@ export class JsonLineEncoder {
       this.byte(0x7b);
       let first = true;
       const head = Math.min(headFields, count);
-      for (let i = 0; i < head; i++) first = this.field(keys[i], values[i], first);
+      for (let i = 0; i < head; i++) first = this.headField(i, keys[i], values[i], first);
       const tail = this.tail;
       if (tail !== null && this.tailMatches(tail, head, count, first)) {
         this.raw(tail.bytes);
@@ -129,6 +148,55 @@ export class JsonLineEncoder {
       // The scratch lists must not keep the object's values alive.
       values.fill(undefined, 0, count);
     }
+  }
+
+  /**
+   * Bytes of the head fields of the previous lines, by position, for string
+   * values that repeat: an event's time changes once per millisecond and its
+   * node and type rarely. A slot whose value changed twice in a row, as a
+   * kernel time stamp does on every event, stops copying its bytes for
+   * HEAD_SLOT_PAUSE lines.
+   */
+  private readonly headSlots: HeadSlot[] = [];
+
+  /** Writes head field i of appendObjectLine, from its slot when key and string value repeat. */
+  private headField(i: number, key: string, field: Json, first: boolean): boolean {
+    let slot = this.headSlots[i];
+    if (slot === undefined) {
+      slot = { key: '', value: '', afterField: false, bytes: Buffer.alloc(HEAD_SLOT_BYTES), length: 0, misses: 0, pause: 0 };
+      this.headSlots[i] = slot;
+    }
+    if (slot.length > 0 && slot.value === field && slot.key === key && slot.afterField === !first) {
+      this.ensure(slot.length);
+      const buffer = this.buffer;
+      const bytes = slot.bytes;
+      let pos = this.pos;
+      for (let j = 0; j < slot.length; j++) buffer[pos++] = bytes[j];
+      this.pos = pos;
+      slot.misses = 0;
+      return false;
+    }
+    const start = this.pos;
+    const empty = this.field(key, field, first);
+    const length = this.pos - start;
+    slot.length = 0;
+    if (slot.pause > 0) {
+      slot.pause--;
+      return empty;
+    }
+    if (++slot.misses >= 2) {
+      slot.misses = 0;
+      slot.pause = HEAD_SLOT_PAUSE;
+      return empty;
+    }
+    if (typeof field === 'string' && length <= HEAD_SLOT_BYTES) {
+      this.buffer.copy(slot.bytes, 0, start, this.pos);
+      slot.key = key;
+      slot.value = field;
+      slot.afterField = !first;
+      slot.length = length;
+    }
+    return empty;
   }
 
   /** Fields from head on, as appendObjectLine read them, and their bytes; null when not reusable. */

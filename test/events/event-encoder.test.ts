@@ -183,6 +183,25 @@ describe('event encoder', () => {
     });
   });
 
+  it('repeated times across slabs encode as protobufjs does', () => {
+    // About 4.5 MB of events, whose time repeats in runs of three, cross several 1 MiB slabs.
+    const events: AuditEvent[] = [];
+    for (let i = 0; i < 3000; i++) {
+      events.push({
+        seq: i + 1,
+        time: `2026-12-04T00:00:${String(Math.floor(i / 3) % 60).padStart(2, '0')}.000Z`,
+        node: 'encoder-node',
+        type: 'agent',
+        ktimeNs: String(i),
+        message: 'm'.repeat(1400 + (i % 97)),
+        severity: 'info',
+        runId: 'run-1',
+      });
+    }
+    const encoded = events.map((event) => Buffer.from(encodeEvent(event)));
+    events.forEach((event, i) => expect(encoded[i].equals(genericEncode('Watch', event))).toBe(true));
+  });
+
   it('empty batch encodes to no bytes', () => {
     expect(encodeEventBatch([]).length).toBe(0);
   });

@@ -153,6 +153,36 @@ describe('json encoder', () => {
     expect(encoder.take().toString('utf8')).toBe(expected.join(''));
   });
 
+  it('object lines with repeating head fields', () => {
+    const values: Record<string, unknown>[] = [];
+    for (let i = 0; i < 400; i++) {
+      // time repeats in runs, node and type switch now and then, ktimeNs never repeats
+      const value: Record<string, unknown> = {
+        seq: i,
+        time: `2026-12-04T00:00:00.${String(Math.floor(i / 7)).padStart(3, '0')}Z`,
+        node: i % 97 < 90 ? 'node-a' : 'node-"b"',
+        type: i % 50 === 49 ? 'exec' : 'connect',
+        ktimeNs: String(1000 + i * 13),
+      };
+      // a missing head field moves the later ones to other positions, where the same value
+      // may follow another key, and a first field that is left out drops the next one's comma
+      if (i % 31 === 30) {
+        delete value.node;
+        value.type = 'node-a';
+      }
+      if (i % 43 === 42) value.time = undefined;
+      if (i % 37 === 36) value.seq = undefined;
+      value.action = 'allow';
+      values.push(value);
+    }
+    const encoder = new JsonLineEncoder(256);
+    for (const value of values) encoder.appendObjectLine(value, 5);
+    const lines = encoder.take().toString('utf8').split('\n');
+    expect(lines.pop()).toBe('');
+    expect(lines).toHaveLength(values.length);
+    values.forEach((value, i) => expect(lines[i]).toBe(JSON.stringify(value)));
+  });
+
   it('object lines with frozen tails', () => {
     const shared = deepFreeze({ spiffeId: WEB });
     const encoder = new JsonLineEncoder(64);
