@@ -80,8 +80,9 @@ async function hubToLog(n: number, target: string, format: EventLogFormat): Prom
 async function hubToGrpc(n: number, batched: boolean): Promise<{ ms: number; received: number; lost: number }> {
   const dir = mkdtempSync(join(tmpdir(), 'sigil-bench-'));
   const socketPath = join(dir, 'audit.sock');
-  const hub = new EventHub('bench-node');
-  // A queue as large as the run, so the figure is throughput and not the drop policy.
+  // A replay buffer and a client queue as large as the run, so the figure is throughput and
+  // not the drop policy: a client that falls behind reads from the replay buffer.
+  const hub = new EventHub('bench-node', { replayCapacity: n });
   const server = new AuditServer(hub, socketPath, { maxClientQueue: n });
   await server.start();
 
