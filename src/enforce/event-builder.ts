@@ -322,7 +322,7 @@ export function connectEvent(record: ConnectRecord, context: ConnectContext): Ev
     time: '',
     node: '',
     type: 'connect',
-    ktimeNs: record.ktimeNs.toString(),
+    ktimeNs: record.ktimeNs,
     subject: sharedSubject(context.subject),
     process: connectProcess(record, context),
     connection: connectConnection(record, context.peer ?? ''),

@@ -123,7 +123,8 @@ export interface AcceptRecord {
 
 export interface ConnectRecord {
   type: 'connect';
-  ktimeNs: bigint;
+  /** Decimal, as events carry it: the decoder runs for every connect, and BigInt costs more. */
+  ktimeNs: string;
   tgid: number;
   ppid: number;
   uid: number;
@@ -547,6 +548,11 @@ function u64(low: number, high: number): bigint {
   return high < 0x200000 ? BigInt(high * 0x100000000 + low) : (BigInt(high) << 32n) | BigInt(low);
 }
 
+/** Returns an unsigned 64-bit value from its two 32-bit halves in decimal, with no BigInt below 2^53. */
+function u64Decimal(low: number, high: number): string {
+  return high < 0x200000 ? String(high * 0x100000000 + low) : ((BigInt(high) << 32n) | BigInt(low)).toString();
+}
+
 /** Returns whether four words equal those in cached, and stores them in cached. */
 function sameWords(w0: number, w1: number, w2: number, w3: number, cached: Uint32Array): boolean {
   if (cached[0] === w0 && cached[1] === w1 && cached[2] === w2 && cached[3] === w3) return true;
@@ -596,7 +602,7 @@ function decodeConnectWords(buffer: Buffer, at: number, words: Uint32Array): Con
 
   return {
     type: 'connect',
-    ktimeNs: u64(words[base + o.ktime], words[base + o.ktime + 1]),
+    ktimeNs: u64Decimal(words[base + o.ktime], words[base + o.ktime + 1]),
     tgid: words[base + o.tgid],
     ppid: words[base + o.ppid],
     uid: words[base + o.uid],

@@ -108,7 +108,7 @@ describe('batch decoder', () => {
     const [decoded] = decodeBatch(frame(record));
     expect(decoded).toEqual({
       type: 'connect',
-      ktimeNs: 2n ** 60n + 7n,
+      ktimeNs: String(2n ** 60n + 7n),
       tgid: 900,
       ppid: 1,
       uid: 1000,
@@ -155,14 +155,16 @@ describe('batch decoder', () => {
   });
 
   it('decodes a batch whose bytes are not 4-byte aligned', () => {
-    const bytes = Buffer.concat([frame(connectRecord(80)), frame(connectRecord(443))]);
+    const second = connectRecord(443);
+    second.writeBigUInt64LE(2n ** 53n - 1n, 8);
+    const bytes = Buffer.concat([frame(connectRecord(80)), frame(second)]);
     const unaligned = Buffer.alloc(bytes.length + 1).subarray(1);
     bytes.copy(unaligned);
     expect(unaligned.byteOffset % 4).not.toBe(0);
     const records = decodeBatch(unaligned);
-    expect(records.map((r) => (r.type === 'connect' ? [r.port, r.address] : r.type))).toEqual([
-      [80, '127.0.0.1'],
-      [443, '127.0.0.1'],
+    expect(records.map((r) => (r.type === 'connect' ? [r.port, r.address, r.ktimeNs] : r.type))).toEqual([
+      [80, '127.0.0.1', '0'],
+      [443, '127.0.0.1', '9007199254740991'],
     ]);
   });
 
