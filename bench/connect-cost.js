@@ -47,7 +47,14 @@ function ruleSet(port) {
   const cidrRules = [];
   let index = 0;
   for (let id = 1; id <= IDENTITIES; id++) {
-    subjects.push({ id, hasEgressAllow: true, egressPosture: BLOCK });
+    // The flags as the compiler sets them: every subject has CIDR rules and no peer rules.
+    subjects.push({
+      id,
+      hasEgressAllow: true,
+      egressPosture: BLOCK,
+      hasPeerRules: false,
+      hasCidrRules: true,
+    });
     for (let r = 0; r < RULES_PER_IDENTITY; r++) {
       const addr = encodeAddress(`10.${id % 256}.${(id * RULES_PER_IDENTITY + r) % 256}.0`);
       const rule = {

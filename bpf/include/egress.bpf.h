@@ -96,17 +96,19 @@ static __always_inline void sigil_decide_egress(__u32 gen, __u32 subject, __u32 
 		return;
 
 	/* rules on the peer's identity */
-	peer_rules = bpf_map_lookup_elem(&sigil_peer_rules, &gen);
-	if (peer && peer_rules) {
+	if (peer && !(settings->flags & SIGIL_SUBJECT_NO_PEER_RULES)) {
+		peer_rules = bpf_map_lookup_elem(&sigil_peer_rules, &gen);
 		peer_key.subject = subject;
 		peer_key.peer = peer;
-		list = bpf_map_lookup_elem(peer_rules, &peer_key);
+		list = peer_rules ? bpf_map_lookup_elem(peer_rules, &peer_key) : NULL;
 		if (list)
 			sigil_scan_rules(list, dst, verdict);
 	}
 
 	/* rules on the destination address, the longest prefix holding its ancestors' rules */
-	cidr_rules = bpf_map_lookup_elem(&sigil_cidr_rules, &gen);
+	cidr_rules = NULL;
+	if (!(settings->flags & SIGIL_SUBJECT_NO_CIDR_RULES))
+		cidr_rules = bpf_map_lookup_elem(&sigil_cidr_rules, &gen);
 	if (cidr_rules) {
 		cidr_key.prefixlen = 32 + 128;
 		cidr_key.subject = bpf_htonl(subject);

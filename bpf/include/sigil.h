@@ -63,8 +63,15 @@ enum sigil_drop_reason {
 	SIGIL_DROP_REASONS = 2,
 };
 
-/* Flags of sigil_subject.flags. */
+/*
+ * Flags of sigil_subject.flags. The NO_*_RULES flags let the connect
+ * programs skip a rule map that contains no entry of the subject. They
+ * state an absence, so an entry written without them (flags 0) still gets
+ * every lookup. A missing flag costs time but never changes a verdict.
+ */
 #define SIGIL_SUBJECT_HAS_EGRESS_ALLOW (1u << 0)
+#define SIGIL_SUBJECT_NO_PEER_RULES (1u << 1)
+#define SIGIL_SUBJECT_NO_CIDR_RULES (1u << 2)
 
 /* Value of the settings array map (one entry, index 0). */
 struct sigil_settings {

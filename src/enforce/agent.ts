@@ -1006,6 +1006,8 @@ function kernelSubject(id: number, settings: SubjectSettings): KernelSubject {
     id,
     hasEgressAllow: settings.hasEgressAllow,
     egressPosture: settings.egressPosture === 'Block' ? KernelAction.Block : KernelAction.Audit,
+    hasPeerRules: settings.hasPeerRules,
+    hasCidrRules: settings.hasCidrRules,
   };
 }
 

@@ -17,6 +17,8 @@ import {
   SIGIL_RULES_PER_KEY,
   subjectLayout,
   SUBJECT_HAS_EGRESS_ALLOW,
+  SUBJECT_NO_CIDR_RULES,
+  SUBJECT_NO_PEER_RULES,
 } from './layout';
 import { closeFd, mapCreate, mapDeleteMany, MapFlag, MapType, mapUpdateMany } from './native';
 
@@ -25,6 +27,16 @@ export interface KernelSubject {
   id: number;
   hasEgressAllow: boolean;
   egressPosture: KernelAction;
+  /**
+   * False when the rule set has no peer-rule entry of this subject, so the connect programs skip
+   * the peer-rule lookup. Absent or true, they look the entry up.
+   */
+  hasPeerRules?: boolean;
+  /**
+   * False when the rule set has no CIDR entry of this subject, so the connect programs skip the
+   * CIDR lookup. Absent or true, they look the entry up.
+   */
+  hasCidrRules?: boolean;
 }
 
 /** An entry of the peer-rule map. */
@@ -161,6 +173,14 @@ export function encodeRuleSet(ruleSet: KernelRuleSet): EncodedChanges {
   });
 }
 
+/** Returns the `struct sigil_subject` flags of a subject. */
+export function subjectFlags(subject: KernelSubject): number {
+  let flags = subject.hasEgressAllow ? SUBJECT_HAS_EGRESS_ALLOW : 0;
+  if (subject.hasPeerRules === false) flags |= SUBJECT_NO_PEER_RULES;
+  if (subject.hasCidrRules === false) flags |= SUBJECT_NO_CIDR_RULES;
+  return flags;
+}
+
 export function encodeChanges(changes: KernelRuleSetChanges): EncodedChanges {
   const { upserts, removals } = changes;
   const subjects = [...upserts.subjects];
@@ -170,7 +190,7 @@ export function encodeChanges(changes: KernelRuleSetChanges): EncodedChanges {
   const subjectValues = Buffer.alloc(subjects.length * subjectLayout.size);
   subjects.forEach((subject, i) => {
     subjectKeys.writeUInt32LE(subject.id >>> 0, i * 4);
-    const flags = subject.hasEgressAllow ? SUBJECT_HAS_EGRESS_ALLOW : 0;
+    const flags = subjectFlags(subject);
     writeSubject(subjectValues, i * subjectLayout.size, flags, subject.egressPosture);
   });
 

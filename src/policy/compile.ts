@@ -417,6 +417,8 @@ export function compileGroup(
       policy.egress.some((rule) => rule.action === 'Allow'),
     ),
     egressPosture: posture.posture,
+    hasPeerRules: false,
+    hasCidrRules: false,
   };
   if (posture.wouldBlock) settings.egressPostureWouldBlock = true;
 
@@ -485,6 +487,8 @@ export function compileGroup(
       overflow(rules, `CIDR ${formatPrefix(prefix.addr, prefix.prefixLen)}`);
     }
   }
+  settings.hasPeerRules = group.peerLists.peers.length > 0;
+  settings.hasCidrRules = group.prefixLists.length > 0;
   return group;
 }
 

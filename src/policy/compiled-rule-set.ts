@@ -46,6 +46,10 @@ export interface SubjectSettings {
   egressPosture: EgressPosture;
   /** True when the posture is Audit only because policies in Audit mode turned Block into Audit. */
   egressPostureWouldBlock?: true;
+  /** True when the subject has at least one peer-rule entry. */
+  hasPeerRules: boolean;
+  /** True when the subject has at least one CIDR entry. */
+  hasCidrRules: boolean;
 }
 
 /** One entry of the peer-rule map, keyed by the subject's and the peer's identity ids. */

@@ -311,7 +311,9 @@ function diffSettings(
   const same =
     before !== undefined &&
     before.settings.hasEgressAllow === after.settings.hasEgressAllow &&
-    before.settings.egressPosture === after.settings.egressPosture;
+    before.settings.egressPosture === after.settings.egressPosture &&
+    before.settings.hasPeerRules === after.settings.hasPeerRules &&
+    before.settings.hasCidrRules === after.settings.hasCidrRules;
   if (!same) changes.subjects.upsert.push([subject, { ...after.settings }]);
 }
 

@@ -57,11 +57,12 @@ export class KernelModel {
     const settings = this.compiled.subjects.get(subject);
     if (!settings) return verdict;
 
-    if (peer !== 0) {
+    // The kernel skips a rule map when the subject's flags say it contains no entry of the subject.
+    if (peer !== 0 && settings.hasPeerRules) {
       const list = peerRuleList(this.compiled, subject, peer);
       if (list) this.scan(list, port, protocol, verdict);
     }
-    const longest = this.lookupLongestPrefix(subject, addr);
+    const longest = settings.hasCidrRules ? this.lookupLongestPrefix(subject, addr) : undefined;
     if (longest) this.scan(longest.rules, port, protocol, verdict);
 
     if (verdict.action === 0 && settings.hasEgressAllow) {
