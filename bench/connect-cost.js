@@ -9,6 +9,8 @@
 // --consumer runs the agent's ring-buffer consumer thread during enforced runs, as the agent
 // does, so the cost of waking it is counted. --compare OBJECT adds a second enforced run per
 // round with another build of sigil.bpf.o (for example one built from the main branch).
+// The compared object must have the rule-map layouts of this build (src/kernel/layout.ts),
+// because this build's Datapath writes its rules.
 // The kernel's own accounting (kernel.bpf_stats_enabled, switched on for enforced runs only)
 // gives the mean run time of the connect4 program attached to the loop's cgroup.
 const { execFileSync, spawn } = require('node:child_process');
@@ -47,13 +49,13 @@ function ruleSet(port) {
   const cidrRules = [];
   let index = 0;
   for (let id = 1; id <= IDENTITIES; id++) {
-    // The flags as the compiler sets them: every subject has CIDR rules and no peer rules.
+    // As the compiler writes them: no peer rules, and CIDR rules of the lengths below.
     subjects.push({
       id,
       hasEgressAllow: true,
       egressPosture: BLOCK,
       hasPeerRules: false,
-      hasCidrRules: true,
+      cidrPrefixLengths: id === SUBJECT ? [128, 96 + 24] : [96 + 24],
     });
     for (let r = 0; r < RULES_PER_IDENTITY; r++) {
       const addr = encodeAddress(`10.${id % 256}.${(id * RULES_PER_IDENTITY + r) % 256}.0`);

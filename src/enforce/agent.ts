@@ -1007,7 +1007,7 @@ function kernelSubject(id: number, settings: SubjectSettings): KernelSubject {
     hasEgressAllow: settings.hasEgressAllow,
     egressPosture: settings.egressPosture === 'Block' ? KernelAction.Block : KernelAction.Audit,
     hasPeerRules: settings.hasPeerRules,
-    hasCidrRules: settings.hasCidrRules,
+    cidrPrefixLengths: settings.cidrPrefixLengths,
   };
 }
 

@@ -17,7 +17,6 @@ import {
   SIGIL_RULES_PER_KEY,
   subjectLayout,
   SUBJECT_HAS_EGRESS_ALLOW,
-  SUBJECT_NO_CIDR_RULES,
   SUBJECT_NO_PEER_RULES,
 } from './layout';
 import { closeFd, mapCreate, mapDeleteMany, MapFlag, MapType, mapUpdateMany } from './native';
@@ -33,10 +32,10 @@ export interface KernelSubject {
    */
   hasPeerRules?: boolean;
   /**
-   * False when the rule set has no CIDR entry of this subject, so the connect programs skip the
-   * CIDR lookup. Absent or true, they look the entry up.
+   * The prefix lengths (0..128) of the subject's CIDR entries. The connect programs look up
+   * only these lengths, so every CIDR entry of the subject needs its length here.
    */
-  hasCidrRules?: boolean;
+  cidrPrefixLengths: readonly number[];
 }
 
 /** An entry of the peer-rule map. */
@@ -46,7 +45,7 @@ export interface KernelPeerRules {
   rules: readonly KernelRuleEntry[];
 }
 
-/** An entry of the CIDR LPM trie; prefixLen counts address bits (0..128), IPv4-mapped. */
+/** An entry of the CIDR-rule map; prefixLen counts address bits (0..128), IPv4-mapped. */
 export interface KernelCidrRules {
   subject: number;
   prefixLen: number;
@@ -134,7 +133,7 @@ export function createInnerMaps(): InnerMaps {
         SIGIL_MAX_PEER_KEYS,
       ),
       cidrRules: create(
-        MapType.LPM_TRIE,
+        MapType.HASH,
         'sigil_cidr_in',
         cidrKeyLayout.size,
         ruleListLayout.size,
@@ -177,7 +176,6 @@ export function encodeRuleSet(ruleSet: KernelRuleSet): EncodedChanges {
 export function subjectFlags(subject: KernelSubject): number {
   let flags = subject.hasEgressAllow ? SUBJECT_HAS_EGRESS_ALLOW : 0;
   if (subject.hasPeerRules === false) flags |= SUBJECT_NO_PEER_RULES;
-  if (subject.hasCidrRules === false) flags |= SUBJECT_NO_CIDR_RULES;
   return flags;
 }
 
@@ -191,7 +189,8 @@ export function encodeChanges(changes: KernelRuleSetChanges): EncodedChanges {
   subjects.forEach((subject, i) => {
     subjectKeys.writeUInt32LE(subject.id >>> 0, i * 4);
     const flags = subjectFlags(subject);
-    writeSubject(subjectValues, i * subjectLayout.size, flags, subject.egressPosture);
+    const { egressPosture, cidrPrefixLengths } = subject;
+    writeSubject(subjectValues, i * subjectLayout.size, flags, egressPosture, cidrPrefixLengths);
   });
 
   const cidrKeys = Buffer.alloc(cidrs.length * cidrKeyLayout.size);

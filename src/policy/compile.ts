@@ -418,7 +418,7 @@ export function compileGroup(
     ),
     egressPosture: posture.posture,
     hasPeerRules: false,
-    hasCidrRules: false,
+    cidrPrefixLengths: [],
   };
   if (posture.wouldBlock) settings.egressPostureWouldBlock = true;
 
@@ -488,7 +488,8 @@ export function compileGroup(
     }
   }
   settings.hasPeerRules = group.peerLists.peers.length > 0;
-  settings.hasCidrRules = group.prefixLists.length > 0;
+  const lengths = new Set(group.prefixLists.map((prefix) => prefix.prefixLen));
+  settings.cidrPrefixLengths = [...lengths].sort((a, b) => b - a);
   return group;
 }
 

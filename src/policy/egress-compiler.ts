@@ -296,6 +296,10 @@ function sameRules(a: readonly KernelRule[], b: readonly KernelRule[]): boolean 
   return true;
 }
 
+function sameNumbers(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((value, i) => value === b[i]);
+}
+
 /** Records the subject's settings entry when it is new, gone, or changed in what the kernel reads. */
 function diffSettings(
   subject: number,
@@ -313,7 +317,7 @@ function diffSettings(
     before.settings.hasEgressAllow === after.settings.hasEgressAllow &&
     before.settings.egressPosture === after.settings.egressPosture &&
     before.settings.hasPeerRules === after.settings.hasPeerRules &&
-    before.settings.hasCidrRules === after.settings.hasCidrRules;
+    sameNumbers(before.settings.cidrPrefixLengths, after.settings.cidrPrefixLengths);
   if (!same) changes.subjects.upsert.push([subject, { ...after.settings }]);
 }
 

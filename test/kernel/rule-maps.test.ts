@@ -10,7 +10,6 @@ import {
 import {
   KernelAction,
   SUBJECT_HAS_EGRESS_ALLOW,
-  SUBJECT_NO_CIDR_RULES,
   SUBJECT_NO_PEER_RULES,
 } from '../../src/kernel/layout';
 import { encodeChanges, encodeRuleSet } from '../../src/kernel/rule-maps';
@@ -41,17 +40,23 @@ describe('encodeRuleSet', () => {
     expect(cidrs.values).toEqual(encodeRuleList(RULES.slice(1)));
   });
 
-  it('sets the skip flags only for entries known to be absent', () => {
+  it('writes the subject flags and prefix lengths', () => {
     const encoded = encodeRuleSet({
       subjects: [
-        { id: 1, hasEgressAllow: true, egressPosture: KernelAction.Block },
-        { id: 2, hasEgressAllow: false, egressPosture: KernelAction.Audit, hasPeerRules: false },
+        { id: 1, hasEgressAllow: true, egressPosture: KernelAction.Block, cidrPrefixLengths: [] },
+        {
+          id: 2,
+          hasEgressAllow: false,
+          egressPosture: KernelAction.Audit,
+          hasPeerRules: false,
+          cidrPrefixLengths: [128, 0],
+        },
         {
           id: 3,
           hasEgressAllow: true,
           egressPosture: KernelAction.Block,
           hasPeerRules: true,
-          hasCidrRules: false,
+          cidrPrefixLengths: [64],
         },
       ],
       peerRules: [],
@@ -61,8 +66,8 @@ describe('encodeRuleSet', () => {
     expect(subjects.values).toEqual(
       Buffer.concat([
         encodeSubject(SUBJECT_HAS_EGRESS_ALLOW, KernelAction.Block),
-        encodeSubject(SUBJECT_NO_PEER_RULES, KernelAction.Audit),
-        encodeSubject(SUBJECT_HAS_EGRESS_ALLOW | SUBJECT_NO_CIDR_RULES, KernelAction.Block),
+        encodeSubject(SUBJECT_NO_PEER_RULES, KernelAction.Audit, [128, 0]),
+        encodeSubject(SUBJECT_HAS_EGRESS_ALLOW, KernelAction.Block, [64]),
       ]),
     );
   });

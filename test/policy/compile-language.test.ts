@@ -35,7 +35,7 @@ describe('compilePolicySet subjects', () => {
       hasEgressAllow: true,
       egressPosture: 'Block',
       hasPeerRules: false,
-      hasCidrRules: true,
+      cidrPrefixLengths: [104],
     });
     expect(compiled.cidrRules.map((entry) => entry.subject)).toEqual([0]);
   });
@@ -157,14 +157,14 @@ describe('compilePolicySet audit mode', () => {
       egressPosture: 'Audit',
       egressPostureWouldBlock: true,
       hasPeerRules: true,
-      hasCidrRules: true,
+      cidrPrefixLengths: [0],
     });
     // An Audit posture in Audit mode would not block.
     expect(compiled.subjects.get(2)).toEqual({
       hasEgressAllow: true,
       egressPosture: 'Audit',
       hasPeerRules: false,
-      hasCidrRules: true,
+      cidrPrefixLengths: [0],
     });
   });
 
@@ -183,7 +183,7 @@ describe('compilePolicySet audit mode', () => {
       hasEgressAllow: true,
       egressPosture: 'Block',
       hasPeerRules: false,
-      hasCidrRules: true,
+      cidrPrefixLengths: [0],
     });
   });
 });

@@ -172,7 +172,7 @@ describe('compilePolicySet', () => {
     expect(peerRuleList(compiled, 1, 5)).toBeUndefined();
   });
 
-  it('flags subjects without peer or CIDR entries', () => {
+  it('records which rule maps contain entries of a subject', () => {
     const set = policySet([
       {
         name: 'peers',
@@ -188,12 +188,12 @@ describe('compilePolicySet', () => {
     ]);
     const compiled = compilePolicySet(set, IDENTITIES);
     expect(compiled.subjects.get(1)?.hasPeerRules).toBe(true);
-    expect(compiled.subjects.get(1)?.hasCidrRules).toBe(false);
+    expect(compiled.subjects.get(1)?.cidrPrefixLengths).toEqual([]);
     expect(compiled.subjects.get(4)?.hasPeerRules).toBe(false);
-    expect(compiled.subjects.get(4)?.hasCidrRules).toBe(true);
+    expect(compiled.subjects.get(4)?.cidrPrefixLengths).toEqual([0]);
     // A peer that no identity matches compiles to no entry.
     expect(compiled.subjects.get(5)?.hasPeerRules).toBe(false);
-    expect(compiled.subjects.get(5)?.hasCidrRules).toBe(false);
+    expect(compiled.subjects.get(5)?.cidrPrefixLengths).toEqual([]);
   });
 
   it('sets hasEgressAllow from Allow rules, even to unknown peers', () => {

@@ -69,8 +69,8 @@ function replacePolicy(set: PolicySet, index: number, spec: PolicySpec): PolicyS
 
 /** Returns the fields of a subject's settings that reach the subjects map. */
 function subjectContents(settings: SubjectSettings): string {
-  const { hasEgressAllow, egressPosture, hasPeerRules, hasCidrRules } = settings;
-  return `${hasEgressAllow} ${egressPosture} peers ${hasPeerRules} cidrs ${hasCidrRules}`;
+  const { hasEgressAllow, egressPosture, hasPeerRules, cidrPrefixLengths } = settings;
+  return `${hasEgressAllow} ${egressPosture} peers ${hasPeerRules} lengths ${cidrPrefixLengths}`;
 }
 
 /** Returns the map contents of a compiled set, keyed by the kernel keys, for comparison. */
@@ -204,7 +204,7 @@ describe('EgressCompiler', () => {
     const identities = [...IDENTITIES, { id: 99, spiffeId: 'spiffe://c.org/new' }];
     const result = compiler.compile(set, identities);
     expect(result.changes?.subjects.upsert).toEqual([
-      [1, expect.objectContaining({ hasPeerRules: true, hasCidrRules: false })],
+      [1, expect.objectContaining({ hasPeerRules: true, cidrPrefixLengths: [] })],
     ]);
     const contents = kernelContents(first.compiled);
     applyChanges(contents, result.changes!);
