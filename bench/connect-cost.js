@@ -109,6 +109,20 @@ function runLoop(binary, cgroup, protocol, port) {
   });
 }
 
+/**
+ * Returns how many BPF programs of other processes are attached to system call tracepoints
+ * (syscalls/sys_*, raw_syscalls sys_enter and sys_exit). Any of them switches every process to
+ * the traced system call path, which slows baseline and enforced runs alike.
+ */
+function foreignSyscallPrograms() {
+  const attached = JSON.parse(
+    execFileSync('bpftool', ['perf', 'list', '--json'], { encoding: 'utf8' }),
+  );
+  return attached.filter(
+    (entry) => entry.pid !== process.pid && /^sys_/.test(entry.tracepoint ?? ''),
+  ).length;
+}
+
 /** Returns the mean run time in ns of the connect4 program attached to cgroup, or NaN. */
 function connect4RunTime(cgroup) {
   const attached = JSON.parse(
@@ -171,9 +185,11 @@ async function main() {
   }
   let drops = 0n;
   let records = 0;
+  let disturbedRounds = 0;
 
   try {
     for (let round = 0; round < ROUNDS; round++) {
+      const foreignBefore = foreignSyscallPrograms();
       for (const protocol of ['tcp', 'udp']) {
         results[protocol].baseline.push(await runLoop(binary, cgroup, protocol, port));
         // Alternate the order of the variants, so neither always runs right after the baseline.
@@ -186,6 +202,7 @@ async function main() {
           records += run.records;
         }
       }
+      if (foreignBefore + foreignSyscallPrograms() > 0) disturbedRounds++;
     }
   } finally {
     listener.kill();
@@ -203,6 +220,10 @@ async function main() {
       .loadavg()
       .map((value) => value.toFixed(2))
       .join(' ')}`,
+  );
+  console.log(
+    `rounds that began or ended with other processes' programs on system call tracepoints: ` +
+      `${disturbedRounds}`,
   );
   if (COMPARE_OBJECT) console.log(`compared: ${COMPARE_OBJECT}`);
   for (const protocol of ['tcp', 'udp']) {
