@@ -9,10 +9,11 @@
 // reported), and `other`, a process whose identity has no rules (the
 // programs return after the subject lookup).
 // Usage (root, after `make`): node bench/open-exec-cost.js [ROUNDS] [OPENS] [EXECS]
-// With --floor it measures only the open loop, against what the attachments cost alone:
-// programs that return at once (bench/noop-tracepoints.bpf.c) on the same tracepoints, with and
-// without the raw sys_exit tracepoint; the i386 program and the accept programs alone; and the
-// enforcer for a process whose identity has no rules and for one without an identity.
+// With --floor it times only the open loop, against what the attachments cost alone. It runs it
+// under programs that return at once (bench/noop-tracepoints.bpf.c) on the same tracepoints,
+// with and without the raw sys_exit tracepoint, and under the i386 and accept programs alone.
+// Then it runs it under the agent's programs for a process whose identity has no rules and for
+// one without an identity.
 //   node bench/open-exec-cost.js --floor [ROUNDS] [OPENS]
 'use strict';
 const { execFileSync, spawn } = require('node:child_process');
@@ -222,7 +223,7 @@ function ownProgramRunTimes() {
   return times;
 }
 
-/** The --floor measurement: the open loop under each attachment, against no programs. */
+/** Times the open loop under each attachment of --floor, against no programs. */
 async function floorMain() {
   const work = mkdtempSync(path.join(os.tmpdir(), 'sigil-bench-'));
   const binary = path.join(work, 'open_exec_loop');
