@@ -9,8 +9,12 @@
 // --consumer runs the agent's ring-buffer consumer thread during enforced runs, as the agent
 // does, so the cost of waking it is counted. --compare OBJECT adds a second enforced run per
 // round with another build of sigil.bpf.o (for example one built from the main branch).
-// The kernel's own accounting (kernel.bpf_stats_enabled, switched on for enforced runs only)
-// gives the mean run time of the connect4 program attached to the loop's cgroup.
+// The compared object must have the rule-map layouts of this build (src/kernel/layout.ts),
+// because this build's Datapath writes its rules.
+// The kernel's own accounting (kernel.bpf_stats_enabled) gives the mean run time of the connect4
+// program attached to the loop's cgroup. It is on only in a second, untimed loop after each
+// enforced run, because it adds two clock reads to every program run, which the agent does not
+// pay.
 const { execFileSync, spawn } = require('node:child_process');
 const { mkdirSync, readFileSync, rmdirSync, writeFileSync, mkdtempSync } = require('node:fs');
 const os = require('node:os');
@@ -47,7 +51,14 @@ function ruleSet(port) {
   const cidrRules = [];
   let index = 0;
   for (let id = 1; id <= IDENTITIES; id++) {
-    subjects.push({ id, hasEgressAllow: true, egressPosture: BLOCK });
+    // As the compiler writes them: no peer rules, and CIDR rules of the lengths below.
+    subjects.push({
+      id,
+      hasEgressAllow: true,
+      egressPosture: BLOCK,
+      hasPeerRules: false,
+      cidrPrefixLengths: id === SUBJECT ? [128, 96 + 24] : [96 + 24],
+    });
     for (let r = 0; r < RULES_PER_IDENTITY; r++) {
       const addr = encodeAddress(`10.${id % 256}.${(id * RULES_PER_IDENTITY + r) % 256}.0`);
       const rule = {
@@ -100,6 +111,20 @@ function runLoop(binary, cgroup, protocol, port) {
   });
 }
 
+/**
+ * Returns how many BPF programs of other processes are attached to system call tracepoints
+ * (syscalls/sys_*, raw_syscalls sys_enter and sys_exit). Any of them switches every process to
+ * the traced system call path, which slows baseline and enforced runs alike.
+ */
+function foreignSyscallPrograms() {
+  const attached = JSON.parse(
+    execFileSync('bpftool', ['perf', 'list', '--json'], { encoding: 'utf8' }),
+  );
+  return attached.filter(
+    (entry) => entry.pid !== process.pid && /^sys_/.test(entry.tracepoint ?? ''),
+  ).length;
+}
+
 /** Returns the mean run time in ns of the connect4 program attached to cgroup, or NaN. */
 function connect4RunTime(cgroup) {
   const attached = JSON.parse(
@@ -126,8 +151,10 @@ async function runEnforced(objectPath, binary, cgroup, protocol, port, rules) {
     datapath.attachSocketPrograms(cgroup);
     datapath.setIdentity(process.pid, SUBJECT);
     if (CONSUMER) datapath.startEvents((_batch, count) => (records += count), ['events']);
-    writeFileSync(STATS_SWITCH, '1');
+    writeFileSync(STATS_SWITCH, '0');
     const nsPerOp = await runLoop(binary, cgroup, protocol, port);
+    writeFileSync(STATS_SWITCH, '1');
+    await runLoop(binary, cgroup, protocol, port);
     const programNs = connect4RunTime(cgroup);
     const drops = datapath.readDrops().reduce((sum, value) => sum + value, 0n);
     return { nsPerOp, programNs, drops, records };
@@ -162,9 +189,11 @@ async function main() {
   }
   let drops = 0n;
   let records = 0;
+  let disturbedRounds = 0;
 
   try {
     for (let round = 0; round < ROUNDS; round++) {
+      const foreignBefore = foreignSyscallPrograms();
       for (const protocol of ['tcp', 'udp']) {
         results[protocol].baseline.push(await runLoop(binary, cgroup, protocol, port));
         // Alternate the order of the variants, so neither always runs right after the baseline.
@@ -177,6 +206,7 @@ async function main() {
           records += run.records;
         }
       }
+      if (foreignBefore + foreignSyscallPrograms() > 0) disturbedRounds++;
     }
   } finally {
     listener.kill();
@@ -194,6 +224,10 @@ async function main() {
       .loadavg()
       .map((value) => value.toFixed(2))
       .join(' ')}`,
+  );
+  console.log(
+    `rounds that began or ended with other processes' programs on system call tracepoints: ` +
+      `${disturbedRounds}`,
   );
   if (COMPARE_OBJECT) console.log(`compared: ${COMPARE_OBJECT}`);
   for (const protocol of ['tcp', 'udp']) {

@@ -9,6 +9,12 @@
 // reported), and `other`, a process whose identity has no rules (the
 // programs return after the subject lookup).
 // Usage (root, after `make`): node bench/open-exec-cost.js [ROUNDS] [OPENS] [EXECS]
+// With --floor it times only the open loop, against what the attachments cost alone. It runs it
+// under programs that return at once (bench/noop-tracepoints.bpf.c) on the same tracepoints,
+// with and without the raw sys_exit tracepoint, and under the i386 and accept programs alone.
+// Then it runs it under the agent's programs for a process whose identity has no rules and for
+// one without an identity.
+//   node bench/open-exec-cost.js --floor [ROUNDS] [OPENS]
 'use strict';
 const { execFileSync, spawn } = require('node:child_process');
 const { mkdtempSync, rmSync, statSync, writeFileSync } = require('node:fs');
@@ -17,10 +23,13 @@ const path = require('node:path');
 const { Datapath, removePinnedState } = require('../dist/kernel/datapath');
 const { kernelDeviceNumber } = require('../dist/kernel/lsm-maps');
 const { openTpObject, publishTpRuleSet, TP_PROGRAMS } = require('../dist/kernel/tp-maps');
+const { BpfObject } = require('../dist/kernel/native');
 
-const ROUNDS = Number(process.argv[2] ?? 7);
-const OPENS = Number(process.argv[3] ?? 200000);
-const EXECS = Number(process.argv[4] ?? 2000);
+const FLOOR = process.argv.includes('--floor');
+const positional = process.argv.slice(2).filter((arg) => arg !== '--floor');
+const ROUNDS = Number(positional[0] ?? 7);
+const OPENS = Number(positional[1] ?? 200000);
+const EXECS = Number(positional[2] ?? 2000);
 const IDENTITIES = 1000;
 const RULES_PER_IDENTITY = 10;
 const SUBJECT = 1;
@@ -91,8 +100,13 @@ function runLoop(binary, args) {
   });
 }
 
-/** Loads the main and tracepoint-kill objects under a scratch pin directory and publishes the rules. */
-function enforce(pinDir, rules) {
+/**
+ * Loads the main and tracepoint-kill objects under a scratch pin directory and publishes the
+ * rules. attach selects the programs: 'tracepoint-kill' (the default), 'agent' (those and the
+ * accept programs, as the agent attaches them), or 'i386-accept' (only the raw sys_exit program
+ * of i386 system calls and the accept programs).
+ */
+function enforce(pinDir, rules, attach = 'tracepoint-kill') {
   const datapath = Datapath.load(undefined, pinDir);
   const object = openTpObject(path.join(pinDir, 'maps'));
   const maps = {
@@ -104,7 +118,12 @@ function enforce(pinDir, rules) {
     beforeSwitch: (generation) => publishTpRuleSet(maps, generation, rules),
   });
   datapath.attachProcessTracking();
-  const links = TP_PROGRAMS.map(({ program, kind, target }) =>
+  if (attach !== 'tracepoint-kill') datapath.attachAcceptTracking();
+  const programs =
+    attach === 'i386-accept'
+      ? TP_PROGRAMS.filter(({ program }) => program === 'sigil_tp_sys_exit_ia32')
+      : TP_PROGRAMS;
+  const links = programs.map(({ program, kind, target }) =>
     kind === 'raw_tp'
       ? object.attachRawTracepoint(program, target)
       : object.attachTracepoint(program, ...target.split('/')),
@@ -144,6 +163,174 @@ function programRunTimes() {
 function median(values) {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)];
+}
+
+/** System call tracepoints of the tracepoint-kill programs and the accept programs. */
+const SYSCALL_TRACEPOINTS = [
+  ...TP_PROGRAMS.filter(({ target }) => target.startsWith('syscalls/')).map(({ target }) =>
+    target.slice('syscalls/'.length),
+  ),
+  'sys_exit_accept',
+  'sys_exit_accept4',
+];
+
+/** Attaches programs that return at once to SYSCALL_TRACEPOINTS and, with rawSysExit, sys_exit. */
+function attachNoop(objectPath, rawSysExit) {
+  const object = new BpfObject(objectPath);
+  object.load();
+  const links = SYSCALL_TRACEPOINTS.map((name) =>
+    object.attachTracepoint('sigil_bench_noop_tracepoint', 'syscalls', name),
+  );
+  if (rawSysExit) {
+    links.push(object.attachRawTracepoint('sigil_bench_noop_raw_tracepoint', 'sys_exit'));
+  }
+  return {
+    close() {
+      for (const link of links) link.destroy();
+      object.close();
+    },
+  };
+}
+
+/**
+ * Returns how many BPF programs of other processes are attached to system call tracepoints.
+ * Any of them switches every process to the traced system call path, baseline runs included.
+ */
+function foreignSyscallPrograms() {
+  const attached = JSON.parse(
+    execFileSync('bpftool', ['perf', 'list', '--json'], { encoding: 'utf8' }),
+  );
+  return attached.filter(
+    (entry) => entry.pid !== process.pid && /^sys_/.test(entry.tracepoint ?? ''),
+  ).length;
+}
+
+/** Returns the mean run time in ns of each program that this process attached, by name. */
+function ownProgramRunTimes() {
+  const attached = JSON.parse(
+    execFileSync('bpftool', ['perf', 'list', '--json'], { encoding: 'utf8' }),
+  );
+  const own = new Set(attached.filter((e) => e.pid === process.pid).map((e) => e.prog_id));
+  const programs = JSON.parse(
+    execFileSync('bpftool', ['prog', 'show', '--json'], { encoding: 'utf8' }),
+  );
+  const times = {};
+  for (const program of programs) {
+    if (own.has(program.id) && program.run_cnt) {
+      times[program.name] = program.run_time_ns / program.run_cnt;
+    }
+  }
+  return times;
+}
+
+/** Times the open loop under each attachment of --floor, against no programs. */
+async function floorMain() {
+  const work = mkdtempSync(path.join(os.tmpdir(), 'sigil-bench-'));
+  const binary = path.join(work, 'open_exec_loop');
+  execFileSync('cc', ['-O2', '-o', binary, path.join(__dirname, 'open_exec_loop.c')]);
+  const noopObject = path.join(work, 'noop-tracepoints.bpf.o');
+  const output = path.join(__dirname, '..', 'bpf', '.output');
+  execFileSync('clang', [
+    '-g',
+    '-O2',
+    '-Wall',
+    '-target',
+    'bpf',
+    `-I${output}`,
+    '-c',
+    path.join(__dirname, 'noop-tracepoints.bpf.c'),
+    '-o',
+    noopObject,
+  ]);
+  const file = path.join(work, 'data.txt');
+  writeFileSync(file, 'data\n');
+  const { ruleSet: rules } = ruleSet(binary, work);
+  const pinDir = `/sys/fs/bpf/sigil-bench-${process.pid}`;
+  const args = ['open', file, String(OPENS)];
+  const variants = [
+    { name: 'noop programs', start: () => attachNoop(noopObject, true) },
+    { name: 'noop programs, no raw sys_exit', start: () => attachNoop(noopObject, false) },
+    {
+      name: 'i386 and accept programs',
+      start: () => enforce(pinDir, rules, 'i386-accept'),
+      id: OTHER,
+    },
+    {
+      name: 'agent, identity without rules',
+      start: () => enforce(pinDir, rules, 'agent'),
+      id: OTHER,
+    },
+    { name: 'agent, no identity', start: () => enforce(pinDir, rules, 'agent') },
+  ];
+  const baseline = [];
+  const disturbed = [];
+  const results = variants.map(() => ({ ns: [], times: [] }));
+
+  try {
+    for (let round = 0; round < ROUNDS; round++) {
+      let foreign = foreignSyscallPrograms();
+      baseline.push(await runLoop(binary, args));
+      // Alternate the order, so no variant always runs right after the baseline.
+      const order = variants.map((_, i) => i);
+      if (round % 2 === 1) order.reverse();
+      for (const i of order) {
+        const attached = variants[i].start();
+        try {
+          if (variants[i].id) attached.datapath.setIdentity(process.pid, variants[i].id);
+          foreign += foreignSyscallPrograms();
+          results[i].ns.push(await runLoop(binary, args));
+          // A second run with the kernel's accounting on gives the program run times.
+          writeFileSync(STATS_SWITCH, '1');
+          await runLoop(binary, args);
+          results[i].times.push(ownProgramRunTimes());
+        } finally {
+          writeFileSync(STATS_SWITCH, '0');
+          attached.close();
+          removePinnedState(pinDir);
+        }
+      }
+      disturbed.push(foreign + foreignSyscallPrograms() > 0);
+    }
+  } finally {
+    removePinnedState(pinDir);
+    rmSync(work, { recursive: true, force: true });
+  }
+
+  console.log(`open() floor, ${ROUNDS} rounds of ${OPENS} opens`);
+  console.log(`kernel ${os.release()}, ${os.cpus().length} CPUs (${os.cpus()[0].model})`);
+  console.log(
+    `load average ${os
+      .loadavg()
+      .map((value) => value.toFixed(2))
+      .join(' ')}`,
+  );
+  const quiet = disturbed.map((value) => !value);
+  const selections = [
+    ['all rounds', disturbed.map(() => true)],
+    ["rounds without other processes' system call programs", quiet],
+  ];
+  for (const [label, selected] of selections) {
+    const pick = (values) => values.filter((_, round) => selected[round]);
+    const base = pick(baseline);
+    console.log(
+      `${label} (${base.length}): baseline ${base.length ? median(base).toFixed(0) : '-'} ns/open`,
+    );
+    if (base.length === 0) continue;
+    variants.forEach((variant, i) => {
+      const ns = pick(results[i].ns);
+      const times = pick(results[i].times);
+      const ratios = ns.map((value, k) => value / base[k]);
+      const programs = ['sigil_tp_openat', 'sigil_tp_sys_exit_ia32']
+        .filter((name) => times.some((entry) => name in entry))
+        .map((name) => `${name} ${median(times.map((entry) => entry[name])).toFixed(0)} ns`);
+      console.log(
+        `  ${variant.name}: ${median(ns).toFixed(0)} ns/open, ratio of medians ` +
+          `${(median(ns) / median(base)).toFixed(3)}, per-round ratios ` +
+          `${ratios.map((ratio) => ratio.toFixed(3)).join(' ')}` +
+          (programs.length ? `, run time (median) ${programs.join(', ')}` : ''),
+      );
+    });
+  }
 }
 
 async function main() {
@@ -209,7 +396,7 @@ async function main() {
   }
 }
 
-main().catch((error) => {
+(FLOOR ? floorMain() : main()).catch((error) => {
   console.error(error);
   process.exit(1);
 });

@@ -30,6 +30,9 @@
 /* Rule entries one (subject, peer) pair or one CIDR chain can hold. */
 #define SIGIL_RULES_PER_KEY 16
 
+/* 64-bit words of a subject's set of CIDR prefix lengths (0..128). */
+#define SIGIL_CIDR_LENGTH_WORDS 3
+
 /* Record types carried in sigil_record_header.type. */
 enum sigil_record_type {
 	SIGIL_RECORD_EXEC = 1,
@@ -63,8 +66,14 @@ enum sigil_drop_reason {
 	SIGIL_DROP_REASONS = 2,
 };
 
-/* Flags of sigil_subject.flags. */
+/*
+ * Flags of sigil_subject.flags. NO_PEER_RULES lets the connect programs
+ * skip the peer-rule map, which contains no entry of the subject. It states
+ * an absence, so an entry written without it (flags 0) still gets the
+ * lookup. A missing flag costs time but never changes a verdict.
+ */
 #define SIGIL_SUBJECT_HAS_EGRESS_ALLOW (1u << 0)
+#define SIGIL_SUBJECT_NO_PEER_RULES (1u << 1)
 
 /* Value of the settings array map (one entry, index 0). */
 struct sigil_settings {
@@ -101,6 +110,12 @@ struct sigil_subject {
 	__u32 flags;
 	__u8 egress_posture;	/* enum sigil_action used when no egress rule matches */
 	__u8 pad[3];
+	/*
+	 * The prefix lengths of the subject's CIDR entries: bit n % 64 of word
+	 * n / 64 is set when an entry has prefix length 128 - n, so the lowest
+	 * set bit is the longest length. The CIDR lookup tries only these.
+	 */
+	__u64 cidr_lengths[SIGIL_CIDR_LENGTH_WORDS];
 };
 
 /* One rule in kernel form: port range, protocol and action. */
@@ -127,13 +142,15 @@ struct sigil_peer_key {
 };
 
 /*
- * Key of the CIDR LPM trie. prefixlen counts the 32 bits of subject plus the
- * address bits. IPv4 addresses are stored IPv4-mapped (::ffff:a.b.c.d), so an
- * IPv4 /n is an IPv6 /(96 + n) and one trie serves both families.
+ * Key of the CIDR-rule hash map: one entry per subject and prefix. prefixlen
+ * counts the 32 bits of subject plus the address bits, and the address bits
+ * past the prefix are zero. IPv4 addresses are stored IPv4-mapped
+ * (::ffff:a.b.c.d), so an IPv4 /n is an IPv6 /(96 + n) and one map serves
+ * both families.
  */
 struct sigil_cidr_key {
 	__u32 prefixlen;
-	__u32 subject;		/* big-endian, so the subject is the first 32 prefix bits */
+	__u32 subject;		/* big-endian, as in the prefix it starts */
 	__u8 addr[16];
 };
 

@@ -405,7 +405,9 @@ static __always_inline __u64 syscall_argument(struct pt_regs *regs, bool compat,
  * Decides the file behind descriptor fd, which an open system call of the
  * current process returned. path_argument and flags_argument are the 1-based
  * positions of the call's path and flags arguments, or 0 for none. The flags
- * of openat2() come from its struct open_how, its third argument.
+ * of openat2() come from its struct open_how, its third argument. regs are
+ * the registers saved at entry; NULL takes those of the current task, which
+ * are found only for a process with rules.
  */
 static __always_inline void decide_open(struct pt_regs *regs, bool compat, long fd,
 					__u32 syscall, int path_argument, int flags_argument)
@@ -417,6 +419,8 @@ static __always_inline void decide_open(struct pt_regs *regs, bool compat, long 
 
 	if (fd < 0 || !find_subject(&subject))
 		return;
+	if (!regs)
+		regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
 	if (path_argument)
 		user_path = (const char *)syscall_argument(regs, compat, path_argument);
 	if (syscall == SIGIL_TP_SYSCALL_OPENAT2) {
@@ -435,13 +439,10 @@ static __always_inline void decide_open(struct pt_regs *regs, bool compat, long 
 static __always_inline int decide_native_open(struct syscall_trace_exit *ctx, __u32 syscall,
 					      int path_argument, int flags_argument)
 {
-	struct pt_regs *regs;
-
 	if (ctx->ret < 0)
 		return 0;
 	/* the system call's arguments are still in the registers saved at entry */
-	regs = (struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf());
-	decide_open(regs, false, ctx->ret, syscall, path_argument, flags_argument);
+	decide_open(NULL, false, ctx->ret, syscall, path_argument, flags_argument);
 	return 0;
 }
 

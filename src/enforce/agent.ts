@@ -1010,6 +1010,8 @@ function kernelSubject(id: number, settings: SubjectSettings): KernelSubject {
     id,
     hasEgressAllow: settings.hasEgressAllow,
     egressPosture: settings.egressPosture === 'Block' ? KernelAction.Block : KernelAction.Audit,
+    hasPeerRules: settings.hasPeerRules,
+    cidrPrefixLengths: settings.cidrPrefixLengths,
   };
 }
 

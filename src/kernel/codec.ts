@@ -270,9 +270,13 @@ export function decodeIdentity(buffer: Buffer): { id: number; flags: number; sta
   };
 }
 
-export function encodeSubject(flags: number, egressPosture: KernelAction): Buffer {
+export function encodeSubject(
+  flags: number,
+  egressPosture: KernelAction,
+  cidrPrefixLengths: readonly number[] = [],
+): Buffer {
   const out = Buffer.alloc(subjectLayout.size);
-  writeSubject(out, 0, flags, egressPosture);
+  writeSubject(out, 0, flags, egressPosture, cidrPrefixLengths);
   return out;
 }
 
@@ -282,7 +286,7 @@ export function encodePeerKey(subject: number, peer: number): Buffer {
   return out;
 }
 
-/** Encodes an LPM key: prefixLen counts address bits (0..128) in the IPv4-mapped space. */
+/** Encodes a CIDR-rule key: prefixLen counts address bits (0..128) in the IPv4-mapped space. */
 export function encodeCidrKey(subject: number, prefixLen: number, addr: Buffer): Buffer {
   const out = Buffer.alloc(cidrKeyLayout.size);
   writeCidrKey(out, 0, subject, prefixLen, addr);
@@ -299,6 +303,7 @@ export function encodeRuleList(rules: readonly KernelRuleEntry[]): Buffer {
 // entry of a rule set, tens of thousands of times per apply.
 const SUBJECT_FLAGS = field(subjectLayout, 'flags');
 const SUBJECT_POSTURE = field(subjectLayout, 'egress_posture');
+const SUBJECT_CIDR_LENGTHS = field(subjectLayout, 'cidr_lengths');
 const PEER_KEY_SUBJECT = field(peerKeyLayout, 'subject');
 const PEER_KEY_PEER = field(peerKeyLayout, 'peer');
 const CIDR_KEY_PREFIXLEN = field(cidrKeyLayout, 'prefixlen');
@@ -312,15 +317,30 @@ const RULE_PROTOCOL = field(ruleLayout, 'protocol');
 const RULE_ACTION = field(ruleLayout, 'action');
 const RULE_INDEX = field(ruleLayout, 'rule_index');
 
-/** Writes a `struct sigil_subject` at offset of a zero-filled buffer. */
+/**
+ * Writes a `struct sigil_subject` at offset of a zero-filled buffer. cidrPrefixLengths are the
+ * prefix lengths (0..128) of the subject's CIDR entries. The connect programs look up only
+ * these lengths, so an entry of a length missing here never matches. Throws RangeError for a
+ * length out of range.
+ */
 export function writeSubject(
   out: Buffer,
   offset: number,
   flags: number,
   egressPosture: KernelAction,
+  cidrPrefixLengths: readonly number[],
 ): void {
   out.writeUInt32LE(flags >>> 0, offset + SUBJECT_FLAGS);
   out.writeUInt8(egressPosture, offset + SUBJECT_POSTURE);
+  for (const length of cidrPrefixLengths) {
+    if (!Number.isInteger(length) || length < 0 || length > 128) {
+      throw new RangeError(`invalid CIDR prefix length ${length}`);
+    }
+    // Bit 128 - length of the set, so the lowest set bit is the longest length. Bit n % 64 of
+    // word n / 64 is bit n % 8 of byte n / 8 in the little-endian words (x86-64).
+    const bit = 128 - length;
+    out[offset + SUBJECT_CIDR_LENGTHS + (bit >> 3)] |= 1 << (bit & 7);
+  }
 }
 
 /** Writes a `struct sigil_peer_key` at offset. */
@@ -342,7 +362,15 @@ export function writeCidrKey(
   out.writeUInt32LE(32 + prefixLen, offset + CIDR_KEY_PREFIXLEN);
   // The subject is part of the prefix, so it is stored big-endian like the address.
   out.writeUInt32BE(subject >>> 0, offset + CIDR_KEY_SUBJECT);
-  addr.copy(out, offset + CIDR_KEY_ADDR);
+  // The map is a hash map, so the address bits past the prefix must be zero to match.
+  const start = offset + CIDR_KEY_ADDR;
+  const whole = prefixLen >> 3;
+  addr.copy(out, start, 0, whole);
+  if (whole < 16) {
+    const bits = prefixLen & 7;
+    out[start + whole] = bits === 0 ? 0 : addr[whole] & (0xff << (8 - bits));
+    out.fill(0, start + whole + 1, start + 16);
+  }
 }
 
 /** Writes a `struct sigil_rule_list` at offset of a zero-filled buffer. */

@@ -66,6 +66,8 @@ export function defineStruct(name: string, specs: FieldSpec[]): StructLayout {
 export const SIGIL_PATH_MAX = 256;
 export const SIGIL_COMM_LEN = 16;
 export const SIGIL_RULES_PER_KEY = 16;
+/** 64-bit words of a subject's set of CIDR prefix lengths (0..128). */
+export const SIGIL_CIDR_LENGTH_WORDS = 3;
 export const SIGIL_MAX_PROCESSES = 131072;
 export const SIGIL_MAX_SUBJECTS = 65536;
 export const SIGIL_MAX_PEER_KEYS = 262144;
@@ -112,6 +114,8 @@ export enum DropReason {
 export const DROP_REASON_COUNT = 2;
 
 export const SUBJECT_HAS_EGRESS_ALLOW = 1 << 0;
+/** The subject has no peer-rule entry, so the connect programs skip that map. */
+export const SUBJECT_NO_PEER_RULES = 1 << 1;
 export const SETTINGS_EMIT_ALL_CONNECTS = 1 << 0;
 export const SETTINGS_REPORT_ALLOWED_ACCESS = 1 << 1;
 export const SETTINGS_REPORT_UNIDENTIFIED_ACCEPTS = 1 << 2;
@@ -133,6 +137,7 @@ export const subjectLayout = defineStruct('sigil_subject', [
   { name: 'flags', type: 'u32' },
   { name: 'egress_posture', type: 'u8' },
   { name: 'pad', type: 'u8', count: 3 },
+  { name: 'cidr_lengths', type: 'u64', count: SIGIL_CIDR_LENGTH_WORDS },
 ]);
 
 export const ruleLayout = defineStruct('sigil_rule', [
@@ -305,6 +310,7 @@ export const HEADER_CONSTANTS: Record<string, number> = {
   SIGIL_PATH_MAX,
   SIGIL_COMM_LEN,
   SIGIL_RULES_PER_KEY,
+  SIGIL_CIDR_LENGTH_WORDS,
   SIGIL_MAX_PROCESSES,
   SIGIL_MAX_SUBJECTS,
   SIGIL_MAX_PEER_KEYS,
@@ -333,6 +339,7 @@ export const HEADER_CONSTANTS: Record<string, number> = {
   SIGIL_DROP_PROCESS_RINGBUF_FULL: DropReason.ProcessRingBufferFull,
   SIGIL_DROP_REASONS: DROP_REASON_COUNT,
   SIGIL_SUBJECT_HAS_EGRESS_ALLOW: SUBJECT_HAS_EGRESS_ALLOW,
+  SIGIL_SUBJECT_NO_PEER_RULES: SUBJECT_NO_PEER_RULES,
   SIGIL_SETTINGS_EMIT_ALL_CONNECTS: SETTINGS_EMIT_ALL_CONNECTS,
   SIGIL_SETTINGS_REPORT_ALLOWED_ACCESS: SETTINGS_REPORT_ALLOWED_ACCESS,
   SIGIL_SETTINGS_REPORT_UNIDENTIFIED_ACCEPTS: SETTINGS_REPORT_UNIDENTIFIED_ACCEPTS,

@@ -17,6 +17,7 @@ import {
   SIGIL_RULES_PER_KEY,
   subjectLayout,
   SUBJECT_HAS_EGRESS_ALLOW,
+  SUBJECT_NO_PEER_RULES,
 } from './layout';
 import { closeFd, mapCreate, mapDeleteMany, MapFlag, MapType, mapUpdateMany } from './native';
 
@@ -25,6 +26,16 @@ export interface KernelSubject {
   id: number;
   hasEgressAllow: boolean;
   egressPosture: KernelAction;
+  /**
+   * False when the rule set has no peer-rule entry of this subject, so the connect programs skip
+   * the peer-rule lookup. Absent or true, they look the entry up.
+   */
+  hasPeerRules?: boolean;
+  /**
+   * The prefix lengths (0..128) of the subject's CIDR entries. The connect programs look up
+   * only these lengths, so every CIDR entry of the subject needs its length here.
+   */
+  cidrPrefixLengths: readonly number[];
 }
 
 /** An entry of the peer-rule map. */
@@ -34,7 +45,7 @@ export interface KernelPeerRules {
   rules: readonly KernelRuleEntry[];
 }
 
-/** An entry of the CIDR LPM trie; prefixLen counts address bits (0..128), IPv4-mapped. */
+/** An entry of the CIDR-rule map; prefixLen counts address bits (0..128), IPv4-mapped. */
 export interface KernelCidrRules {
   subject: number;
   prefixLen: number;
@@ -122,7 +133,7 @@ export function createInnerMaps(): InnerMaps {
         SIGIL_MAX_PEER_KEYS,
       ),
       cidrRules: create(
-        MapType.LPM_TRIE,
+        MapType.HASH,
         'sigil_cidr_in',
         cidrKeyLayout.size,
         ruleListLayout.size,
@@ -161,6 +172,13 @@ export function encodeRuleSet(ruleSet: KernelRuleSet): EncodedChanges {
   });
 }
 
+/** Returns the `struct sigil_subject` flags of a subject. */
+export function subjectFlags(subject: KernelSubject): number {
+  let flags = subject.hasEgressAllow ? SUBJECT_HAS_EGRESS_ALLOW : 0;
+  if (subject.hasPeerRules === false) flags |= SUBJECT_NO_PEER_RULES;
+  return flags;
+}
+
 export function encodeChanges(changes: KernelRuleSetChanges): EncodedChanges {
   const { upserts, removals } = changes;
   const subjects = [...upserts.subjects];
@@ -170,8 +188,9 @@ export function encodeChanges(changes: KernelRuleSetChanges): EncodedChanges {
   const subjectValues = Buffer.alloc(subjects.length * subjectLayout.size);
   subjects.forEach((subject, i) => {
     subjectKeys.writeUInt32LE(subject.id >>> 0, i * 4);
-    const flags = subject.hasEgressAllow ? SUBJECT_HAS_EGRESS_ALLOW : 0;
-    writeSubject(subjectValues, i * subjectLayout.size, flags, subject.egressPosture);
+    const flags = subjectFlags(subject);
+    const { egressPosture, cidrPrefixLengths } = subject;
+    writeSubject(subjectValues, i * subjectLayout.size, flags, egressPosture, cidrPrefixLengths);
   });
 
   const cidrKeys = Buffer.alloc(cidrs.length * cidrKeyLayout.size);

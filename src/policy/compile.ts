@@ -417,6 +417,8 @@ export function compileGroup(
       policy.egress.some((rule) => rule.action === 'Allow'),
     ),
     egressPosture: posture.posture,
+    hasPeerRules: false,
+    cidrPrefixLengths: [],
   };
   if (posture.wouldBlock) settings.egressPostureWouldBlock = true;
 
@@ -485,6 +487,9 @@ export function compileGroup(
       overflow(rules, `CIDR ${formatPrefix(prefix.addr, prefix.prefixLen)}`);
     }
   }
+  settings.hasPeerRules = group.peerLists.peers.length > 0;
+  const lengths = new Set(group.prefixLists.map((prefix) => prefix.prefixLen));
+  settings.cidrPrefixLengths = [...lengths].sort((a, b) => b - a);
   return group;
 }
 

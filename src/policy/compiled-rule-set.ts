@@ -46,6 +46,10 @@ export interface SubjectSettings {
   egressPosture: EgressPosture;
   /** True when the posture is Audit only because policies in Audit mode turned Block into Audit. */
   egressPostureWouldBlock?: true;
+  /** True when the subject has at least one peer-rule entry. */
+  hasPeerRules: boolean;
+  /** The distinct prefix lengths of the subject's CIDR entries, longest first. */
+  cidrPrefixLengths: readonly number[];
 }
 
 /** One entry of the peer-rule map, keyed by the subject's and the peer's identity ids. */
@@ -66,12 +70,12 @@ export interface PeerRuleLists {
 }
 
 /**
- * One entry of the CIDR LPM trie. `rules` also contains the rules of every shorter prefix of
- * the same subject that contains this one, because the trie returns only the longest match.
+ * One entry of the CIDR-rule map. `rules` also contains the rules of every shorter prefix of
+ * the same subject that contains this one, because the lookup returns only the longest match.
  */
 export interface CidrRuleEntry {
   subject: number;
-  /** Address bits in the IPv6 space, 0..128. The trie key's prefixlen adds 32 for the subject. */
+  /** Address bits in the IPv6 space, 0..128. The map key's prefixlen adds 32 for the subject. */
   prefixLen: number;
   /** Network address, 16 bytes, IPv4 stored IPv4-mapped. */
   addr: Buffer;

@@ -296,6 +296,10 @@ function sameRules(a: readonly KernelRule[], b: readonly KernelRule[]): boolean 
   return true;
 }
 
+function sameNumbers(a: readonly number[], b: readonly number[]): boolean {
+  return a.length === b.length && a.every((value, i) => value === b[i]);
+}
+
 /** Records the subject's settings entry when it is new, gone, or changed in what the kernel reads. */
 function diffSettings(
   subject: number,
@@ -311,7 +315,9 @@ function diffSettings(
   const same =
     before !== undefined &&
     before.settings.hasEgressAllow === after.settings.hasEgressAllow &&
-    before.settings.egressPosture === after.settings.egressPosture;
+    before.settings.egressPosture === after.settings.egressPosture &&
+    before.settings.hasPeerRules === after.settings.hasPeerRules &&
+    sameNumbers(before.settings.cidrPrefixLengths, after.settings.cidrPrefixLengths);
   if (!same) changes.subjects.upsert.push([subject, { ...after.settings }]);
 }
 

@@ -48,7 +48,7 @@ export type SubjectSelector =
 
 /**
  * Network prefix in the 128-bit IPv6 address space. IPv4 prefixes are stored IPv4-mapped
- * (`10.0.0.0/8` is `::ffff:10.0.0.0/104`), the layout the kernel's LPM trie uses, so an
+ * (`10.0.0.0/8` is `::ffff:10.0.0.0/104`), the layout of the kernel's CIDR-rule keys, so an
  * IPv6 prefix that covers `::ffff:0:0/96`, such as `::/0`, also matches IPv4 destinations.
  */
 export interface Cidr {

@@ -4,6 +4,7 @@ import {
   encodeAddress,
   encodeCidrKey,
   encodeRuleList,
+  encodeSubject,
   formatAddress,
 } from '../../src/kernel/codec';
 import {
@@ -14,6 +15,7 @@ import {
   KernelAction,
   RecordType,
   SIGIL_RULES_PER_KEY,
+  subjectLayout,
 } from '../../src/kernel/layout';
 
 describe('address codec', () => {
@@ -50,6 +52,30 @@ describe('map key and value encoders', () => {
     expect(key.readUInt32LE(0)).toBe(32 + 104);
     expect(key.subarray(4, 8).toString('hex')).toBe('01020304');
     expect(key.subarray(8).toString('hex')).toBe('00000000000000000000ffff0a000000');
+  });
+
+  it.each([
+    [104, '00000000000000000000ffff0a000000'],
+    [107, '00000000000000000000ffff0a000000'],
+    [108, '00000000000000000000ffff0a100000'],
+    [120, '00000000000000000000ffff0a1f1f00'],
+    [128, '00000000000000000000ffff0a1f1f1f'],
+    [0, '00000000000000000000000000000000'],
+  ])('zeroes the address bits past prefix length %i', (prefixLen, hex) => {
+    const key = encodeCidrKey(7, prefixLen, encodeAddress('10.31.31.31'));
+    expect(key.subarray(8).toString('hex')).toBe(hex);
+  });
+
+  it('sets one bit per CIDR prefix length in a subject', () => {
+    // Bit 128 - length: the lowest set bit is the longest length.
+    const value = encodeSubject(0, KernelAction.Block, [0, 63, 64, 104, 128]);
+    const at = subjectLayout.offsetOf('cidr_lengths');
+    const words = [0, 1, 2].map((i) => value.readBigUInt64LE(at + i * 8));
+    expect(words).toEqual([1n | (1n << 24n), 1n | (1n << 1n), 1n]);
+  });
+
+  it.each([-1, 129, 1.5])('rejects CIDR prefix length %d in a subject', (length) => {
+    expect(() => encodeSubject(0, KernelAction.Block, [length])).toThrow(RangeError);
   });
 
   it('rejects a rule list longer than the kernel holds', () => {

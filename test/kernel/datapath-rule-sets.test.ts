@@ -13,7 +13,9 @@ const PIN_DIR = `/sys/fs/bpf/sigil-datapath-test-${process.pid}`;
 const OUTER_MAPS = ['sigil_subjects', 'sigil_peer_rules', 'sigil_cidr_rules'];
 
 const RULE_SET: KernelRuleSet = {
-  subjects: [{ id: 1, hasEgressAllow: true, egressPosture: KernelAction.Block }],
+  subjects: [
+    { id: 1, hasEgressAllow: true, egressPosture: KernelAction.Block, cidrPrefixLengths: [] },
+  ],
   peerRules: [
     {
       subject: 1,
@@ -65,7 +67,9 @@ function innerMapIds(generation: number): number[] {
 
 const ADD_SUBJECT = {
   upserts: {
-    subjects: [{ id: 3, hasEgressAllow: false, egressPosture: KernelAction.Audit }],
+    subjects: [
+      { id: 3, hasEgressAllow: false, egressPosture: KernelAction.Audit, cidrPrefixLengths: [] },
+    ],
     peerRules: [],
     cidrRules: [],
   },

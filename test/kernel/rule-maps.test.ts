@@ -1,8 +1,17 @@
 // The word-wise encoder of rule sets (src/kernel/rule-maps.ts) against the byte-wise encoders of
 // src/kernel/codec.ts, whose layouts test/kernel/layout.test.ts checks against bpf/include/sigil.h.
 import { describe, expect, it } from 'vitest';
-import { encodeCidrKey, encodePeerKey, encodeRuleList } from '../../src/kernel/codec';
-import { KernelAction } from '../../src/kernel/layout';
+import {
+  encodeCidrKey,
+  encodePeerKey,
+  encodeRuleList,
+  encodeSubject,
+} from '../../src/kernel/codec';
+import {
+  KernelAction,
+  SUBJECT_HAS_EGRESS_ALLOW,
+  SUBJECT_NO_PEER_RULES,
+} from '../../src/kernel/layout';
 import { encodeChanges, encodeRuleSet } from '../../src/kernel/rule-maps';
 
 const RULES = [
@@ -29,6 +38,38 @@ describe('encodeRuleSet', () => {
     );
     expect(cidrs.keys).toEqual(encodeCidrKey(5, 104, ADDR));
     expect(cidrs.values).toEqual(encodeRuleList(RULES.slice(1)));
+  });
+
+  it('writes the subject flags and prefix lengths', () => {
+    const encoded = encodeRuleSet({
+      subjects: [
+        { id: 1, hasEgressAllow: true, egressPosture: KernelAction.Block, cidrPrefixLengths: [] },
+        {
+          id: 2,
+          hasEgressAllow: false,
+          egressPosture: KernelAction.Audit,
+          hasPeerRules: false,
+          cidrPrefixLengths: [128, 0],
+        },
+        {
+          id: 3,
+          hasEgressAllow: true,
+          egressPosture: KernelAction.Block,
+          hasPeerRules: true,
+          cidrPrefixLengths: [64],
+        },
+      ],
+      peerRules: [],
+      cidrRules: [],
+    });
+    const [subjects] = encoded.upserts;
+    expect(subjects.values).toEqual(
+      Buffer.concat([
+        encodeSubject(SUBJECT_HAS_EGRESS_ALLOW, KernelAction.Block),
+        encodeSubject(SUBJECT_NO_PEER_RULES, KernelAction.Audit, [128, 0]),
+        encodeSubject(SUBJECT_HAS_EGRESS_ALLOW, KernelAction.Block, [64]),
+      ]),
+    );
   });
 
   it('encodes removed peer keys', () => {

@@ -31,7 +31,12 @@ describe('compilePolicySet subjects', () => {
     );
     const compiled = compilePolicySet(set, IDENTITIES);
     expect([...compiled.subjects.keys()]).toEqual([0]);
-    expect(compiled.subjects.get(0)).toEqual({ hasEgressAllow: true, egressPosture: 'Block' });
+    expect(compiled.subjects.get(0)).toEqual({
+      hasEgressAllow: true,
+      egressPosture: 'Block',
+      hasPeerRules: false,
+      cidrPrefixLengths: [104],
+    });
     expect(compiled.cidrRules.map((entry) => entry.subject)).toEqual([0]);
   });
 
@@ -151,9 +156,16 @@ describe('compilePolicySet audit mode', () => {
       hasEgressAllow: true,
       egressPosture: 'Audit',
       egressPostureWouldBlock: true,
+      hasPeerRules: true,
+      cidrPrefixLengths: [0],
     });
     // An Audit posture in Audit mode would not block.
-    expect(compiled.subjects.get(2)).toEqual({ hasEgressAllow: true, egressPosture: 'Audit' });
+    expect(compiled.subjects.get(2)).toEqual({
+      hasEgressAllow: true,
+      egressPosture: 'Audit',
+      hasPeerRules: false,
+      cidrPrefixLengths: [0],
+    });
   });
 
   it('keeps Block from a policy in Enforce mode', () => {
@@ -170,6 +182,8 @@ describe('compilePolicySet audit mode', () => {
     expect(compilePolicySet(both, IDENTITIES).subjects.get(1)).toEqual({
       hasEgressAllow: true,
       egressPosture: 'Block',
+      hasPeerRules: false,
+      cidrPrefixLengths: [0],
     });
   });
 });

@@ -172,6 +172,30 @@ describe('compilePolicySet', () => {
     expect(peerRuleList(compiled, 1, 5)).toBeUndefined();
   });
 
+  it('records which rule maps contain entries of a subject', () => {
+    const set = policySet([
+      {
+        name: 'peers',
+        subject: WEB,
+        egress: [{ action: 'Allow', to: { spiffeId: 'spiffe://a.org/api' } }],
+      },
+      { name: 'cidrs', subject: 'spiffe://a.org/api', egress: [{ action: 'Block', ports: [25] }] },
+      {
+        name: 'unknown-peer',
+        subject: 'spiffe://b.org/ns/web',
+        egress: [{ action: 'Allow', to: { spiffeId: 'spiffe://c/x' } }],
+      },
+    ]);
+    const compiled = compilePolicySet(set, IDENTITIES);
+    expect(compiled.subjects.get(1)?.hasPeerRules).toBe(true);
+    expect(compiled.subjects.get(1)?.cidrPrefixLengths).toEqual([]);
+    expect(compiled.subjects.get(4)?.hasPeerRules).toBe(false);
+    expect(compiled.subjects.get(4)?.cidrPrefixLengths).toEqual([0]);
+    // A peer that no identity matches compiles to no entry.
+    expect(compiled.subjects.get(5)?.hasPeerRules).toBe(false);
+    expect(compiled.subjects.get(5)?.cidrPrefixLengths).toEqual([]);
+  });
+
   it('sets hasEgressAllow from Allow rules, even to unknown peers', () => {
     const set = policySet([
       {

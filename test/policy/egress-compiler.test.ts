@@ -1,6 +1,10 @@
 import { describe, expect, it } from 'vitest';
 import { compilePolicySet, KnownIdentity } from '../../src/policy/compile';
-import { CompiledRuleSet, CompiledRuleSetChanges } from '../../src/policy/compiled-rule-set';
+import {
+  CompiledRuleSet,
+  CompiledRuleSetChanges,
+  SubjectSettings,
+} from '../../src/policy/compiled-rule-set';
 import { EgressCompiler } from '../../src/policy/egress-compiler';
 import { RuleListOverflowError } from '../../src/policy/rule-list-overflow-error';
 import { PolicySet } from '../../src/policy/types';
@@ -63,11 +67,17 @@ function replacePolicy(set: PolicySet, index: number, spec: PolicySpec): PolicyS
   return { ...set, policies };
 }
 
+/** Returns the fields of a subject's settings that reach the subjects map. */
+function subjectContents(settings: SubjectSettings): string {
+  const { hasEgressAllow, egressPosture, hasPeerRules, cidrPrefixLengths } = settings;
+  return `${hasEgressAllow} ${egressPosture} peers ${hasPeerRules} lengths ${cidrPrefixLengths}`;
+}
+
 /** Returns the map contents of a compiled set, keyed by the kernel keys, for comparison. */
 function kernelContents(compiled: CompiledRuleSet): Map<string, string> {
   const contents = new Map<string, string>();
   for (const [id, settings] of compiled.subjects) {
-    contents.set(`subject ${id}`, `${settings.hasEgressAllow} ${settings.egressPosture}`);
+    contents.set(`subject ${id}`, subjectContents(settings));
   }
   for (const [subject, { peers, lists }] of compiled.peerRules) {
     peers.forEach((peer, i) => contents.set(`peer ${subject}:${peer}`, JSON.stringify(lists[i])));
@@ -87,7 +97,7 @@ function applyChanges(contents: Map<string, string>, changes: CompiledRuleSetCha
     contents.delete(`cidr ${key.subject} ${key.addr.toString('hex')}/${key.prefixLen}`);
   }
   for (const [id, settings] of changes.subjects.upsert) {
-    contents.set(`subject ${id}`, `${settings.hasEgressAllow} ${settings.egressPosture}`);
+    contents.set(`subject ${id}`, subjectContents(settings));
   }
   for (const entry of changes.peerRules.upsert) {
     contents.set(`peer ${entry.subject}:${entry.peer}`, JSON.stringify(entry.rules));
@@ -175,6 +185,28 @@ describe('EgressCompiler', () => {
     expect(result.incremental).toBe(false);
     expect(normalised(result.compiled)).toEqual(normalised(compilePolicySet(second, IDENTITIES)));
     const contents = kernelContents(compilePolicySet(first, IDENTITIES));
+    applyChanges(contents, result.changes!);
+    expect(sortedContents(contents)).toEqual(sortedContents(kernelContents(result.compiled)));
+  });
+
+  it('updates the subject when its first peer entry appears', () => {
+    const set = policySet([
+      {
+        name: 'web',
+        subject: KNOWN_SPIFFE_IDS[0],
+        egress: [{ action: 'Allow', to: { spiffeId: 'spiffe://c.org/new' } }],
+      },
+    ]);
+    const compiler = new EgressCompiler();
+    const first = compiler.compile(set, IDENTITIES);
+    expect(first.compiled.subjects.get(1)?.hasPeerRules).toBe(false);
+
+    const identities = [...IDENTITIES, { id: 99, spiffeId: 'spiffe://c.org/new' }];
+    const result = compiler.compile(set, identities);
+    expect(result.changes?.subjects.upsert).toEqual([
+      [1, expect.objectContaining({ hasPeerRules: true, cidrPrefixLengths: [] })],
+    ]);
+    const contents = kernelContents(first.compiled);
     applyChanges(contents, result.changes!);
     expect(sortedContents(contents)).toEqual(sortedContents(kernelContents(result.compiled)));
   });

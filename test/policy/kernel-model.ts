@@ -57,11 +57,12 @@ export class KernelModel {
     const settings = this.compiled.subjects.get(subject);
     if (!settings) return verdict;
 
-    if (peer !== 0) {
+    // The kernel skips a rule map when the subject's flags say it contains no entry of the subject.
+    if (peer !== 0 && settings.hasPeerRules) {
       const list = peerRuleList(this.compiled, subject, peer);
       if (list) this.scan(list, port, protocol, verdict);
     }
-    const longest = this.lookupLongestPrefix(subject, addr);
+    const longest = this.lookupLongestPrefix(subject, addr, settings.cidrPrefixLengths);
     if (longest) this.scan(longest.rules, port, protocol, verdict);
 
     if (verdict.action === 0 && settings.hasEgressAllow) {
@@ -71,14 +72,23 @@ export class KernelModel {
     return verdict;
   }
 
-  /** Returns the entry an LPM trie lookup with the full 160-bit key would return. */
-  private lookupLongestPrefix(subject: number, addr: Buffer): CidrRuleEntry | undefined {
-    let longest: CidrRuleEntry | undefined;
-    for (const entry of this.cidrBySubject.get(subject) ?? []) {
-      if (!bitsEqual(entry.addr, addr, entry.prefixLen)) continue;
-      if (!longest || entry.prefixLen > longest.prefixLen) longest = entry;
+  /**
+   * Returns the entry the kernel's CIDR lookup finds: it tries the subject's prefix lengths,
+   * longest first, and each is an exact-match lookup of the address cut to that length.
+   */
+  private lookupLongestPrefix(
+    subject: number,
+    addr: Buffer,
+    lengths: readonly number[],
+  ): CidrRuleEntry | undefined {
+    const entries = this.cidrBySubject.get(subject) ?? [];
+    for (const length of [...lengths].sort((a, b) => b - a)) {
+      const hit = entries.find(
+        (entry) => entry.prefixLen === length && bitsEqual(entry.addr, addr, length),
+      );
+      if (hit) return hit;
     }
-    return longest;
+    return undefined;
   }
 
   private scan(

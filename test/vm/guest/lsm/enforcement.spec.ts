@@ -319,7 +319,12 @@ function publishEgressRules(gen: number, rules: EgressRules): void {
     created.push(subjectsMap);
     for (const entry of rules.subjects) {
       const flags = entry.hasAllow ? SUBJECT_HAS_EGRESS_ALLOW : 0;
-      mapUpdate(subjectsMap, encodeU32(entry.id), encodeSubject(flags, entry.posture));
+      // The connect programs look up only the prefix lengths that the subject entry lists.
+      const lengths = rules.cidrRules
+        .filter((cidr) => cidr.subject === entry.id)
+        .map((cidr) => cidr.prefixLen);
+      const value = encodeSubject(flags, entry.posture, [...new Set(lengths)]);
+      mapUpdate(subjectsMap, encodeU32(entry.id), value);
     }
     const peers = createInnerMap(
       'test_peer',
@@ -336,7 +341,6 @@ function publishEgressRules(gen: number, rules: EgressRules): void {
       cidrKeyLayout.size,
       ruleListLayout.size,
       SIGIL_MAX_CIDR_KEYS,
-      MapType.LPM_TRIE,
     );
     created.push(cidrs);
     for (const entry of rules.cidrRules) {
