@@ -59,8 +59,9 @@ function countLines(bytes: Uint8Array): number {
  * JsonLineEncoder writes the lines straight into one buffer, and they go to
  * sonic-boom in its buffer mode with at most one write in flight: lines that
  * arrive meanwhile wait in the encoder and go out together in the next
- * write(2). So no text is joined or converted to UTF-8 again, and no chunks
- * are concatenated. A line that arrives while maxBufferedBytes are unwritten
+ * write(2), and when the encoder's buffer fills meanwhile, its lines wait as
+ * one chunk for a write of their own. So no text is joined or converted to
+ * UTF-8 again, and no chunks are concatenated before close(). A line that arrives while maxBufferedBytes are unwritten
  * is dropped and counted.
  */
 export function createEventLog(target: string, options: EventLogOptions = {}): EventLog {
@@ -89,9 +90,20 @@ export function createEventLog(target: string, options: EventLogOptions = {}): E
 
   // Bytes handed to sonic-boom that it has not reported written yet.
   let inFlight = 0;
+  // Lines the encoder handed over when its buffer filled during a write, oldest first: written
+  // one chunk at a time, so sonic-boom never joins chunks by a copy.
+  const fullChunks: Buffer[] = [];
+  let fullBytes = 0;
+  encoder.onFull = (lines) => {
+    fullChunks.push(lines);
+    fullBytes += lines.length;
+  };
   let scheduled: NodeJS.Immediate | null = null;
+  const unwritten = () => fullChunks.length > 0 || encoder.pendingBytes > 0;
   const writePending = () => {
-    const chunk = encoder.take();
+    const full = fullChunks.shift();
+    if (full !== undefined) fullBytes -= full.length;
+    const chunk = full ?? encoder.take();
     inFlight += chunk.length;
     writeBytes(chunk);
   };
@@ -99,16 +111,16 @@ export function createEventLog(target: string, options: EventLogOptions = {}): E
     if (scheduled) clearImmediate(scheduled);
     scheduled = null;
     // While a write is in flight, the 'write' listener below sends the lines when it completes.
-    if (encoder.pendingBytes > 0 && inFlight === 0) writePending();
+    if (unwritten() && inFlight === 0) writePending();
   };
   // sonic-boom emits 'write' with the bytes of each completed write(2), partial ones included.
   destination.on('write', (bytes: number) => {
     inFlight -= bytes;
-    if (inFlight === 0 && encoder.pendingBytes > 0) scheduled ??= setImmediate(flush);
+    if (inFlight === 0 && unwritten()) scheduled ??= setImmediate(flush);
   });
   return {
     write: (event) => {
-      if (encoder.pendingBytes + inFlight >= maxBufferedBytes) {
+      if (encoder.pendingBytes + fullBytes + inFlight >= maxBufferedBytes) {
         options.onDrop?.(1, event.type);
         return;
       }
@@ -121,7 +133,7 @@ export function createEventLog(target: string, options: EventLogOptions = {}): E
       new Promise<void>((resolve, reject) => {
         if (scheduled) clearImmediate(scheduled);
         scheduled = null;
-        if (encoder.pendingBytes > 0) writePending();
+        while (unwritten()) writePending();
         destination.once('error', (error: Error) => reject(new Error(`close event log ${target}: ${error.message}`)));
         destination.once('close', () => resolve());
         destination.end();

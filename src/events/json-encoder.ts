@@ -85,6 +85,15 @@ export class JsonLineEncoder {
     this.buffer = Buffer.allocUnsafeSlow(chunkBytes);
   }
 
+  /**
+   * Receives the complete lines not yet taken when the buffer is full, which
+   * the caller then owns as if take() had returned them. Without it, a new
+   * buffer takes over those lines by a copy.
+   */
+  onFull: ((lines: Buffer) => void) | null = null;
+  /** Start of the line being appended; ensure() moves it with the line. */
+  private lineStart = 0;
+
   /** Bytes of complete lines not yet taken. */
   get pendingBytes(): number {
     return this.pos - this.flushedTo;
@@ -92,12 +101,12 @@ export class JsonLineEncoder {
 
   /** Appends JSON.stringify(value) and a newline. Throws as JSON.stringify does (BigInt, cycles). */
   appendLine(value: Json): void {
-    const lineStart = this.pos;
+    this.lineStart = this.pos;
     try {
       if (!this.value(value, '')) this.raw(NULL_BYTES);
       this.byte(NEWLINE);
     } catch (error) {
-      this.pos = lineStart;
+      this.pos = this.lineStart;
       throw error;
     }
   }
@@ -127,7 +136,7 @@ export class JsonLineEncoder {
       values[count] = value[key];
       count++;
     }
-    const lineStart = this.pos;
+    this.lineStart = this.pos;
     try {
       this.byte(0x7b);
       let first = true;
@@ -142,7 +151,7 @@ export class JsonLineEncoder {
       this.byte(0x7d);
       this.byte(NEWLINE);
     } catch (error) {
-      this.pos = lineStart;
+      this.pos = this.lineStart;
       throw error;
     } finally {
       // The scratch lists must not keep the object's values alive.
@@ -246,15 +255,24 @@ export class JsonLineEncoder {
     return lines;
   }
 
-  /** Makes room for `bytes` more; a new buffer takes over the lines not yet taken. */
+  /**
+   * Makes room for `bytes` more in a new buffer. The line being appended
+   * moves to it. The complete lines not yet taken go to onFull when it is
+   * set, else they move too.
+   */
   private ensure(bytes: number): void {
     if (this.pos + bytes <= this.buffer.length) return;
-    const pending = this.pos - this.flushedTo;
-    const grown = Buffer.allocUnsafeSlow(Math.max(this.chunkBytes, (pending + bytes) * 2));
-    this.buffer.copy(grown, 0, this.flushedTo, this.pos);
+    const handOver = this.onFull !== null && this.lineStart > this.flushedTo;
+    const from = handOver ? this.lineStart : this.flushedTo;
+    const kept = this.pos - from;
+    const grown = Buffer.allocUnsafeSlow(Math.max(this.chunkBytes, (kept + bytes) * 2));
+    this.buffer.copy(grown, 0, from, this.pos);
+    const lines = handOver ? this.buffer.subarray(this.flushedTo, this.lineStart) : null;
+    this.lineStart -= from;
     this.buffer = grown;
     this.flushedTo = 0;
-    this.pos = pending;
+    this.pos = kept;
+    if (lines !== null) this.onFull?.(lines);
   }
 
   private byte(value: number): void {

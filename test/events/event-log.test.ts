@@ -39,6 +39,18 @@ describe('event log', () => {
     expect([...types]).toEqual([events[0].type]);
   });
 
+  it('writes every line in order past a full encoder buffer', async () => {
+    const path = join(dir, 'many.json');
+    const log = createEventLog(path);
+    // About 40 MB in one event-loop turn: the encoder's 4 MiB buffer fills while a write is in flight.
+    const total = 60_000;
+    for (let i = 0; i < total; i++) log.write({ ...events[i % events.length], seq: i + 1 });
+    await log.close();
+    const lines = readLines(path) as { seq: number }[];
+    expect(lines.length).toBe(total);
+    expect(lines.every((line, i) => line.seq === i + 1)).toBe(true);
+  });
+
   it('writes one AuditEvent per line in json format', async () => {
     const path = join(dir, 'nested', 'events.json');
     const log = createEventLog(path);

@@ -192,6 +192,26 @@ describe('json encoder', () => {
     );
   });
 
+  it('full buffer hands complete lines over', () => {
+    const encoder = new JsonLineEncoder(64);
+    const chunks: Buffer[] = [];
+    encoder.onFull = (lines) => chunks.push(Buffer.from(lines));
+    const expected: string[] = [];
+    for (let i = 0; i < 300; i++) {
+      const value = { seq: i, time: 't', node: 'n', type: 'exec', ktimeNs: String(i), text: 'x'.repeat(i % 41) };
+      if (i % 2 === 0) encoder.appendObjectLine(value, 5);
+      else encoder.appendLine(value);
+      expected.push(`${JSON.stringify(value)}\n`);
+      // A line that fails after the buffer filled leaves nothing behind.
+      if (i % 50 === 49) expect(() => encoder.appendLine({ pad: 'p'.repeat(60), big: 1n })).toThrow(TypeError);
+      if (i % 97 === 96) chunks.push(Buffer.from(encoder.take()));
+    }
+    chunks.push(Buffer.from(encoder.take()));
+    expect(chunks.length).toBeGreaterThan(10);
+    for (const chunk of chunks) expect(chunk.length === 0 || chunk[chunk.length - 1] === 0x0a).toBe(true);
+    expect(Buffer.concat(chunks).toString('utf8')).toBe(expected.join(''));
+  });
+
   it('growth keeps lines not yet taken', () => {
     const encoder = new JsonLineEncoder(16);
     const expected: string[] = [];
