@@ -25,8 +25,9 @@
  * ring-buffer consumer alone draining the same records at the same rates;
  * the ratio column divides the agent's delivery rate by the baseline's.
  * The CPU columns divide the CPU time of the agent (and of this process for
- * the baseline) during a run by the records consumed; other load on the
- * machine distorts them less than the rates.
+ * the baseline) during a run by the records consumed, and that of the gRPC
+ * consumer process by the events it received; other load on the machine
+ * distorts them less than the rates.
  */
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -494,6 +495,8 @@ interface AgentRow {
   agentCpuUsPerEvent: number;
   /** The system (kernel) part of agentCpuUsPerEvent. */
   agentSystemUsPerEvent: number;
+  /** CPU the gRPC consumer process used per event it received, in microseconds. */
+  consumerCpuUsPerEvent: number;
 }
 
 interface BaselineRow {
@@ -524,6 +527,7 @@ async function agentRun(
     generator: Generator;
     driver: string;
     totals: () => ConsumerTotals;
+    consumerPid: number;
     /** When the consumer's count of generated events last grew (performance.now()). */
     markedAt: () => number;
     template: (tgid: number) => Buffer;
@@ -538,6 +542,7 @@ async function agentRun(
     totals: parts.totals(),
     logDrops: agent.logDrops,
     cpu: cpuTimes(agentPid),
+    consumerCpu: cpuSeconds(parts.consumerPid),
   };
   const { startedAt, seconds } = await drive(
     parts.driver,
@@ -567,6 +572,7 @@ async function agentRun(
   }
   const logDrops = agent.logDrops - before.logDrops;
   const after = cpuTimes(agentPid);
+  const consumerCpu = cpuSeconds(parts.consumerPid) - before.consumerCpu;
   const agentCpu = after.user + after.system - before.cpu.user - before.cpu.system;
   return {
     rate,
@@ -583,6 +589,7 @@ async function agentRun(
     logExact: written === logLines + logDrops,
     agentCpuUsPerEvent: (agentCpu * 1e6) / written,
     agentSystemUsPerEvent: ((after.system - before.cpu.system) * 1e6) / written,
+    consumerCpuUsPerEvent: (consumerCpu * 1e6) / Math.max(1, totals.events),
   };
 }
 
@@ -634,9 +641,9 @@ function printResults(agentRows: AgentRow[], baselineRows: BaselineRow[], option
   const load = loadavg().map((value) => value.toFixed(2));
   out.write(`load average at the end ${load.join(', ')} (1, 5, 15 min)\n\n`);
   out.write(
-    '| offered rate | generated | reserve failed | delivered to gRPC | client-queue loss | JSON log lines | log drops | exact (gRPC, log) | delivered/s | baseline delivered/s | ratio | agent CPU µs/event (system part) | baseline CPU µs/event |\n',
+    '| offered rate | generated | reserve failed | delivered to gRPC | client-queue loss | JSON log lines | log drops | exact (gRPC, log) | delivered/s | baseline delivered/s | ratio | agent CPU µs/event (system part) | consumer CPU µs/event | baseline CPU µs/event |\n',
   );
-  out.write('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n');
+  out.write('| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n');
   agentRows.forEach((row, i) => {
     const base = baselineRows[i];
     const cells = [
@@ -652,6 +659,7 @@ function printResults(agentRows: AgentRow[], baselineRows: BaselineRow[], option
       base ? format(base.deliveredPerSecond) : '-',
       base ? (row.deliveredPerSecond / base.deliveredPerSecond).toFixed(3) : '-',
       `${row.agentCpuUsPerEvent.toFixed(1)} (system ${row.agentSystemUsPerEvent.toFixed(1)})`,
+      row.consumerCpuUsPerEvent.toFixed(1),
       base ? base.cpuUsPerEvent.toFixed(2) : '-',
     ];
     out.write(`| ${cells.join(' | ')} |\n`);
@@ -751,6 +759,7 @@ async function main(): Promise<void> {
         generator,
         driver,
         totals: () => totals,
+        consumerPid: consumer.pid as number,
         markedAt: () => markedAt,
         template,
       });
