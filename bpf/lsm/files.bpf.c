@@ -6,7 +6,8 @@
  * identity of the current process) in the active rule-set generation.
  * Exact-file rules match the file's (device, inode), so hard links, symlinks
  * and renames reach the same rule. Directory rules match the path that
- * bpf_d_path resolves.
+ * bpf_d_path resolves. Decisions that allowed the access and wrote no record
+ * are cached until a rename or mount change (decision_cache.bpf.h).
  *
  * A hook returns -EPERM only for a Block rule, or for a Block posture of a
  * subject that has Allow rules of the kind and no rule that matched. Block
@@ -21,6 +22,7 @@
 #include "lsm_maps.bpf.h"
 #include "path_verdict.bpf.h"
 #include "path.bpf.h"
+#include "decision_cache.bpf.h"
 
 #define EAGAIN 11
 
@@ -178,8 +180,10 @@ static __always_inline int decide_access(const struct file_access *access)
 	__u32 zero = 0, gen, subject, dev, posture_flag;
 	void *subjects;
 	__u64 ino;
-	bool is_directory;
+	bool is_directory, cacheable = false, recorded;
 	int path_len;
+	struct sigil_lsm_decision_cache_key cache_key = {};
+	struct sigil_lsm_decision_stamp stamp = {};
 
 	settings = bpf_map_lookup_elem(&sigil_settings, &zero);
 	buffer = bpf_map_lookup_elem(&sigil_lsm_path_buffers, &zero);
@@ -201,6 +205,20 @@ static __always_inline int decide_access(const struct file_access *access)
 	dev = BPF_CORE_READ(inode, i_sb, s_dev);
 	ino = BPF_CORE_READ(inode, i_ino);
 	is_directory = (BPF_CORE_READ(inode, i_mode) & S_IFMT) == S_IFDIR;
+
+	/* an allow that wrote no record before, in the same path state: allow again */
+	if (subject_rules && !(settings->flags & SIGIL_SETTINGS_REPORT_ALLOWED_ACCESS)) {
+		cache_key.generation = gen;
+		cache_key.subject = subject;
+		cache_key.kind = access->kind;
+		cache_key.write_intent = access->write_intent;
+		cache_key.is_directory = is_directory;
+		cache_key.dev = dev;
+		cache_key.ino = ino;
+		cacheable = decision_cache_key(file, is_directory, &cache_key, &stamp);
+		if (cacheable && decision_cache_hit(&cache_key, &stamp))
+			return 0;
+	}
 
 	if (subject_rules) {
 		match_inode(gen, subject, access, dev, ino, &verdict);
@@ -238,13 +256,17 @@ static __always_inline int decide_access(const struct file_access *access)
 	 * reported only on request: every open of every identified process would
 	 * flood the ring buffer and cost each open() a record.
 	 */
-	if (verdict.action == SIGIL_ACTION_AUDIT || verdict.action == SIGIL_ACTION_BLOCK ||
-	    ((settings->flags & SIGIL_SETTINGS_REPORT_ALLOWED_ACCESS) &&
-	     (subject || verdict.action != SIGIL_ACTION_NONE ||
-	      verdict.reason != SIGIL_REASON_NO_POLICY))) {
+	recorded = verdict.action == SIGIL_ACTION_AUDIT || verdict.action == SIGIL_ACTION_BLOCK ||
+		   ((settings->flags & SIGIL_SETTINGS_REPORT_ALLOWED_ACCESS) &&
+		    (subject || verdict.action != SIGIL_ACTION_NONE ||
+		     verdict.reason != SIGIL_REASON_NO_POLICY));
+	if (recorded) {
 		fill_process_fields(&decision);
 		emit_decision(access, &decision, buffer, owner);
 	}
+	/* a path that failed to resolve (too long, or a busy buffer) is decided again next time */
+	if (cacheable && !recorded && !decision.denied && path_len > 0)
+		decision_cache_store(&cache_key, &stamp);
 	return decision.denied ? -EPERM : 0;
 }
 

@@ -1,0 +1,174 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Cache of exec and file-open decisions that allowed the access and wrote no
+ * record, so that a repeated open skips bpf_d_path and the directory walk.
+ *
+ * The verdict of path.bpf.h and match_inode depends on the rule-set
+ * generation, the subject, the kind, the read or write intent, the file's
+ * (device, inode), whether it is a directory, and the path that bpf_d_path
+ * returns. For a file that is not a directory only the path of its parent
+ * directory counts, because the walk looks up ancestors at each '/'. The key
+ * contains all of these except the path, which it replaces with what decides
+ * it: the file's mount, the "anchor" dentry (the parent directory, or the
+ * opened directory itself) with its inode number and i_generation, and the
+ * process's root (fs->root), since d_path is relative to the root.
+ *
+ * An entry is used only while the kernel's rename_lock and mount_lock
+ * sequence counts are the ones read before its path was resolved. The kernel
+ * writes rename_lock around every d_move and d_exchange (rename(), and
+ * d_splice_alias moving a directory), and mount_lock around every change of
+ * the mount tree (mount, bind, move, umount, pivot_root, namespace copy and
+ * teardown, automounts). So any change that could give a cached dentry or
+ * mount another path discards every entry, with no LSM hook and no race with
+ * an operation that a pre-operation hook would see too early.
+ *
+ * Not cached: a deleted file or directory (d_path appends " (deleted)"), a
+ * process without fs_struct, and files on filesystems not listed in
+ * cacheable_filesystem(). Network filesystems, FUSE, sysfs and procfs can
+ * move a directory by dropping its dentry and looking it up again, which
+ * rename_lock does not see.
+ *
+ * NOTE: pointers in the key can be reused once their object is freed. A
+ * stale hit needs a new anchor dentry at the old one's address whose inode
+ * has the old inode number and i_generation but another path: a directory
+ * that was removed (rmdir) and another made elsewhere with the same inode
+ * number and i_generation. The same applies to a chroot into such a
+ * directory.
+ */
+#ifndef SIGIL_LSM_DECISION_CACHE_BPF_H
+#define SIGIL_LSM_DECISION_CACHE_BPF_H
+
+#include "lsm_maps.bpf.h"
+
+/* Superblock magic numbers of include/uapi/linux/magic.h. */
+#define EXT4_SUPER_MAGIC 0xEF53		/* also ext2 and ext3 */
+#define XFS_SUPER_MAGIC 0x58465342
+#define BTRFS_SUPER_MAGIC 0x9123683E
+#define TMPFS_MAGIC 0x01021994
+#define RAMFS_MAGIC 0x858458F6
+#define OVERLAYFS_SUPER_MAGIC 0x794C7630
+#define F2FS_SUPER_MAGIC 0xF2F52010
+
+/*
+ * Kernel sequence locks. libbpf resolves untyped ksyms through /proc/kallsyms
+ * at load, which needs no BTF for the variables. They are weak, so a kernel
+ * whose kallsyms lists them without an address, or not at all, loads the
+ * programs and caches nothing.
+ */
+extern const void rename_lock __ksym __weak;
+extern const void mount_lock __ksym __weak;
+
+/*
+ * Reads the sequence count of a kernel seqlock_t. Returns false when it is
+ * unreadable or odd, which means a writer is inside.
+ */
+static __always_inline bool read_sequence(const void *lock, __u32 *sequence)
+{
+	const seqlock_t *seqlock = lock;
+
+	if (!lock)
+		return false;
+	if (bpf_core_read(sequence, sizeof(*sequence), &seqlock->seqcount.seqcount.sequence))
+		return false;
+	return (*sequence & 1) == 0;
+}
+
+static __always_inline bool read_stamp(struct sigil_lsm_decision_stamp *stamp)
+{
+	return read_sequence(&rename_lock, &stamp->rename_sequence) &&
+	       read_sequence(&mount_lock, &stamp->mount_sequence);
+}
+
+/* Filesystems whose directories change their path only through d_move. */
+static __always_inline bool cacheable_filesystem(unsigned long magic)
+{
+	switch (magic) {
+	case EXT4_SUPER_MAGIC:
+	case XFS_SUPER_MAGIC:
+	case BTRFS_SUPER_MAGIC:
+	case TMPFS_MAGIC:
+	case RAMFS_MAGIC:
+	case OVERLAYFS_SUPER_MAGIC:
+	case F2FS_SUPER_MAGIC:
+		return true;
+	default:
+		return false;
+	}
+}
+
+/* A dentry that d_path reports as deleted: unhashed and not the root of its filesystem. */
+static __always_inline bool dentry_deleted(struct dentry *dentry)
+{
+	return !BPF_CORE_READ(dentry, d_hash.pprev) && BPF_CORE_READ(dentry, d_parent) != dentry;
+}
+
+/*
+ * Fills the cache key of an access and the stamp that an entry must carry to
+ * be used. Returns false when the access must not be cached. The caller sets
+ * the other fields (generation, subject, kind, intent, device, inode,
+ * is_directory).
+ */
+static __always_inline bool decision_cache_key(struct file *file, bool is_directory,
+					       struct sigil_lsm_decision_cache_key *key,
+					       struct sigil_lsm_decision_stamp *stamp)
+{
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct sigil_lsm_decision_stamp after;
+	struct dentry *dentry, *anchor, *root;
+	struct inode *anchor_inode, *root_inode;
+	struct fs_struct *fs;
+
+	if (!read_stamp(stamp))
+		return false;
+
+	dentry = BPF_CORE_READ(file, f_path.dentry);
+	if (!cacheable_filesystem(BPF_CORE_READ(dentry, d_sb, s_magic)) || dentry_deleted(dentry))
+		return false;
+	anchor = is_directory ? dentry : BPF_CORE_READ(dentry, d_parent);
+	if (dentry_deleted(anchor))
+		return false;
+	anchor_inode = BPF_CORE_READ(anchor, d_inode);
+	if (!anchor_inode)
+		return false;
+	fs = BPF_CORE_READ(task, fs);
+	if (!fs)
+		return false;
+	root = BPF_CORE_READ(fs, root.dentry);
+	root_inode = BPF_CORE_READ(root, d_inode);
+	if (!root_inode)
+		return false;
+
+	key->mount = (__u64)BPF_CORE_READ(file, f_path.mnt);
+	key->anchor = (__u64)anchor;
+	key->anchor_ino = BPF_CORE_READ(anchor_inode, i_ino);
+	key->anchor_generation = BPF_CORE_READ(anchor_inode, i_generation);
+	key->root_mount = (__u64)BPF_CORE_READ(fs, root.mnt);
+	key->root = (__u64)root;
+	key->root_ino = BPF_CORE_READ(root_inode, i_ino);
+	key->root_generation = BPF_CORE_READ(root_inode, i_generation);
+
+	/* a rename or mount change while the fields were read may have mixed two states */
+	if (!read_stamp(&after))
+		return false;
+	return after.rename_sequence == stamp->rename_sequence &&
+	       after.mount_sequence == stamp->mount_sequence;
+}
+
+/* Returns true when the cache has an allow for key that is still valid under stamp. */
+static __always_inline bool decision_cache_hit(const struct sigil_lsm_decision_cache_key *key,
+					       const struct sigil_lsm_decision_stamp *stamp)
+{
+	struct sigil_lsm_decision_stamp *cached;
+
+	cached = bpf_map_lookup_elem(&sigil_lsm_decision_cache, key);
+	return cached && cached->rename_sequence == stamp->rename_sequence &&
+	       cached->mount_sequence == stamp->mount_sequence;
+}
+
+static __always_inline void decision_cache_store(const struct sigil_lsm_decision_cache_key *key,
+						 const struct sigil_lsm_decision_stamp *stamp)
+{
+	bpf_map_update_elem(&sigil_lsm_decision_cache, key, stamp, BPF_ANY);
+}
+
+#endif /* SIGIL_LSM_DECISION_CACHE_BPF_H */
