@@ -96,10 +96,14 @@ static __always_inline bool cacheable_filesystem(unsigned long magic)
 	}
 }
 
-/* A dentry that d_path reports as deleted: unhashed and not the root of its filesystem. */
+/*
+ * A dentry that d_path reports as deleted: unhashed and not the root of its
+ * filesystem. Like the rest of this file, it reads kernel structs with plain
+ * loads, which the verifier turns into fault-safe loads without a helper call.
+ */
 static __always_inline bool dentry_deleted(struct dentry *dentry)
 {
-	return !BPF_CORE_READ(dentry, d_hash.pprev) && BPF_CORE_READ(dentry, d_parent) != dentry;
+	return !dentry->d_hash.pprev && dentry->d_parent != dentry;
 }
 
 /*
@@ -107,13 +111,16 @@ static __always_inline bool dentry_deleted(struct dentry *dentry)
  * be used. Returns false when the access must not be cached. The caller sets
  * the other fields (generation, subject, kind, intent, device, inode,
  * is_directory).
+ *
+ * The stamp is read first. A rename or mount change after that makes the
+ * stamp stale, so an entry stored with it is never used, even if the fields
+ * below mixed the states before and after the change.
  */
 static __always_inline bool decision_cache_key(struct file *file, bool is_directory,
 					       struct sigil_lsm_decision_cache_key *key,
 					       struct sigil_lsm_decision_stamp *stamp)
 {
 	struct task_struct *task = bpf_get_current_task_btf();
-	struct sigil_lsm_decision_stamp after;
 	struct dentry *dentry, *anchor, *root;
 	struct inode *anchor_inode, *root_inode;
 	struct fs_struct *fs;
@@ -121,37 +128,30 @@ static __always_inline bool decision_cache_key(struct file *file, bool is_direct
 	if (!read_stamp(stamp))
 		return false;
 
-	dentry = BPF_CORE_READ(file, f_path.dentry);
-	if (!cacheable_filesystem(BPF_CORE_READ(dentry, d_sb, s_magic)) || dentry_deleted(dentry))
+	dentry = file->f_path.dentry;
+	if (!cacheable_filesystem(dentry->d_sb->s_magic) || dentry_deleted(dentry))
 		return false;
-	anchor = is_directory ? dentry : BPF_CORE_READ(dentry, d_parent);
+	anchor = is_directory ? dentry : dentry->d_parent;
 	if (dentry_deleted(anchor))
 		return false;
-	anchor_inode = BPF_CORE_READ(anchor, d_inode);
-	if (!anchor_inode)
+	anchor_inode = anchor->d_inode;
+	fs = task->fs;
+	if (!anchor_inode || !fs)
 		return false;
-	fs = BPF_CORE_READ(task, fs);
-	if (!fs)
-		return false;
-	root = BPF_CORE_READ(fs, root.dentry);
-	root_inode = BPF_CORE_READ(root, d_inode);
+	root = fs->root.dentry;
+	root_inode = root->d_inode;
 	if (!root_inode)
 		return false;
 
-	key->mount = (__u64)BPF_CORE_READ(file, f_path.mnt);
+	key->mount = (__u64)file->f_path.mnt;
 	key->anchor = (__u64)anchor;
-	key->anchor_ino = BPF_CORE_READ(anchor_inode, i_ino);
-	key->anchor_generation = BPF_CORE_READ(anchor_inode, i_generation);
-	key->root_mount = (__u64)BPF_CORE_READ(fs, root.mnt);
+	key->anchor_ino = anchor_inode->i_ino;
+	key->anchor_generation = anchor_inode->i_generation;
+	key->root_mount = (__u64)fs->root.mnt;
 	key->root = (__u64)root;
-	key->root_ino = BPF_CORE_READ(root_inode, i_ino);
-	key->root_generation = BPF_CORE_READ(root_inode, i_generation);
-
-	/* a rename or mount change while the fields were read may have mixed two states */
-	if (!read_stamp(&after))
-		return false;
-	return after.rename_sequence == stamp->rename_sequence &&
-	       after.mount_sequence == stamp->mount_sequence;
+	key->root_ino = root_inode->i_ino;
+	key->root_generation = root_inode->i_generation;
+	return true;
 }
 
 /* Returns true when the cache has an allow for key that is still valid under stamp. */

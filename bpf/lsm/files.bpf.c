@@ -199,12 +199,16 @@ static __always_inline int decide_access(const struct file_access *access)
 	if (!subject_rules && !(subject && (settings->flags & SIGIL_SETTINGS_REPORT_ALLOWED_ACCESS)))
 		return 0;
 
-	/* a local copy, so that BPF_CORE_READ relocates only kernel types */
+	/*
+	 * Plain loads, which the verifier turns into fault-safe loads without the
+	 * helper call of BPF_CORE_READ. The local copy keeps the CO-RE
+	 * relocations on kernel types only.
+	 */
 	file = access->file;
-	inode = BPF_CORE_READ(file, f_inode);
-	dev = BPF_CORE_READ(inode, i_sb, s_dev);
-	ino = BPF_CORE_READ(inode, i_ino);
-	is_directory = (BPF_CORE_READ(inode, i_mode) & S_IFMT) == S_IFDIR;
+	inode = file->f_inode;
+	dev = inode->i_sb->s_dev;
+	ino = inode->i_ino;
+	is_directory = (inode->i_mode & S_IFMT) == S_IFDIR;
 
 	/* an allow that wrote no record before, in the same path state: allow again */
 	if (subject_rules && !(settings->flags & SIGIL_SETTINGS_REPORT_ALLOWED_ACCESS)) {
@@ -291,8 +295,8 @@ int BPF_PROG(sigil_lsm_file_open, struct file *file, int ret)
 
 	if (ret != 0)
 		return ret;
-	f_mode = BPF_CORE_READ(file, f_mode);
-	f_flags = BPF_CORE_READ(file, f_flags);
+	f_mode = file->f_mode;
+	f_flags = file->f_flags;
 	access.file = file;
 	access.kind = SIGIL_LSM_KIND_FILE;
 	/* open(O_RDONLY | O_TRUNC) truncates a file after this hook allowed it as a read */
