@@ -177,11 +177,11 @@ static __always_inline int decide_access(const struct file_access *access)
 	struct sigil_settings *settings;
 	struct inode *inode;
 	struct file *file;
-	__u32 zero = 0, gen, subject, dev, posture_flag;
+	__u32 zero = 0, gen, subject, dev, posture_flag, no_directories_flag;
 	void *subjects;
 	__u64 ino;
-	bool is_directory, cacheable = false, recorded;
-	int path_len;
+	bool is_directory, has_directory_rules, cacheable = false, recorded;
+	int path_len = 0;
 	struct sigil_lsm_decision_cache_key cache_key = {};
 	struct sigil_lsm_decision_stamp stamp = {};
 
@@ -210,8 +210,16 @@ static __always_inline int decide_access(const struct file_access *access)
 	ino = inode->i_ino;
 	is_directory = (inode->i_mode & S_IFMT) == S_IFDIR;
 
-	/* an allow that wrote no record before, in the same path state: allow again */
-	if (subject_rules && !(settings->flags & SIGIL_SETTINGS_REPORT_ALLOWED_ACCESS)) {
+	no_directories_flag = access->kind == SIGIL_LSM_KIND_EXEC ? SIGIL_LSM_SUBJECT_NO_EXEC_DIRECTORIES
+								  : SIGIL_LSM_SUBJECT_NO_FILE_DIRECTORIES;
+	has_directory_rules = subject_rules && !(subject_rules->flags & no_directories_flag);
+
+	/*
+	 * An allow that wrote no record before, in the same path state: allow
+	 * again. Without directory rules the decision below resolves no path,
+	 * so it is not cached.
+	 */
+	if (has_directory_rules && !(settings->flags & SIGIL_SETTINGS_REPORT_ALLOWED_ACCESS)) {
 		cache_key.generation = gen;
 		cache_key.subject = subject;
 		cache_key.kind = access->kind;
@@ -224,15 +232,17 @@ static __always_inline int decide_access(const struct file_access *access)
 			return 0;
 	}
 
-	if (subject_rules) {
+	if (subject_rules)
 		match_inode(gen, subject, access, dev, ino, &verdict);
+	if (has_directory_rules)
 		walk.directories = bpf_map_lookup_elem(&sigil_lsm_directories, &gen);
-	}
 	walk.key.subject = subject;
 	walk.key.kind = access->kind;
 	walk.seed = config->hash_seed;
 	walk.write_intent = access->write_intent;
-	path_len = resolve_and_match(buffer, owner, &walk, access, is_directory, &verdict);
+	/* without directory rules the path is resolved below, only for a record */
+	if (walk.directories)
+		path_len = resolve_and_match(buffer, owner, &walk, access, is_directory, &verdict);
 
 	/* nothing matched: the posture applies where the subject has Allow rules of the kind */
 	posture_flag = access->kind == SIGIL_LSM_KIND_EXEC ? SIGIL_LSM_SUBJECT_HAS_EXEC_ALLOW
@@ -250,7 +260,6 @@ static __always_inline int decide_access(const struct file_access *access)
 	decision.rule_index = verdict.rule_index;
 	decision.dev = dev;
 	decision.ino = ino;
-	decision.path_len = path_len;
 	decision.action = verdict.action;
 	decision.reason = verdict.reason;
 	decision.denied = verdict.action == SIGIL_ACTION_BLOCK;
@@ -265,6 +274,9 @@ static __always_inline int decide_access(const struct file_access *access)
 		    (subject || verdict.action != SIGIL_ACTION_NONE ||
 		     verdict.reason != SIGIL_REASON_NO_POLICY));
 	if (recorded) {
+		if (!walk.directories)
+			path_len = resolve_and_match(buffer, owner, &walk, access, is_directory, &verdict);
+		decision.path_len = path_len;
 		fill_process_fields(&decision);
 		emit_decision(access, &decision, buffer, owner);
 	}
