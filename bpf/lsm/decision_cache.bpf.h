@@ -2,6 +2,7 @@
 /*
  * Cache of exec and file-open decisions that allowed the access and wrote no
  * record, so that a repeated open skips bpf_d_path and the directory walk.
+ * An allow is stored when it is decided a second time (decision_cache_store).
  *
  * The verdict of path.bpf.h and match_inode depends on the rule-set
  * generation, the subject, the kind, the read or write intent, the file's
@@ -29,10 +30,10 @@
  * rename_lock does not see.
  *
  * NOTE: pointers in the key can be reused once their object is freed. A
- * stale hit needs a new anchor dentry at the old one's address whose inode
- * has the old inode number and i_generation but another path: a directory
- * that was removed (rmdir) and another made elsewhere with the same inode
- * number and i_generation. The same applies to a chroot into such a
+ * stale hit needs a new anchor dentry at the old one's address, with the old
+ * inode number and i_generation, but another path. That happens when a
+ * directory is removed (rmdir) and another one, made elsewhere, gets the same
+ * inode number and i_generation. The same applies to a chroot into such a
  * directory.
  */
 #ifndef SIGIL_LSM_DECISION_CACHE_BPF_H
@@ -165,9 +166,48 @@ static __always_inline bool decision_cache_hit(const struct sigil_lsm_decision_c
 	       cached->mount_sequence == stamp->mount_sequence;
 }
 
+/*
+ * Returns a 32-bit fingerprint of the key's number fields. The pointer
+ * fields are left out because the verifier allows no arithmetic on them.
+ */
+static __always_inline __u32 decision_fingerprint(const struct sigil_lsm_decision_cache_key *key)
+{
+	__u64 hash = key->ino * 0x9E3779B97F4A7C15ULL;
+
+	hash ^= key->anchor_ino + ((__u64)key->anchor_generation << 32);
+	hash ^= ((__u64)key->subject << 32) | key->generation;
+	hash ^= ((__u64)key->dev << 24) | ((__u64)key->kind << 16) | ((__u64)key->write_intent << 8) |
+		key->is_directory;
+	hash ^= key->root_ino + ((__u64)key->root_generation << 32);
+	/* the finalizer of SplitMix64, so that every input bit reaches the low bits */
+	hash ^= hash >> 30;
+	hash *= 0xBF58476D1CE4E5B9ULL;
+	hash ^= hash >> 27;
+	hash *= 0x94D049BB133111EBULL;
+	hash ^= hash >> 31;
+	return (__u32)hash;
+}
+
+/*
+ * Stores the decision the second time it is offered while its fingerprint
+ * stays in sigil_lsm_decision_filter. A file opened once, as by a build or a
+ * backup, then costs an array write, not an LRU update that evicts an entry
+ * which repeats.
+ */
 static __always_inline void decision_cache_store(const struct sigil_lsm_decision_cache_key *key,
 						 const struct sigil_lsm_decision_stamp *stamp)
 {
+	__u32 fingerprint = decision_fingerprint(key);
+	__u32 slot = fingerprint & (SIGIL_LSM_DECISION_FILTER_SLOTS - 1);
+	__u32 *seen;
+
+	seen = bpf_map_lookup_elem(&sigil_lsm_decision_filter, &slot);
+	if (!seen)
+		return;
+	if (*seen != fingerprint) {
+		*seen = fingerprint;
+		return;
+	}
 	bpf_map_update_elem(&sigil_lsm_decision_cache, key, stamp, BPF_ANY);
 }
 

@@ -70,7 +70,7 @@ SIGIL_MAP struct {
 /* Entries of the decision cache (decision_cache.bpf.h). A guess at the files a node opens often, not measured. */
 #define SIGIL_LSM_DECISION_CACHE_ENTRIES 16384
 
-/* What an allowed exec or open was decided on. decision_cache.bpf.h explains the choice of fields. */
+/* Key of a cached allow: the facts its decision depended on (see decision_cache.bpf.h). */
 struct sigil_lsm_decision_cache_key {
 	__u64 mount;		/* struct vfsmount * of the file */
 	__u64 anchor;		/* struct dentry * of the parent directory, or of the opened directory */
@@ -102,5 +102,19 @@ SIGIL_MAP struct {
 	__type(key, struct sigil_lsm_decision_cache_key);
 	__type(value, struct sigil_lsm_decision_stamp);
 } sigil_lsm_decision_cache SEC(".maps");
+
+/*
+ * Fingerprints of decisions offered to the cache once. The count is a power
+ * of two, and a guess, not measured. Concurrent writers may overwrite each
+ * other's slots, which only changes which decisions are stored.
+ */
+#define SIGIL_LSM_DECISION_FILTER_SLOTS 8192
+
+SIGIL_MAP struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SIGIL_LSM_DECISION_FILTER_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} sigil_lsm_decision_filter SEC(".maps");
 
 #endif /* SIGIL_LSM_MAPS_BPF_H */

@@ -29,7 +29,7 @@ const EVENTS_LOG = '/tmp/cache-events.jsonl';
 const AGENT_LOG = '/tmp/cache-agent.log';
 const SUBJECT_SCRIPT = path.join(__dirname, 'subject.js');
 const WAIT_MS = 60_000;
-// Opens before a change: the first decides and fills the cache, the others hit it.
+// Opens before a change: the first two are decided (the second stores the allow), the third hits the cache.
 const OPENS_BEFORE_CHANGE = 3;
 
 const checks = {};
