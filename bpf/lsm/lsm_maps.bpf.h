@@ -67,7 +67,12 @@ SIGIL_MAP struct {
 	__type(value, struct sigil_lsm_path_buffer);
 } sigil_lsm_path_buffers SEC(".maps");
 
-/* Entries of the decision cache (decision_cache.bpf.h). A guess at the files a node opens often, not measured. */
+/*
+ * Entries of the decision cache (decision_cache.bpf.h). A guess at the files
+ * a node opens often, not measured. The kernel preallocates LRU maps: with
+ * about 136 bytes per element this is about 2.2 MB, an estimate from the
+ * size of struct htab_elem.
+ */
 #define SIGIL_LSM_DECISION_CACHE_ENTRIES 16384
 
 /* Key of a cached allow: the facts its decision depended on (see decision_cache.bpf.h). */
