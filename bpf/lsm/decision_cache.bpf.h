@@ -2,7 +2,8 @@
 /*
  * Cache of exec and file-open decisions that allowed the access and wrote no
  * record, so that a repeated open skips bpf_d_path and the directory walk.
- * An allow is stored when it is decided a second time (decision_cache_store).
+ * An allow is looked up and stored only from its second decision on
+ * (decision_cache_seen).
  *
  * The verdict of path.bpf.h and match_inode depends on the rule-set
  * generation, the subject, the kind, the read or write intent, the file's
@@ -189,13 +190,13 @@ static __always_inline __u32 decision_fingerprint(const struct sigil_lsm_decisio
 }
 
 /*
- * Stores the decision the second time it is offered while its fingerprint
- * stays in sigil_lsm_decision_filter. A file opened once, as by a build or a
- * backup, then costs an array write, not an LRU update that evicts an entry
+ * Returns true when the key's fingerprint is in sigil_lsm_decision_filter,
+ * and otherwise puts it there. Only a decision seen before is looked up in
+ * the cache and stored, so a file opened once, as by a build or a backup,
+ * costs an array write, not an LRU lookup and an update that evicts an entry
  * which repeats.
  */
-static __always_inline void decision_cache_store(const struct sigil_lsm_decision_cache_key *key,
-						 const struct sigil_lsm_decision_stamp *stamp)
+static __always_inline bool decision_cache_seen(const struct sigil_lsm_decision_cache_key *key)
 {
 	__u32 fingerprint = decision_fingerprint(key);
 	__u32 slot = fingerprint & (SIGIL_LSM_DECISION_FILTER_SLOTS - 1);
@@ -203,11 +204,16 @@ static __always_inline void decision_cache_store(const struct sigil_lsm_decision
 
 	seen = bpf_map_lookup_elem(&sigil_lsm_decision_filter, &slot);
 	if (!seen)
-		return;
-	if (*seen != fingerprint) {
-		*seen = fingerprint;
-		return;
-	}
+		return false;
+	if (*seen == fingerprint)
+		return true;
+	*seen = fingerprint;
+	return false;
+}
+
+static __always_inline void decision_cache_store(const struct sigil_lsm_decision_cache_key *key,
+						 const struct sigil_lsm_decision_stamp *stamp)
+{
 	bpf_map_update_elem(&sigil_lsm_decision_cache, key, stamp, BPF_ANY);
 }
 

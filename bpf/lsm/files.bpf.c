@@ -227,7 +227,8 @@ static __always_inline int decide_access(const struct file_access *access)
 		cache_key.is_directory = is_directory;
 		cache_key.dev = dev;
 		cache_key.ino = ino;
-		cacheable = decision_cache_key(file, is_directory, &cache_key, &stamp);
+		cacheable = decision_cache_key(file, is_directory, &cache_key, &stamp) &&
+			    decision_cache_seen(&cache_key);
 		if (cacheable && decision_cache_hit(&cache_key, &stamp))
 			return 0;
 	}
