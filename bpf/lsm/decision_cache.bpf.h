@@ -192,9 +192,9 @@ static __always_inline __u32 decision_fingerprint(const struct sigil_lsm_decisio
 /*
  * Returns true when the key's fingerprint is in sigil_lsm_decision_filter,
  * and otherwise puts it there. Only a decision seen before is looked up in
- * the cache and stored, so a file opened once, as by a build or a backup,
- * costs an array write, not an LRU lookup and an update that evicts an entry
- * which repeats.
+ * the cache and stored. So a file opened once, as by a build or a backup,
+ * costs an array write instead of an LRU lookup, and it evicts no entry that
+ * repeats.
  */
 static __always_inline bool decision_cache_seen(const struct sigil_lsm_decision_cache_key *key)
 {
