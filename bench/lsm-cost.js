@@ -3,9 +3,12 @@
 // rules over 1,000 identities through BPF LSM, against the same loops with no
 // agent, in the same run. Runs inside the test VM (Linux 6.1 with BPF LSM),
 // started from the host by bench/lsm-cost-vm.sh. The VM is emulated (TCG),
-// so only the ratios mean anything. While the agent runs, kernel.bpf_stats_enabled is on, and
-// the bench reports the mean run time of the LSM program that ran most often during the open
-// loop (lsm/file_open), read from the agent's program descriptors in /proc/PID/fdinfo.
+// so only the ratios mean anything. Two open loops run: one opens the same file again and
+// again, which lsm/file_open decides once and then finds in its decision cache, and one opens
+// OPENS different files once each, so that every open misses the cache. While the agent runs,
+// kernel.bpf_stats_enabled is on, and the bench reports the mean run time of the LSM program
+// that ran most often during each open loop (lsm/file_open), read from the agent's program
+// descriptors in /proc/PID/fdinfo.
 // Usage (guest, root, in /sigil): node bench/lsm-cost.js LOOP_BINARY [ROUNDS] [OPENS] [EXECS]
 'use strict';
 const { spawn, spawnSync } = require('node:child_process');
@@ -22,6 +25,8 @@ const PIN_DIR = '/sys/fs/bpf/sigil-bench';
 const EVENTS_LOG = `${ROOT}/events.jsonl`;
 const AGENT_LOG = `${ROOT}/agent.log`;
 const OPENED = '/bench/data/w0/0/file';
+// OPENS files named 0, 1, ..., in a directory that the same rule allows.
+const OPENED_EACH = '/bench/data/w0/0/each';
 const STATS_SWITCH = '/proc/sys/kernel/bpf_stats_enabled';
 const BPF_PROG_TYPE_LSM = 29;
 const EXECUTED = '/bench/bin/w0/0/true';
@@ -42,6 +47,8 @@ function writeFixtures() {
   fs.mkdirSync('/bench/data/w0/0', { recursive: true });
   fs.mkdirSync('/bench/bin/w0/0', { recursive: true });
   fs.writeFileSync(OPENED, 'bench\n');
+  fs.mkdirSync(OPENED_EACH, { recursive: true });
+  for (let i = 0; i < Number(OPENS); i++) fs.writeFileSync(`${OPENED_EACH}/${i}`, 'bench\n');
   fs.copyFileSync(fs.realpathSync('/bin/true'), EXECUTED);
   fs.chmodSync(EXECUTED, 0o755);
   fs.mkdirSync(CGROUP, { recursive: true });
@@ -90,7 +97,7 @@ function runLoop(operation, path, count) {
   });
   if (result.status !== 0) throw new Error(`${operation} loop failed: ${result.stderr}`);
   const [nsPerOp, failures] = result.stdout.trim().split(' ').map(Number);
-  if (failures !== 0) throw new Error(`${failures} of ${count} ${operation}s failed`);
+  if (failures !== 0) throw new Error(`${failures} of ${count} ${operation} operations failed`);
   return nsPerOp;
 }
 
@@ -191,19 +198,29 @@ async function main() {
     );
   }
   writeFixtures();
-  const results = { open: { baseline: [], enforced: [] }, exec: { baseline: [], enforced: [] } };
-  const fileOpenRunTimes = [];
+  // loop name -> lsm_loop operation, its path and count
+  const loops = {
+    'open, same file': ['open', OPENED, Number(OPENS)],
+    'open, each file once': ['open-each', OPENED_EACH, Number(OPENS)],
+    exec: ['exec', EXECUTED, Number(EXECS)],
+  };
+  const results = {};
+  const fileOpenRunTimes = {};
+  for (const name of Object.keys(loops)) {
+    results[name] = { baseline: [], enforced: [] };
+    fileOpenRunTimes[name] = [];
+  }
   const rounds = Number(ROUNDS);
   for (let round = 0; round < rounds; round++) {
-    results.open.baseline.push(runLoop('open', OPENED, Number(OPENS)));
-    results.exec.baseline.push(runLoop('exec', EXECUTED, Number(EXECS)));
+    for (const [name, loop] of Object.entries(loops)) results[name].baseline.push(runLoop(...loop));
     const agent = await startAgent();
     try {
       fs.writeFileSync(STATS_SWITCH, '1');
-      const before = lsmProgramStats(agent.pid);
-      results.open.enforced.push(runLoop('open', OPENED, Number(OPENS)));
-      fileOpenRunTimes.push(busiestProgramRunTime(before, lsmProgramStats(agent.pid)));
-      results.exec.enforced.push(runLoop('exec', EXECUTED, Number(EXECS)));
+      for (const [name, loop] of Object.entries(loops)) {
+        const before = lsmProgramStats(agent.pid);
+        results[name].enforced.push(runLoop(...loop));
+        fileOpenRunTimes[name].push(busiestProgramRunTime(before, lsmProgramStats(agent.pid)));
+      }
     } finally {
       fs.writeFileSync(STATS_SWITCH, '0');
       await stopAgent(agent);
@@ -218,17 +235,19 @@ async function main() {
     `kernel ${os.release()}, ${os.cpus().length} CPUs, LSMs ${fs.readFileSync('/sys/kernel/security/lsm', 'utf8').trim()}`,
   );
   console.log(`exec events of the loop with the bench SPIFFE ID: ${identifiedLoopExecs()}`);
-  console.log(
-    `lsm/file_open run time during the open loop: median ${median(fileOpenRunTimes).toFixed(0)} ns, ` +
-      `per round ${fileOpenRunTimes.map((value) => value.toFixed(0)).join(' ')}`,
-  );
-  for (const operation of ['open', 'exec']) {
-    const { baseline, enforced } = results[operation];
+  for (const name of Object.keys(loops)) {
+    const { baseline, enforced } = results[name];
     const ratios = enforced.map((value, index) => value / baseline[index]);
     console.log(
-      `${operation}: baseline ${median(baseline).toFixed(0)} ns, enforced ${median(enforced).toFixed(0)} ns, ` +
+      `${name}: baseline ${median(baseline).toFixed(0)} ns, enforced ${median(enforced).toFixed(0)} ns, ` +
         `ratio of medians ${(median(enforced) / median(baseline)).toFixed(3)}, ` +
         `per-round ratios ${ratios.map((ratio) => ratio.toFixed(3)).join(' ')}`,
+    );
+    if (name === 'exec') continue;
+    const runTimes = fileOpenRunTimes[name];
+    console.log(
+      `  lsm/file_open run time: median ${median(runTimes).toFixed(0)} ns, ` +
+        `per round ${runTimes.map((value) => value.toFixed(0)).join(' ')}`,
     );
   }
 }

@@ -50,6 +50,14 @@ enum sigil_lsm_match {
 /* Flags of sigil_lsm_subject.flags. */
 #define SIGIL_LSM_SUBJECT_HAS_EXEC_ALLOW (1u << 0)
 #define SIGIL_LSM_SUBJECT_HAS_FILE_ALLOW (1u << 1)
+/*
+ * The subject has no directory rules of the kind, so the BPF LSM programs
+ * resolve the path only for a record. Set by the LSM compiler only: an entry
+ * without these flags (tracepoint-kill's, or an older agent's) has its
+ * directory rules looked up.
+ */
+#define SIGIL_LSM_SUBJECT_NO_EXEC_DIRECTORIES (1u << 2)
+#define SIGIL_LSM_SUBJECT_NO_FILE_DIRECTORIES (1u << 3)
 
 /*
  * Directory rules are keyed by a 64-bit FNV-1a hash of the directory's path
@@ -68,7 +76,7 @@ struct sigil_lsm_config {
 
 /* Per-subject settings of one rule-set generation, keyed by identity id (__u32). */
 struct sigil_lsm_subject {
-	__u32 flags;		/* SIGIL_LSM_SUBJECT_HAS_* */
+	__u32 flags;		/* SIGIL_LSM_SUBJECT_HAS_* and SIGIL_LSM_SUBJECT_NO_* */
 	__u8 exec_posture;	/* enum sigil_action when no exec rule matches */
 	__u8 file_posture;	/* enum sigil_action when no file rule matches */
 	__u8 pad[2];

@@ -6,7 +6,8 @@
  * identity of the current process) in the active rule-set generation.
  * Exact-file rules match the file's (device, inode), so hard links, symlinks
  * and renames reach the same rule. Directory rules match the path that
- * bpf_d_path resolves.
+ * bpf_d_path resolves. Decisions that allowed the access and wrote no record
+ * are cached until a rename or mount change (decision_cache.bpf.h).
  *
  * A hook returns -EPERM only for a Block rule, or for a Block posture of a
  * subject that has Allow rules of the kind and no rule that matched. Block
@@ -21,6 +22,7 @@
 #include "lsm_maps.bpf.h"
 #include "path_verdict.bpf.h"
 #include "path.bpf.h"
+#include "decision_cache.bpf.h"
 
 #define EAGAIN 11
 
@@ -175,11 +177,13 @@ static __always_inline int decide_access(const struct file_access *access)
 	struct sigil_settings *settings;
 	struct inode *inode;
 	struct file *file;
-	__u32 zero = 0, gen, subject, dev, posture_flag;
+	__u32 zero = 0, gen, subject, dev, posture_flag, no_directories_flag;
 	void *subjects;
 	__u64 ino;
-	bool is_directory;
-	int path_len;
+	bool is_directory, has_directory_rules, cacheable = false, recorded;
+	int path_len = 0;
+	struct sigil_lsm_decision_cache_key cache_key = {};
+	struct sigil_lsm_decision_stamp stamp = {};
 
 	settings = bpf_map_lookup_elem(&sigil_settings, &zero);
 	buffer = bpf_map_lookup_elem(&sigil_lsm_path_buffers, &zero);
@@ -195,22 +199,51 @@ static __always_inline int decide_access(const struct file_access *access)
 	if (!subject_rules && !(subject && (settings->flags & SIGIL_SETTINGS_REPORT_ALLOWED_ACCESS)))
 		return 0;
 
-	/* a local copy, so that BPF_CORE_READ relocates only kernel types */
+	/*
+	 * Plain loads, which the verifier turns into fault-safe loads without the
+	 * helper call of BPF_CORE_READ. The local copy keeps the CO-RE
+	 * relocations on kernel types only.
+	 */
 	file = access->file;
-	inode = BPF_CORE_READ(file, f_inode);
-	dev = BPF_CORE_READ(inode, i_sb, s_dev);
-	ino = BPF_CORE_READ(inode, i_ino);
-	is_directory = (BPF_CORE_READ(inode, i_mode) & S_IFMT) == S_IFDIR;
+	inode = file->f_inode;
+	dev = inode->i_sb->s_dev;
+	ino = inode->i_ino;
+	is_directory = (inode->i_mode & S_IFMT) == S_IFDIR;
 
-	if (subject_rules) {
-		match_inode(gen, subject, access, dev, ino, &verdict);
-		walk.directories = bpf_map_lookup_elem(&sigil_lsm_directories, &gen);
+	no_directories_flag = access->kind == SIGIL_LSM_KIND_EXEC ? SIGIL_LSM_SUBJECT_NO_EXEC_DIRECTORIES
+								  : SIGIL_LSM_SUBJECT_NO_FILE_DIRECTORIES;
+	has_directory_rules = subject_rules && !(subject_rules->flags & no_directories_flag);
+
+	/*
+	 * An allow that wrote no record before, in the same path state: allow
+	 * again. Without directory rules the decision below resolves no path,
+	 * so it is not cached.
+	 */
+	if (has_directory_rules && !(settings->flags & SIGIL_SETTINGS_REPORT_ALLOWED_ACCESS)) {
+		cache_key.generation = gen;
+		cache_key.subject = subject;
+		cache_key.kind = access->kind;
+		cache_key.write_intent = access->write_intent;
+		cache_key.is_directory = is_directory;
+		cache_key.dev = dev;
+		cache_key.ino = ino;
+		cacheable = decision_cache_key(file, is_directory, &cache_key, &stamp) &&
+			    decision_cache_seen(&cache_key);
+		if (cacheable && decision_cache_hit(&cache_key, &stamp))
+			return 0;
 	}
+
+	if (subject_rules)
+		match_inode(gen, subject, access, dev, ino, &verdict);
+	if (has_directory_rules)
+		walk.directories = bpf_map_lookup_elem(&sigil_lsm_directories, &gen);
 	walk.key.subject = subject;
 	walk.key.kind = access->kind;
 	walk.seed = config->hash_seed;
 	walk.write_intent = access->write_intent;
-	path_len = resolve_and_match(buffer, owner, &walk, access, is_directory, &verdict);
+	/* without directory rules the path is resolved below, only for a record */
+	if (walk.directories)
+		path_len = resolve_and_match(buffer, owner, &walk, access, is_directory, &verdict);
 
 	/* nothing matched: the posture applies where the subject has Allow rules of the kind */
 	posture_flag = access->kind == SIGIL_LSM_KIND_EXEC ? SIGIL_LSM_SUBJECT_HAS_EXEC_ALLOW
@@ -228,7 +261,6 @@ static __always_inline int decide_access(const struct file_access *access)
 	decision.rule_index = verdict.rule_index;
 	decision.dev = dev;
 	decision.ino = ino;
-	decision.path_len = path_len;
 	decision.action = verdict.action;
 	decision.reason = verdict.reason;
 	decision.denied = verdict.action == SIGIL_ACTION_BLOCK;
@@ -238,13 +270,20 @@ static __always_inline int decide_access(const struct file_access *access)
 	 * reported only on request: every open of every identified process would
 	 * flood the ring buffer and cost each open() a record.
 	 */
-	if (verdict.action == SIGIL_ACTION_AUDIT || verdict.action == SIGIL_ACTION_BLOCK ||
-	    ((settings->flags & SIGIL_SETTINGS_REPORT_ALLOWED_ACCESS) &&
-	     (subject || verdict.action != SIGIL_ACTION_NONE ||
-	      verdict.reason != SIGIL_REASON_NO_POLICY))) {
+	recorded = verdict.action == SIGIL_ACTION_AUDIT || verdict.action == SIGIL_ACTION_BLOCK ||
+		   ((settings->flags & SIGIL_SETTINGS_REPORT_ALLOWED_ACCESS) &&
+		    (subject || verdict.action != SIGIL_ACTION_NONE ||
+		     verdict.reason != SIGIL_REASON_NO_POLICY));
+	if (recorded) {
+		if (!walk.directories)
+			path_len = resolve_and_match(buffer, owner, &walk, access, is_directory, &verdict);
+		decision.path_len = path_len;
 		fill_process_fields(&decision);
 		emit_decision(access, &decision, buffer, owner);
 	}
+	/* a path that failed to resolve (too long, or a busy buffer) is decided again next time */
+	if (cacheable && !recorded && !decision.denied && path_len > 0)
+		decision_cache_store(&cache_key, &stamp);
 	return decision.denied ? -EPERM : 0;
 }
 
@@ -269,8 +308,8 @@ int BPF_PROG(sigil_lsm_file_open, struct file *file, int ret)
 
 	if (ret != 0)
 		return ret;
-	f_mode = BPF_CORE_READ(file, f_mode);
-	f_flags = BPF_CORE_READ(file, f_flags);
+	f_mode = file->f_mode;
+	f_flags = file->f_flags;
 	access.file = file;
 	access.kind = SIGIL_LSM_KIND_FILE;
 	/* open(O_RDONLY | O_TRUNC) truncates a file after this hook allowed it as a read */

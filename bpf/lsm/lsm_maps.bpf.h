@@ -67,4 +67,59 @@ SIGIL_MAP struct {
 	__type(value, struct sigil_lsm_path_buffer);
 } sigil_lsm_path_buffers SEC(".maps");
 
+/*
+ * Entries of the decision cache (decision_cache.bpf.h). A guess at the files
+ * a node opens often, not measured. The kernel preallocates LRU maps: with
+ * about 136 bytes per element this is about 2.2 MB, an estimate from the
+ * size of struct htab_elem.
+ */
+#define SIGIL_LSM_DECISION_CACHE_ENTRIES 16384
+
+/* Key of a cached allow: the facts its decision depended on (see decision_cache.bpf.h). */
+struct sigil_lsm_decision_cache_key {
+	__u64 mount;		/* struct vfsmount * of the file */
+	__u64 anchor;		/* struct dentry * of the parent directory, or of the opened directory */
+	__u64 anchor_ino;
+	__u64 root_mount;	/* fs->root of the process */
+	__u64 root;
+	__u64 root_ino;
+	__u64 ino;		/* the file's */
+	__u32 anchor_generation;	/* i_generation of the anchor's inode */
+	__u32 root_generation;
+	__u32 dev;		/* the file's */
+	__u32 generation;	/* rule set */
+	__u32 subject;
+	__u8 kind;		/* enum sigil_lsm_kind */
+	__u8 write_intent;
+	__u8 is_directory;
+	__u8 pad;
+};
+
+/* Sequence counts of the kernel's rename_lock and mount_lock when the decision was made. */
+struct sigil_lsm_decision_stamp {
+	__u32 rename_sequence;
+	__u32 mount_sequence;
+};
+
+SIGIL_MAP struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, SIGIL_LSM_DECISION_CACHE_ENTRIES);
+	__type(key, struct sigil_lsm_decision_cache_key);
+	__type(value, struct sigil_lsm_decision_stamp);
+} sigil_lsm_decision_cache SEC(".maps");
+
+/*
+ * Fingerprints of decisions offered to the cache once. The count is a power
+ * of two, and a guess, not measured. Concurrent writers may overwrite each
+ * other's slots, which only changes which decisions are stored.
+ */
+#define SIGIL_LSM_DECISION_FILTER_SLOTS 8192
+
+SIGIL_MAP struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, SIGIL_LSM_DECISION_FILTER_SLOTS);
+	__type(key, __u32);
+	__type(value, __u32);
+} sigil_lsm_decision_filter SEC(".maps");
+
 #endif /* SIGIL_LSM_MAPS_BPF_H */

@@ -47,6 +47,10 @@ export enum LsmMatch {
 
 export const LSM_SUBJECT_HAS_EXEC_ALLOW = 1 << 0;
 export const LSM_SUBJECT_HAS_FILE_ALLOW = 1 << 1;
+/** The subject has no exec directory rules, so lsm/bprm_check_security resolves no path to match. */
+export const LSM_SUBJECT_NO_EXEC_DIRECTORIES = 1 << 2;
+/** The subject has no file directory rules, so lsm/file_open resolves no path to match. */
+export const LSM_SUBJECT_NO_FILE_DIRECTORIES = 1 << 3;
 
 export const lsmConfigLayout = defineStruct('sigil_lsm_config', [
   { name: 'hash_seed', type: 'u64' },
@@ -175,6 +179,8 @@ export const LSM_HEADER_CONSTANTS: Record<string, number | bigint> = {
   SIGIL_LSM_MATCH_SUBTREE: LsmMatch.Subtree,
   SIGIL_LSM_SUBJECT_HAS_EXEC_ALLOW: LSM_SUBJECT_HAS_EXEC_ALLOW,
   SIGIL_LSM_SUBJECT_HAS_FILE_ALLOW: LSM_SUBJECT_HAS_FILE_ALLOW,
+  SIGIL_LSM_SUBJECT_NO_EXEC_DIRECTORIES: LSM_SUBJECT_NO_EXEC_DIRECTORIES,
+  SIGIL_LSM_SUBJECT_NO_FILE_DIRECTORIES: LSM_SUBJECT_NO_FILE_DIRECTORIES,
 };
 
 /** Fields that exec and file decision records share. */

@@ -17,6 +17,8 @@ import { join, posix } from 'node:path';
 import { encodeU32 } from './codec';
 import {
   LsmKind,
+  LSM_SUBJECT_NO_EXEC_DIRECTORIES,
+  LSM_SUBJECT_NO_FILE_DIRECTORIES,
   lsmConfigLayout,
   lsmDirectoryKeyLayout,
   SIGIL_LSM_FNV_OFFSET_BASIS,
@@ -185,10 +187,29 @@ export function encodeDirectoryKey(subject: number, kind: LsmKind, hash: bigint)
  * entry, which the kernel needs before it looks at any rule.
  */
 export function compileLsmRuleSet(ruleSet: LsmRuleSet, hashSeed: bigint): CompiledLsmRuleSet {
-  return compilePathRuleSet(ruleSet, (rule) => {
+  const compiled = compilePathRuleSet(ruleSet, (rule) => {
     const hash = pathHash(directoryKeyPath(rule.path), hashSeed);
     return encodeDirectoryKey(rule.subject, kindValue(rule.kind), hash);
   });
+  markSubjectsWithoutDirectoryRules(compiled, ruleSet);
+  return compiled;
+}
+
+/** Sets the NO_*_DIRECTORIES flags, which spare the kernel bpf_d_path for those subjects. */
+function markSubjectsWithoutDirectoryRules(
+  compiled: CompiledLsmRuleSet,
+  ruleSet: LsmRuleSet,
+): void {
+  for (const entry of compiled.subjects.values()) {
+    entry.flags |= LSM_SUBJECT_NO_EXEC_DIRECTORIES | LSM_SUBJECT_NO_FILE_DIRECTORIES;
+  }
+  for (const rule of ruleSet.directoryRules) {
+    const entry = compiled.subjects.get(rule.subject);
+    if (!entry) continue;
+    const flag =
+      rule.kind === 'exec' ? LSM_SUBJECT_NO_EXEC_DIRECTORIES : LSM_SUBJECT_NO_FILE_DIRECTORIES;
+    entry.flags &= ~flag;
+  }
 }
 
 // --- publishing --------------------------------------------------------------

@@ -8,6 +8,8 @@ import {
   LSM_HEADER_CONSTANTS,
   LSM_SUBJECT_HAS_EXEC_ALLOW,
   LSM_SUBJECT_HAS_FILE_ALLOW,
+  LSM_SUBJECT_NO_EXEC_DIRECTORIES,
+  LSM_SUBJECT_NO_FILE_DIRECTORIES,
   LsmKind,
   LsmMatch,
   LsmRecordType,
@@ -189,13 +191,42 @@ describe('compileLsmRuleSet', () => {
       },
       seed,
     );
+    const noDirectories = LSM_SUBJECT_NO_EXEC_DIRECTORIES | LSM_SUBJECT_NO_FILE_DIRECTORIES;
     expect(compiled.subjects.get(2)).toEqual({
-      flags: LSM_SUBJECT_HAS_EXEC_ALLOW,
+      flags: LSM_SUBJECT_HAS_EXEC_ALLOW | noDirectories,
       execPosture: KernelAction.Block,
       filePosture: KernelAction.Audit,
     });
-    expect(compiled.subjects.get(4)?.flags).toBe(0);
-    expect(compiled.subjects.get(5)?.flags).toBe(LSM_SUBJECT_HAS_FILE_ALLOW);
+    expect(compiled.subjects.get(4)?.flags).toBe(noDirectories);
+    expect(compiled.subjects.get(5)?.flags).toBe(LSM_SUBJECT_HAS_FILE_ALLOW | noDirectories);
+  });
+
+  it('marks the kinds without directory rules', () => {
+    const directoryRule = {
+      path: '/data',
+      recursive: true,
+      action: KernelAction.Block,
+      ruleIndex: 0,
+    };
+    const compiled = compileLsmRuleSet(
+      {
+        subjects: [{ id: 9, execPosture: KernelAction.Block, filePosture: KernelAction.Block }],
+        inodeRules: [],
+        directoryRules: [
+          { ...directoryRule, subject: 1, kind: 'file' },
+          { ...directoryRule, subject: 2, kind: 'exec' },
+          { ...directoryRule, subject: 3, kind: 'file' },
+          { ...directoryRule, subject: 3, kind: 'exec' },
+        ],
+      },
+      seed,
+    );
+    expect(compiled.subjects.get(1)?.flags).toBe(LSM_SUBJECT_NO_EXEC_DIRECTORIES);
+    expect(compiled.subjects.get(2)?.flags).toBe(LSM_SUBJECT_NO_FILE_DIRECTORIES);
+    expect(compiled.subjects.get(3)?.flags).toBe(0);
+    expect(compiled.subjects.get(9)?.flags).toBe(
+      LSM_SUBJECT_NO_EXEC_DIRECTORIES | LSM_SUBJECT_NO_FILE_DIRECTORIES,
+    );
   });
 
   it('sets the Allow flags a subject entry requests', () => {
@@ -210,8 +241,9 @@ describe('compileLsmRuleSet', () => {
       },
       seed,
     );
-    expect(compiled.subjects.get(1)?.flags).toBe(LSM_SUBJECT_HAS_EXEC_ALLOW);
-    expect(compiled.subjects.get(3)?.flags).toBe(LSM_SUBJECT_HAS_FILE_ALLOW);
+    const noDirectories = LSM_SUBJECT_NO_EXEC_DIRECTORIES | LSM_SUBJECT_NO_FILE_DIRECTORIES;
+    expect(compiled.subjects.get(1)?.flags).toBe(LSM_SUBJECT_HAS_EXEC_ALLOW | noDirectories);
+    expect(compiled.subjects.get(3)?.flags).toBe(LSM_SUBJECT_HAS_FILE_ALLOW | noDirectories);
   });
 
   it('rejects readOnly on exec rules', () => {

@@ -1,6 +1,7 @@
-// Test subject of agent-lsm.js, started as the uid that the registration
-// gives a SPIFFE ID. Reads one JSON request per stdin line and writes one
-// JSON reply per stdout line: { ok: true, ... } or { ok: false, code }.
+// Test subject of agent-lsm.js and decision-cache.js, started with an
+// identity that the registration gives. Reads one JSON request per stdin line
+// and writes one JSON reply per stdout line: { ok: true, ... } or
+// { ok: false, code }.
 'use strict';
 const { spawnSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -22,11 +23,14 @@ function open(request) {
   }
 }
 
-/** Runs request.path and returns its exit status. */
+/** Runs request.path with request.args and returns its exit status and stderr. */
 function exec(request) {
-  const result = spawnSync(request.path, [], { stdio: 'ignore' });
+  const result = spawnSync(request.path, request.args ?? [], {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    encoding: 'utf8',
+  });
   if (result.error) return failure(result.error);
-  return { ok: result.status === 0, status: result.status, signal: result.signal };
+  return { ok: result.status === 0, status: result.status, signal: result.signal, stderr: result.stderr };
 }
 
 /** Connects to request.host:request.port over TCP and closes the socket. */
