@@ -11,6 +11,7 @@ const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const net = require('node:net');
 const path = require('node:path');
+const { createChecks, readJsonLines, sleep, waitFor } = require('./guest-common');
 
 const RESULTS = process.env.SIGIL_VM_RESULTS;
 const SUBJECT_UID = 4300;
@@ -36,36 +37,11 @@ const WAIT_MS = 60_000;
 const BLOCKED_PORT = 7101;
 const OPEN_PORT = 7102;
 
-const checks = {};
+const { checks, check } = createChecks();
 const timings = {};
 
-/** Records one check: name, whether it passed, and what was seen. */
-function check(name, pass, detail) {
-  checks[name] = { pass: Boolean(pass), detail };
-}
-
-function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Polls predicate every 100 ms until it returns a truthy value or timeoutMs passes; returns that value or null. */
-async function waitFor(predicate, timeoutMs = WAIT_MS) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const value = predicate();
-    if (value) return value;
-    await sleep(100);
-  }
-  return null;
-}
-
 function readEvents() {
-  if (!fs.existsSync(EVENTS_LOG)) return [];
-  return fs
-    .readFileSync(EVENTS_LOG, 'utf8')
-    .split('\n')
-    .filter((line) => line.trim().startsWith('{'))
-    .map((line) => JSON.parse(line));
+  return readJsonLines(EVENTS_LOG);
 }
 
 function makeFixtures() {

@@ -11,6 +11,7 @@
 const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
+const { createChecks, readJsonLines, sleep, waitFor } = require('./guest-common');
 
 const RESULTS = process.env.SIGIL_VM_RESULTS;
 const ROOT = '/tmp/sigil-cache';
@@ -32,35 +33,10 @@ const WAIT_MS = 60_000;
 // Opens before a change: the first two are decided (the second stores the allow), the third hits the cache.
 const OPENS_BEFORE_CHANGE = 3;
 
-const checks = {};
-
-/** Records one check: name, whether it passed, and what was seen. */
-function check(name, pass, detail) {
-  checks[name] = { pass: Boolean(pass), detail };
-}
-
-function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Polls predicate every 100 ms until it returns a truthy value or timeoutMs passes; returns that value or null. */
-async function waitFor(predicate, timeoutMs = WAIT_MS) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const value = predicate();
-    if (value) return value;
-    await sleep(100);
-  }
-  return null;
-}
+const { checks, check } = createChecks();
 
 function readEvents() {
-  if (!fs.existsSync(EVENTS_LOG)) return [];
-  return fs
-    .readFileSync(EVENTS_LOG, 'utf8')
-    .split('\n')
-    .filter((line) => line.trim().startsWith('{'))
-    .map((line) => JSON.parse(line));
+  return readJsonLines(EVENTS_LOG);
 }
 
 /** Runs a command and returns { status, stderr }; throws when it cannot start. */

@@ -14,6 +14,7 @@
 'use strict';
 const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
+const { createChecks, sleep, waitFor } = require('../agent/guest-common');
 
 const RESULTS = process.env.SIGIL_VM_RESULTS;
 const ROOT = '/opt/sigil-aa';
@@ -48,27 +49,8 @@ const AGENT_LOG = '/tmp/agent-apparmor.log';
 const PARSER = '/usr/sbin/apparmor_parser';
 const WAIT_MS = 60_000;
 
-const checks = {};
+const { checks, check } = createChecks();
 const timings = {};
-
-function check(name, pass, detail) {
-  checks[name] = { pass: Boolean(pass), detail };
-}
-
-function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** Polls predicate every 100 ms until it returns a truthy value or timeoutMs passes. */
-async function waitFor(predicate, timeoutMs = WAIT_MS) {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const value = predicate();
-    if (value) return value;
-    await sleep(100);
-  }
-  return null;
-}
 
 function agentLog() {
   return fs.existsSync(AGENT_LOG) ? fs.readFileSync(AGENT_LOG, 'utf8') : '';
