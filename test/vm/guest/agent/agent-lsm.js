@@ -11,7 +11,7 @@ const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const net = require('node:net');
 const path = require('node:path');
-const { createChecks, readJsonLines, sleep, waitFor } = require('./guest-common');
+const { SubjectChannel, createChecks, readJsonLines, sleep, waitFor } = require('./guest-common');
 
 const RESULTS = process.env.SIGIL_VM_RESULTS;
 const SUBJECT_UID = 4300;
@@ -107,47 +107,16 @@ function makeFixtures() {
 }
 
 /** The subject process (subject.js) running as SUBJECT_UID, with a request channel. */
-class Subject {
+class Subject extends SubjectChannel {
   constructor() {
-    this.child = spawn(process.execPath, [SUBJECT_SCRIPT], {
-      uid: SUBJECT_UID,
-      gid: SUBJECT_UID,
-      cwd: '/',
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    this.replies = [];
-    this.waiting = [];
-    this.stderr = '';
-    let buffered = '';
-    this.child.stderr.on('data', (chunk) => (this.stderr += chunk.toString()));
-    this.child.stdout.on('data', (chunk) => {
-      buffered += chunk.toString();
-      let newline;
-      while ((newline = buffered.indexOf('\n')) >= 0) {
-        const reply = JSON.parse(buffered.slice(0, newline));
-        buffered = buffered.slice(newline + 1);
-        const resolve = this.waiting.shift();
-        if (resolve) resolve(reply);
-        else this.replies.push(reply);
-      }
-    });
-  }
-
-  next() {
-    const reply = this.replies.shift();
-    if (reply) return Promise.resolve(reply);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no reply from subject.js; stderr: ${this.stderr}`)), WAIT_MS);
-      this.waiting.push((value) => {
-        clearTimeout(timer);
-        resolve(value);
-      });
-    });
-  }
-
-  request(request) {
-    this.child.stdin.write(`${JSON.stringify(request)}\n`);
-    return this.next();
+    super(
+      spawn(process.execPath, [SUBJECT_SCRIPT], {
+        uid: SUBJECT_UID,
+        gid: SUBJECT_UID,
+        cwd: '/',
+        stdio: ['pipe', 'pipe', 'pipe'],
+      }),
+    );
   }
 }
 

@@ -11,7 +11,7 @@
 const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
 const path = require('node:path');
-const { createChecks, readJsonLines, sleep, waitFor } = require('./guest-common');
+const { SubjectChannel, createChecks, readJsonLines, sleep, waitFor } = require('./guest-common');
 
 const RESULTS = process.env.SIGIL_VM_RESULTS;
 const ROOT = '/tmp/sigil-cache';
@@ -127,49 +127,15 @@ function makeFixtures() {
 }
 
 /** subject.js as root in cgroup A, with a request channel. */
-class Subject {
+class Subject extends SubjectChannel {
   constructor() {
     const script = `echo $$ > ${CGROUP_ROOT}/${CGROUP_A}/cgroup.procs && exec "$0" "$@"`;
-    this.child = spawn('sh', ['-c', script, process.execPath, SUBJECT_SCRIPT], {
-      cwd: '/',
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
-    this.replies = [];
-    this.waiting = [];
-    this.stderr = '';
-    let buffered = '';
-    this.child.stderr.on('data', (chunk) => (this.stderr += chunk.toString()));
-    this.child.stdout.on('data', (chunk) => {
-      buffered += chunk.toString();
-      let newline;
-      while ((newline = buffered.indexOf('\n')) >= 0) {
-        const reply = JSON.parse(buffered.slice(0, newline));
-        buffered = buffered.slice(newline + 1);
-        const resolve = this.waiting.shift();
-        if (resolve) resolve(reply);
-        else this.replies.push(reply);
-      }
-    });
-  }
-
-  next() {
-    const reply = this.replies.shift();
-    if (reply) return Promise.resolve(reply);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(
-        () => reject(new Error(`no reply from subject.js; stderr: ${this.stderr}`)),
-        WAIT_MS,
-      );
-      this.waiting.push((value) => {
-        clearTimeout(timer);
-        resolve(value);
-      });
-    });
-  }
-
-  request(request) {
-    this.child.stdin.write(`${JSON.stringify(request)}\n`);
-    return this.next();
+    super(
+      spawn('sh', ['-c', script, process.execPath, SUBJECT_SCRIPT], {
+        cwd: '/',
+        stdio: ['pipe', 'pipe', 'pipe'],
+      }),
+    );
   }
 
   /** Opens file for reading OPENS_BEFORE_CHANGE times and returns the replies that were not ok. */

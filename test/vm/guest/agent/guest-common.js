@@ -40,4 +40,48 @@ function readJsonLines(file) {
     .map((line) => JSON.parse(line));
 }
 
-module.exports = { WAIT_MS, createChecks, readJsonLines, sleep, waitFor };
+/**
+ * A request channel to a running subject.js: one JSON line per request on
+ * its stdin, one JSON line per reply on its stdout, in order.
+ */
+class SubjectChannel {
+  constructor(child) {
+    this.child = child;
+    this.replies = [];
+    this.waiting = [];
+    this.stderr = '';
+    let buffered = '';
+    child.stderr.on('data', (chunk) => (this.stderr += chunk.toString()));
+    child.stdout.on('data', (chunk) => {
+      buffered += chunk.toString();
+      let newline;
+      while ((newline = buffered.indexOf('\n')) >= 0) {
+        const reply = JSON.parse(buffered.slice(0, newline));
+        buffered = buffered.slice(newline + 1);
+        const resolve = this.waiting.shift();
+        if (resolve) resolve(reply);
+        else this.replies.push(reply);
+      }
+    });
+  }
+
+  /** Resolves with the next reply; rejects after WAIT_MS without one. */
+  next() {
+    const reply = this.replies.shift();
+    if (reply) return Promise.resolve(reply);
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no reply from subject.js; stderr: ${this.stderr}`)), WAIT_MS);
+      this.waiting.push((value) => {
+        clearTimeout(timer);
+        resolve(value);
+      });
+    });
+  }
+
+  request(request) {
+    this.child.stdin.write(`${JSON.stringify(request)}\n`);
+    return this.next();
+  }
+}
+
+module.exports = { WAIT_MS, SubjectChannel, createChecks, readJsonLines, sleep, waitFor };
