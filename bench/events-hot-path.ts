@@ -1,11 +1,11 @@
 /**
  * Main-thread cost per connect record of the agent's event path, without
- * the kernel, the ring-buffer thread or other processes: a framed batch of
- * connect records as the native consumer hands it over is decoded, built
- * into connect events as the agent builds them, and published to a hub with
- * the default replay buffer, a JSON event log on /dev/null and a sink that
- * encodes WatchBatches messages as a live gRPC client's stream does. The
- * records repeat one process's connects with a new time stamp each, as
+ * the kernel, the ring-buffer thread or other processes. A framed batch of
+ * connect records, as the native consumer hands it over, is decoded and
+ * built into connect events as the agent builds them. The events are
+ * published to a hub with the default replay buffer, a JSON event log on
+ * /dev/null and a sink that encodes WatchBatches messages as a live gRPC
+ * client's stream does. The records repeat one process's connects with a new time stamp each, as
  * bench/events-kernel.ts generates them. The baseline, measured in the same
  * run on the same events, is JSON.stringify of each event alone.
  *
@@ -41,7 +41,7 @@ function parseArgs(argv: string[]): { records: number; rounds: number } {
   return options;
 }
 
-/** A batch of connect records framed as the native consumer frames them (u32 length, u32 zero, record). */
+/** Builds a batch of connect records framed as the native consumer frames them (u32 length, u32 zero, record). */
 function connectBatch(): Buffer {
   const l = connectRecordLayout;
   const frame = 8 + Math.ceil(l.size / 8) * 8;

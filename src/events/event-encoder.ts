@@ -472,9 +472,9 @@ export function encodeEvent(event: AuditEvent): Buffer {
 }
 
 /**
- * Returns the loss event that stands in for an event that cannot be encoded
- * (a value outside its field's range): same sequence number, time and run,
- * and a message with the encoder's error.
+ * Returns the loss event that replaces an event that cannot be encoded (a
+ * value outside its field's range). It has the same sequence number, time
+ * and run, and a message with the encoder's error.
  */
 export function encodingLossEvent(event: AuditEvent, error: unknown): AuditEvent {
   return {

@@ -22,8 +22,9 @@ import { EventHub, EventSink } from './event-hub';
 /**
  * Events one client may have waiting in its own queue before further events
  * for it are dropped and counted. The queue is used only when the hub's
- * replay buffer is off; otherwise a client that falls behind reads from the
- * replay buffer, and by default may fall behind by as much as it retains.
+ * replay buffer is off. Otherwise a client that falls behind reads from the
+ * replay buffer, and by default it may fall behind by as much as the buffer
+ * retains.
  */
 export const DEFAULT_CLIENT_QUEUE = 10_000;
 /** Maximum events in one WatchBatches message. */
