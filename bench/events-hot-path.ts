@@ -5,9 +5,10 @@
  * built into connect events as the agent builds them. The events are
  * published to a hub with the default replay buffer, a JSON event log on
  * /dev/null and a sink that encodes WatchBatches messages as a live gRPC
- * client's stream does. The records repeat one process's connects with a new time stamp each, as
- * bench/events-kernel.ts generates them. The baseline, measured in the same
- * run on the same events, is JSON.stringify of each event alone.
+ * client's stream does. The records repeat one process's connects with a
+ * new time stamp each, as bench/events-kernel.ts generates them. The
+ * baseline, measured in the same run on the same events, is JSON.stringify
+ * of each event alone.
  *
  *   npx vite-node bench/events-hot-path.ts -- [--records 2000000] [--rounds 5]
  *
