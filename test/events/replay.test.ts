@@ -240,6 +240,27 @@ describe.each([
     expect(losses.length).toBeGreaterThan(0);
   });
 
+  it('falls behind again after a resume and counts its loss', async () => {
+    fixture = await new ServerFixture(new EventHub('resume-lag-node', { replayCapacity: 2000 })).start();
+    publish(fixture.hub, 500);
+    const collector = await new Collector({ batched, socketPath: fixture.socket, sinceSeq: 1 }).live();
+    await collector.waitForCount(500);
+    // Live now; it stops reading while 30,000 more events pass through a buffer of 2,000.
+    collector.stream.pause();
+    for (let batch = 0; batch < 30; batch++) {
+      publish(fixture.hub, 1000);
+      await tick();
+    }
+    collector.stream.resume();
+    const last = fixture.hub.lastSeq;
+    await waitFor('the newest event', () => (collector.events.at(-1)?.seq === last ? true : undefined));
+    collector.cancel();
+
+    const losses = expectAccounted(collector.events, 1, last, 'client-queue');
+    expect(losses.length).toBeGreaterThan(0);
+    expect(collector.events.slice(0, 500).every((event) => event.seq > 0)).toBe(true);
+  });
+
   it('starts a new run from its first event after an agent restart', async () => {
     fixture = await new ServerFixture(new EventHub('restart-node')).start();
     const before = publish(fixture.hub, 7);
