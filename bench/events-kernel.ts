@@ -25,9 +25,9 @@
  * ring-buffer consumer alone draining the same records at the same rates;
  * the ratio column divides the agent's delivery rate by the baseline's.
  * The CPU columns divide the CPU time of the agent (and of this process for
- * the baseline) during a run by the records consumed, and that of the gRPC
- * consumer process by the events it received; other load on the machine
- * distorts them less than the rates.
+ * the baseline) during a run by the records consumed. The consumer column
+ * divides the gRPC consumer process's CPU time by the events it received.
+ * Other load on the machine distorts these columns less than the rates.
  */
 import { ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';

@@ -248,9 +248,10 @@ class BatchEventWriter implements EventWriter {
  * goes back to reading from the replay buffer at the first event it missed
  * (lag mode), so waiting events cost no memory of their own. With replay
  * off, they wait in the stream's own queue. Either way at most maxQueue
- * events that passed the filter wait: past that, the oldest waiting ones (in
- * lag mode) or the newest ones (in the queue) are dropped and counted, as
- * are those the replay buffer drops before the stream has read them. The
+ * events that passed the filter wait. Past that bound, the oldest waiting
+ * events (in lag mode) or the newest ones (in the queue) are dropped and
+ * counted. So are the events that the replay buffer drops before the stream
+ * has read them. The
  * count reaches the client as a client-queue loss event at the place of the
  * gap, with the first and last sequence numbers dropped.
  */

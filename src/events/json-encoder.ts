@@ -44,7 +44,7 @@ const fragments = new WeakMap<object, Buffer>();
 
 type Json = unknown;
 
-/** Bytes of one head field kept by appendObjectLine, with the key and string value they encode. */
+/** Cached bytes of one head field of appendObjectLine, with the key and string value they encode. */
 interface HeadSlot {
   key: string;
   value: string;

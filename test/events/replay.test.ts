@@ -29,6 +29,23 @@ function tick(): Promise<void> {
 }
 
 /**
+ * Publishes batches of 1,000 events, one per event-loop turn, while the
+ * paused collector reads nothing. Then resumes it, waits for the newest
+ * event, cancels the stream and returns that event's sequence number.
+ */
+async function publishWhilePaused(hub: EventHub, collector: Collector, batches: number): Promise<number> {
+  for (let batch = 0; batch < batches; batch++) {
+    publish(hub, 1000);
+    await tick();
+  }
+  collector.stream.resume();
+  const last = hub.lastSeq;
+  await waitFor('the newest event', () => (collector.events.at(-1)?.seq === last ? true : undefined));
+  collector.cancel();
+  return last;
+}
+
+/**
  * Checks that a stream accounts for every sequence number from first to
  * last exactly once, as an event or inside a loss event's range, in order.
  * Returns the loss events.
@@ -227,14 +244,7 @@ describe.each([
     collector.stream.pause();
     await collector.live();
     // Then 50,000 more overwrite the buffer while the replay waits.
-    for (let batch = 0; batch < 50; batch++) {
-      publish(fixture.hub, 1000);
-      await tick();
-    }
-    collector.stream.resume();
-    const last = fixture.hub.lastSeq;
-    await waitFor('the newest event', () => (collector.events.at(-1)?.seq === last ? true : undefined));
-    collector.cancel();
+    const last = await publishWhilePaused(fixture.hub, collector, 50);
 
     const losses = expectAccounted(collector.events, 1, last, 'replay-gap');
     expect(losses.length).toBeGreaterThan(0);
@@ -247,14 +257,7 @@ describe.each([
     await collector.waitForCount(500);
     // Live now; it stops reading while 30,000 more events pass through a buffer of 2,000.
     collector.stream.pause();
-    for (let batch = 0; batch < 30; batch++) {
-      publish(fixture.hub, 1000);
-      await tick();
-    }
-    collector.stream.resume();
-    const last = fixture.hub.lastSeq;
-    await waitFor('the newest event', () => (collector.events.at(-1)?.seq === last ? true : undefined));
-    collector.cancel();
+    const last = await publishWhilePaused(fixture.hub, collector, 30);
 
     const losses = expectAccounted(collector.events, 1, last, 'client-queue');
     expect(losses.length).toBeGreaterThan(0);

@@ -57,7 +57,7 @@ export class KernelModel {
     const settings = this.compiled.subjects.get(subject);
     if (!settings) return verdict;
 
-    // The kernel skips a rule map when the subject's flags say it contains no entry of the subject.
+    // The kernel skips a rule map when the subject's flags mark that map as empty for the subject.
     if (peer !== 0 && settings.hasPeerRules) {
       const list = peerRuleList(this.compiled, subject, peer);
       if (list) this.scan(list, port, protocol, verdict);
