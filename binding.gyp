@@ -8,6 +8,7 @@
         "native/args.cc",
         "native/bpf_object.cc",
         "native/errors.cc",
+        "native/file_cache.cc",
         "native/libbpf_log.cc",
         "native/link.cc",
         "native/map_ops.cc",

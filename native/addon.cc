@@ -33,6 +33,7 @@ Napi::Object InitAddon(Napi::Env env, Napi::Object exports)
 	InitMapOps(env, exports);
 	InitSystem(env, exports);
 	InitRingBufferFill(env, exports);
+	InitFileCache(env, exports);
 	return exports;
 }
 

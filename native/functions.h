@@ -17,4 +17,7 @@ void InitSystem(Napi::Env env, Napi::Object exports);
 // ring_buffer_fill.cc: ringBufferPositions.
 void InitRingBufferFill(Napi::Env env, Napi::Object exports);
 
+// file_cache.cc: trimFileCache.
+void InitFileCache(Napi::Env env, Napi::Object exports);
+
 } // namespace sigil

@@ -78,6 +78,8 @@ async function runAgent(options: RunOptions): Promise<void> {
       const key = type ?? 'unknown';
       droppedByType.set(key, (droppedByType.get(key) ?? 0) + lines);
     },
+    onPageCacheError: (error) =>
+      log.warn({ err: error }, `event log page cache left to the kernel: ${error.message}`),
   });
   // Lines the event log dropped because its reader was too slow, reported at most every 10 s.
   setInterval(() => {

@@ -525,9 +525,22 @@ export function encodeEventBatch(events: readonly AuditEvent[]): Buffer {
 
 /** Returns the sigil.audit.v1.EventBatch encoding of events already encoded by encodeEvent. */
 export function encodeEncodedBatch(encoded: readonly Buffer[]): Buffer {
+  return encodeEncodedBatchInto(encoded, Buffer.allocUnsafe(encodedBatchSize(encoded)));
+}
+
+/** Returns the size of the sigil.audit.v1.EventBatch encoding of encoded events. */
+export function encodedBatchSize(encoded: readonly Buffer[]): number {
   let size = 0;
   for (const bytes of encoded) size += 1 + varintSize(bytes.length) + bytes.length;
-  const out = Buffer.allocUnsafe(size);
+  return size;
+}
+
+/**
+ * Writes the sigil.audit.v1.EventBatch encoding of encoded events at the
+ * start of out, which must hold encodedBatchSize(encoded) bytes, and returns
+ * the view of out that holds it.
+ */
+export function encodeEncodedBatchInto(encoded: readonly Buffer[], out: Buffer): Buffer {
   let pos = 0;
   for (const bytes of encoded) {
     out[pos++] = (1 << 3) | LENGTH_DELIMITED;
@@ -541,5 +554,5 @@ export function encodeEncodedBatch(encoded: readonly Buffer[]): Buffer {
     out.set(bytes, pos);
     pos += bytes.length;
   }
-  return out;
+  return out.subarray(0, pos);
 }

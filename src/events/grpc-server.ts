@@ -16,7 +16,12 @@ import {
   SEVERITIES,
 } from './audit-event';
 import { auditServiceDefinition } from './audit-proto';
-import { encodeEncodedBatch, encodeEvent, encodeEventOrLoss } from './event-encoder';
+import {
+  encodeEncodedBatchInto,
+  encodedBatchSize,
+  encodeEvent,
+  encodeEventOrLoss,
+} from './event-encoder';
 import { EventHub, EventSink } from './event-hub';
 
 /**
@@ -36,6 +41,10 @@ export const MAX_BATCH_EVENTS = 1024;
  * ancestry) takes about 270 KB.
  */
 export const MAX_BATCH_BYTES = 1024 * 1024;
+/** Memory of one WatchBatches message, enough for MAX_BATCH_EVENTS typical events. */
+const BATCH_MEMORY_BYTES = 256 * 1024;
+/** Message buffers a WatchBatches stream keeps for reuse. */
+const MAX_SPARE_BATCHES = 4;
 /** Time stop() gives open streams to finish before it closes them by force. */
 const SHUTDOWN_GRACE_MS = 2_000;
 
@@ -199,6 +208,14 @@ class BatchEventWriter implements EventWriter {
   private batch: Buffer[] = [];
   private batchBytes = 0;
   private timer: NodeJS.Immediate | null = null;
+  /**
+   * Memory of earlier messages whose writes completed, for the next ones.
+   * grpc-js copies a message into its own frame before it calls the write's
+   * callback, so the memory is free again then. A new ArrayBuffer per
+   * message counted towards V8's external memory and started garbage
+   * collections under load.
+   */
+  private readonly spare: Buffer[] = [];
 
   constructor(
     private readonly call: WatchCall,
@@ -233,7 +250,15 @@ class BatchEventWriter implements EventWriter {
     const events = this.batch;
     this.batch = [];
     this.batchBytes = 0;
-    return this.call.write(encodeEncodedBatch(events));
+    const size = encodedBatchSize(events);
+    let memory = this.spare.pop();
+    if (memory === undefined || memory.length < size) {
+      memory = Buffer.allocUnsafeSlow(Math.max(size, BATCH_MEMORY_BYTES));
+    }
+    const message = encodeEncodedBatchInto(events, memory);
+    return this.call.write(message, () => {
+      if (this.spare.length < MAX_SPARE_BATCHES) this.spare.push(memory);
+    });
   }
 }
 

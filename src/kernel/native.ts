@@ -11,7 +11,7 @@
  *
  * Every function and method is synchronous and blocks the calling thread for the system calls
  * it makes. Most make one or two bpf(2) calls; the slower ones (load and the probes) say so
- * on their symbol. Only RingBufferConsumer runs work on another thread.
+ * on their symbol. Only RingBufferConsumer and trimFileCache run work on another thread.
  *
  * Calls into the kernel need root, or CAP_BPF with CAP_PERFMON and CAP_NET_ADMIN; mount needs
  * CAP_SYS_ADMIN.
@@ -302,6 +302,12 @@ interface NativeAddon {
   numPossibleCpus(): number;
   ringBufferPositions(mapFd: number): RingBufferPositions;
   closeFd(fd: number): void;
+  trimFileCache(
+    fd: number,
+    from: number,
+    keep: number,
+    callback: (error: NativeSystemError | null, result?: FileCacheTrim) => void,
+  ): void;
   objGet(path: string): number;
   objPin(fd: number, path: string): void;
   mount(source: string, target: string, fstype: string, flags: number, data: string): void;
@@ -829,6 +835,35 @@ export function ringBufferFill(mapFd: number): number {
 export function closeFd(fd: number): void {
   checkFd('closeFd', 'fd', fd);
   addon().closeFd(fd);
+}
+
+/** Outcome of trimFileCache. */
+export interface FileCacheTrim {
+  /** Offset up to which the file's page cache was written back and released. */
+  releasedTo: number;
+  /** False when fd is not a regular file; nothing was done then. */
+  regular: boolean;
+}
+
+/** Largest file offset trimFileCache accepts (2^52, well below the kernel's limit). */
+const FILE_OFFSET_MAX = 2 ** 52;
+
+/**
+ * On a libuv worker thread: starts writeback of fd's dirty pages from offset `from` on, then
+ * writes back and drops from the page cache the pages from `from` up to `keep` bytes before the
+ * end of the file (sync_file_range(2), posix_fadvise(POSIX_FADV_DONTNEED)). For a file that is
+ * only appended to, so that its page cache stays a bounded tail.
+ */
+export function trimFileCache(fd: number, from: number, keep: number): Promise<FileCacheTrim> {
+  checkFd('trimFileCache', 'fd', fd);
+  checkInteger('trimFileCache', 'from', from, 0, FILE_OFFSET_MAX);
+  checkInteger('trimFileCache', 'keep', keep, 0, FILE_OFFSET_MAX);
+  return new Promise((resolve, reject) => {
+    addon().trimFileCache(fd, from, keep, (error, result) => {
+      if (error) reject(error);
+      else resolve(result as FileCacheTrim);
+    });
+  });
 }
 
 /** Number of possible CPUs (libbpf_num_possible_cpus), the slot count of per-CPU map values. */

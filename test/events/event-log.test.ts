@@ -1,4 +1,5 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -51,6 +52,72 @@ describe('event log', () => {
     expect(lines.every((line, i) => line.seq === i + 1)).toBe(true);
   });
 
+  it('keeps every line intact while encoder buffers are reused', async () => {
+    const path = join(dir, 'reused.json');
+    const log = createEventLog(path);
+    // Rounds of about 2.6 MB with a turn between them: buffers fill during writes, are handed
+    // over, written and reused many times.
+    const rounds = 40;
+    const perRound = 4_000;
+    const expected: string[] = [];
+    for (let round = 0; round < rounds; round++) {
+      for (let i = 0; i < perRound; i++) {
+        const seq = round * perRound + i + 1;
+        const event = { ...events[seq % events.length], seq, message: `line ${seq}` };
+        expected.push(JSON.stringify(event));
+        log.write(event);
+      }
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+    await log.close();
+    const lines = readFileSync(path, 'utf8').trimEnd().split('\n');
+    expect(lines.length).toBe(expected.length);
+    const wrong = lines.findIndex((line, i) => line !== expected[i]);
+    expect(wrong === -1 ? null : { line: wrong + 1, text: lines[wrong].slice(0, 200) }).toBeNull();
+  });
+
+  /** Bytes of the file in the page cache, from fincore(1) of util-linux. */
+  function cachedBytes(path: string): number {
+    const out = execFileSync('fincore', ['--bytes', '--noheadings', '--output', 'RES', path], {
+      encoding: 'utf8',
+    });
+    return Number(out.trim());
+  }
+
+  async function writeMegabytes(
+    path: string,
+    megabytes: number,
+    options: Parameters<typeof createEventLog>[1],
+  ) {
+    const log = createEventLog(path, options);
+    let seq = 0;
+    while (!existsSync(path) || statSync(path).size < megabytes << 20) {
+      for (let i = 0; i < 2_000; i++) log.write({ ...events[seq % events.length], seq: ++seq });
+      // Let the writes complete, as the agent's event loop does between ring-buffer batches.
+      await new Promise((resolve) => setTimeout(resolve, 1));
+    }
+    await log.close();
+  }
+
+  it('keeps only a tail of its file in the page cache', async () => {
+    const trimmed = join(dir, 'trimmed.json');
+    const onPageCacheError = (error: Error) => {
+      throw error;
+    };
+    await writeMegabytes(trimmed, 48, {
+      pageCache: { keepBytes: 4 << 20, stepBytes: 1 << 20 },
+      onPageCacheError,
+    });
+    // At most the kept tail, the step written since the last release, and the largest write.
+    expect(cachedBytes(trimmed)).toBeLessThanOrEqual(12 << 20);
+    expect(statSync(trimmed).size).toBeGreaterThanOrEqual(48 << 20);
+
+    // The same log with the page cache left to the kernel keeps (nearly) all of it cached.
+    const untrimmed = join(dir, 'untrimmed.json');
+    await writeMegabytes(untrimmed, 48, { pageCache: false });
+    expect(cachedBytes(untrimmed)).toBeGreaterThan(40 << 20);
+  });
+
   it('writes one AuditEvent per line in json format', async () => {
     const path = join(dir, 'nested', 'events.json');
     const log = createEventLog(path);
@@ -64,7 +131,9 @@ describe('event log', () => {
     const log = createEventLog(path, { format: 'ocsf', ocsf: { productVersion: '1.2.3' } });
     for (const event of events) log.write(event);
     await log.close();
-    expect(readLines(path)).toEqual(events.map((event) => toOcsf(event, { productVersion: '1.2.3' })));
+    expect(readLines(path)).toEqual(
+      events.map((event) => toOcsf(event, { productVersion: '1.2.3' })),
+    );
   });
 
   it('appends to an existing file', async () => {

@@ -42,6 +42,7 @@ import {
   RingBufferConsumer,
   ringBufferFill,
   ringBufferPositions,
+  trimFileCache,
 } from '../../src/kernel/native';
 
 const FIXTURE_SOURCE = path.join(__dirname, 'fixtures', 'native_fixture.bpf.c');
@@ -641,6 +642,46 @@ describe('native addon (needs root)', () => {
     expect(() => mount('none', target, 'tmpfs', 0, '')).toThrow(
       `mount none on ${target} (tmpfs): No such file or directory (errno 2)`,
     );
+  });
+
+  describe('trimFileCache', () => {
+    it('writes back and drops all but the kept tail of a file', async () => {
+      const file = path.join(workDir, 'trim.bin');
+      fs.writeFileSync(file, Buffer.alloc(8 << 20, 0x61));
+      const fd = fs.openSync(file, 'r+');
+      try {
+        const result = await trimFileCache(fd, 0, 1 << 20);
+        expect(result).toEqual({ releasedTo: 7 << 20, regular: true });
+        const resident = Number(
+          execFileSync('fincore', ['--bytes', '--noheadings', '--output', 'RES', file], {
+            encoding: 'utf8',
+          }).trim(),
+        );
+        // The kept 1 MiB, and at most one large folio (up to 2 MiB) that crosses the boundary.
+        expect(resident).toBeLessThanOrEqual(3 << 20);
+        // Nothing new past the released part: the offset stays.
+        expect(await trimFileCache(fd, result.releasedTo, 1 << 20)).toEqual(result);
+      } finally {
+        fs.closeSync(fd);
+      }
+    });
+
+    it('does nothing on a device and names the descriptor on failure', async () => {
+      const device = fs.openSync(os.devNull, 'w');
+      try {
+        expect(await trimFileCache(device, 0, 0)).toEqual({ releasedTo: 0, regular: false });
+      } finally {
+        fs.closeSync(device);
+      }
+      const closed = fs.openSync(os.devNull, 'r');
+      fs.closeSync(closed);
+      await expect(trimFileCache(closed, 0, 0)).rejects.toThrow(
+        `fstat fd ${closed}: Bad file descriptor (errno 9)`,
+      );
+      expect(() => trimFileCache(3, -1, 0)).toThrow(
+        new RangeError('trimFileCache: from must be from 0 to 4503599627370496, got -1'),
+      );
+    });
   });
 
   describe('cgroup connect4 program', () => {
