@@ -94,7 +94,7 @@ describe('event log', () => {
     while (!existsSync(path) || statSync(path).size < megabytes << 20) {
       for (let i = 0; i < 2_000; i++) log.write({ ...events[seq % events.length], seq: ++seq });
       // Let the writes complete, as the agent's event loop does between ring-buffer batches.
-      await new Promise((resolve) => setTimeout(resolve, 1));
+      await new Promise((resolve) => setTimeout(resolve, 5));
     }
     await log.close();
   }
@@ -104,18 +104,19 @@ describe('event log', () => {
     const onPageCacheError = (error: Error) => {
       throw error;
     };
-    await writeMegabytes(trimmed, 48, {
+    await writeMegabytes(trimmed, 64, {
       pageCache: { keepBytes: 4 << 20, stepBytes: 1 << 20 },
       onPageCacheError,
     });
-    // At most the kept tail, the step written since the last release, and the largest write.
-    expect(cachedBytes(trimmed)).toBeLessThanOrEqual(12 << 20);
-    expect(statSync(trimmed).size).toBeGreaterThanOrEqual(48 << 20);
+    // The kept 4 MiB, and what was written while the last release waited for writeback and
+    // after it. That part depends on the disk, and was 9 to 11 MiB on the test machine.
+    expect(cachedBytes(trimmed)).toBeLessThanOrEqual(24 << 20);
+    expect(statSync(trimmed).size).toBeGreaterThanOrEqual(64 << 20);
 
     // The same log with the page cache left to the kernel keeps (nearly) all of it cached.
     const untrimmed = join(dir, 'untrimmed.json');
-    await writeMegabytes(untrimmed, 48, { pageCache: false });
-    expect(cachedBytes(untrimmed)).toBeGreaterThan(40 << 20);
+    await writeMegabytes(untrimmed, 64, { pageCache: false });
+    expect(cachedBytes(untrimmed)).toBeGreaterThan(56 << 20);
   });
 
   it('writes one AuditEvent per line in json format', async () => {
