@@ -10,7 +10,7 @@ import { RULE_KINDS } from '../policy/types';
 import { probeEnforcers } from '../kernel/probe';
 import { Agent } from '../enforce/agent';
 import { DEFAULT_REPLAY_CAPACITY, EventHub } from '../events/event-hub';
-import { createEventLog, EventLogFormat } from '../events/event-log';
+import { createEventLog, EventLog, EventLogFormat } from '../events/event-log';
 import { createMetrics } from '../events/metrics';
 import { loadRegistrationFile } from '../identity/registration';
 import { ConfigError, formatIssue } from '../util/config-error';
@@ -70,17 +70,37 @@ async function runAgent(options: RunOptions): Promise<void> {
   // The event log subscribes before the agent starts, so it gets every event from the first.
   const hub = new EventHub(options.node, { replayCapacity: options.replayBuffer });
   let droppedLines = 0;
+  let writeErrors = 0;
+  let lastWriteErrorReport = 0;
   let droppedByType = new Map<string, number>();
-  const eventLog = createEventLog(options.eventsLog, {
-    format: options.eventsFormat,
-    onDrop: (lines, type) => {
-      droppedLines += lines;
-      const key = type ?? 'unknown';
-      droppedByType.set(key, (droppedByType.get(key) ?? 0) + lines);
-    },
-    onPageCacheError: (error) =>
-      log.warn({ err: error }, `event log page cache left to the kernel: ${error.message}`),
-  });
+  let eventLog: EventLog;
+  try {
+    eventLog = createEventLog(options.eventsLog, {
+      format: options.eventsFormat,
+      onDrop: (lines, type) => {
+        droppedLines += lines;
+        const key = type ?? 'unknown';
+        droppedByType.set(key, (droppedByType.get(key) ?? 0) + lines);
+      },
+      onPageCacheError: (error) =>
+        log.warn({ err: error }, `event log page cache left to the kernel: ${error.message}`),
+      onError: (error) => {
+        // The log opens the file again every second while writes fail; one warning per 10 s.
+        writeErrors++;
+        if (Date.now() - lastWriteErrorReport < 10_000) return;
+        lastWriteErrorReport = Date.now();
+        log.warn(
+          { err: error, failures: writeErrors },
+          `${error.message}: the lines not written are counted as dropped, and the file is opened again`,
+        );
+        writeErrors = 0;
+      },
+    });
+  } catch (error) {
+    log.fatal(`${(error as Error).message}; check --events-log`);
+    process.exitCode = 1;
+    return;
+  }
   // Lines the event log dropped because its reader was too slow, reported at most every 10 s.
   setInterval(() => {
     if (droppedLines === 0) return;

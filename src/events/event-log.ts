@@ -1,3 +1,5 @@
+import { closeSync, existsSync, fstatSync, mkdirSync, openSync } from 'node:fs';
+import { dirname } from 'node:path';
 import pino from 'pino';
 import { trimFileCache } from '../kernel/native';
 import { AuditEvent, EventType } from './audit-event';
@@ -36,9 +38,15 @@ export interface EventLogOptions {
   pageCache?: { keepBytes: number; stepBytes: number } | false;
   /** Called once if releasing the page cache fails; the log goes on without it. */
   onPageCacheError?: (error: Error) => void;
+  /**
+   * Called when a write fails. The lines that did not reach the file are counted by onDrop,
+   * and the file is opened again a second later.
+   */
+  onError?: (error: Error) => void;
 }
 
 const DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
+const NEWLINE = 0x0a;
 /**
  * Leading fields of an event that change from event to event: seq, time,
  * node, type and ktimeNs. The encoder reuses the bytes of the fields after
@@ -79,122 +87,288 @@ function countLines(bytes: Uint8Array): number {
  * arrive meanwhile wait in the encoder and go out together in the next
  * write(2), and when the encoder's buffer fills meanwhile, its lines wait as
  * one chunk for a write of their own. So no text is joined or converted to
- * UTF-8 again, and no chunks are concatenated before close(). A line that arrives while maxBufferedBytes are unwritten
- * is dropped and counted.
+ * UTF-8 again, and no chunks are concatenated. A line that arrives while
+ * maxBufferedBytes are unwritten is dropped and counted.
+ *
+ * A failed write (a full disk, an I/O error) neither throws nor stops the
+ * log: the lines of the chunk that did not reach the file are counted as
+ * dropped, onError receives the error, and the file is opened again after
+ * REOPEN_DELAY_MS while new lines wait in the encoder. A file that cannot be
+ * opened at first makes createEventLog throw.
  */
 export function createEventLog(target: string, options: EventLogOptions = {}): EventLog {
-  const maxBufferedBytes = options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES;
-  const destination = pino.destination({
-    dest: target === '-' ? 1 : target,
-    sync: false,
-    mkdir: true,
-    // Above the bound that write() keeps, so sonic-boom itself never drops the chunk in flight.
-    maxLength: maxBufferedBytes * 2,
-    // A chunk goes out in one write(2), whatever its size.
-    maxWrite: maxBufferedBytes * 2,
-    contentMode: 'buffer',
-  });
-  const maxPendingBytes = Math.min(MAX_PENDING_BYTES, Math.floor(maxBufferedBytes / 4));
-  // Never expected, as maxLength is above the bound; counted all the same, so no line goes unseen.
-  destination.on('drop', (chunk: Uint8Array) => options.onDrop?.(countLines(chunk)));
-  // In buffer mode sonic-boom writes Buffers, though its type declarations only allow strings.
-  const writeBytes = destination.write.bind(destination) as unknown as (chunk: Buffer) => boolean;
-  const encoder = new JsonLineEncoder();
-  const ocsf = options.ocsf;
-  const append =
-    options.format === 'ocsf'
-      ? (event: AuditEvent) => encoder.appendLine(toOcsf(event, ocsf))
-      : (event: AuditEvent) =>
-          encoder.appendObjectLine(event as unknown as Record<string, unknown>, EVENT_HEAD_FIELDS);
+  return new BufferedEventLog(target, options);
+}
 
-  // Bytes handed to sonic-boom that it has not reported written yet.
-  let inFlight = 0;
-  // Lines the encoder handed over when its buffer filled during a write, oldest first: written
-  // one chunk at a time, so sonic-boom never joins chunks by a copy.
-  const fullChunks: Buffer[] = [];
-  let fullBytes = 0;
-  encoder.onFull = (lines) => {
-    fullChunks.push(lines);
-    fullBytes += lines.length;
-  };
-  let scheduled: NodeJS.Immediate | null = null;
-  const unwritten = () => fullChunks.length > 0 || encoder.pendingBytes > 0;
-  // The chunk being written and how much of it sonic-boom reported written.
-  let writing: Buffer | null = null;
-  let writingDone = 0;
-  const writePending = () => {
-    const full = fullChunks.shift();
-    if (full !== undefined) fullBytes -= full.length;
-    const chunk = full ?? encoder.take();
-    inFlight += chunk.length;
-    writing = chunk;
-    writingDone = 0;
-    writeBytes(chunk);
-  };
-  // A written chunk's memory goes back to the encoder unless other lines still use it.
-  const written = (bytes: number) => {
-    if (writing === null) return;
-    writingDone += bytes;
-    if (writingDone < writing.length) return;
-    const memory = writing.buffer;
-    writing = null;
-    if (!encoder.appendsTo(memory) && !fullChunks.some((chunk) => chunk.buffer === memory)) {
-      encoder.recycle(memory);
+/**
+ * Makes dir and its missing parents, one level at a time: Node 20's recursive mkdir never
+ * returns on a path below /proc/<pid>.
+ */
+function makeDirectory(dir: string): void {
+  if (existsSync(dir)) return;
+  makeDirectory(dirname(dir));
+  mkdirSync(dir);
+}
+
+/** Delay in milliseconds before a file whose write failed is opened again. */
+const REOPEN_DELAY_MS = 1000;
+
+type Destination = ReturnType<typeof pino.destination>;
+
+class BufferedEventLog implements EventLog {
+  private readonly maxBufferedBytes: number;
+  private readonly maxPendingBytes: number;
+  private readonly encoder = new JsonLineEncoder();
+  private readonly append: (event: AuditEvent) => void;
+  /** The open destination; null while a failed file waits to be opened again. */
+  private destination: Destination | null = null;
+  private cache: PageCacheTrimmer | null = null;
+  /** Bytes handed to the destination that it has not reported written yet. */
+  private inFlight = 0;
+  /**
+   * Lines the encoder handed over when its buffer filled during a write, oldest first: written
+   * one chunk at a time, so sonic-boom never joins chunks by a copy.
+   */
+  private readonly fullChunks: Buffer[] = [];
+  private fullBytes = 0;
+  /** The chunk being written and how much of it the destination reported written. */
+  private writing: Buffer | null = null;
+  private writingDone = 0;
+  /** The file ends in part of a line, from a write that failed after a partial write. */
+  private tornLine = false;
+  private scheduled: NodeJS.Immediate | null = null;
+  private reopenTimer: NodeJS.Timeout | null = null;
+  /** Settles when the last destination that failed has closed its descriptor. */
+  private destroyed: Promise<unknown> = Promise.resolve();
+  /** Set by close(): called once the lines are written or counted as dropped. */
+  private closed: ((error?: Error) => void) | null = null;
+
+  constructor(
+    private readonly target: string,
+    private readonly options: EventLogOptions,
+  ) {
+    this.maxBufferedBytes = options.maxBufferedBytes ?? DEFAULT_MAX_BUFFERED_BYTES;
+    this.maxPendingBytes = Math.min(MAX_PENDING_BYTES, Math.floor(this.maxBufferedBytes / 4));
+    this.encoder.onFull = (lines) => {
+      this.fullChunks.push(lines);
+      this.fullBytes += lines.length;
+    };
+    const ocsf = options.ocsf;
+    this.append =
+      options.format === 'ocsf'
+        ? (event) => this.encoder.appendLine(toOcsf(event, ocsf))
+        : (event) =>
+            this.encoder.appendObjectLine(
+              event as unknown as Record<string, unknown>,
+              EVENT_HEAD_FIELDS,
+            );
+    // The first open throws, so that a bad --events-log stops the agent before it starts.
+    this.open(this.openFile());
+  }
+
+  write(event: AuditEvent): void {
+    if (this.closed) return;
+    if (this.encoder.pendingBytes + this.fullBytes + this.inFlight >= this.maxBufferedBytes) {
+      this.options.onDrop?.(1, event.type);
+      return;
     }
-  };
-  const flush = () => {
-    if (scheduled) clearImmediate(scheduled);
-    scheduled = null;
-    // While a write is in flight, the 'write' listener below sends the lines when it completes.
-    if (unwritten() && inFlight === 0) writePending();
-  };
-  // sonic-boom's type declarations leave out fd, which is -1 until the file is open.
-  const cache = pageCacheTrimmer(destination as unknown as { fd: number }, options);
-  // sonic-boom emits 'write' with the bytes of each completed write(2), partial ones included.
-  destination.on('write', (bytes: number) => {
-    inFlight -= bytes;
-    written(bytes);
-    if (inFlight === 0 && unwritten()) scheduled ??= setImmediate(flush);
-    cache.written(bytes);
-  });
-  return {
-    write: (event) => {
-      if (encoder.pendingBytes + fullBytes + inFlight >= maxBufferedBytes) {
-        options.onDrop?.(1, event.type);
+    this.append(event);
+    if (this.encoder.pendingBytes >= this.maxPendingBytes) this.flush();
+    else this.scheduled ??= setImmediate(() => this.flush());
+  }
+
+  /** Writes out the lines, then closes the destination; it leaves fds 1 and 2 open. */
+  close(): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      this.closed = (error) => (error ? reject(error) : resolve());
+      if (this.scheduled) clearImmediate(this.scheduled);
+      this.scheduled = null;
+      if (this.destination === null) this.finishClose();
+      else this.flush();
+    });
+  }
+
+  /**
+   * Opens the target for appending, and returns its descriptor (1 for '-'). The file is opened
+   * here rather than by sonic-boom, so that an error is thrown at once, and so that a failed
+   * destination always has a descriptor and can be destroyed (sonic-boom waits for an open
+   * that never comes otherwise).
+   */
+  private openFile(): number {
+    if (this.target === '-') return 1;
+    const dir = dirname(this.target);
+    try {
+      makeDirectory(dir);
+      return openSync(this.target, 'a');
+    } catch (error) {
+      throw new Error(`open event log ${this.target}: ${(error as Error).message}`);
+    }
+  }
+
+  private open(fd: number): void {
+    const destination = pino.destination({
+      dest: fd,
+      sync: false,
+      mkdir: true,
+      // Above the bound that write() keeps, so sonic-boom itself never drops the chunk in flight.
+      maxLength: this.maxBufferedBytes * 2,
+      // A chunk goes out in one write(2), whatever its size.
+      maxWrite: this.maxBufferedBytes * 2,
+      contentMode: 'buffer',
+    });
+    this.destination = destination;
+    // sonic-boom's type declarations leave out fd.
+    this.cache = pageCacheTrimmer(destination as unknown as { fd: number }, this.options);
+    // Never expected, as maxLength is above the bound; counted all the same, so no line goes unseen.
+    destination.on('drop', (chunk: Uint8Array) => this.options.onDrop?.(countLines(chunk)));
+    // sonic-boom emits 'write' with the bytes of each completed write(2), partial ones included.
+    destination.on('write', (bytes: number) => {
+      if (destination !== this.destination) return;
+      this.inFlight -= bytes;
+      this.written(bytes);
+      this.cache?.written(bytes);
+      if (this.inFlight === 0) {
+        if (this.unwritten()) this.scheduled ??= setImmediate(() => this.flush());
+        else if (this.closed) this.finishClose();
+      }
+    });
+    destination.on('error', (error: Error) => this.failed(destination, error));
+    if (this.tornLine) {
+      // The next line starts on a line of its own; the torn part was counted as dropped.
+      this.tornLine = false;
+      this.send(Buffer.from('\n'));
+    }
+  }
+
+  private unwritten(): boolean {
+    return this.fullChunks.length > 0 || this.encoder.pendingBytes > 0;
+  }
+
+  private flush(): void {
+    if (this.scheduled) clearImmediate(this.scheduled);
+    this.scheduled = null;
+    // While a write is in flight, the 'write' listener sends the lines when it completes.
+    if (this.destination === null || this.inFlight > 0) return;
+    if (this.unwritten()) {
+      const full = this.fullChunks.shift();
+      if (full !== undefined) this.fullBytes -= full.length;
+      this.send(full ?? this.encoder.take());
+    } else if (this.closed) {
+      this.finishClose();
+    }
+  }
+
+  private send(chunk: Buffer): void {
+    this.inFlight += chunk.length;
+    this.writing = chunk;
+    this.writingDone = 0;
+    // In buffer mode sonic-boom writes Buffers, though its type declarations only allow strings.
+    (this.destination as unknown as { write(chunk: Buffer): boolean }).write(chunk);
+  }
+
+  /** Gives a written chunk's memory back to the encoder unless other lines still use it. */
+  private written(bytes: number): void {
+    const chunk = this.writing;
+    if (chunk === null) return;
+    this.writingDone += bytes;
+    if (this.writingDone < chunk.length) return;
+    this.writing = null;
+    const memory = chunk.buffer;
+    if (!this.encoder.appendsTo(memory) && !this.fullChunks.some((c) => c.buffer === memory)) {
+      this.encoder.recycle(memory);
+    }
+  }
+
+  /**
+   * Counts the lines of a failed write as dropped, and opens the file again later. sonic-boom
+   * keeps a failed chunk and would retry it with the next write, and at process exit pino
+   * flushes it synchronously, retrying forever on an error such as ENOSPC (pino 9, sonic-boom
+   * 4.2). So the destination is destroyed, which makes both give up on it.
+   */
+  private failed(destination: Destination, error: Error): void {
+    if (destination !== this.destination) return;
+    const chunk = this.writing;
+    if (chunk !== null) {
+      const rest = chunk.subarray(this.writingDone);
+      this.tornLine = this.writingDone > 0 && chunk[this.writingDone - 1] !== NEWLINE;
+      const lost = countLines(rest);
+      if (lost > 0) this.options.onDrop?.(lost);
+      this.inFlight -= rest.length;
+      this.writing = null;
+    }
+    this.destination = null;
+    const cache = this.cache;
+    this.cache = null;
+    void cache?.finish();
+    // close() resolves only after the failed file's descriptor is closed.
+    this.destroyed = new Promise((resolve) => destination.once('close', resolve));
+    destination.destroy();
+    this.options.onError?.(new Error(`write event log ${this.target}: ${error.message}`));
+    if (this.closed) {
+      this.finishClose(new Error(`close event log ${this.target}: ${error.message}`));
+      return;
+    }
+    this.scheduleReopen();
+  }
+
+  private scheduleReopen(): void {
+    this.reopenTimer = setTimeout(() => {
+      this.reopenTimer = null;
+      let fd: number;
+      try {
+        fd = this.openFile();
+      } catch (error) {
+        this.options.onError?.(error as Error);
+        this.scheduleReopen();
         return;
       }
-      append(event);
-      if (encoder.pendingBytes >= maxPendingBytes) flush();
-      else scheduled ??= setImmediate(flush);
-    },
-    // end() writes out what is buffered before it closes; it leaves fds 1 and 2 open.
-    close: () =>
-      new Promise<void>((resolve, reject) => {
-        if (scheduled) clearImmediate(scheduled);
-        scheduled = null;
-        while (unwritten()) writePending();
-        // A release in flight uses the descriptor, which must not close and be reused under it.
-        void cache.finish().then(() => {
-          destination.once('error', (error: Error) =>
-            reject(new Error(`close event log ${target}: ${error.message}`)),
-          );
-          destination.once('close', () => resolve());
-          destination.end();
-        });
-      }),
-  };
+      this.open(fd);
+      this.flush();
+    }, REOPEN_DELAY_MS);
+  }
+
+  /** Ends the destination after the last write, or counts what is left as dropped. */
+  private finishClose(error?: Error): void {
+    const done = this.closed;
+    if (done === null) return;
+    if (this.reopenTimer) clearTimeout(this.reopenTimer);
+    this.reopenTimer = null;
+    const destination = this.destination;
+    if (destination === null || error) {
+      // The file cannot be written now: the lines still waiting are lost.
+      let lost = 0;
+      for (const chunk of this.fullChunks) lost += countLines(chunk);
+      lost += countLines(this.encoder.take());
+      this.fullChunks.length = 0;
+      this.fullBytes = 0;
+      if (lost > 0) this.options.onDrop?.(lost);
+      void this.destroyed.then(() => done(error));
+      return;
+    }
+    this.destination = null;
+    const cache = this.cache;
+    this.cache = null;
+    void cache?.finish();
+    destination.once('error', (failure: Error) =>
+      done(new Error(`close event log ${this.target}: ${failure.message}`)),
+    );
+    destination.once('close', () => done());
+    destination.end();
+  }
 }
 
 interface PageCacheTrimmer {
   /** Counts bytes the destination wrote, and starts a release when a step has passed. */
   written(bytes: number): void;
-  /** Starts no more releases; resolves when none is in flight. */
+  /** Starts no more releases; resolves when none is in flight and its descriptor is closed. */
   finish(): Promise<void>;
 }
 
 /**
  * Keeps the page cache of the log's file to a tail (DEFAULT_PAGE_CACHE), one release at a time
- * on a libuv worker thread. It stops for good when the destination is not a regular file or a
+ * on a libuv worker thread. The releases use a descriptor of their own, opened through
+ * /proc/self/fd, so the destination may close its descriptor at any time without a release
+ * acting on a reused number. It stops for good when the destination is not a regular file or a
  * release fails.
  */
 function pageCacheTrimmer(destination: { fd: number }, options: EventLogOptions): PageCacheTrimmer {
@@ -202,10 +376,23 @@ function pageCacheTrimmer(destination: { fd: number }, options: EventLogOptions)
   let stopped = settings === false;
   let sinceRelease = 0;
   let releasedTo = 0;
+  let ownFd = -1;
   let inFlight: Promise<void> | null = null;
   const stop = (error?: Error) => {
     stopped = true;
     if (error) options.onPageCacheError?.(error);
+  };
+  const closeOwnFd = () => {
+    if (ownFd >= 0) closeSync(ownFd);
+    ownFd = -1;
+  };
+  /** Returns the descriptor for releases, opening it on first use; -1 for a file that is not regular. */
+  const releaseFd = (): number => {
+    if (ownFd < 0) {
+      if (!fstatSync(destination.fd).isFile()) return -1;
+      ownFd = openSync(`/proc/self/fd/${destination.fd}`, 'r');
+    }
+    return ownFd;
   };
   return {
     written: (bytes) => {
@@ -214,26 +401,32 @@ function pageCacheTrimmer(destination: { fd: number }, options: EventLogOptions)
       if (inFlight || sinceRelease < settings.stepBytes || destination.fd < 0) return;
       sinceRelease = 0;
       try {
-        inFlight = trimFileCache(destination.fd, releasedTo, settings.keepBytes).then(
+        const fd = releaseFd();
+        if (fd < 0) {
+          stop();
+          return;
+        }
+        inFlight = trimFileCache(fd, releasedTo, settings.keepBytes).then(
           (result) => {
             releasedTo = result.releasedTo;
-            if (!result.regular) stop();
           },
           (error: Error) => stop(error),
         );
       } catch (error) {
-        // The addon is missing or refused the arguments.
+        // The addon is missing, or the descriptor could not be opened.
         stop(error as Error);
         return;
       }
       void inFlight.finally(() => {
         inFlight = null;
+        if (stopped) closeOwnFd();
       });
     },
     finish: async () => {
       stopped = true;
       // A release that fails reports through onPageCacheError, never rejects here.
       while (inFlight) await inFlight;
+      closeOwnFd();
     },
   };
 }

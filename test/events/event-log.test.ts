@@ -1,8 +1,17 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import {
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { EventHub } from '../../src/events/event-hub';
 import { createEventLog } from '../../src/events/event-log';
 import { toOcsf } from '../../src/events/ocsf';
@@ -117,6 +126,102 @@ describe('event log', () => {
     const untrimmed = join(dir, 'untrimmed.json');
     await writeMegabytes(untrimmed, 64, { pageCache: false });
     expect(cachedBytes(untrimmed)).toBeGreaterThan(56 << 20);
+  });
+
+  describe('on a full file system (needs root)', () => {
+    // A 1 MiB tmpfs, half taken by a file that a test removes to make room again.
+    const full = join(dir, 'full');
+    const filler = join(full, 'filler');
+    beforeAll(() => {
+      mkdirSync(full);
+      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'sigil-test', full]);
+    });
+    afterAll(() => {
+      execFileSync('umount', [full]);
+    });
+    afterEach(() => {
+      for (const name of readdirSync(full)) rmSync(join(full, name));
+    });
+
+    /** Lines of a file that parse as JSON, and those that do not (a line cut by a failed write). */
+    function parseLines(path: string): { whole: number; torn: number } {
+      let whole = 0;
+      let torn = 0;
+      for (const line of readFileSync(path, 'utf8').split('\n').filter(Boolean)) {
+        try {
+          JSON.parse(line);
+          whole++;
+        } catch {
+          torn++;
+        }
+      }
+      return { whole, torn };
+    }
+
+    it('counts the lines a failed write loses and goes on once there is room', async () => {
+      writeFileSync(filler, Buffer.alloc(512 * 1024));
+      const path = join(full, 'events.json');
+      let dropped = 0;
+      const errors: string[] = [];
+      const log = createEventLog(path, {
+        onDrop: (lines) => (dropped += lines),
+        onError: (error) => errors.push(error.message),
+      });
+      let total = 0;
+      const writeRound = async () => {
+        for (let i = 0; i < 500; i++) log.write({ ...events[0], seq: ++total });
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      };
+      while (errors.length === 0 && total < 20_000) await writeRound();
+      expect(errors[0]).toContain(`write event log ${path}: ENOSPC`);
+
+      // Lines written while the file system is full wait, then go out once the file reopens.
+      rmSync(filler);
+      for (let i = 0; i < 10; i++) await writeRound();
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      await log.close();
+
+      const { whole, torn } = parseLines(path);
+      expect(dropped).toBeGreaterThan(0);
+      expect(torn).toBeLessThanOrEqual(errors.length);
+      // Every line is in the file whole, or counted as dropped (a torn line is counted too).
+      expect(whole + dropped).toBe(total);
+      expect(whole).toBeGreaterThan(total - dropped - 1);
+    });
+
+    it('closes without hanging while the file system stays full', async () => {
+      writeFileSync(filler, Buffer.alloc(1024 * 1024 - 64 * 1024));
+      const path = join(full, 'stuck.json');
+      let dropped = 0;
+      const log = createEventLog(path, { onDrop: (lines) => (dropped += lines) });
+      const total = 5_000;
+      for (let i = 0; i < total; i++) log.write({ ...events[0], seq: i + 1 });
+      const closing = log.close().then(
+        () => 'closed',
+        (error: Error) => error.message,
+      );
+      const outcome = await closing;
+      expect(outcome === 'closed' || outcome.includes('ENOSPC')).toBe(true);
+      expect(parseLines(path).whole + dropped).toBe(total);
+    });
+
+    it('lets the process exit while a write fails', () => {
+      writeFileSync(filler, Buffer.alloc(1024 * 1024 - 64 * 1024));
+      const path = join(full, 'exit.json');
+      // pino flushes its destinations at exit; a failed one must not retry forever there.
+      const script = `
+        const { createEventLog } = require(${JSON.stringify(join(__dirname, '..', '..', 'dist', 'events', 'event-log.js'))});
+        const log = createEventLog(${JSON.stringify(path)}, { onError: () => process.exit(0) });
+        for (let i = 0; i < 5000; i++) log.write({ seq: i, type: 'connect', message: 'x'.repeat(200) });
+      `;
+      execFileSync(process.execPath, ['-e', script], { timeout: 20_000 });
+    });
+  });
+
+  it('throws when its file cannot be opened', () => {
+    expect(() => createEventLog('/etc/hostname/events.json')).toThrow(
+      "open event log /etc/hostname/events.json: ENOTDIR: not a directory, open '/etc/hostname/events.json'",
+    );
   });
 
   it('writes one AuditEvent per line in json format', async () => {
