@@ -184,6 +184,11 @@ async function runAgent(options: RunOptions): Promise<void> {
   };
   process.once('SIGINT', shutdown);
   process.once('SIGTERM', shutdown);
+  // logrotate and similar tools rename the event log, then send SIGHUP (Node would exit on it).
+  process.on('SIGHUP', () => {
+    log.info({ eventsLog: options.eventsLog }, 'SIGHUP: opening the event log again');
+    eventLog.reopen();
+  });
 }
 
 /** Prints the pinned enforcement state and the kernel's enforcers; exits 1 when nothing is pinned. */

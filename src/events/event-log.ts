@@ -13,6 +13,11 @@ export const EVENT_LOG_FORMATS: readonly EventLogFormat[] = ['json', 'ocsf'];
 /** Writer of audit events as JSON lines. */
 export interface EventLog {
   write(event: AuditEvent): void;
+  /**
+   * Closes the file once the write in flight completes, and opens the path again: after a
+   * tool such as logrotate renamed it, the lines go to a new file. Does nothing for stdout.
+   */
+  reopen(): void;
   /** Writes out what is buffered, then closes the destination; resolves when done. */
   close(): Promise<void>;
 }
@@ -140,6 +145,8 @@ class BufferedEventLog implements EventLog {
   private reopenTimer: NodeJS.Timeout | null = null;
   /** Settles when the last destination that failed has closed its descriptor. */
   private destroyed: Promise<unknown> = Promise.resolve();
+  /** Set by reopen(): the file is opened again when no write is in flight. */
+  private reopenRequested = false;
   /** Set by close(): called once the lines are written or counted as dropped. */
   private closed: ((error?: Error) => void) | null = null;
 
@@ -177,6 +184,14 @@ class BufferedEventLog implements EventLog {
     else this.scheduled ??= setImmediate(() => this.flush());
   }
 
+  reopen(): void {
+    if (this.closed || this.target === '-') return;
+    // A destination that failed is opened again by its timer anyway.
+    if (this.destination === null) return;
+    this.reopenRequested = true;
+    if (this.inFlight === 0) this.switchFile();
+  }
+
   /** Writes out the lines, then closes the destination; it leaves fds 1 and 2 open. */
   close(): Promise<void> {
     return new Promise<void>((resolve, reject) => {
@@ -199,7 +214,8 @@ class BufferedEventLog implements EventLog {
     const dir = dirname(this.target);
     try {
       makeDirectory(dir);
-      return openSync(this.target, 'a');
+      // Events name processes, arguments and peers: a new file is not readable by others.
+      return openSync(this.target, 'a', 0o640);
     } catch (error) {
       throw new Error(`open event log ${this.target}: ${(error as Error).message}`);
     }
@@ -228,6 +244,7 @@ class BufferedEventLog implements EventLog {
       this.written(bytes);
       this.cache?.written(bytes);
       if (this.inFlight === 0) {
+        if (this.reopenRequested) this.switchFile();
         if (this.unwritten()) this.scheduled ??= setImmediate(() => this.flush());
         else if (this.closed) this.finishClose();
       }
@@ -238,6 +255,26 @@ class BufferedEventLog implements EventLog {
       this.tornLine = false;
       this.send(Buffer.from('\n'));
     }
+  }
+
+  /**
+   * Ends the current destination, with nothing left in it to write, and opens the path again.
+   * If the path cannot be opened, the lines go on to the current file and onError is called.
+   */
+  private switchFile(): void {
+    this.reopenRequested = false;
+    const current = this.destination;
+    if (current === null) return;
+    let fd: number;
+    try {
+      fd = this.openFile();
+    } catch (error) {
+      this.options.onError?.(error as Error);
+      return;
+    }
+    void this.cache?.finish();
+    current.end();
+    this.open(fd);
   }
 
   private unwritten(): boolean {

@@ -5,6 +5,7 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
+  renameSync,
   rmSync,
   statSync,
   writeFileSync,
@@ -216,6 +217,30 @@ describe('event log', () => {
       `;
       execFileSync(process.execPath, ['-e', script], { timeout: 20_000 });
     });
+  });
+
+  it('reopens its path after a rename', async () => {
+    const path = join(dir, 'rotated.json');
+    const log = createEventLog(path);
+    let seq = 0;
+    // A large burst and one event-loop turn, so that a write is in flight when reopen() is
+    // called and more lines wait behind it.
+    for (let i = 0; i < 20_000; i++) log.write({ ...events[0], seq: ++seq });
+    await new Promise((resolve) => setImmediate(resolve));
+    renameSync(path, `${path}.1`);
+    log.reopen();
+    for (let i = 0; i < 1_000; i++) log.write({ ...events[0], seq: ++seq });
+    await log.close();
+    // Events name processes and peers: the files are not readable by others.
+    expect(statSync(path).mode & 0o777).toBe(0o640);
+    const before = readLines(`${path}.1`) as { seq: number }[];
+    const after = readLines(path) as { seq: number }[];
+    expect(before.length).toBeGreaterThan(0);
+    expect(after.length).toBeGreaterThan(0);
+    // Every line once, in order, across the two files.
+    expect([...before, ...after].map((line) => line.seq)).toEqual(
+      Array.from({ length: seq }, (_, i) => i + 1),
+    );
   });
 
   it('throws when its file cannot be opened', () => {
