@@ -37,6 +37,7 @@ import {
   mkdirSync,
   mkdtempSync,
   openSync,
+  readdirSync,
   readFileSync,
   readSync,
   rmdirSync,
@@ -148,6 +149,38 @@ function cpuTimes(pid: number, thread?: number): { user: number; system: number 
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // utime and stime are fields 14 and 15 of the file, in clock ticks of 1/100 s.
   return { user: Number(fields[11]) / 100, system: Number(fields[12]) / 100 };
+}
+
+/**
+ * Returns the CPU seconds (user and system) of a process's threads in three groups: the main
+ * thread, the native ring-buffer readers (named sigil-ringbuf), and the rest (libuv's thread
+ * pool and V8's worker threads, which run the garbage collector's concurrent work).
+ */
+function threadGroupCpu(pid: number): {
+  main: number;
+  ring: number;
+  other: number;
+  otherSystem: number;
+} {
+  const groups = { main: 0, ring: 0, other: 0, otherSystem: 0 };
+  for (const tid of readdirSync(`/proc/${pid}/task`)) {
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+    } catch {
+      continue; // the thread exited
+    }
+    const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const seconds = (Number(fields[11]) + Number(fields[12])) / 100;
+    if (Number(tid) === pid) groups.main += seconds;
+    else if (name === 'sigil-ringbuf') groups.ring += seconds;
+    else {
+      groups.other += seconds;
+      groups.otherSystem += Number(fields[12]) / 100;
+    }
+  }
+  return groups;
 }
 
 /** Compiles the generator object and the driver into bpf/.output/bench. */
@@ -504,6 +537,12 @@ interface AgentRow {
    * JavaScript: above about 4 us it cannot keep up with 250,000 events/s on its own.
    */
   agentMainThreadUsPerEvent: number;
+  /** The part used by the native ring-buffer reader threads. */
+  agentRingThreadUsPerEvent: number;
+  /** The part used by the other threads: libuv's pool (file writes) and V8's workers (GC). */
+  agentOtherThreadsUsPerEvent: number;
+  /** The system (kernel) part of agentOtherThreadsUsPerEvent: mostly the file writes. */
+  agentOtherThreadsSystemUsPerEvent: number;
   /** CPU the gRPC consumer process used per event it received, in microseconds. */
   consumerCpuUsPerEvent: number;
 }
@@ -552,6 +591,7 @@ async function agentRun(
     logDrops: agent.logDrops,
     cpu: cpuTimes(agentPid),
     mainThreadCpu: cpuTimes(agentPid, agentPid),
+    threads: threadGroupCpu(agentPid),
     consumerCpu: cpuSeconds(parts.consumerPid),
   };
   const { startedAt, seconds } = await drive(
@@ -583,6 +623,7 @@ async function agentRun(
   const logDrops = agent.logDrops - before.logDrops;
   const after = cpuTimes(agentPid);
   const mainThreadAfter = cpuTimes(agentPid, agentPid);
+  const threadsAfter = threadGroupCpu(agentPid);
   const mainThreadCpu =
     mainThreadAfter.user +
     mainThreadAfter.system -
@@ -606,6 +647,10 @@ async function agentRun(
     agentCpuUsPerEvent: (agentCpu * 1e6) / written,
     agentSystemUsPerEvent: ((after.system - before.cpu.system) * 1e6) / written,
     agentMainThreadUsPerEvent: (mainThreadCpu * 1e6) / written,
+    agentRingThreadUsPerEvent: ((threadsAfter.ring - before.threads.ring) * 1e6) / written,
+    agentOtherThreadsUsPerEvent: ((threadsAfter.other - before.threads.other) * 1e6) / written,
+    agentOtherThreadsSystemUsPerEvent:
+      ((threadsAfter.otherSystem - before.threads.otherSystem) * 1e6) / written,
     consumerCpuUsPerEvent: (consumerCpu * 1e6) / Math.max(1, totals.events),
   };
 }
@@ -685,7 +730,18 @@ function printResults(agentRows: AgentRow[], baselineRows: BaselineRow[], option
     out.write(`| ${cells.join(' | ')} |\n`);
   });
   out.write(
-    '\nkernel-ringbuf loss reported in the stream per run (includes records of other programs): ',
+    '\nagent CPU µs/event by thread (main, ring-buffer reader, libuv pool and V8 workers with their system part): ',
+  );
+  out.write(
+    `${agentRows
+      .map(
+        (row) =>
+          `${row.agentMainThreadUsPerEvent.toFixed(1)}, ${row.agentRingThreadUsPerEvent.toFixed(1)}, ${row.agentOtherThreadsUsPerEvent.toFixed(1)} (${row.agentOtherThreadsSystemUsPerEvent.toFixed(1)})`,
+      )
+      .join('; ')}\n`,
+  );
+  out.write(
+    'kernel-ringbuf loss reported in the stream per run (includes records of other programs): ',
   );
   out.write(`${agentRows.map((row) => format(row.streamKernelLoss)).join(', ')}\n`);
   out.write('baseline (native consumer alone) per run, generated / reserve failed / delivered: ');

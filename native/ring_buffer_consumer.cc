@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -247,6 +248,9 @@ Napi::Value RingBufferConsumer::GetRunning(const Napi::CallbackInfo &info)
 
 void RingBufferConsumer::Run()
 {
+	// Named so that top -H and /proc/<pid>/task/<tid>/comm tell the reader from Node's threads.
+	// A failure only leaves the inherited name.
+	pthread_setname_np(pthread_self(), "sigil-ringbuf");
 	pollfd fds[2] = {
 		{ring_buffer__epoll_fd(ring_), POLLIN, 0},
 		{wake_fd_, POLLIN, 0},
