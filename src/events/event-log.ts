@@ -52,6 +52,8 @@ export interface EventLogOptions {
 
 const DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
 const NEWLINE = 0x0a;
+/** Newline that ends a line torn by a failed write. failed() tells it from lines by identity. */
+const TORN_LINE_END = Buffer.alloc(1, NEWLINE);
 /**
  * Leading fields of an event that change from event to event: seq, time,
  * node, type and ktimeNs. The encoder reuses the bytes of the fields after
@@ -139,7 +141,10 @@ class BufferedEventLog implements EventLog {
   /** The chunk being written and how much of it the destination reported written. */
   private writing: Buffer | null = null;
   private writingDone = 0;
-  /** The file ends in part of a line, from a write that failed after a partial write. */
+  /**
+   * The file ends in part of a line, from a write that failed after a partial write. Cleared
+   * once a write completes, as every chunk, TORN_LINE_END too, ends in a newline.
+   */
   private tornLine = false;
   private scheduled: NodeJS.Immediate | null = null;
   private reopenTimer: NodeJS.Timeout | null = null;
@@ -250,11 +255,8 @@ class BufferedEventLog implements EventLog {
       }
     });
     destination.on('error', (error: Error) => this.failed(destination, error));
-    if (this.tornLine) {
-      // The next line starts on a line of its own; the torn part was counted as dropped.
-      this.tornLine = false;
-      this.send(Buffer.from('\n'));
-    }
+    // The next line starts on a line of its own; the torn part was counted as dropped.
+    if (this.tornLine) this.send(TORN_LINE_END);
   }
 
   /**
@@ -310,6 +312,7 @@ class BufferedEventLog implements EventLog {
     this.writingDone += bytes;
     if (this.writingDone < chunk.length) return;
     this.writing = null;
+    this.tornLine = false;
     const memory = chunk.buffer;
     if (!this.encoder.appendsTo(memory) && !this.fullChunks.some((c) => c.buffer === memory)) {
       this.encoder.recycle(memory);
@@ -327,8 +330,10 @@ class BufferedEventLog implements EventLog {
     const chunk = this.writing;
     if (chunk !== null) {
       const rest = chunk.subarray(this.writingDone);
-      this.tornLine = this.writingDone > 0 && chunk[this.writingDone - 1] !== NEWLINE;
-      const lost = countLines(rest);
+      // A write that wrote nothing leaves the end of the file as it was, torn or not.
+      if (this.writingDone > 0) this.tornLine = chunk[this.writingDone - 1] !== NEWLINE;
+      // The newline that ends a torn line is no line of its own.
+      const lost = chunk === TORN_LINE_END ? 0 : countLines(rest);
       if (lost > 0) this.options.onDrop?.(lost);
       this.inFlight -= rest.length;
       this.writing = null;

@@ -190,6 +190,46 @@ describe('event log', () => {
       expect(whole).toBeGreaterThan(total - dropped - 1);
     });
 
+    it('ends a torn line after reopens that fail', async () => {
+      // With 64 KiB free, the first write (all the lines below) stops at a page boundary inside
+      // a line. The newline that ends that line at a reopen then needs a page of its own.
+      writeFileSync(filler, Buffer.alloc(1024 * 1024 - 64 * 1024));
+      const path = join(full, 'torn.json');
+      let dropped = 0;
+      const errors: string[] = [];
+      const log = createEventLog(path, {
+        onDrop: (lines) => (dropped += lines),
+        onError: (error) => errors.push(error.message),
+      });
+      let total = 0;
+      for (let i = 0; i < 2_000; i++) log.write({ ...events[0], seq: ++total });
+      // The file system stays full past a reopen a second later, whose newline fails as well.
+      await new Promise((resolve) => setTimeout(resolve, 2500));
+      const failures = errors.length;
+      rmSync(filler);
+      for (let i = 0; i < 500; i++) log.write({ ...events[0], seq: ++total });
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      await log.close();
+      expect(failures).toBeGreaterThanOrEqual(2);
+      // The 500 lines fit in the room made: no write fails after it.
+      expect(errors.length).toBe(failures);
+
+      const { whole, torn } = parseLines(path);
+      // Only the line cut by the first failed write is torn, and it was counted as dropped.
+      expect(torn).toBe(1);
+      expect(whole + dropped).toBe(total);
+      // The lines written once there was room are all whole, the first one too.
+      const seqs: number[] = [];
+      for (const line of readFileSync(path, 'utf8').split('\n')) {
+        try {
+          seqs.push((JSON.parse(line) as { seq: number }).seq);
+        } catch {
+          // The torn line, or the empty string after the last newline.
+        }
+      }
+      expect(seqs.slice(-500)).toEqual(Array.from({ length: 500 }, (_, i) => 2_001 + i));
+    });
+
     it('closes without hanging while the file system stays full', async () => {
       writeFileSync(filler, Buffer.alloc(1024 * 1024 - 64 * 1024));
       const path = join(full, 'stuck.json');
