@@ -1,4 +1,4 @@
-import { closeSync, existsSync, fstatSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, constants, existsSync, fstatSync, mkdirSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import pino from 'pino';
 import { trimFileCache } from '../kernel/native';
@@ -220,7 +220,12 @@ class BufferedEventLog implements EventLog {
     try {
       makeDirectory(dir);
       // Events name processes, arguments and peers: a new file is not readable by others.
-      return openSync(this.target, 'a', 0o640);
+      // O_NONBLOCK makes the open of a FIFO without a reader fail with ENXIO instead of waiting
+      // for one on the main thread. It does not change writes to a regular file, and sonic-boom
+      // retries a write to a full pipe that returns EAGAIN.
+      const flags =
+        constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NONBLOCK;
+      return openSync(this.target, flags, 0o640);
     } catch (error) {
       throw new Error(`open event log ${this.target}: ${(error as Error).message}`);
     }

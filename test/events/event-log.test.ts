@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import {
   existsSync,
   mkdirSync,
@@ -287,6 +287,57 @@ describe('event log', () => {
     expect(() => createEventLog('/etc/hostname/events.json')).toThrow(
       "open event log /etc/hostname/events.json: ENOTDIR: not a directory, open '/etc/hostname/events.json'",
     );
+  });
+
+  describe('on a FIFO', () => {
+    const fifo = join(dir, 'events.fifo');
+    beforeAll(() => execFileSync('mkfifo', [fifo]));
+
+    it('throws without a reader', () => {
+      // Opening a FIFO for writing waits for a reader: in a child, so that a hang fails the test.
+      const script = `
+        const { createEventLog } = require(${JSON.stringify(join(__dirname, '..', '..', 'dist', 'events', 'event-log.js'))});
+        try {
+          createEventLog(${JSON.stringify(fifo)});
+          console.log('opened');
+        } catch (error) {
+          console.log(error.message);
+        }
+      `;
+      const output = execFileSync(process.execPath, ['-e', script], {
+        encoding: 'utf8',
+        timeout: 10_000,
+      });
+      expect(output.trim()).toBe(
+        `open event log ${fifo}: ENXIO: no such device or address, open '${fifo}'`,
+      );
+    });
+
+    it('writes every line to a reader', async () => {
+      const reader = spawn('cat', [fifo]);
+      const chunks: Buffer[] = [];
+      reader.stdout.on('data', (chunk: Buffer) => chunks.push(chunk));
+      const exited = new Promise((resolve) => reader.on('exit', resolve));
+      // cat opens the FIFO for reading once it runs; until then there is no reader.
+      let log: ReturnType<typeof createEventLog> | null = null;
+      for (let attempt = 0; log === null && attempt < 100; attempt++) {
+        try {
+          log = createEventLog(fifo);
+        } catch {
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+      }
+      expect(log).not.toBeNull();
+      const total = 20_000;
+      for (let i = 0; i < total; i++) log!.write({ ...events[0], seq: i + 1 });
+      await log!.close();
+      await exited;
+      const lines = Buffer.concat(chunks).toString('utf8').trimEnd().split('\n');
+      expect(lines.length).toBe(total);
+      expect(lines.map((line) => (JSON.parse(line) as { seq: number }).seq)).toEqual(
+        Array.from({ length: total }, (_, i) => i + 1),
+      );
+    });
   });
 
   it('writes one AuditEvent per line in json format', async () => {
