@@ -350,6 +350,14 @@ class BufferedEventLog implements EventLog {
     // close() resolves only after the failed file's descriptor is closed.
     this.destroyed = new Promise((resolve) => destination.once('close', resolve));
     destination.destroy();
+    // sonic-boom's type declarations leave out fd and destroyed.
+    const stream = destination as unknown as { fd: number; destroyed: boolean };
+    if (!stream.destroyed) {
+      // After EPIPE, pino 9's destination (buildSafeSonicBoom) has made destroy() do nothing,
+      // so no 'close' comes. Nothing is written to it any more, so its descriptor is closed here.
+      if (stream.fd > 2) closeSync(stream.fd);
+      this.destroyed = Promise.resolve();
+    }
     this.options.onError?.(new Error(`write event log ${this.target}: ${error.message}`));
     if (this.closed) {
       this.finishClose(new Error(`close event log ${this.target}: ${error.message}`));

@@ -5,6 +5,7 @@ import {
   mkdtempSync,
   readdirSync,
   readFileSync,
+  readlinkSync,
   renameSync,
   rmSync,
   statSync,
@@ -337,6 +338,47 @@ describe('event log', () => {
       expect(lines.map((line) => (JSON.parse(line) as { seq: number }).seq)).toEqual(
         Array.from({ length: total }, (_, i) => i + 1),
       );
+    });
+
+    it('closes after its reader leaves', async () => {
+      // head reads a few bytes and exits, so the writes after that fail with EPIPE.
+      const reader = spawn('head', ['-c', '100', fifo], { stdio: 'ignore' });
+      const exited = new Promise((resolve) => reader.on('exit', resolve));
+      const errors: string[] = [];
+      let log: ReturnType<typeof createEventLog> | null = null;
+      for (let attempt = 0; log === null && attempt < 100; attempt++) {
+        try {
+          log = createEventLog(fifo, { onError: (error) => errors.push(error.message) });
+        } catch {
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+      }
+      expect(log).not.toBeNull();
+      let total = 0;
+      while (errors.length === 0 && total < 1_000_000) {
+        for (let i = 0; i < 1_000; i++) log!.write({ ...events[0], seq: ++total });
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      await exited;
+      expect(errors[0]).toContain(`write event log ${fifo}: EPIPE`);
+
+      const outcome = await Promise.race([
+        log!.close().then(
+          () => 'closed',
+          (error: Error) => error.message,
+        ),
+        new Promise((resolve) => setTimeout(() => resolve('timed out'), 5_000)),
+      ]);
+      expect(outcome).not.toBe('timed out');
+      // The descriptors of the failed writes are closed too.
+      const open = readdirSync('/proc/self/fd').filter((fd) => {
+        try {
+          return readlinkSync(`/proc/self/fd/${fd}`) === fifo;
+        } catch {
+          return false;
+        }
+      });
+      expect(open).toEqual([]);
     });
   });
 
