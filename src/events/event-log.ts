@@ -1,4 +1,12 @@
-import { closeSync, constants, existsSync, fstatSync, mkdirSync, openSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  existsSync,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readSync,
+} from 'node:fs';
 import { dirname } from 'node:path';
 import pino from 'pino';
 import { trimFileCache } from '../kernel/native';
@@ -115,6 +123,29 @@ function makeDirectory(dir: string): void {
   if (existsSync(dir)) return;
   makeDirectory(dirname(dir));
   mkdirSync(dir);
+}
+
+/**
+ * Returns whether the regular file open at fd ends in part of a line, as a log does whose last
+ * write failed partway. Returns null for other files, and when the last byte cannot be read.
+ */
+function endsInPartialLine(fd: number): boolean | null {
+  try {
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) return null;
+    if (stat.size === 0) return false;
+    // The log's own descriptor is opened for writing only.
+    const reader = openSync(`/proc/self/fd/${fd}`, 'r');
+    try {
+      const last = Buffer.alloc(1);
+      if (readSync(reader, last, 0, 1, stat.size - 1) !== 1) return null;
+      return last[0] !== NEWLINE;
+    } finally {
+      closeSync(reader);
+    }
+  } catch {
+    return null;
+  }
 }
 
 /** Delay in milliseconds before a file whose write failed is opened again. */
@@ -260,6 +291,9 @@ class BufferedEventLog implements EventLog {
       }
     });
     destination.on('error', (error: Error) => this.failed(destination, error));
+    // A regular file shows whether it ends torn: an existing file left so by an earlier run, or
+    // a file renamed by a rotation while this log waited to open the path again.
+    this.tornLine = endsInPartialLine(fd) ?? this.tornLine;
     // The next line starts on a line of its own; the torn part was counted as dropped.
     if (this.tornLine) this.send(TORN_LINE_END);
   }

@@ -400,6 +400,41 @@ describe('event log', () => {
     );
   });
 
+  it('appends after a torn last line', async () => {
+    // As a log left that stopped while its file system was full.
+    const path = join(dir, 'torn-tail.json');
+    writeFileSync(path, `${JSON.stringify(events[0])}\n{"seq":1,"ty`);
+    const log = createEventLog(path);
+    log.write(events[1]);
+    await log.close();
+    const lines = readFileSync(path, 'utf8').split('\n');
+    expect(lines[1]).toBe('{"seq":1,"ty');
+    expect(JSON.parse(lines[2])).toEqual(events[1]);
+  });
+
+  it('starts a rotated file without an empty line', async () => {
+    // The write fails partway, and the file is renamed before the log opens its path again.
+    const full = join(dir, 'rotate-full');
+    mkdirSync(full);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'sigil-test', full]);
+    try {
+      writeFileSync(join(full, 'filler'), Buffer.alloc(1024 * 1024 - 64 * 1024));
+      const path = join(full, 'events.json');
+      const errors: string[] = [];
+      const log = createEventLog(path, { onError: (error) => errors.push(error.message) });
+      for (let i = 0; i < 2_000; i++) log.write({ ...events[0], seq: i + 1 });
+      while (errors.length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+      renameSync(path, `${path}.1`);
+      rmSync(join(full, 'filler'));
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      log.write({ ...events[0], seq: 2_001 });
+      await log.close();
+      expect(readFileSync(path, 'utf8')).toBe(`${JSON.stringify({ ...events[0], seq: 2_001 })}\n`);
+    } finally {
+      execFileSync('umount', [full]);
+    }
+  });
+
   it('appends to an existing file', async () => {
     const path = join(dir, 'append.json');
     for (const event of events.slice(0, 2)) {
