@@ -60,7 +60,7 @@ export interface EventLogOptions {
 
 const DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
 const NEWLINE = 0x0a;
-/** Newline that ends a line torn by a failed write. failed() tells it from lines by identity. */
+/** Newline that ends a line torn by a failed write. failed() recognizes it by identity. */
 const TORN_LINE_END = Buffer.alloc(1, NEWLINE);
 /**
  * Leading fields of an event that change from event to event: seq, time,
@@ -173,8 +173,8 @@ class BufferedEventLog implements EventLog {
   private writing: Buffer | null = null;
   private writingDone = 0;
   /**
-   * The file ends in part of a line, from a write that failed after a partial write. Cleared
-   * once a write completes, as every chunk, TORN_LINE_END too, ends in a newline.
+   * The file ends in part of a line. Read from a regular file when it is opened, and set by a
+   * write that failed partway. Cleared once a write completes, as every chunk ends in a newline.
    */
   private tornLine = false;
   private scheduled: NodeJS.Immediate | null = null;
