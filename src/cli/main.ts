@@ -101,14 +101,16 @@ async function runAgent(options: RunOptions): Promise<void> {
     process.exitCode = 1;
     return;
   }
-  // Lines the event log dropped because its reader was too slow, reported at most every 10 s.
-  setInterval(() => {
+  // Lines the event log dropped (a slow reader, failed writes), reported at most every 10 s and
+  // once more when the agent stops, as closing a log that cannot be written drops what waits.
+  const reportDroppedLines = () => {
     if (droppedLines === 0) return;
     const types = Object.fromEntries(droppedByType);
     log.warn({ lines: droppedLines, types }, 'event log reader too slow: lines dropped');
     droppedLines = 0;
     droppedByType = new Map();
-  }, 10_000).unref();
+  };
+  setInterval(reportDroppedLines, 10_000).unref();
   hub.subscribe({ filter: {}, deliver: (event) => eventLog.write(event) });
   const metrics = createMetrics();
   metrics.attachHub(hub);
@@ -175,8 +177,12 @@ async function runAgent(options: RunOptions): Promise<void> {
       .stop()
       .then(() => Promise.all([metrics.close(), eventLog.close()]))
       .then(
-        () => process.exit(0),
+        () => {
+          reportDroppedLines();
+          process.exit(0);
+        },
         (error) => {
+          reportDroppedLines();
           log.error({ err: error }, 'stop failed');
           process.exit(1);
         },

@@ -1,4 +1,12 @@
-import { closeSync, existsSync, fstatSync, mkdirSync, openSync } from 'node:fs';
+import {
+  closeSync,
+  constants,
+  existsSync,
+  fstatSync,
+  mkdirSync,
+  openSync,
+  readSync,
+} from 'node:fs';
 import { dirname } from 'node:path';
 import pino from 'pino';
 import { trimFileCache } from '../kernel/native';
@@ -52,6 +60,8 @@ export interface EventLogOptions {
 
 const DEFAULT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
 const NEWLINE = 0x0a;
+/** Newline that ends a line torn by a failed write. failed() recognizes it by identity. */
+const TORN_LINE_END = Buffer.alloc(1, NEWLINE);
 /**
  * Leading fields of an event that change from event to event: seq, time,
  * node, type and ktimeNs. The encoder reuses the bytes of the fields after
@@ -115,6 +125,29 @@ function makeDirectory(dir: string): void {
   mkdirSync(dir);
 }
 
+/**
+ * Returns whether the regular file open at fd ends in part of a line, as a log does whose last
+ * write failed partway. Returns null for other files, and when the last byte cannot be read.
+ */
+function endsInPartialLine(fd: number): boolean | null {
+  try {
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) return null;
+    if (stat.size === 0) return false;
+    // The log's own descriptor is opened for writing only.
+    const reader = openSync(`/proc/self/fd/${fd}`, 'r');
+    try {
+      const last = Buffer.alloc(1);
+      if (readSync(reader, last, 0, 1, stat.size - 1) !== 1) return null;
+      return last[0] !== NEWLINE;
+    } finally {
+      closeSync(reader);
+    }
+  } catch {
+    return null;
+  }
+}
+
 /** Delay in milliseconds before a file whose write failed is opened again. */
 const REOPEN_DELAY_MS = 1000;
 
@@ -139,7 +172,10 @@ class BufferedEventLog implements EventLog {
   /** The chunk being written and how much of it the destination reported written. */
   private writing: Buffer | null = null;
   private writingDone = 0;
-  /** The file ends in part of a line, from a write that failed after a partial write. */
+  /**
+   * The file ends in part of a line. Read from a regular file when it is opened, and set by a
+   * write that failed partway. Cleared once a write completes, as every chunk ends in a newline.
+   */
   private tornLine = false;
   private scheduled: NodeJS.Immediate | null = null;
   private reopenTimer: NodeJS.Timeout | null = null;
@@ -215,7 +251,12 @@ class BufferedEventLog implements EventLog {
     try {
       makeDirectory(dir);
       // Events name processes, arguments and peers: a new file is not readable by others.
-      return openSync(this.target, 'a', 0o640);
+      // O_NONBLOCK makes the open of a FIFO without a reader fail with ENXIO instead of waiting
+      // for one on the main thread. It does not change writes to a regular file, and sonic-boom
+      // retries a write to a full pipe that returns EAGAIN.
+      const flags =
+        constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NONBLOCK;
+      return openSync(this.target, flags, 0o640);
     } catch (error) {
       throw new Error(`open event log ${this.target}: ${(error as Error).message}`);
     }
@@ -250,11 +291,11 @@ class BufferedEventLog implements EventLog {
       }
     });
     destination.on('error', (error: Error) => this.failed(destination, error));
-    if (this.tornLine) {
-      // The next line starts on a line of its own; the torn part was counted as dropped.
-      this.tornLine = false;
-      this.send(Buffer.from('\n'));
-    }
+    // A regular file shows whether it ends torn: an existing file left so by an earlier run, or
+    // a file renamed by a rotation while this log waited to open the path again.
+    this.tornLine = endsInPartialLine(fd) ?? this.tornLine;
+    // The next line starts on a line of its own; the torn part was counted as dropped.
+    if (this.tornLine) this.send(TORN_LINE_END);
   }
 
   /**
@@ -310,6 +351,7 @@ class BufferedEventLog implements EventLog {
     this.writingDone += bytes;
     if (this.writingDone < chunk.length) return;
     this.writing = null;
+    this.tornLine = false;
     const memory = chunk.buffer;
     if (!this.encoder.appendsTo(memory) && !this.fullChunks.some((c) => c.buffer === memory)) {
       this.encoder.recycle(memory);
@@ -327,8 +369,10 @@ class BufferedEventLog implements EventLog {
     const chunk = this.writing;
     if (chunk !== null) {
       const rest = chunk.subarray(this.writingDone);
-      this.tornLine = this.writingDone > 0 && chunk[this.writingDone - 1] !== NEWLINE;
-      const lost = countLines(rest);
+      // A write that wrote nothing leaves the end of the file as it was, torn or not.
+      if (this.writingDone > 0) this.tornLine = chunk[this.writingDone - 1] !== NEWLINE;
+      // The newline that ends a torn line is no line of its own.
+      const lost = chunk === TORN_LINE_END ? 0 : countLines(rest);
       if (lost > 0) this.options.onDrop?.(lost);
       this.inFlight -= rest.length;
       this.writing = null;
@@ -340,6 +384,14 @@ class BufferedEventLog implements EventLog {
     // close() resolves only after the failed file's descriptor is closed.
     this.destroyed = new Promise((resolve) => destination.once('close', resolve));
     destination.destroy();
+    // sonic-boom's type declarations leave out fd and destroyed.
+    const stream = destination as unknown as { fd: number; destroyed: boolean };
+    if (!stream.destroyed) {
+      // After EPIPE, pino 9's destination (buildSafeSonicBoom) has made destroy() do nothing,
+      // so no 'close' comes. Nothing is written to it any more, so its descriptor is closed here.
+      if (stream.fd > 2) closeSync(stream.fd);
+      this.destroyed = Promise.resolve();
+    }
     this.options.onError?.(new Error(`write event log ${this.target}: ${error.message}`));
     if (this.closed) {
       this.finishClose(new Error(`close event log ${this.target}: ${error.message}`));

@@ -1,10 +1,11 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import {
   existsSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
+  readlinkSync,
   renameSync,
   rmSync,
   statSync,
@@ -190,6 +191,46 @@ describe('event log', () => {
       expect(whole).toBeGreaterThan(total - dropped - 1);
     });
 
+    it('ends a torn line after reopens that fail', async () => {
+      // With 64 KiB free, the first write (all the lines below) stops at a page boundary inside
+      // a line. The newline that ends that line at a reopen then needs a page of its own.
+      writeFileSync(filler, Buffer.alloc(1024 * 1024 - 64 * 1024));
+      const path = join(full, 'torn.json');
+      let dropped = 0;
+      const errors: string[] = [];
+      const log = createEventLog(path, {
+        onDrop: (lines) => (dropped += lines),
+        onError: (error) => errors.push(error.message),
+      });
+      let total = 0;
+      for (let i = 0; i < 2_000; i++) log.write({ ...events[0], seq: ++total });
+      // The file system stays full past a reopen a second later, whose newline fails as well.
+      await new Promise((resolve) => setTimeout(resolve, 2500));
+      const failures = errors.length;
+      rmSync(filler);
+      for (let i = 0; i < 500; i++) log.write({ ...events[0], seq: ++total });
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      await log.close();
+      expect(failures).toBeGreaterThanOrEqual(2);
+      // The 500 lines fit in the room made: no write fails after it.
+      expect(errors.length).toBe(failures);
+
+      const { whole, torn } = parseLines(path);
+      // Only the line cut by the first failed write is torn, and it was counted as dropped.
+      expect(torn).toBe(1);
+      expect(whole + dropped).toBe(total);
+      // The lines written once there was room are all whole, the first one too.
+      const seqs: number[] = [];
+      for (const line of readFileSync(path, 'utf8').split('\n')) {
+        try {
+          seqs.push((JSON.parse(line) as { seq: number }).seq);
+        } catch {
+          // The torn line, or the empty string after the last newline.
+        }
+      }
+      expect(seqs.slice(-500)).toEqual(Array.from({ length: 500 }, (_, i) => 2_001 + i));
+    });
+
     it('closes without hanging while the file system stays full', async () => {
       writeFileSync(filler, Buffer.alloc(1024 * 1024 - 64 * 1024));
       const path = join(full, 'stuck.json');
@@ -249,6 +290,98 @@ describe('event log', () => {
     );
   });
 
+  describe('on a FIFO', () => {
+    const fifo = join(dir, 'events.fifo');
+    beforeAll(() => execFileSync('mkfifo', [fifo]));
+
+    it('throws without a reader', () => {
+      // Opening a FIFO for writing waits for a reader: in a child, so that a hang fails the test.
+      const script = `
+        const { createEventLog } = require(${JSON.stringify(join(__dirname, '..', '..', 'dist', 'events', 'event-log.js'))});
+        try {
+          createEventLog(${JSON.stringify(fifo)});
+          console.log('opened');
+        } catch (error) {
+          console.log(error.message);
+        }
+      `;
+      const output = execFileSync(process.execPath, ['-e', script], {
+        encoding: 'utf8',
+        timeout: 10_000,
+      });
+      expect(output.trim()).toBe(
+        `open event log ${fifo}: ENXIO: no such device or address, open '${fifo}'`,
+      );
+    });
+
+    it('writes every line to a reader', async () => {
+      const reader = spawn('cat', [fifo]);
+      const chunks: Buffer[] = [];
+      reader.stdout.on('data', (chunk: Buffer) => chunks.push(chunk));
+      const exited = new Promise((resolve) => reader.on('exit', resolve));
+      // cat opens the FIFO for reading once it runs; until then there is no reader.
+      let log: ReturnType<typeof createEventLog> | null = null;
+      for (let attempt = 0; log === null && attempt < 100; attempt++) {
+        try {
+          log = createEventLog(fifo);
+        } catch {
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+      }
+      expect(log).not.toBeNull();
+      const total = 20_000;
+      for (let i = 0; i < total; i++) log!.write({ ...events[0], seq: i + 1 });
+      await log!.close();
+      await exited;
+      const lines = Buffer.concat(chunks).toString('utf8').trimEnd().split('\n');
+      expect(lines.length).toBe(total);
+      expect(lines.map((line) => (JSON.parse(line) as { seq: number }).seq)).toEqual(
+        Array.from({ length: total }, (_, i) => i + 1),
+      );
+    });
+
+    it('closes after its reader leaves', async () => {
+      // head reads a few bytes and exits, so the writes after that fail with EPIPE.
+      const reader = spawn('head', ['-c', '100', fifo], { stdio: 'ignore' });
+      const exited = new Promise((resolve) => reader.on('exit', resolve));
+      const errors: string[] = [];
+      let log: ReturnType<typeof createEventLog> | null = null;
+      for (let attempt = 0; log === null && attempt < 100; attempt++) {
+        try {
+          log = createEventLog(fifo, { onError: (error) => errors.push(error.message) });
+        } catch {
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+      }
+      expect(log).not.toBeNull();
+      let total = 0;
+      while (errors.length === 0 && total < 1_000_000) {
+        for (let i = 0; i < 1_000; i++) log!.write({ ...events[0], seq: ++total });
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+      await exited;
+      expect(errors[0]).toContain(`write event log ${fifo}: EPIPE`);
+
+      const outcome = await Promise.race([
+        log!.close().then(
+          () => 'closed',
+          (error: Error) => error.message,
+        ),
+        new Promise((resolve) => setTimeout(() => resolve('timed out'), 5_000)),
+      ]);
+      expect(outcome).not.toBe('timed out');
+      // The descriptors of the failed writes are closed too.
+      const open = readdirSync('/proc/self/fd').filter((fd) => {
+        try {
+          return readlinkSync(`/proc/self/fd/${fd}`) === fifo;
+        } catch {
+          return false;
+        }
+      });
+      expect(open).toEqual([]);
+    });
+  });
+
   it('writes one AuditEvent per line in json format', async () => {
     const path = join(dir, 'nested', 'events.json');
     const log = createEventLog(path);
@@ -265,6 +398,41 @@ describe('event log', () => {
     expect(readLines(path)).toEqual(
       events.map((event) => toOcsf(event, { productVersion: '1.2.3' })),
     );
+  });
+
+  it('appends after a torn last line', async () => {
+    // As a log left that stopped while its file system was full.
+    const path = join(dir, 'torn-tail.json');
+    writeFileSync(path, `${JSON.stringify(events[0])}\n{"seq":1,"ty`);
+    const log = createEventLog(path);
+    log.write(events[1]);
+    await log.close();
+    const lines = readFileSync(path, 'utf8').split('\n');
+    expect(lines[1]).toBe('{"seq":1,"ty');
+    expect(JSON.parse(lines[2])).toEqual(events[1]);
+  });
+
+  it('starts a rotated file without an empty line', async () => {
+    // The write fails partway, and the file is renamed before the log opens its path again.
+    const full = join(dir, 'rotate-full');
+    mkdirSync(full);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'sigil-test', full]);
+    try {
+      writeFileSync(join(full, 'filler'), Buffer.alloc(1024 * 1024 - 64 * 1024));
+      const path = join(full, 'events.json');
+      const errors: string[] = [];
+      const log = createEventLog(path, { onError: (error) => errors.push(error.message) });
+      for (let i = 0; i < 2_000; i++) log.write({ ...events[0], seq: i + 1 });
+      while (errors.length === 0) await new Promise((resolve) => setTimeout(resolve, 10));
+      renameSync(path, `${path}.1`);
+      rmSync(join(full, 'filler'));
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      log.write({ ...events[0], seq: 2_001 });
+      await log.close();
+      expect(readFileSync(path, 'utf8')).toBe(`${JSON.stringify({ ...events[0], seq: 2_001 })}\n`);
+    } finally {
+      execFileSync('umount', [full]);
+    }
   });
 
   it('appends to an existing file', async () => {
