@@ -261,8 +261,8 @@ static __always_inline int decide_access(const struct file_access *access)
 	 * directory and path state: first the CPU's cache, which also contains
 	 * the subject's entry, so a hit there needs no lookup of the subject.
 	 * Unidentified processes (subject 0), most of a node's, have no rules
-	 * in most policies, so they look up their subject entry first and then
-	 * use only the shared cache.
+	 * in most policies, so they look up their subject entry before any
+	 * cache.
 	 */
 	use_cache = !(settings->flags & SIGIL_SETTINGS_REPORT_ALLOWED_ACCESS);
 	if (use_cache && subject) {
@@ -291,8 +291,10 @@ static __always_inline int decide_access(const struct file_access *access)
 		if (!key_filled) {
 			cacheable = fill_cache_key(task, access, gen, subject, is_directory,
 						   &cache_key, &fingerprint, &stamp, &name_len);
+			cache_hit = cacheable &&
+				    cpu_cache_find(&cache_key, fingerprint, &stamp, name_len, &cached);
 		}
-		if (cacheable)
+		if (cacheable && !cache_hit)
 			cache_hit = find_shared_verdict(&cache_key, fingerprint, &stamp, name_len,
 							subject_rules, &seen, &cached);
 	}
