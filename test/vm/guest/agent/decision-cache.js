@@ -276,6 +276,8 @@ async function main() {
   );
 
   // Each Block decision writes a record, also when the directory's verdict comes from the cache.
+  // The control open's record is awaited first, so that the count starts from every earlier one.
+  await waitFor(() => countDeniedEvents(`${BLOCKED}/control`) >= 1);
   const blockedBefore = countDeniedEvents(`${BLOCKED}/control`);
   const blockedReplies = [];
   for (let i = 0; i < OPENS_BEFORE_CHANGE; i++) {
