@@ -4,11 +4,11 @@
 // agent, in the same run. Runs inside the test VM (Linux 6.1 with BPF LSM),
 // started from the host by bench/lsm-cost-vm.sh. The VM is emulated (TCG),
 // so only the ratios mean anything. Two open loops run: one opens the same file again and
-// again, which lsm/file_open decides once and then finds in its decision cache, and one opens
-// OPENS different files once each, so that every open misses the cache. While the agent runs,
-// kernel.bpf_stats_enabled is on, and the bench reports the mean run time of the LSM program
-// that ran most often during each open loop (lsm/file_open), read from the agent's program
-// descriptors in /proc/PID/fdinfo.
+// again, and one opens OPENS different files of one directory once each. lsm/file_open walks
+// the directory once and then finds its verdict in its decision cache, which is kept per
+// directory, not per file. While the agent runs, kernel.bpf_stats_enabled is on, and the
+// bench reports the mean run time of the LSM program that ran most often during each open
+// loop (lsm/file_open), read from the agent's program descriptors in /proc/PID/fdinfo.
 // Usage (guest, root, in /sigil): node bench/lsm-cost.js LOOP_BINARY [ROUNDS] [OPENS] [EXECS]
 'use strict';
 const { spawn, spawnSync } = require('node:child_process');

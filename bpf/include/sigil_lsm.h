@@ -58,6 +58,12 @@ enum sigil_lsm_match {
  */
 #define SIGIL_LSM_SUBJECT_NO_EXEC_DIRECTORIES (1u << 2)
 #define SIGIL_LSM_SUBJECT_NO_FILE_DIRECTORIES (1u << 3)
+/*
+ * The subject has no exact-file rules of the kind, so the BPF LSM programs
+ * skip the inode lookup. Set by the LSM compiler only, like the flags above.
+ */
+#define SIGIL_LSM_SUBJECT_NO_EXEC_INODES (1u << 4)
+#define SIGIL_LSM_SUBJECT_NO_FILE_INODES (1u << 5)
 
 /*
  * Directory rules are keyed by a 64-bit FNV-1a hash of the directory's path

@@ -1,28 +1,42 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * Cache of exec and file-open decisions that allowed the access and wrote no
- * record, so that a repeated open skips bpf_d_path and the directory walk.
- * An allow is looked up and stored only from its second decision on
- * (decision_cache_seen).
+ * Cache of the directory part of exec and file-open decisions, so that an
+ * open skips bpf_d_path and the directory walk when a decision in the same
+ * directory was made before.
  *
- * The verdict of path.bpf.h and match_inode depends on the rule-set
- * generation, the subject, the kind, the read or write intent, the file's
- * (device, inode), whether it is a directory, and the path that bpf_d_path
- * returns. For a file that is not a directory only the path of its parent
- * directory counts, because the walk looks up ancestors at each '/'. The key
- * contains all of these except the path, which it replaces with what decides
- * it: the file's mount, the "anchor" dentry (the parent directory, or the
- * opened directory itself) with its inode number and i_generation, and the
- * process's root (fs->root), since d_path is relative to the root.
+ * The verdict of path.bpf.h depends on the rule-set generation, the subject,
+ * the kind, the read or write intent, whether the file is a directory, and
+ * the path that bpf_d_path returns. For a file that is not a directory only
+ * the path of its parent directory counts, because the walk looks up
+ * ancestors at each '/', and a name contains no '/'. A file that is itself
+ * the root of a mount (a bind mount of one file) gets the mountpoint's path
+ * instead, but it is the only file that its mount reaches, and the mount is
+ * in the key. The exact-file rules (match_inode) depend on the file's
+ * (device, inode), and the posture on the subject's entry of the
+ * generation. So the cache stores only the walk's verdict, with a copy of
+ * the subject's entry, and every decision still applies the exact-file
+ * rules and the posture, and writes its record. The key contains what decides the walk
+ * except the path, which it replaces with what decides that path: the file's
+ * mount, the "anchor" dentry (the parent directory, or the opened directory
+ * itself) with its inode number and i_generation, and the process's root
+ * (fs->root), since d_path is relative to the root. A cached verdict also
+ * stores the length of the anchor's path, because bpf_d_path fails for a
+ * path longer than its buffer and then no directory rule matches.
  *
- * An entry is used only while the kernel's rename_lock and mount_lock
+ * There are two levels. Each CPU keeps SIGIL_LSM_CPU_DECISION_SLOTS verdicts
+ * in a per-CPU array, which a hit reads with no helper call and no hashing
+ * of the key. Behind it, an LRU hash map shared by all CPUs takes a verdict
+ * only from its second walk (decision_cache_seen), so a directory visited
+ * once evicts no entry that repeats.
+ *
+ * A verdict is used only while the kernel's rename_lock and mount_lock
  * sequence counts are the ones read before its path was resolved. The kernel
  * writes rename_lock around every d_move and d_exchange (rename(), and
  * d_splice_alias moving a directory), and mount_lock around every change of
  * the mount tree (mount, bind, move, umount, pivot_root, namespace copy and
  * teardown, automounts). So any change that could give a cached dentry or
- * mount another path discards every entry, with no LSM hook and no race with
- * an operation that a pre-operation hook would see too early.
+ * mount another path discards every verdict, with no LSM hook and no race
+ * with an operation that a pre-operation hook would see too early.
  *
  * Not cached: a deleted file or directory (d_path appends " (deleted)"), a
  * process without fs_struct, and files on filesystems not listed in
@@ -111,18 +125,17 @@ static __always_inline bool dentry_deleted(struct dentry *dentry)
 /*
  * Fills the cache key of an access and the stamp that an entry must carry to
  * be used. Returns false when the access must not be cached. The caller sets
- * the other fields (generation, subject, kind, intent, device, inode,
- * is_directory).
+ * the other fields (generation, subject, kind, intent, is_directory).
  *
  * The stamp is read first. A rename or mount change after that makes the
  * stamp stale, so an entry stored with it is never used, even if the fields
  * below mixed the states before and after the change.
  */
-static __always_inline bool decision_cache_key(struct file *file, bool is_directory,
+static __always_inline bool decision_cache_key(struct task_struct *task, struct file *file,
+					       bool is_directory,
 					       struct sigil_lsm_decision_cache_key *key,
 					       struct sigil_lsm_decision_stamp *stamp)
 {
-	struct task_struct *task = bpf_get_current_task_btf();
 	struct dentry *dentry, *anchor, *root;
 	struct inode *anchor_inode, *root_inode;
 	struct fs_struct *fs;
@@ -156,15 +169,20 @@ static __always_inline bool decision_cache_key(struct file *file, bool is_direct
 	return true;
 }
 
-/* Returns true when the cache has an allow for key that is still valid under stamp. */
-static __always_inline bool decision_cache_hit(const struct sigil_lsm_decision_cache_key *key,
-					       const struct sigil_lsm_decision_stamp *stamp)
+/* Returns the length of the file's name, which bpf_d_path appends to the anchor's path. */
+static __always_inline __u32 file_name_len(struct file *file, bool is_directory)
 {
-	struct sigil_lsm_decision_stamp *cached;
+	return is_directory ? 0 : file->f_path.dentry->d_name.len;
+}
 
-	cached = bpf_map_lookup_elem(&sigil_lsm_decision_cache, key);
-	return cached && cached->rename_sequence == stamp->rename_sequence &&
-	       cached->mount_sequence == stamp->mount_sequence;
+/* Returns true when verdict is current under stamp and the file's path fits bpf_d_path's buffer. */
+static __always_inline bool directory_verdict_valid(const struct sigil_lsm_directory_verdict *verdict,
+						    const struct sigil_lsm_decision_stamp *stamp,
+						    __u32 name_len)
+{
+	return verdict->stamp.rename_sequence == stamp->rename_sequence &&
+	       verdict->stamp.mount_sequence == stamp->mount_sequence &&
+	       verdict->prefix_len + name_len <= SIGIL_LSM_PATH_BUFFER;
 }
 
 /*
@@ -173,12 +191,11 @@ static __always_inline bool decision_cache_hit(const struct sigil_lsm_decision_c
  */
 static __always_inline __u32 decision_fingerprint(const struct sigil_lsm_decision_cache_key *key)
 {
-	__u64 hash = key->ino * 0x9E3779B97F4A7C15ULL;
+	__u64 hash = key->anchor_ino * 0x9E3779B97F4A7C15ULL;
 
-	hash ^= key->anchor_ino + ((__u64)key->anchor_generation << 32);
+	hash ^= (__u64)key->anchor_generation << 32;
 	hash ^= ((__u64)key->subject << 32) | key->generation;
-	hash ^= ((__u64)key->dev << 24) | ((__u64)key->kind << 16) | ((__u64)key->write_intent << 8) |
-		key->is_directory;
+	hash ^= ((__u64)key->kind << 16) | ((__u64)key->write_intent << 8) | key->is_directory;
 	hash ^= key->root_ino + ((__u64)key->root_generation << 32);
 	/* the finalizer of SplitMix64, so that every input bit reaches the low bits */
 	hash ^= hash >> 30;
@@ -189,16 +206,88 @@ static __always_inline __u32 decision_fingerprint(const struct sigil_lsm_decisio
 	return (__u32)hash;
 }
 
-/*
- * Returns true when the key's fingerprint is in sigil_lsm_decision_filter,
- * and otherwise puts it there. Only a decision seen before is looked up in
- * the cache and stored. So a file opened once, as by a build or a backup,
- * costs an array write instead of an LRU lookup, and it evicts no entry that
- * repeats.
- */
-static __always_inline bool decision_cache_seen(const struct sigil_lsm_decision_cache_key *key)
+/* Returns true when the two keys are equal, compared as 8-byte words. */
+static __always_inline bool same_cache_key(const struct sigil_lsm_decision_cache_key *a,
+					   const struct sigil_lsm_decision_cache_key *b)
 {
-	__u32 fingerprint = decision_fingerprint(key);
+	const __u64 *left = (const __u64 *)a, *right = (const __u64 *)b;
+
+#pragma unroll
+	for (int i = 0; i < sizeof(*a) / sizeof(__u64); i++) {
+		if (left[i] != right[i])
+			return false;
+	}
+	return true;
+}
+
+/* Keeps the compiler from moving memory accesses across it. */
+#define compiler_barrier() asm volatile("" ::: "memory")
+
+/*
+ * Copies the CPU's cached verdict for key into verdict; returns false when it
+ * has none that is valid. Another program run on this CPU can write the slot
+ * only while this one is preempted, so the slot's sequence, read before and
+ * after the copy, shows such a write.
+ */
+static __always_inline bool cpu_cache_find(const struct sigil_lsm_decision_cache_key *key,
+					   __u32 fingerprint,
+					   const struct sigil_lsm_decision_stamp *stamp, __u32 name_len,
+					   struct sigil_lsm_directory_verdict *verdict)
+{
+	struct sigil_lsm_cpu_decisions *decisions;
+	struct sigil_lsm_cpu_decision *slot;
+	__u32 zero = 0, sequence;
+
+	decisions = bpf_map_lookup_elem(&sigil_lsm_cpu_decisions, &zero);
+	if (!decisions)
+		return false;
+	slot = &decisions->slots[fingerprint & (SIGIL_LSM_CPU_DECISION_SLOTS - 1)];
+	sequence = *(volatile __u32 *)&slot->sequence;
+	if (sequence & 1)
+		return false;
+	compiler_barrier();
+	if (!same_cache_key(&slot->key, key))
+		return false;
+	*verdict = slot->verdict;
+	compiler_barrier();
+	if (*(volatile __u32 *)&slot->sequence != sequence)
+		return false;
+	return directory_verdict_valid(verdict, stamp, name_len);
+}
+
+/* Stores verdict for key in the CPU's cache, unless a preempted program run is writing the slot. */
+static __always_inline void cpu_cache_store(const struct sigil_lsm_decision_cache_key *key,
+					    __u32 fingerprint,
+					    const struct sigil_lsm_directory_verdict *verdict)
+{
+	struct sigil_lsm_cpu_decisions *decisions;
+	struct sigil_lsm_cpu_decision *slot;
+	__u32 zero = 0, sequence;
+
+	decisions = bpf_map_lookup_elem(&sigil_lsm_cpu_decisions, &zero);
+	if (!decisions)
+		return;
+	slot = &decisions->slots[fingerprint & (SIGIL_LSM_CPU_DECISION_SLOTS - 1)];
+	sequence = *(volatile __u32 *)&slot->sequence;
+	if (sequence & 1)
+		return;
+	*(volatile __u32 *)&slot->sequence = sequence + 1;
+	compiler_barrier();
+	slot->key = *key;
+	slot->verdict = *verdict;
+	compiler_barrier();
+	*(volatile __u32 *)&slot->sequence = sequence + 2;
+}
+
+/*
+ * Returns true when fingerprint is in sigil_lsm_decision_filter, and
+ * otherwise puts it there. Only a directory verdict seen before is looked up
+ * in the shared cache and stored. So a directory visited once, as by a build
+ * or a backup, costs an array write instead of an LRU lookup, and it evicts
+ * no entry that repeats.
+ */
+static __always_inline bool decision_cache_seen(__u32 fingerprint)
+{
 	__u32 slot = fingerprint & (SIGIL_LSM_DECISION_FILTER_SLOTS - 1);
 	__u32 *seen;
 
@@ -211,10 +300,32 @@ static __always_inline bool decision_cache_seen(const struct sigil_lsm_decision_
 	return false;
 }
 
-static __always_inline void decision_cache_store(const struct sigil_lsm_decision_cache_key *key,
-						 const struct sigil_lsm_decision_stamp *stamp)
+/*
+ * Copies the shared cache's verdict for key into verdict; returns false when
+ * it has none that is valid. The kernel can reuse an LRU element for another
+ * key while this program reads it, so the copy must carry the key's
+ * fingerprint too.
+ * NOTE: that check makes a mixed-up read unlikely, not impossible: two keys
+ * with the same fingerprint, or a copy torn between two writes, can pass it.
+ */
+static __always_inline bool shared_cache_find(const struct sigil_lsm_decision_cache_key *key,
+					      __u32 fingerprint,
+					      const struct sigil_lsm_decision_stamp *stamp, __u32 name_len,
+					      struct sigil_lsm_directory_verdict *verdict)
 {
-	bpf_map_update_elem(&sigil_lsm_decision_cache, key, stamp, BPF_ANY);
+	struct sigil_lsm_directory_verdict *cached;
+
+	cached = bpf_map_lookup_elem(&sigil_lsm_decision_cache, key);
+	if (!cached)
+		return false;
+	*verdict = *cached;
+	return verdict->fingerprint == fingerprint && directory_verdict_valid(verdict, stamp, name_len);
+}
+
+static __always_inline void shared_cache_store(const struct sigil_lsm_decision_cache_key *key,
+					       const struct sigil_lsm_directory_verdict *verdict)
+{
+	bpf_map_update_elem(&sigil_lsm_decision_cache, key, verdict, BPF_ANY);
 }
 
 #endif /* SIGIL_LSM_DECISION_CACHE_BPF_H */

@@ -6,8 +6,8 @@
  * identity of the current process) in the active rule-set generation.
  * Exact-file rules match the file's (device, inode), so hard links, symlinks
  * and renames reach the same rule. Directory rules match the path that
- * bpf_d_path resolves. Decisions that allowed the access and wrote no record
- * are cached until a rename or mount change (decision_cache.bpf.h).
+ * bpf_d_path resolves. The verdict of the directory rules is cached per
+ * directory until a rename or mount change (decision_cache.bpf.h).
  *
  * A hook returns -EPERM only for a Block rule, or for a Block posture of a
  * subject that has Allow rules of the kind and no rule that matched. Block
@@ -75,26 +75,28 @@ static __always_inline void match_inode(__u32 gen, __u32 subject, const struct f
 
 /*
  * Resolves the file's path into the per-CPU buffer and, when directories is
- * set, applies the directory rules to it. Returns bpf_d_path's result, or
- * -EAGAIN when the buffer kept being overwritten. owner identifies this run.
+ * set, applies the directory rules to it: their verdict goes to
+ * directory_verdict and is merged into verdict. Returns bpf_d_path's result,
+ * or -EAGAIN when the buffer kept being overwritten. owner identifies this
+ * run.
  */
 static __always_inline int resolve_and_match(struct sigil_lsm_path_buffer *buffer, __u64 owner,
 					     struct path_walk *walk, const struct file_access *access,
-					     bool is_directory, struct path_verdict *verdict)
+					     bool is_directory, struct path_verdict *verdict,
+					     struct path_verdict *directory_verdict)
 {
-	struct path_verdict directory_verdict;
 	int path_len = -EAGAIN;
 
 	for (int attempt = 0; attempt < PATH_ATTEMPTS; attempt++) {
 		buffer->owner = owner;
 		path_len = bpf_d_path((struct path *)&access->file->f_path, buffer->path,
 				      sizeof(buffer->path));
-		directory_verdict = (struct path_verdict){};
+		*directory_verdict = (struct path_verdict){};
 		if (walk->directories && path_len > 1)
-			match_directories(walk, buffer, path_len, is_directory, &directory_verdict);
+			match_directories(walk, buffer, path_len, is_directory, directory_verdict);
 		/* another run on this CPU took the buffer: its bytes may have been mixed into the match */
 		if (buffer->owner == owner) {
-			merge_verdict(verdict, &directory_verdict);
+			merge_verdict(verdict, directory_verdict);
 			return path_len;
 		}
 	}
@@ -163,13 +165,60 @@ static __always_inline void emit_decision(const struct file_access *access,
 		bpf_ringbuf_submit(file_record, flags);
 }
 
+/*
+ * Fills the decision-cache key of an access, its fingerprint, the stamp it
+ * must carry and the length of the file's name. Returns false when the
+ * access is not cached.
+ */
+static __always_inline bool fill_cache_key(struct task_struct *task,
+					   const struct file_access *access, __u32 gen,
+					   __u32 subject, bool is_directory,
+					   struct sigil_lsm_decision_cache_key *key, __u32 *fingerprint,
+					   struct sigil_lsm_decision_stamp *stamp, __u32 *name_len)
+{
+	key->generation = gen;
+	key->subject = subject;
+	key->kind = access->kind;
+	key->write_intent = access->write_intent;
+	key->is_directory = is_directory;
+	if (!decision_cache_key(task, access->file, is_directory, key, stamp))
+		return false;
+	*name_len = file_name_len(access->file, is_directory);
+	*fingerprint = decision_fingerprint(key);
+	return true;
+}
+
+/*
+ * Looks up the directory verdict of an access in the shared cache. Returns
+ * true on a hit, with the verdict in cached, which then goes to the CPU's
+ * cache too, with the subject's entry that the caller looked up. Sets *seen
+ * for a later store.
+ */
+static __always_inline bool find_shared_verdict(const struct sigil_lsm_decision_cache_key *key,
+						__u32 fingerprint,
+						const struct sigil_lsm_decision_stamp *stamp,
+						__u32 name_len,
+						const struct sigil_lsm_subject *subject_rules,
+						bool *seen, struct sigil_lsm_directory_verdict *cached)
+{
+	*seen = decision_cache_seen(fingerprint);
+	if (*seen && shared_cache_find(key, fingerprint, stamp, name_len, cached)) {
+		cached->subject_rules = *subject_rules;
+		cpu_cache_store(key, fingerprint, cached);
+		return true;
+	}
+	return false;
+}
+
 /* Decides one exec or open and returns the hook's verdict: 0 or -EPERM. */
 static __always_inline int decide_access(const struct file_access *access)
 {
-	__u64 owner = bpf_get_current_pid_tgid();
-	__u32 tgid = owner >> 32;
+	/* plain loads from the task, one helper call instead of two with bpf_get_current_pid_tgid */
+	struct task_struct *task = bpf_get_current_task_btf();
+	__u32 tgid = task->tgid;
+	__u64 owner = ((__u64)tgid << 32) | (__u32)task->pid;
 	struct sigil_path_decision decision = {};
-	struct path_verdict verdict = {};
+	struct path_verdict verdict = {}, directory_verdict = {};
 	struct path_walk walk = {};
 	struct sigil_lsm_path_buffer *buffer;
 	struct sigil_lsm_subject *subject_rules = NULL;
@@ -177,13 +226,16 @@ static __always_inline int decide_access(const struct file_access *access)
 	struct sigil_settings *settings;
 	struct inode *inode;
 	struct file *file;
-	__u32 zero = 0, gen, subject, dev, posture_flag, no_directories_flag;
+	__u32 zero = 0, gen, subject, dev, posture_flag, no_directories_flag, no_inodes_flag;
+	__u32 name_len = 0, fingerprint = 0;
 	void *subjects;
 	__u64 ino;
-	bool is_directory, has_directory_rules, cacheable = false, recorded;
+	bool is_directory, has_directory_rules, recorded;
+	bool use_cache, key_filled = false, cacheable = false, cache_hit = false, seen = false;
 	int path_len = 0;
 	struct sigil_lsm_decision_cache_key cache_key = {};
 	struct sigil_lsm_decision_stamp stamp = {};
+	struct sigil_lsm_directory_verdict cached = {};
 
 	settings = bpf_map_lookup_elem(&sigil_settings, &zero);
 	buffer = bpf_map_lookup_elem(&sigil_lsm_path_buffers, &zero);
@@ -192,12 +244,6 @@ static __always_inline int decide_access(const struct file_access *access)
 		return 0;
 	gen = settings->generation;
 	subject = sigil_identity_of(tgid);
-	subjects = bpf_map_lookup_elem(&sigil_lsm_subjects, &gen);
-	if (subjects)
-		subject_rules = bpf_map_lookup_elem(subjects, &subject);
-	/* no rules: nothing to decide, and nothing to report unless allowed access is recorded */
-	if (!subject_rules && !(subject && (settings->flags & SIGIL_SETTINGS_REPORT_ALLOWED_ACCESS)))
-		return 0;
 
 	/*
 	 * Plain loads, which the verifier turns into fault-safe loads without the
@@ -210,40 +256,71 @@ static __always_inline int decide_access(const struct file_access *access)
 	ino = inode->i_ino;
 	is_directory = (inode->i_mode & S_IFMT) == S_IFDIR;
 
+	/*
+	 * The verdict of the directory rules, from an earlier walk in the same
+	 * directory and path state: first the CPU's cache, which also contains
+	 * the subject's entry, so a hit there needs no lookup of the subject.
+	 * Unidentified processes (subject 0), most of a node's, have no rules
+	 * in most policies, so they look up their subject entry before any
+	 * cache.
+	 */
+	use_cache = !(settings->flags & SIGIL_SETTINGS_REPORT_ALLOWED_ACCESS);
+	if (use_cache && subject) {
+		cacheable = fill_cache_key(task, access, gen, subject, is_directory, &cache_key,
+					   &fingerprint, &stamp, &name_len);
+		key_filled = true;
+		cache_hit = cacheable &&
+			    cpu_cache_find(&cache_key, fingerprint, &stamp, name_len, &cached);
+	}
+	if (cache_hit) {
+		subject_rules = &cached.subject_rules;
+	} else {
+		subjects = bpf_map_lookup_elem(&sigil_lsm_subjects, &gen);
+		if (subjects)
+			subject_rules = bpf_map_lookup_elem(subjects, &subject);
+	}
+	/* no rules: nothing to decide, and nothing to report unless allowed access is recorded */
+	if (!subject_rules && !(subject && (settings->flags & SIGIL_SETTINGS_REPORT_ALLOWED_ACCESS)))
+		return 0;
+
 	no_directories_flag = access->kind == SIGIL_LSM_KIND_EXEC ? SIGIL_LSM_SUBJECT_NO_EXEC_DIRECTORIES
 								  : SIGIL_LSM_SUBJECT_NO_FILE_DIRECTORIES;
 	has_directory_rules = subject_rules && !(subject_rules->flags & no_directories_flag);
-
-	/*
-	 * An allow that wrote no record before, in the same path state: allow
-	 * again. Without directory rules the decision below resolves no path,
-	 * so it is not cached.
-	 */
-	if (has_directory_rules && !(settings->flags & SIGIL_SETTINGS_REPORT_ALLOWED_ACCESS)) {
-		cache_key.generation = gen;
-		cache_key.subject = subject;
-		cache_key.kind = access->kind;
-		cache_key.write_intent = access->write_intent;
-		cache_key.is_directory = is_directory;
-		cache_key.dev = dev;
-		cache_key.ino = ino;
-		cacheable = decision_cache_key(file, is_directory, &cache_key, &stamp) &&
-			    decision_cache_seen(&cache_key);
-		if (cacheable && decision_cache_hit(&cache_key, &stamp))
-			return 0;
+	/* without directory rules the decision below resolves no path, so nothing is cached */
+	if (use_cache && has_directory_rules && !cache_hit) {
+		if (!key_filled) {
+			cacheable = fill_cache_key(task, access, gen, subject, is_directory,
+						   &cache_key, &fingerprint, &stamp, &name_len);
+			cache_hit = cacheable &&
+				    cpu_cache_find(&cache_key, fingerprint, &stamp, name_len, &cached);
+		}
+		if (cacheable && !cache_hit)
+			cache_hit = find_shared_verdict(&cache_key, fingerprint, &stamp, name_len,
+							subject_rules, &seen, &cached);
 	}
+	cacheable = cacheable && has_directory_rules;
 
-	if (subject_rules)
+	no_inodes_flag = access->kind == SIGIL_LSM_KIND_EXEC ? SIGIL_LSM_SUBJECT_NO_EXEC_INODES
+							     : SIGIL_LSM_SUBJECT_NO_FILE_INODES;
+	if (subject_rules && !(subject_rules->flags & no_inodes_flag))
 		match_inode(gen, subject, access, dev, ino, &verdict);
-	if (has_directory_rules)
+	if (cache_hit) {
+		directory_verdict.rule_index = cached.rule_index;
+		directory_verdict.action = cached.action;
+		directory_verdict.reason = cached.reason;
+		directory_verdict.match = cached.match;
+		merge_verdict(&verdict, &directory_verdict);
+	} else if (has_directory_rules) {
 		walk.directories = bpf_map_lookup_elem(&sigil_lsm_directories, &gen);
+	}
 	walk.key.subject = subject;
 	walk.key.kind = access->kind;
 	walk.seed = config->hash_seed;
 	walk.write_intent = access->write_intent;
-	/* without directory rules the path is resolved below, only for a record */
+	/* without directory rules, or with a cached verdict, the path is resolved below, only for a record */
 	if (walk.directories)
-		path_len = resolve_and_match(buffer, owner, &walk, access, is_directory, &verdict);
+		path_len = resolve_and_match(buffer, owner, &walk, access, is_directory, &verdict,
+					     &directory_verdict);
 
 	/* nothing matched: the posture applies where the subject has Allow rules of the kind */
 	posture_flag = access->kind == SIGIL_LSM_KIND_EXEC ? SIGIL_LSM_SUBJECT_HAS_EXEC_ALLOW
@@ -274,16 +351,28 @@ static __always_inline int decide_access(const struct file_access *access)
 		   ((settings->flags & SIGIL_SETTINGS_REPORT_ALLOWED_ACCESS) &&
 		    (subject || verdict.action != SIGIL_ACTION_NONE ||
 		     verdict.reason != SIGIL_REASON_NO_POLICY));
+	/* a walk whose path failed to resolve (too long, or a busy buffer) is not cached */
+	if (cacheable && walk.directories && path_len > 0) {
+		cached.stamp = stamp;
+		cached.rule_index = directory_verdict.rule_index;
+		cached.action = directory_verdict.action;
+		cached.reason = directory_verdict.reason;
+		cached.match = directory_verdict.match;
+		cached.prefix_len = path_len - name_len;
+		cached.fingerprint = fingerprint;
+		cached.subject_rules = *subject_rules;
+		cpu_cache_store(&cache_key, fingerprint, &cached);
+		if (seen)
+			shared_cache_store(&cache_key, &cached);
+	}
 	if (recorded) {
 		if (!walk.directories)
-			path_len = resolve_and_match(buffer, owner, &walk, access, is_directory, &verdict);
+			path_len = resolve_and_match(buffer, owner, &walk, access, is_directory, &verdict,
+						     &directory_verdict);
 		decision.path_len = path_len;
 		fill_process_fields(&decision);
 		emit_decision(access, &decision, buffer, owner);
 	}
-	/* a path that failed to resolve (too long, or a busy buffer) is decided again next time */
-	if (cacheable && !recorded && !decision.denied && path_len > 0)
-		decision_cache_store(&cache_key, &stamp);
 	return decision.denied ? -EPERM : 0;
 }
 

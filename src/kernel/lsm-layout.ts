@@ -51,6 +51,10 @@ export const LSM_SUBJECT_HAS_FILE_ALLOW = 1 << 1;
 export const LSM_SUBJECT_NO_EXEC_DIRECTORIES = 1 << 2;
 /** The subject has no file directory rules, so lsm/file_open resolves no path to match. */
 export const LSM_SUBJECT_NO_FILE_DIRECTORIES = 1 << 3;
+/** The subject has no exec exact-file rules, so lsm/bprm_check_security skips the inode lookup. */
+export const LSM_SUBJECT_NO_EXEC_INODES = 1 << 4;
+/** The subject has no file exact-file rules, so lsm/file_open skips the inode lookup. */
+export const LSM_SUBJECT_NO_FILE_INODES = 1 << 5;
 
 export const lsmConfigLayout = defineStruct('sigil_lsm_config', [
   { name: 'hash_seed', type: 'u64' },
@@ -181,6 +185,8 @@ export const LSM_HEADER_CONSTANTS: Record<string, number | bigint> = {
   SIGIL_LSM_SUBJECT_HAS_FILE_ALLOW: LSM_SUBJECT_HAS_FILE_ALLOW,
   SIGIL_LSM_SUBJECT_NO_EXEC_DIRECTORIES: LSM_SUBJECT_NO_EXEC_DIRECTORIES,
   SIGIL_LSM_SUBJECT_NO_FILE_DIRECTORIES: LSM_SUBJECT_NO_FILE_DIRECTORIES,
+  SIGIL_LSM_SUBJECT_NO_EXEC_INODES: LSM_SUBJECT_NO_EXEC_INODES,
+  SIGIL_LSM_SUBJECT_NO_FILE_INODES: LSM_SUBJECT_NO_FILE_INODES,
 };
 
 /** Fields that exec and file decision records share. */

@@ -19,6 +19,8 @@ import {
   LsmKind,
   LSM_SUBJECT_NO_EXEC_DIRECTORIES,
   LSM_SUBJECT_NO_FILE_DIRECTORIES,
+  LSM_SUBJECT_NO_EXEC_INODES,
+  LSM_SUBJECT_NO_FILE_INODES,
   lsmConfigLayout,
   lsmDirectoryKeyLayout,
   SIGIL_LSM_FNV_OFFSET_BASIS,
@@ -192,6 +194,7 @@ export function compileLsmRuleSet(ruleSet: LsmRuleSet, hashSeed: bigint): Compil
     return encodeDirectoryKey(rule.subject, kindValue(rule.kind), hash);
   });
   markSubjectsWithoutDirectoryRules(compiled, ruleSet);
+  markSubjectsWithoutInodeRules(compiled, ruleSet);
   return compiled;
 }
 
@@ -208,6 +211,19 @@ function markSubjectsWithoutDirectoryRules(
     if (!entry) continue;
     const flag =
       rule.kind === 'exec' ? LSM_SUBJECT_NO_EXEC_DIRECTORIES : LSM_SUBJECT_NO_FILE_DIRECTORIES;
+    entry.flags &= ~flag;
+  }
+}
+
+/** Sets the NO_*_INODES flags, which spare the kernel the exact-file lookup for those subjects. */
+function markSubjectsWithoutInodeRules(compiled: CompiledLsmRuleSet, ruleSet: LsmRuleSet): void {
+  for (const entry of compiled.subjects.values()) {
+    entry.flags |= LSM_SUBJECT_NO_EXEC_INODES | LSM_SUBJECT_NO_FILE_INODES;
+  }
+  for (const rule of ruleSet.inodeRules) {
+    const entry = compiled.subjects.get(rule.subject);
+    if (!entry) continue;
+    const flag = rule.kind === 'exec' ? LSM_SUBJECT_NO_EXEC_INODES : LSM_SUBJECT_NO_FILE_INODES;
     entry.flags &= ~flag;
   }
 }

@@ -10,6 +10,8 @@ import {
   LSM_SUBJECT_HAS_FILE_ALLOW,
   LSM_SUBJECT_NO_EXEC_DIRECTORIES,
   LSM_SUBJECT_NO_FILE_DIRECTORIES,
+  LSM_SUBJECT_NO_EXEC_INODES,
+  LSM_SUBJECT_NO_FILE_INODES,
   LsmKind,
   LsmMatch,
   LsmRecordType,
@@ -193,12 +195,14 @@ describe('compileLsmRuleSet', () => {
     );
     const noDirectories = LSM_SUBJECT_NO_EXEC_DIRECTORIES | LSM_SUBJECT_NO_FILE_DIRECTORIES;
     expect(compiled.subjects.get(2)).toEqual({
-      flags: LSM_SUBJECT_HAS_EXEC_ALLOW | noDirectories,
+      flags: LSM_SUBJECT_HAS_EXEC_ALLOW | noDirectories | LSM_SUBJECT_NO_FILE_INODES,
       execPosture: KernelAction.Block,
       filePosture: KernelAction.Audit,
     });
-    expect(compiled.subjects.get(4)?.flags).toBe(noDirectories);
-    expect(compiled.subjects.get(5)?.flags).toBe(LSM_SUBJECT_HAS_FILE_ALLOW | noDirectories);
+    expect(compiled.subjects.get(4)?.flags).toBe(noDirectories | LSM_SUBJECT_NO_EXEC_INODES);
+    expect(compiled.subjects.get(5)?.flags).toBe(
+      LSM_SUBJECT_HAS_FILE_ALLOW | noDirectories | LSM_SUBJECT_NO_EXEC_INODES,
+    );
   });
 
   it('marks the kinds without directory rules', () => {
@@ -221,11 +225,36 @@ describe('compileLsmRuleSet', () => {
       },
       seed,
     );
-    expect(compiled.subjects.get(1)?.flags).toBe(LSM_SUBJECT_NO_EXEC_DIRECTORIES);
-    expect(compiled.subjects.get(2)?.flags).toBe(LSM_SUBJECT_NO_FILE_DIRECTORIES);
-    expect(compiled.subjects.get(3)?.flags).toBe(0);
+    const noInodes = LSM_SUBJECT_NO_EXEC_INODES | LSM_SUBJECT_NO_FILE_INODES;
+    expect(compiled.subjects.get(1)?.flags).toBe(LSM_SUBJECT_NO_EXEC_DIRECTORIES | noInodes);
+    expect(compiled.subjects.get(2)?.flags).toBe(LSM_SUBJECT_NO_FILE_DIRECTORIES | noInodes);
+    expect(compiled.subjects.get(3)?.flags).toBe(noInodes);
     expect(compiled.subjects.get(9)?.flags).toBe(
-      LSM_SUBJECT_NO_EXEC_DIRECTORIES | LSM_SUBJECT_NO_FILE_DIRECTORIES,
+      LSM_SUBJECT_NO_EXEC_DIRECTORIES | LSM_SUBJECT_NO_FILE_DIRECTORIES | noInodes,
+    );
+  });
+
+  it('marks the kinds without exact-file rules', () => {
+    const inodeRule = { dev: 1, ino: 1n, action: KernelAction.Block, ruleIndex: 0 };
+    const compiled = compileLsmRuleSet(
+      {
+        subjects: [{ id: 9, execPosture: KernelAction.Block, filePosture: KernelAction.Block }],
+        inodeRules: [
+          { ...inodeRule, subject: 1, kind: 'file' },
+          { ...inodeRule, subject: 2, kind: 'exec' },
+          { ...inodeRule, subject: 3, kind: 'file' },
+          { ...inodeRule, subject: 3, kind: 'exec', ino: 2n },
+        ],
+        directoryRules: [],
+      },
+      seed,
+    );
+    const noDirectories = LSM_SUBJECT_NO_EXEC_DIRECTORIES | LSM_SUBJECT_NO_FILE_DIRECTORIES;
+    expect(compiled.subjects.get(1)?.flags).toBe(noDirectories | LSM_SUBJECT_NO_EXEC_INODES);
+    expect(compiled.subjects.get(2)?.flags).toBe(noDirectories | LSM_SUBJECT_NO_FILE_INODES);
+    expect(compiled.subjects.get(3)?.flags).toBe(noDirectories);
+    expect(compiled.subjects.get(9)?.flags).toBe(
+      noDirectories | LSM_SUBJECT_NO_EXEC_INODES | LSM_SUBJECT_NO_FILE_INODES,
     );
   });
 
@@ -241,9 +270,13 @@ describe('compileLsmRuleSet', () => {
       },
       seed,
     );
-    const noDirectories = LSM_SUBJECT_NO_EXEC_DIRECTORIES | LSM_SUBJECT_NO_FILE_DIRECTORIES;
-    expect(compiled.subjects.get(1)?.flags).toBe(LSM_SUBJECT_HAS_EXEC_ALLOW | noDirectories);
-    expect(compiled.subjects.get(3)?.flags).toBe(LSM_SUBJECT_HAS_FILE_ALLOW | noDirectories);
+    const noPathRules =
+      LSM_SUBJECT_NO_EXEC_DIRECTORIES |
+      LSM_SUBJECT_NO_FILE_DIRECTORIES |
+      LSM_SUBJECT_NO_EXEC_INODES |
+      LSM_SUBJECT_NO_FILE_INODES;
+    expect(compiled.subjects.get(1)?.flags).toBe(LSM_SUBJECT_HAS_EXEC_ALLOW | noPathRules);
+    expect(compiled.subjects.get(3)?.flags).toBe(LSM_SUBJECT_HAS_FILE_ALLOW | noPathRules);
   });
 
   it('rejects readOnly on exec rules', () => {

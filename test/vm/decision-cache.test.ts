@@ -1,8 +1,9 @@
 // Boots the test VM (Linux 6.1 with BPF LSM) and runs
 // test/vm/guest/agent/decision-cache.js there: the real agent enforces file
 // rules through the BPF LSM object, whose lsm/file_open caches allowed opens.
-// A cached allow must not survive a rename of a parent directory, a bind
-// mount, a moved mount, a chroot, a rule reload or an identity change. Fails,
+// A cached verdict must not survive a rename of a parent directory, a bind
+// mount, a moved mount, a chroot, a rule reload or an identity change, and
+// must not hide an exact-file rule or a Block record. Fails,
 // and never skips, when a piece is missing.
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -35,6 +36,12 @@ const EXPECTED_CHECKS = [
   'the agent attaches the BPF LSM programs',
   'the agent attests the subject as identity A',
   'a control open in the blocked directory fails with EPERM',
+  'repeated opens in the blocked directory fail with EPERM',
+  'each repeated blocked open writes a record',
+  'opens succeed next to a file with an exact-file rule',
+  'open of the exact-file Block rule fails with EPERM',
+  'opens succeed before a hard link is made',
+  'open of a new hard link to that file fails with EPERM',
   'a tmpfs mounts in the allowed directory',
   ...CHANGES.flatMap((change) => [
     `opens succeed before ${change}`,

@@ -4,7 +4,9 @@
 // that gives a file another path or the process another verdict: a rename of a
 // parent directory, a bind mount, a moved mount, a chroot, a rule reload and an
 // identity change. Before each change the subject opens the file until its
-// allow is cached, and right after it the next open must fail with EPERM.
+// allow is cached, and right after it the next open must fail with EPERM. It
+// also checks that exact-file rules and Block records still apply in a
+// directory whose verdict is cached.
 // Writes every check to $SIGIL_VM_RESULTS/checks.json for
 // test/vm/decision-cache.test.ts.
 'use strict';
@@ -18,6 +20,9 @@ const ROOT = '/tmp/sigil-cache';
 const ALLOWED = `${ROOT}/allow`;
 const BLOCKED = `${ROOT}/block`;
 const JAIL = `${ROOT}/jail`;
+// A directory that A's directory rule allows, containing a file that A's exact-file rule blocks.
+const EXACT = `${ALLOWED}/exact`;
+const EXACT_BLOCKED = `${EXACT}/blocked`;
 const REGISTRATION = `${ROOT}/registration.yaml`;
 const POLICY_DIRECTORY = `${ROOT}/policies`;
 const POLICY = `${POLICY_DIRECTORY}/cache.yaml`;
@@ -67,6 +72,7 @@ function writePolicy(extraBlockedDirectories = []) {
       '  file:',
       `    - {name: allowed, action: Allow, directories: [${ALLOWED}, ${JAIL}], recursive: true}`,
       `    - {name: blocked, action: Block, directories: [${blockedOfA.join(', ')}], recursive: true}`,
+      `    - {name: exact-blocked, action: Block, paths: [${EXACT_BLOCKED}]}`,
       '---',
       'apiVersion: sigil.dev/v1alpha1',
       'kind: IdentityPolicy',
@@ -96,7 +102,14 @@ function makeFixtures() {
   ]) {
     fs.mkdirSync(directory, { recursive: true });
   }
-  for (const file of ['renamed/file', 'bound/file', 'reload/file', 'identity/file']) {
+  for (const file of [
+    'renamed/file',
+    'bound/file',
+    'reload/file',
+    'identity/file',
+    'exact/file',
+    'exact/blocked',
+  ]) {
     writeFile(`${ALLOWED}/${file}`);
   }
 
@@ -196,6 +209,17 @@ async function startAgent() {
   return agent;
 }
 
+/** Counts the denied file events of path in the events log. */
+function countDeniedEvents(file) {
+  return readEvents().filter(
+    (event) =>
+      event.type === 'file' &&
+      event.result === 'denied' &&
+      event.object &&
+      event.object.path === file,
+  ).length;
+}
+
 /** Counts the agent log lines with message msg (and pid, when given). */
 function countLogLines(msg, pid) {
   return fs
@@ -250,6 +274,45 @@ async function main() {
     control.code === 'EPERM',
     control,
   );
+
+  // Each Block decision writes a record, also when the directory's verdict comes from the cache.
+  // The control open's record is awaited first, so that the count starts from every earlier one.
+  await waitFor(() => countDeniedEvents(`${BLOCKED}/control`) >= 1);
+  const blockedBefore = countDeniedEvents(`${BLOCKED}/control`);
+  const blockedReplies = [];
+  for (let i = 0; i < OPENS_BEFORE_CHANGE; i++) {
+    blockedReplies.push(
+      await subject.request({ op: 'open', path: `${BLOCKED}/control`, flags: 'r' }),
+    );
+  }
+  check(
+    'repeated opens in the blocked directory fail with EPERM',
+    blockedReplies.every((reply) => reply.code === 'EPERM'),
+    blockedReplies,
+  );
+  const recorded = await waitFor(
+    () => countDeniedEvents(`${BLOCKED}/control`) >= blockedBefore + OPENS_BEFORE_CHANGE,
+  );
+  check('each repeated blocked open writes a record', recorded === true, {
+    before: blockedBefore,
+    after: countDeniedEvents(`${BLOCKED}/control`),
+  });
+
+  // The directory's Allow verdict is cached by now, and the exact-file rule must still apply.
+  const exactFailures = await subject.openRepeatedly(`${EXACT}/file`);
+  check(
+    'opens succeed next to a file with an exact-file rule',
+    exactFailures.length === 0,
+    exactFailures,
+  );
+  const exact = await subject.request({ op: 'open', path: EXACT_BLOCKED, flags: 'r' });
+  check('open of the exact-file Block rule fails with EPERM', exact.code === 'EPERM', exact);
+  // link() creates a name without a rename or mount change, so the cached verdict stays valid.
+  fs.linkSync(EXACT_BLOCKED, `${EXACT}/link`);
+  const linkFailures = await subject.openRepeatedly(`${EXACT}/file`);
+  check('opens succeed before a hard link is made', linkFailures.length === 0, linkFailures);
+  const linked = await subject.request({ op: 'open', path: `${EXACT}/link`, flags: 'r' });
+  check('open of a new hard link to that file fails with EPERM', linked.code === 'EPERM', linked);
 
   await checkChange(
     subject,
