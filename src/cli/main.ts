@@ -70,6 +70,7 @@ async function runAgent(options: RunOptions): Promise<void> {
   // The event log subscribes before the agent starts, so it gets every event from the first.
   const hub = new EventHub(options.node, { replayCapacity: options.replayBuffer });
   let droppedLines = 0;
+  let lostLines = 0;
   let writeErrors = 0;
   let lastWriteErrorReport = 0;
   let droppedByType = new Map<string, number>();
@@ -77,7 +78,11 @@ async function runAgent(options: RunOptions): Promise<void> {
   try {
     eventLog = createEventLog(options.eventsLog, {
       format: options.eventsFormat,
-      onDrop: (lines, type) => {
+      onDrop: (lines, type, reason) => {
+        if (reason === 'write-failed') {
+          lostLines += lines;
+          return;
+        }
         droppedLines += lines;
         const key = type ?? 'unknown';
         droppedByType.set(key, (droppedByType.get(key) ?? 0) + lines);
@@ -104,6 +109,10 @@ async function runAgent(options: RunOptions): Promise<void> {
   // Lines the event log dropped (a slow reader, failed writes), reported at most every 10 s and
   // once more when the agent stops, as closing a log that cannot be written drops what waits.
   const reportDroppedLines = () => {
+    if (lostLines > 0) {
+      log.warn({ lines: lostLines }, 'event log write failed: lines lost');
+      lostLines = 0;
+    }
     if (droppedLines === 0) return;
     const types = Object.fromEntries(droppedByType);
     log.warn({ lines: droppedLines, types }, 'event log reader too slow: lines dropped');

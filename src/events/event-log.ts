@@ -30,6 +30,9 @@ export interface EventLog {
   close(): Promise<void>;
 }
 
+/** Why the event log dropped lines. */
+export type EventLogDropReason = 'buffer-full' | 'write-failed';
+
 export interface EventLogOptions {
   format?: EventLogFormat;
   ocsf?: OcsfOptions;
@@ -39,10 +42,13 @@ export interface EventLogOptions {
    */
   maxBufferedBytes?: number;
   /**
-   * Called with the number of lines dropped because the buffer was full, and
-   * their event type when known.
+   * Called with the number of lines dropped, their event type when known, and
+   * why: 'buffer-full' when maxBufferedBytes were unwritten (a slow reader, or
+   * a file that waits to be opened again), 'write-failed' for the lines of a
+   * failed write and those still waiting when a log that cannot be written
+   * is closed.
    */
-  onDrop?: (lines: number, type?: EventType) => void;
+  onDrop?: (lines: number, type: EventType | undefined, reason: EventLogDropReason) => void;
   /**
    * How much of a regular file's page cache the log keeps: written back and released once the
    * log has written `stepBytes` more, all but the last `keepBytes`. Default 32 MiB kept, every
@@ -212,7 +218,7 @@ class BufferedEventLog implements EventLog {
   write(event: AuditEvent): void {
     if (this.closed) return;
     if (this.encoder.pendingBytes + this.fullBytes + this.inFlight >= this.maxBufferedBytes) {
-      this.options.onDrop?.(1, event.type);
+      this.options.onDrop?.(1, event.type, 'buffer-full');
       return;
     }
     this.append(event);
@@ -277,7 +283,9 @@ class BufferedEventLog implements EventLog {
     // sonic-boom's type declarations leave out fd.
     this.cache = pageCacheTrimmer(destination as unknown as { fd: number }, this.options);
     // Never expected, as maxLength is above the bound; counted all the same, so no line goes unseen.
-    destination.on('drop', (chunk: Uint8Array) => this.options.onDrop?.(countLines(chunk)));
+    destination.on('drop', (chunk: Uint8Array) =>
+      this.options.onDrop?.(countLines(chunk), undefined, 'buffer-full'),
+    );
     // sonic-boom emits 'write' with the bytes of each completed write(2), partial ones included.
     destination.on('write', (bytes: number) => {
       if (destination !== this.destination) return;
@@ -373,7 +381,7 @@ class BufferedEventLog implements EventLog {
       if (this.writingDone > 0) this.tornLine = chunk[this.writingDone - 1] !== NEWLINE;
       // The newline that ends a torn line is no line of its own.
       const lost = chunk === TORN_LINE_END ? 0 : countLines(rest);
-      if (lost > 0) this.options.onDrop?.(lost);
+      if (lost > 0) this.options.onDrop?.(lost, undefined, 'write-failed');
       this.inFlight -= rest.length;
       this.writing = null;
     }
@@ -430,7 +438,7 @@ class BufferedEventLog implements EventLog {
       lost += countLines(this.encoder.take());
       this.fullChunks.length = 0;
       this.fullBytes = 0;
-      if (lost > 0) this.options.onDrop?.(lost);
+      if (lost > 0) this.options.onDrop?.(lost, undefined, 'write-failed');
       void this.destroyed.then(() => done(error));
       return;
     }

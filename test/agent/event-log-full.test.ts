@@ -31,11 +31,11 @@ afterAll(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
-/** Sum of the lines that the agent's "lines dropped" reports counted. */
+/** Sum of the lines that the agent's "lines dropped" and "lines lost" reports counted. */
 function reportedDrops(stderr: string): number {
   let lines = 0;
   for (const text of stderr.split('\n')) {
-    if (!text.includes('lines dropped')) continue;
+    if (!text.includes('lines dropped') && !text.includes('lines lost')) continue;
     lines += (JSON.parse(text) as { lines: number }).lines;
   }
   return lines;

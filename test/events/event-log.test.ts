@@ -37,9 +37,11 @@ describe('event log', () => {
     const path = join(dir, 'bounded.json');
     let dropped = 0;
     const types = new Set<string | undefined>();
-    const onDrop = (lines: number, type?: string) => {
+    const reasons = new Set<string>();
+    const onDrop = (lines: number, type: string | undefined, reason: string) => {
       dropped += lines;
       types.add(type);
+      reasons.add(reason);
     };
     const log = createEventLog(path, { maxBufferedBytes: 4096, onDrop });
     const total = 20_000;
@@ -49,6 +51,7 @@ describe('event log', () => {
     expect(dropped).toBeGreaterThan(0);
     expect(written + dropped).toBe(total);
     expect([...types]).toEqual([events[0].type]);
+    expect([...reasons]).toEqual(['buffer-full']);
   });
 
   it('writes every line in order past a full encoder buffer', async () => {
@@ -165,9 +168,13 @@ describe('event log', () => {
       writeFileSync(filler, Buffer.alloc(512 * 1024));
       const path = join(full, 'events.json');
       let dropped = 0;
+      let failedWrites = 0;
       const errors: string[] = [];
       const log = createEventLog(path, {
-        onDrop: (lines) => (dropped += lines),
+        onDrop: (lines, _type, reason) => {
+          dropped += lines;
+          if (reason === 'write-failed') failedWrites += lines;
+        },
         onError: (error) => errors.push(error.message),
       });
       let total = 0;
@@ -186,6 +193,8 @@ describe('event log', () => {
 
       const { whole, torn } = parseLines(path);
       expect(dropped).toBeGreaterThan(0);
+      // The lines of the write that failed are lost as such, not as a full buffer.
+      expect(failedWrites).toBeGreaterThan(0);
       expect(torn).toBeLessThanOrEqual(errors.length);
       // Every line is in the file whole, or counted as dropped (a torn line is counted too).
       expect(whole + dropped).toBe(total);
