@@ -30,7 +30,7 @@ export interface EventLog {
   close(): Promise<void>;
 }
 
-/** Why the event log dropped lines. */
+/** Reason the event log dropped lines. */
 export type EventLogDropReason = 'buffer-full' | 'write-failed';
 
 export interface EventLogOptions {
