@@ -139,16 +139,20 @@ function cpuSeconds(pid: number): number {
   return user + system;
 }
 
-/**
- * Returns the user and system CPU seconds a process has used (all threads), or with thread set
- * the part of its thread of that id, from /proc.
- */
-function cpuTimes(pid: number, thread?: number): { user: number; system: number } {
-  const path = thread === undefined ? `/proc/${pid}/stat` : `/proc/${pid}/task/${thread}/stat`;
-  const stat = readFileSync(path, 'utf8');
+/** Reads the name and the user and system CPU seconds from a /proc stat file's text. */
+function parseStat(stat: string): { name: string; user: number; system: number } {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   // utime and stime are fields 14 and 15 of the file, in clock ticks of 1/100 s.
-  return { user: Number(fields[11]) / 100, system: Number(fields[12]) / 100 };
+  return {
+    name: stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')')),
+    user: Number(fields[11]) / 100,
+    system: Number(fields[12]) / 100,
+  };
+}
+
+/** Returns the user and system CPU seconds a process has used (all threads), from /proc. */
+function cpuTimes(pid: number): { user: number; system: number } {
+  return parseStat(readFileSync(`/proc/${pid}/stat`, 'utf8'));
 }
 
 /**
@@ -170,14 +174,12 @@ function threadGroupCpu(pid: number): {
     } catch {
       continue; // the thread exited
     }
-    const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    const seconds = (Number(fields[11]) + Number(fields[12])) / 100;
-    if (Number(tid) === pid) groups.main += seconds;
-    else if (name === 'sigil-ringbuf') groups.ring += seconds;
+    const { name, user, system } = parseStat(stat);
+    if (Number(tid) === pid) groups.main += user + system;
+    else if (name === 'sigil-ringbuf') groups.ring += user + system;
     else {
-      groups.other += seconds;
-      groups.otherSystem += Number(fields[12]) / 100;
+      groups.other += user + system;
+      groups.otherSystem += system;
     }
   }
   return groups;
@@ -590,7 +592,6 @@ async function agentRun(
     totals: parts.totals(),
     logDrops: agent.logDrops,
     cpu: cpuTimes(agentPid),
-    mainThreadCpu: cpuTimes(agentPid, agentPid),
     threads: threadGroupCpu(agentPid),
     consumerCpu: cpuSeconds(parts.consumerPid),
   };
@@ -622,13 +623,7 @@ async function agentRun(
   }
   const logDrops = agent.logDrops - before.logDrops;
   const after = cpuTimes(agentPid);
-  const mainThreadAfter = cpuTimes(agentPid, agentPid);
   const threadsAfter = threadGroupCpu(agentPid);
-  const mainThreadCpu =
-    mainThreadAfter.user +
-    mainThreadAfter.system -
-    before.mainThreadCpu.user -
-    before.mainThreadCpu.system;
   const consumerCpu = cpuSeconds(parts.consumerPid) - before.consumerCpu;
   const agentCpu = after.user + after.system - before.cpu.user - before.cpu.system;
   return {
@@ -646,7 +641,7 @@ async function agentRun(
     logExact: written === logLines + logDrops,
     agentCpuUsPerEvent: (agentCpu * 1e6) / written,
     agentSystemUsPerEvent: ((after.system - before.cpu.system) * 1e6) / written,
-    agentMainThreadUsPerEvent: (mainThreadCpu * 1e6) / written,
+    agentMainThreadUsPerEvent: ((threadsAfter.main - before.threads.main) * 1e6) / written,
     agentRingThreadUsPerEvent: ((threadsAfter.ring - before.threads.ring) * 1e6) / written,
     agentOtherThreadsUsPerEvent: ((threadsAfter.other - before.threads.other) * 1e6) / written,
     agentOtherThreadsSystemUsPerEvent:

@@ -1,10 +1,10 @@
 // Writeback and page-cache release of a file that is only appended to, such as the JSON event
 // log, on a libuv worker thread.
 //
-// A log written at hundreds of MB/s fills the page cache with pages that no process reads again, and on
-// a virtual machine whose host backs guest memory on first touch, every new page-cache page costs
-// a fault on the host. Writing the older part back and dropping it keeps the file's cache to a
-// bounded tail, so the kernel reuses the pages it just freed.
+// A log written at hundreds of MB/s fills the page cache with pages that no process reads again.
+// On a virtual machine whose host backs guest memory on first touch, every new page-cache page
+// also costs a fault on the host. Writing the older part back and dropping it keeps the file's
+// cache to a bounded tail, so the kernel reuses the pages it just freed.
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/stat.h>

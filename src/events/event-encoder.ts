@@ -537,8 +537,8 @@ export function encodedBatchSize(encoded: readonly Buffer[]): number {
 
 /**
  * Writes the sigil.audit.v1.EventBatch encoding of encoded events at the
- * start of out, which must hold encodedBatchSize(encoded) bytes, and returns
- * the view of out that holds it.
+ * start of out, which must have room for encodedBatchSize(encoded) bytes,
+ * and returns the view of out that contains it.
  */
 export function encodeEncodedBatchInto(encoded: readonly Buffer[], out: Buffer): Buffer {
   let pos = 0;

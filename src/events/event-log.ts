@@ -272,7 +272,6 @@ class BufferedEventLog implements EventLog {
     const destination = pino.destination({
       dest: fd,
       sync: false,
-      mkdir: true,
       // Above the bound that write() keeps, so sonic-boom itself never drops the chunk in flight.
       maxLength: this.maxBufferedBytes * 2,
       // A chunk goes out in one write(2), whatever its size.
@@ -282,6 +281,7 @@ class BufferedEventLog implements EventLog {
     this.destination = destination;
     // sonic-boom's type declarations leave out fd.
     this.cache = pageCacheTrimmer(destination as unknown as { fd: number }, this.options);
+
     // Never expected, as maxLength is above the bound; counted all the same, so no line goes unseen.
     destination.on('drop', (chunk: Uint8Array) =>
       this.options.onDrop?.(countLines(chunk), undefined, 'buffer-full'),
@@ -299,6 +299,7 @@ class BufferedEventLog implements EventLog {
       }
     });
     destination.on('error', (error: Error) => this.failed(destination, error));
+
     // A regular file shows whether it ends torn: an existing file left so by an earlier run, or
     // a file renamed by a rotation while this log waited to open the path again.
     this.tornLine = endsInPartialLine(fd) ?? this.tornLine;
@@ -321,9 +322,15 @@ class BufferedEventLog implements EventLog {
       this.options.onError?.(error as Error);
       return;
     }
-    void this.cache?.finish();
+    this.stopTrimming();
     current.end();
     this.open(fd);
+  }
+
+  /** Stops the page cache releases of the current file; a release in flight finishes alone. */
+  private stopTrimming(): void {
+    void this.cache?.finish();
+    this.cache = null;
   }
 
   private unwritten(): boolean {
@@ -386,9 +393,8 @@ class BufferedEventLog implements EventLog {
       this.writing = null;
     }
     this.destination = null;
-    const cache = this.cache;
-    this.cache = null;
-    void cache?.finish();
+    this.stopTrimming();
+
     // close() resolves only after the failed file's descriptor is closed.
     this.destroyed = new Promise((resolve) => destination.once('close', resolve));
     destination.destroy();
@@ -400,6 +406,7 @@ class BufferedEventLog implements EventLog {
       if (stream.fd > 2) closeSync(stream.fd);
       this.destroyed = Promise.resolve();
     }
+
     this.options.onError?.(new Error(`write event log ${this.target}: ${error.message}`));
     if (this.closed) {
       this.finishClose(new Error(`close event log ${this.target}: ${error.message}`));
@@ -443,9 +450,7 @@ class BufferedEventLog implements EventLog {
       return;
     }
     this.destination = null;
-    const cache = this.cache;
-    this.cache = null;
-    void cache?.finish();
+    this.stopTrimming();
     destination.once('error', (failure: Error) =>
       done(new Error(`close event log ${this.target}: ${failure.message}`)),
     );

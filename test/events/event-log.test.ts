@@ -164,7 +164,7 @@ describe('event log', () => {
       return { whole, torn };
     }
 
-    it('counts the lines a failed write loses and goes on once there is room', async () => {
+    it('counts lost lines and resumes after space returns', async () => {
       writeFileSync(filler, Buffer.alloc(512 * 1024));
       const path = join(full, 'events.json');
       let dropped = 0;
